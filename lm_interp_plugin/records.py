@@ -92,27 +92,42 @@ class InterpRecord:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def record_path(directory: str | Path, task: str) -> Path:
-    """Where the records of `task` live inside `directory`."""
+def record_path(directory: str | Path, task: str, rank: int = 0, world_size: int = 1) -> Path:
+    """Where the records of `task` live inside `directory` (one file per rank under data parallel)."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in task)
-    return Path(directory) / f"{RECORD_FILE_PREFIX}{safe}.jsonl"
+    suffix = f"_rank{rank}" if world_size > 1 else ""
+    return Path(directory) / f"{RECORD_FILE_PREFIX}{safe}{suffix}.jsonl"
+
+
+def record_files(directory: str | Path, rank: int = 0, world_size: int = 1) -> list[Path]:
+    """All record files in `directory` (every task, every rank), sorted."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob(f"{RECORD_FILE_PREFIX}*.jsonl"))
 
 
 class RecordWriter:
     """Appends records to one JSONL file per task, flushing each line, so nothing computed is lost."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, rank: int = 0, world_size: int = 1):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.rank, self.world_size = rank, world_size
         self._handles: dict[str, Any] = {}
 
     def write(self, record: InterpRecord) -> None:
         handle = self._handles.get(record.task)
         if handle is None:
-            handle = open(record_path(self.directory, record.task), "a", encoding="utf-8")  # noqa: SIM115
+            path = record_path(self.directory, record.task, self.rank, self.world_size)
+            handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
             self._handles[record.task] = handle
         handle.write(json.dumps(record.to_dict(), ensure_ascii=False, allow_nan=False) + "\n")
         handle.flush()
+
+    def flush(self) -> None:
+        for handle in self._handles.values():
+            handle.flush()
 
     def close(self) -> None:
         for handle in self._handles.values():

@@ -1,0 +1,6 @@
+"""`lm-interp compare`: read lm-eval output dirs, pair runs per task on doc_hash, write md/html/json reports."""
+
+from .compare import ComparisonResult, compare
+from .errors import NoOverlapError, NoSharedTaskError, ReportInputError, RunDirError
+
+__all__ = ["ComparisonResult", "compare", "NoOverlapError", "NoSharedTaskError", "ReportInputError", "RunDirError"]

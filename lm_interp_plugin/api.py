@@ -1,0 +1,88 @@
+"""The notebook-facing API: attribute one (prompt, target) pair with any Hugging Face causal LM."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .interpret import InterpSettings, run_pass
+from .spans import label_tokens, locate_fields, token_offsets
+
+
+@dataclass
+class Attribution:
+    """Gradient x input attribution of one target onto its prompt.
+
+    Attributes:
+        raw: I, ``prompt_len x target_len`` (numpy float32).
+        prompt_tokens: the prompt as the model saw it (BOS included when the tokenizer adds one).
+        target_tokens: the target tokens.
+        token_parts: a part label per prompt token (``instruction`` where `instruction` was located).
+        target_logprobs: log p of each target token given the prompt and the earlier targets.
+        metrics: the per-example scalars (instruction importance, part shares, instruction attention).
+        attention: per layer x head instruction attention (when computed).
+    """
+
+    raw: np.ndarray
+    prompt_tokens: list[str]
+    target_tokens: list[str]
+    token_parts: list[str]
+    target_logprobs: np.ndarray
+    metrics: dict[str, float] = field(default_factory=dict)
+    attention: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def instruction_mask(self) -> np.ndarray:
+        return np.array([p == "instruction" for p in self.token_parts], dtype=bool)
+
+
+def encode_pair(tokenizer, prompt: str, target: str) -> tuple[list[int], list[int], str]:
+    """Tokenise as lm-eval's HFLM does: encode prompt+target, split at the prompt's length, with trailing
+    prompt spaces moved to the target (so a word keeps its leading-space token)."""
+    n_spaces = len(prompt) - len(prompt.rstrip())
+    if n_spaces:
+        target, prompt = prompt[-n_spaces:] + target, prompt[:-n_spaces]
+    if not prompt:
+        raise ValueError("the prompt is empty: there is nothing to attribute to")
+    whole = tokenizer(prompt + target)["input_ids"]
+    context = tokenizer(prompt)["input_ids"]
+    return list(context), list(whole[len(context):]), prompt
+
+
+def attribute(
+    model,
+    tokenizer,
+    prompt: str,
+    target: str,
+    instruction: str | Sequence[str] | None = None,
+    **settings: Any,
+) -> Attribution:
+    """Gradient x input of every target token onto every prompt token (the paper's raw matrix).
+
+    Args:
+        model: any Hugging Face causal LM (on any device, any dtype).
+        tokenizer: its tokenizer.
+        prompt: the prompt text.
+        target: the continuation to explain (e.g. the model's own response).
+        instruction: the instruction text(s) inside `prompt`, to get the instruction metrics.
+        **settings: `InterpSettings` fields (L, b, p, eps, objective, mode, chunk_size, attention).
+    """
+    config = InterpSettings(**settings)
+    prompt_ids, target_ids, prompt = encode_pair(tokenizer, prompt, target)
+    offsets = token_offsets(tokenizer, prompt, prompt_ids, add_special_tokens=True)
+    needles = [instruction] if isinstance(instruction, str) else list(instruction or [])
+    spans = locate_fields(prompt, {"instruction": needles}, where="the prompt") if needles else {}
+    labels = label_tokens(offsets, prompt, spans)
+    result = run_pass(model, prompt_ids, target_ids, labels, config)
+    return Attribution(
+        raw=result.raw.astype(np.float32),
+        prompt_tokens=tokenizer.convert_ids_to_tokens(prompt_ids),
+        target_tokens=tokenizer.convert_ids_to_tokens(target_ids),
+        token_parts=labels,
+        target_logprobs=result.target_logprobs,
+        metrics=result.metrics,
+        attention=result.attention,
+    )

@@ -1,0 +1,411 @@
+"""Build the demo's base model and its instruction-tuned version, locally and deterministically.
+
+`lm-interp demo` needs a base/tuned pair that differs the way a real pretrained model and its instruction-
+tuned version do, without downloading anything: a tiny Llama is pretrained on synthetic English-like text
+(`synthetic.pretraining_text`), saved as the base, then a copy is tuned on instruction -> answer pairs with the
+loss on the answer tokens only, and saved as the tuned model. Both load with `from_pretrained(path)`.
+
+The output folder is keyed by a hash of the recipe (every hyper-parameter, the seed and `RECIPE_VERSION`), so a
+second call with the same recipe returns at once, and a changed recipe never reuses stale weights. The
+manifest (`demo_manifest.json`) also records held-out accuracies of both models, so the demo can say how much
+better the tuned model follows instructions before any interpretation is run.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lm_interp_plugin.demo import synthetic
+from lm_interp_plugin.tiny import build_tiny_model, save_tiny, train_tokenizer
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the data generators or the training code change in a way that changes the weights.
+RECIPE_VERSION = "demo-pair-v1"
+MANIFEST_NAME = "demo_manifest.json"
+HELDOUT_NAME = "heldout_instruct.jsonl"
+HELDOUT_MC_NAME = "heldout_instruct_mc.jsonl"
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """Every knob of the build; its hash names the cache folder.
+
+    The defaults are sized so that the whole build (both trainings and the evaluation) takes about two
+    minutes on two CPU cores; `small()` is a recipe for tests that builds in seconds.
+    """
+
+    vocab_size: int = 1000
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    max_positions: int = 256
+    pretrain_docs: int = 4000
+    pretrain_steps: int = 300
+    pretrain_batch: int = 16
+    pretrain_seq_len: int = 64
+    pretrain_lr: float = 3e-3
+    instruct_examples: int = 8000
+    instruct_steps: int = 400
+    instruct_batch: int = 32
+    instruct_lr: float = 2e-3
+    warmup_fraction: float = 0.05
+    weight_decay: float = 0.01
+    eval_items: int = 54
+    eval_mc_items: int = 48
+
+    @classmethod
+    def small(cls) -> DemoRecipe:
+        """A recipe for tests: a one-layer model and a handful of steps (seconds on a CPU)."""
+        return cls(
+            vocab_size=300,
+            hidden=32,
+            layers=1,
+            heads=2,
+            kv_heads=1,
+            max_positions=128,
+            pretrain_docs=60,
+            pretrain_steps=3,
+            pretrain_batch=4,
+            pretrain_seq_len=32,
+            instruct_examples=60,
+            instruct_steps=3,
+            instruct_batch=4,
+            eval_items=9,
+            eval_mc_items=4,
+        )
+
+    def key(self, seed: int) -> str:
+        """Hash of the recipe, the seed and `RECIPE_VERSION` (names the cache folder)."""
+        blob = json.dumps({"version": RECIPE_VERSION, "seed": seed, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class DemoModels:
+    """Where the built pair lives, plus the training and evaluation numbers from the manifest."""
+
+    base_path: Path
+    tuned_path: Path
+    heldout_path: Path
+    heldout_mc_path: Path
+    manifest_path: Path
+    stats: dict = field(default_factory=dict)
+
+
+@contextmanager
+def deterministic(seed: int) -> Iterator[None]:
+    """Seed torch and turn on deterministic algorithms, restoring the global RNG and the previous setting after."""
+    import torch
+
+    was_on = torch.are_deterministic_algorithms_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(was_on, warn_only=was_warn_only)
+
+
+def build_demo_pair(
+    cache_dir: Path, force: bool = False, seed: int = 0, recipe: DemoRecipe | None = None
+) -> DemoModels:
+    """Build (or load from the cache) the demo's base and instruction-tuned models.
+
+    Args:
+        cache_dir: parent folder; the pair goes to `cache_dir/demo-<recipe hash>/{base,tuned}`.
+        force: rebuild even if a complete build with the same recipe exists.
+        seed: seeds the data, the initial weights and the batch order.
+        recipe: sizes and training lengths; `DemoRecipe()` by default.
+
+    Returns:
+        The paths of both models, of the held-out JSONL files, of the manifest, and the manifest's stats.
+    """
+    recipe = recipe or DemoRecipe()
+    out = Path(cache_dir) / f"demo-{recipe.key(seed)}"
+    manifest_path = out / MANIFEST_NAME
+    if manifest_path.is_file() and not force:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("key") == recipe.key(seed):
+            logger.info("demo models found in cache at %s", out)
+            return _models_from(out, manifest)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with deterministic(seed):
+        stats = _build_into(tmp, recipe, seed)
+    manifest = {"key": recipe.key(seed), "version": RECIPE_VERSION, "seed": seed, "recipe": asdict(recipe), **stats}
+    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    logger.info("demo models written to %s", out)
+    return _models_from(out, manifest)
+
+
+def _models_from(out: Path, manifest: dict) -> DemoModels:
+    """The `DemoModels` record of a finished build folder."""
+    return DemoModels(
+        base_path=out / "base",
+        tuned_path=out / "tuned",
+        heldout_path=out / HELDOUT_NAME,
+        heldout_mc_path=out / HELDOUT_MC_NAME,
+        manifest_path=out / MANIFEST_NAME,
+        stats={k: v for k, v in manifest.items() if k not in ("key", "recipe")},
+    )
+
+
+def _build_into(out: Path, recipe: DemoRecipe, seed: int) -> dict:
+    """Tokenizer, base pretraining, instruction tuning, held-out data and evaluation, written into `out`."""
+    t0 = time.perf_counter()
+    docs = synthetic.pretraining_text(recipe.pretrain_docs, seed=seed)
+    train_items = synthetic.instruction_examples(recipe.instruct_examples, seed=seed)
+    heldout = synthetic.heldout_instruct(recipe.eval_items, seed=seed)
+    heldout_mc = synthetic.heldout_instruct_mc(recipe.eval_mc_items, seed=seed)
+    tok_texts = docs + [synthetic.format_prompt(x["instruction"], x["input"]) + " " + x["reference"] for x in train_items]
+    tok = train_tokenizer(tok_texts, vocab_size=recipe.vocab_size)
+    logger.info("tokenizer: %d tokens", len(tok))
+
+    model = build_tiny_model(
+        "llama",
+        tok,
+        seed=seed,
+        hidden=recipe.hidden,
+        layers=recipe.layers,
+        heads=recipe.heads,
+        kv_heads=recipe.kv_heads,
+        max_positions=recipe.max_positions,
+    )
+    t1 = time.perf_counter()
+    pre_losses = _pretrain(model, tok, docs, recipe, seed)
+    save_tiny(model, tok, out / "base")
+    t2 = time.perf_counter()
+    tuned = copy.deepcopy(model)
+    tune_losses = _instruct_tune(tuned, tok, train_items, recipe, seed)
+    save_tiny(tuned, tok, out / "tuned")
+    t3 = time.perf_counter()
+
+    _write_jsonl(out / HELDOUT_NAME, heldout)
+    _write_jsonl(out / HELDOUT_MC_NAME, heldout_mc)
+    evaluation = {
+        name: {"exact_match": exact_match(m, tok, heldout), "mc": mc_accuracy(m, tok, heldout_mc)}
+        for name, m in (("base", model), ("tuned", tuned))
+    }
+    t4 = time.perf_counter()
+    for name, res in evaluation.items():
+        logger.info(
+            "%s: held-out exact match %.2f, multiple choice %.2f",
+            name,
+            res["exact_match"]["overall"],
+            res["mc"]["overall"],
+        )
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tok),
+        "pretrain_loss": {"first": pre_losses[0], "last": _tail_mean(pre_losses)},
+        "instruct_loss": {"first": tune_losses[0], "last": _tail_mean(tune_losses)},
+        "evaluation": evaluation,
+        "seconds": {
+            "data_and_tokenizer": round(t1 - t0, 2),
+            "pretrain": round(t2 - t1, 2),
+            "instruct_tune": round(t3 - t2, 2),
+            "evaluate": round(t4 - t3, 2),
+            "total": round(t4 - t0, 2),
+        },
+    }
+
+
+def _tail_mean(values: list[float], tail: int = 10) -> float:
+    """Mean of the last `tail` values: a less noisy "final loss" than the last step alone."""
+    last = values[-tail:]
+    return sum(last) / len(last)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def _optimizer(model, lr: float, steps: int, recipe: DemoRecipe):
+    """AdamW with linear warm-up and cosine decay to a tenth of `lr`."""
+    import torch
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.98))
+    warmup = max(1, int(recipe.warmup_fraction * steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@contextmanager
+def _training(model) -> Iterator[None]:
+    """Train mode for the duration, eval mode afterwards (the saved models are used for inference)."""
+    model.train()
+    try:
+        yield
+    finally:
+        model.eval()
+
+
+def _run_steps(model, batches, lr: float, steps: int, recipe: DemoRecipe, desc: str) -> list[float]:
+    """The shared optimisation loop: one batch (input_ids, attention_mask, labels) per step."""
+    import torch
+    from tqdm.auto import tqdm
+
+    opt, sched = _optimizer(model, lr, steps, recipe)
+    losses = []
+    with _training(model):
+        bar = tqdm(range(steps), desc=desc, leave=False)
+        for step in bar:
+            input_ids, mask, labels = batches(step)
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(float(loss))
+            if step % 25 == 0:
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    logger.info("%s: loss %.3f -> %.3f over %d steps", desc, losses[0], _tail_mean(losses), steps)
+    return losses
+
+
+def _pretrain(model, tok, docs: list[str], recipe: DemoRecipe, seed: int) -> list[float]:
+    """Causal-LM training on packed sequences of the documents (BOS ... EOS, concatenated, chunked)."""
+    import torch
+
+    stream: list[int] = []
+    for ids in tok(docs)["input_ids"]:
+        stream.extend(ids + [tok.eos_token_id])
+    n = recipe.pretrain_seq_len
+    chunks = torch.tensor(stream[: len(stream) // n * n]).view(-1, n)
+    if len(chunks) < recipe.pretrain_batch:
+        raise ValueError(
+            f"pretraining text gives {len(chunks)} sequences of {n} tokens, fewer than pretrain_batch="
+            f"{recipe.pretrain_batch}; raise pretrain_docs or lower pretrain_seq_len"
+        )
+    logger.info("pretraining on %d packed sequences of %d tokens", len(chunks), n)
+    gen = torch.Generator().manual_seed(seed)
+
+    def batches(step: int):
+        ids = chunks[torch.randint(len(chunks), (recipe.pretrain_batch,), generator=gen)]
+        return ids, torch.ones_like(ids), ids
+
+    return _run_steps(model, batches, recipe.pretrain_lr, recipe.pretrain_steps, recipe, "pretrain")
+
+
+def encode_example(tok, instruction: str, text: str, reference: str) -> tuple[list[int], int]:
+    """Token ids of prompt + answer + EOS, and the number of prompt tokens (the loss starts after them).
+
+    The prompt and the answer are encoded separately, so the prompt's tokens are exactly those a model sees
+    when asked to generate from the prompt alone.
+    """
+    prompt = tok(synthetic.format_prompt(instruction, text))["input_ids"]
+    answer = tok(synthetic.format_answer(reference), add_special_tokens=False)["input_ids"]
+    return prompt + answer + [tok.eos_token_id], len(prompt)
+
+
+def _instruct_tune(model, tok, items: list[dict], recipe: DemoRecipe, seed: int) -> list[float]:
+    """Supervised tuning on instruction items with the loss on the answer tokens (and EOS) only."""
+    import torch
+
+    encoded = [encode_example(tok, x["instruction"], x["input"], x["reference"]) for x in items]
+    gen = torch.Generator().manual_seed(seed + 1)
+
+    def batches(step: int):
+        picks = torch.randint(len(encoded), (recipe.instruct_batch,), generator=gen).tolist()
+        width = max(len(encoded[i][0]) for i in picks)
+        ids = torch.full((len(picks), width), tok.pad_token_id)
+        mask = torch.zeros_like(ids)
+        labels = torch.full_like(ids, -100)
+        for row, i in enumerate(picks):
+            seq, n_prompt = encoded[i]
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+            labels[row, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])
+        return ids, mask, labels
+
+    return _run_steps(model, batches, recipe.instruct_lr, recipe.instruct_steps, recipe, "instruct-tune")
+
+
+def greedy_answer(model, tok, instruction: str, text: str, max_new_tokens: int = 24) -> str:
+    """Greedy continuation of the prompt up to EOS or a newline, stripped (the first line of the output)."""
+    import torch
+
+    ids = torch.tensor([tok(synthetic.format_prompt(instruction, text))["input_ids"]])
+    new: list[int] = []
+    past = None
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            out = model(input_ids=ids, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            nxt = int(out.logits[0, -1].argmax())
+            if nxt == tok.eos_token_id or "\n" in tok.decode([nxt]):
+                break
+            new.append(nxt)
+            ids = torch.tensor([[nxt]])
+    return tok.decode(new, skip_special_tokens=True).strip()
+
+
+def _per_category(hits: list[tuple[str, bool]]) -> dict:
+    """Overall and per-category share of hits."""
+    by_cat: dict[str, list[bool]] = defaultdict(list)
+    for category, hit in hits:
+        by_cat[category].append(hit)
+    return {
+        "overall": sum(h for _, h in hits) / max(1, len(hits)),
+        "n": len(hits),
+        "by_category": {c: sum(v) / len(v) for c, v in sorted(by_cat.items())},
+    }
+
+
+def exact_match(model, tok, items: list[dict]) -> dict:
+    """Held-out instruction following: greedy output's first line equals the reference."""
+    hits = [
+        (x["category"], greedy_answer(model, tok, x["instruction"], x["input"]) == x["reference"]) for x in items
+    ]
+    return _per_category(hits)
+
+
+def mc_accuracy(model, tok, items: list[dict]) -> dict:
+    """Multiple choice: the choice with the highest summed log-probability (after the prompt) is the label."""
+    import torch
+
+    hits = []
+    with torch.no_grad():
+        for x in items:
+            seqs = [encode_example(tok, x["instruction"], x["input"], c) for c in x["choices"]]
+            width = max(len(s) for s, _ in seqs) - 1  # the trailing EOS is not scored
+            ids = torch.full((len(seqs), width), tok.pad_token_id)
+            mask = torch.zeros_like(ids)
+            for row, (s, _) in enumerate(seqs):
+                ids[row, : len(s) - 1] = torch.tensor(s[:-1])
+                mask[row, : len(s) - 1] = 1
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+            scores = []
+            for row, (s, n_prompt) in enumerate(seqs):
+                targets = torch.tensor(s[n_prompt:-1])
+                positions = torch.arange(n_prompt - 1, len(s) - 2)
+                scores.append(float(logp[row, positions, targets].sum()))
+            hits.append((x["category"], max(range(len(scores)), key=scores.__getitem__) == x["label"]))
+    return _per_category(hits)

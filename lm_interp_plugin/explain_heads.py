@@ -1,0 +1,326 @@
+"""``lm-interp explain-heads``: every attention head of a model as word pairs, saved as JSONL.
+
+This module joins the architecture adapter (weights by family) with the pure method in
+`lm_interp_plugin.methods.attention` (projection of whole words through the norm-folded W_Q / W_K). The JSONL
+file has one header line (model fingerprint, parameters, shape) and one line per (layer, head); two files,
+base and tuned, feed the instruction-verb analysis (`format_table3`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .arch import get_adapter
+from .methods.attention import (
+    HeadsExplanation,
+    HeadWordPairs,
+    VerbAnalysis,
+    WordRelatedness,
+    WordVocab,
+    fold_norm,
+    layer_word_pairs,
+    normalise_like_norm,
+    verb_analysis,
+    whole_word_vocab,
+    word_list_vocab,
+)
+from .methods.attention import format_table3 as _format_analysis
+
+logger = logging.getLogger(__name__)
+
+HEADS_SCHEMA_VERSION = 1
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+__all__ = [
+    "HeadWordPairs",
+    "HeadsExplanation",
+    "compare_heads",
+    "explain_heads",
+    "format_table3",
+    "load_model_for_explain",
+    "parse_layers",
+    "read_heads_jsonl",
+    "write_heads_jsonl",
+]
+
+
+def load_model_for_explain(
+    path_or_hub_id: str | Path,
+    dtype: str | torch.dtype = "auto",
+    device: str | None = None,
+    revision: str | None = None,
+):
+    """Load a causal LM and its tokenizer (local folder or hub id) in eval mode on `device`.
+
+    Args:
+        path_or_hub_id: a folder written by ``save_pretrained`` or a hub id.
+        dtype: ``"auto"`` (the checkpoint's dtype on GPU, float32 on CPU), ``"float32"``, ``"bfloat16"``,
+            ``"float16"`` or a `torch.dtype`.
+        device: ``"cuda"``, ``"cpu"``, ... (default: cuda when available).
+        revision: hub revision (branch, tag or commit).
+
+    Returns:
+        ``(model, tokenizer)``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(dtype, str):
+        if dtype == "auto":
+            torch_dtype: Any = "auto" if device != "cpu" else torch.float32
+        elif dtype in _DTYPES:
+            torch_dtype = _DTYPES[dtype]
+        else:
+            raise ValueError(f"dtype {dtype!r} is not one of auto, {', '.join(_DTYPES)}")
+    else:
+        torch_dtype = dtype
+    kwargs: dict[str, Any] = {"revision": revision} if revision else {}
+    tokenizer = AutoTokenizer.from_pretrained(str(path_or_hub_id), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(str(path_or_hub_id), dtype=torch_dtype, **kwargs)
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def parse_layers(layers: str | Sequence[int] | None, num_layers: int) -> list[int]:
+    """Layer selection: None (all), a list of ints, or a CLI string such as ``"0-3,7"``."""
+    if layers is None:
+        return list(range(num_layers))
+    if isinstance(layers, str):
+        out: list[int] = []
+        for part in layers.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                if "-" in part:
+                    lo, hi = (int(x) for x in part.split("-", 1))
+                    out.extend(range(lo, hi + 1))
+                else:
+                    out.append(int(part))
+            except ValueError:
+                raise ValueError(f"cannot read layers {layers!r}; write e.g. '0-3,7'") from None
+    else:
+        out = [int(x) for x in layers]
+    bad = [x for x in out if not 0 <= x < num_layers]
+    if bad:
+        raise ValueError(
+            f"layers {bad} are out of range: the model has {num_layers} layers (0..{num_layers - 1})"
+        )
+    return sorted(set(out))
+
+
+def _resolve_vocab(tokenizer, vocab: str | Path | Sequence[str] | WordVocab | None, max_words: int | None):
+    if vocab is None:
+        return whole_word_vocab(tokenizer, max_words=max_words), "tokenizer whole words"
+    if isinstance(vocab, WordVocab):
+        return vocab, "given WordVocab"
+    if isinstance(vocab, (str, Path)):
+        path = Path(vocab)
+        if not path.is_file():
+            raise FileNotFoundError(f"word list {path} not found; give a text file with one word per line")
+        words = [w.strip() for w in path.read_text().splitlines() if w.strip()]
+        return word_list_vocab(tokenizer, words), f"word list {path.name}"
+    return word_list_vocab(tokenizer, list(vocab)), "given word list"
+
+
+def model_fingerprint(model, tokenizer, adapter=None) -> dict[str, Any]:
+    """Identity of the explained model: id, type, dtype, size, tokenizer, and a hash of sampled weights."""
+    adapter = adapter or get_adapter(model)
+    h = hashlib.sha256()
+    emb = adapter.input_embedding_matrix()
+    h.update(emb[:256].float().cpu().numpy().tobytes())
+    for layer in sorted({0, adapter.num_layers - 1}):
+        for w in adapter.qk_weights(layer):
+            h.update(w.float().cpu().numpy().tobytes())
+    first = next(model.parameters())
+    return {
+        "model": getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None),
+        "model_type": getattr(model.config, "model_type", None),
+        "dtype": str(first.dtype).replace("torch.", ""),
+        "n_parameters": int(sum(p.numel() for p in model.parameters())),
+        "tokenizer": getattr(tokenizer, "name_or_path", None),
+        "weight_hash": h.hexdigest()[:16],
+        "plugin_version": __version__,
+    }
+
+
+@torch.no_grad()
+def explain_heads(
+    model,
+    tokenizer,
+    top_k: int = 10,
+    vocab: str | Path | Sequence[str] | WordVocab | None = None,
+    layers: str | Sequence[int] | None = None,
+    relatedness: str = "neighbors",
+    neighbors: int = 50,
+    min_similarity: float = 0.3,
+    max_pairs: int = 100,
+    max_words: int | None = None,
+    keep_all_dimensions: bool = False,
+    progress: bool = True,
+) -> HeadsExplanation:
+    """Explain every attention head (of the selected layers) as word pairs.
+
+    Args:
+        model, tokenizer: a Hugging Face causal LM of a supported family and its tokenizer.
+        top_k: words per head dimension on the query and on the key side.
+        vocab: None (the tokenizer's whole-word tokens), a word list, or a text file with one word per line.
+        layers: None (all), a list, or a string such as ``"0-3,7"``.
+        relatedness: ``"neighbors"`` (the key word among the query word's nearest `neighbors` in the model's
+            input embeddings, or vice versa) or ``"cosine"`` (centred cosine >= `min_similarity`).
+        max_pairs: aggregated pairs kept per head (the per-dimension detail keeps all kept pairs).
+        max_words: cap on the whole-word vocabulary (lowest token ids first).
+        keep_all_dimensions: record the top words of dimensions without any kept pair too.
+        progress: show a tqdm bar over layers.
+    """
+    adapter = get_adapter(model)
+    chosen = parse_layers(layers, adapter.num_layers)
+    word_vocab, vocab_source = _resolve_vocab(tokenizer, vocab, max_words)
+    emb = adapter.input_embedding_matrix()
+    device = emb.device
+    ids = torch.tensor(word_vocab.token_ids, device=device)
+    if int(ids.max()) >= emb.shape[0]:
+        raise ValueError(f"token id {int(ids.max())} is outside the model's {emb.shape[0]} embeddings")
+    word_emb = emb[ids].float() * adapter.embedding_scale()
+    related = WordRelatedness(word_emb, mode=relatedness, neighbors=neighbors, min_similarity=min_similarity)
+    words_normed = normalise_like_norm(word_emb, adapter.spec.norm_type)
+    logger.info(
+        "explain-heads: %d layers x %d heads, %d words (%s), top_k=%d",
+        len(chosen),
+        adapter.num_heads,
+        len(word_vocab.words),
+        vocab_source,
+        top_k,
+    )
+    heads: list[HeadWordPairs] = []
+    for layer in tqdm(chosen, desc="explain-heads", disable=not progress):
+        wq, wk = adapter.qk_weights(layer)
+        norm_w = adapter.input_norm_weight(layer)
+        q_scale, k_scale = adapter.qk_head_norm_weights(layer)
+        heads.extend(
+            layer_word_pairs(
+                fold_norm(wq.to(device), norm_w, q_scale),
+                fold_norm(wk.to(device), norm_w, k_scale),
+                words_normed,
+                word_vocab.words,
+                related,
+                layer=layer,
+                top_k=top_k,
+                max_pairs=max_pairs,
+                keep_all_dimensions=keep_all_dimensions,
+            )
+        )
+    params = {
+        "top_k": top_k,
+        "relatedness": related.params(),
+        "max_pairs": max_pairs,
+        "vocab_source": vocab_source,
+        "vocab_size": len(word_vocab.words),
+        "layers": chosen,
+        "keep_all_dimensions": keep_all_dimensions,
+        "norm_type": adapter.spec.norm_type,
+    }
+    return HeadsExplanation(
+        fingerprint=model_fingerprint(model, tokenizer, adapter),
+        params=params,
+        num_layers=adapter.num_layers,
+        num_heads=adapter.num_heads,
+        heads=heads,
+    )
+
+
+def write_heads_jsonl(path: str | Path, expl: HeadsExplanation) -> Path:
+    """Write a header line and one line per (layer, head)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {
+        "type": "header",
+        "schema_version": HEADS_SCHEMA_VERSION,
+        "fingerprint": expl.fingerprint,
+        "params": expl.params,
+        "num_layers": expl.num_layers,
+        "num_heads": expl.num_heads,
+    }
+    with path.open("w", encoding="utf-8") as f:
+        f.write(json.dumps(header) + "\n")
+        for head in expl.heads:
+            f.write(json.dumps({"type": "head", **head.to_dict()}) + "\n")
+    return path
+
+
+def read_heads_jsonl(path: str | Path) -> HeadsExplanation:
+    """Read a file written by `write_heads_jsonl`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found; write it with `lm-interp explain-heads MODEL --out {path}`"
+        )
+    header: dict[str, Any] | None = None
+    heads: list[HeadWordPairs] = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            data = json.loads(line)
+            kind = data.get("type")
+            if lineno == 1:
+                if kind != "header":
+                    raise ValueError(f"{path} does not start with an explain-heads header line")
+                header = data
+            elif kind == "head":
+                heads.append(HeadWordPairs.from_dict(data))
+            else:
+                raise ValueError(f"{path}:{lineno}: unexpected line type {kind!r}")
+    if header is None:
+        raise ValueError(f"{path} is empty; it is not an explain-heads output")
+    if header.get("schema_version", 0) > HEADS_SCHEMA_VERSION:
+        raise ValueError(
+            f"{path} has schema version {header['schema_version']}; upgrade lm-interp to read it"
+        )
+    return HeadsExplanation(
+        fingerprint=header["fingerprint"],
+        params=header["params"],
+        num_layers=int(header["num_layers"]),
+        num_heads=int(header["num_heads"]),
+        heads=heads,
+    )
+
+
+def compare_heads(
+    base: HeadsExplanation,
+    tuned: HeadsExplanation,
+    instruction_verbs: Sequence[str] | None = None,
+    general_verbs: Sequence[str] | None = None,
+) -> VerbAnalysis:
+    """The instruction-verb analysis of a base and a tuned model (see `methods.attention.verb_analysis`)."""
+    if base.params.get("vocab_source") != tuned.params.get("vocab_source") or base.params.get(
+        "top_k"
+    ) != tuned.params.get("top_k"):
+        logger.warning(
+            "base and tuned heads were explained with different settings (%s vs %s); counts may not compare",
+            {k: base.params.get(k) for k in ("top_k", "vocab_source")},
+            {k: tuned.params.get(k) for k in ("top_k", "vocab_source")},
+        )
+    return verb_analysis(base, tuned, instruction_verbs, general_verbs)
+
+
+def format_table3(*args: VerbAnalysis | HeadsExplanation) -> str:
+    """Table 3 (markdown) from a `VerbAnalysis`, or from two explanations (base, tuned)."""
+    if len(args) == 1 and isinstance(args[0], VerbAnalysis):
+        return _format_analysis(args[0])
+    if len(args) == 2 and all(isinstance(a, HeadsExplanation) for a in args):
+        return _format_analysis(compare_heads(args[0], args[1]))
+    raise TypeError(
+        "format_table3 takes one VerbAnalysis or two HeadsExplanation (base, tuned); "
+        f"got {[type(a).__name__ for a in args]}"
+    )

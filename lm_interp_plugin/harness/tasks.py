@@ -1,0 +1,202 @@
+"""`InterpTask`: a stock lm-eval task plus the interpretation metrics of `interp-hf` in every sample.
+
+A task YAML opts in with ``class: !function interp_task.InterpTask`` (the shim beside the YAMLs) and says in
+``metadata.interp`` which parts of its prompt are the instruction:
+
+```yaml
+metadata:
+  interp:
+    instruction_fields: [instruction]   # doc fields whose text is the instruction
+    content_fields: [input]             # optional: doc fields that are the example's content
+    data_files: {test: interp_instruct.jsonl}   # optional: local JSONL, relative to the tasks folder
+```
+
+It marks each request with its prompt parts (character spans of the final context string) and its role
+(`gold`, `choice`, `generated`), so the model knows what to interpret; after lm-eval's filters it re-attaches the
+model's interpretation output to the filtered responses (filters such as `regex` return plain strings), and its
+`process_results` adds the interpretation scalars next to the stock metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lm_eval.api.metrics import mean
+from lm_eval.api.task import ConfigurableTask
+
+from .. import metric_names as names
+from ..spans import InstructionNotFoundError, locate_fields
+
+logger = logging.getLogger(__name__)
+
+TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
+INSTRUCTION_FOUND = "instruction_found"
+
+
+def tasks_dir() -> Path:
+    """The folder of the shipped interp_* task YAMLs and data (works for editable and regular installs)."""
+    try:
+        from importlib.resources import files
+
+        path = Path(str(files("lm_interp_plugin.tasks")))
+        if path.is_dir():
+            return path
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return TASKS_DIR
+
+
+class _InterpMetrics(dict):
+    """Aggregation table that averages any interpretation metric it was not told about."""
+
+    def __missing__(self, key: str):
+        if names.is_interp_metric(key):
+            return mean
+        raise KeyError(key)
+
+
+def attach(value: Any, interp: dict[str, Any], role: str | None) -> Any:
+    """Return `value` carrying the interpretation output as ``.interp`` (and ``.interp_role``)."""
+    cls = _CARRIERS.get(type(value))
+    if cls is None:
+        for base, carrier in _CARRIERS.items():
+            if isinstance(value, base):
+                cls = carrier
+                break
+    if cls is None:
+        logger.debug("cannot attach interpretation to a response of type %s", type(value).__name__)
+        return value
+    carried = cls(value)
+    carried.interp, carried.interp_role = interp, role
+    return carried
+
+
+def _carrier(base: type) -> type:
+    def __reduce__(self):  # picklable for lm-eval's gathers across ranks: drops the extras
+        return (base, (base(self),))
+
+    return type(f"Interp{base.__name__.title()}", (base,), {"__reduce__": __reduce__})
+
+
+_CARRIERS: dict[type, type] = {t: _carrier(t) for t in (tuple, str, list, float)}
+
+
+class InterpTask(ConfigurableTask):
+    """A `ConfigurableTask` whose samples carry `interp-hf`'s interpretation scalars."""
+
+    def __init__(self, config: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        config = dict(config or {})
+        config.pop("class", None)  # lm-eval passes it through; TaskConfig rejects it
+        metadata = config.get("metadata") or {}
+        self.interp_config: dict[str, Any] = dict(metadata.get("interp") or {})
+        super().__init__(config=config, **kwargs)
+        self._skipped = 0
+
+    # ------------------------------------------------------------------ data
+    def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        data_files = self.interp_config.get("data_files")
+        if not data_files:
+            return super().download(dataset_kwargs, **kwargs)
+        import datasets
+
+        resolved = {}
+        for split, name in data_files.items():
+            path = Path(name)
+            if not path.is_absolute():
+                path = tasks_dir() / path
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"task {self.config.task}: data file {path} not found; reinstall lm-interp "
+                    "(pip install -e .) or fix metadata.interp.data_files in the task YAML"
+                )
+            resolved[split] = str(path)
+        self.dataset = datasets.load_dataset("json", data_files=resolved)
+
+    # ------------------------------------------------------------------ requests
+    def segment(self, doc: dict, context: str) -> dict[str, list[tuple[int, int]]]:
+        """Character spans of the prompt parts in `context`, from the fields named in metadata.interp."""
+        fields: dict[str, list[str]] = {}
+        for part in ("instruction", "content"):
+            for field_name in self.interp_config.get(f"{part}_fields", []) or []:
+                value = doc.get(field_name)
+                values = value if isinstance(value, list) else [value]
+                fields.setdefault(part, []).extend(str(v) for v in values if v)
+        where = f"task {self.config.task!r}, doc {self._doc_label(doc)}"
+        return locate_fields(context, fields, where=where)
+
+    def _doc_label(self, doc: dict) -> str:
+        for key in ("id", "idx", "doc_id"):
+            if key in doc:
+                return f"{key}={doc[key]!r}"
+        return "(no id field)"
+
+    def _gold_index(self, doc: dict) -> int | None:
+        gold = self.doc_to_text(doc) if self.multiple_input else self.doc_to_target(doc)
+        if isinstance(gold, list):
+            gold = gold[0] if gold else None
+        if isinstance(gold, str):
+            choices = self.doc_to_choice(doc)
+            gold = choices.index(gold) if gold in choices else None
+        return gold if isinstance(gold, int) else None
+
+    def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any):
+        requests = super().construct_requests(doc, ctx, **kwargs)
+        batch = requests if isinstance(requests, list) else [requests]
+        gold = self._gold_index(doc) if self.OUTPUT_TYPE == "multiple_choice" else None
+        n_choices = len(self.doc_to_choice(doc)) if self.OUTPUT_TYPE == "multiple_choice" else 0
+        for inst in batch:
+            context = inst.arguments[0]
+            if self.OUTPUT_TYPE == "multiple_choice":
+                if inst.idx >= n_choices and not self.multiple_input:  # acc_mutual_info's unconditional requests
+                    inst.interp_skip = "unconditional request (acc_mutual_info)"
+                    continue
+                inst.interp_role = "gold" if inst.idx == gold else "choice"
+            elif self.OUTPUT_TYPE == "generate_until":
+                inst.interp_role = "generated"
+            else:
+                inst.interp_role = "gold"
+            try:
+                inst.interp_spans = self.segment(doc, context)
+            except InstructionNotFoundError as err:
+                if self.interp_config.get("strict", False):
+                    raise
+                self._skipped += 1
+                if self._skipped == 1:
+                    logger.warning("%s (skipping its interpretation; samples carry %s=0)", err, INSTRUCTION_FOUND)
+                inst.interp_skip = str(err)
+        return requests
+
+    # ------------------------------------------------------------------ results
+    def apply_filters(self):
+        out = super().apply_filters()
+        for inst in self._instances:
+            interp = getattr(inst, "interp_output", None)
+            if interp is None:
+                continue
+            role = getattr(inst, "interp_role", None)
+            for key, value in list(inst.filtered_resps.items()):
+                inst.filtered_resps[key] = attach(value, interp, role)
+        if self._skipped:
+            logger.warning("task %s: %d requests skipped by the interpretation (instruction not found)",
+                           self.config.task, self._skipped)
+        return out
+
+    def process_results(self, doc: dict, results: list) -> dict:
+        out = super().process_results(doc, results)
+        carried = [r for r in results if hasattr(r, "interp")]
+        if not carried:
+            return out
+        chosen = next((r for r in carried if r.interp_role == "gold"), None) or carried[0]
+        interp = chosen.interp
+        if "skipped" in interp:
+            out[INSTRUCTION_FOUND] = 0.0
+            return out
+        out[INSTRUCTION_FOUND] = float(names.INSTRUCTION_IMPORTANCE in interp)
+        out.update({k: v for k, v in interp.items() if isinstance(v, (int, float))})
+        return out
+
+    def aggregation(self) -> dict:
+        return _InterpMetrics(super().aggregation())

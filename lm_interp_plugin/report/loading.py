@@ -1,0 +1,339 @@
+"""Read what lm-eval 0.4.13 and the plugin wrote into an ``--output_path``.
+
+Layout (see ``lm_eval/loggers/evaluation_tracker.py``): ``<output_path>/<model_name_sanitized>/`` holds
+``results_<date_id>.json`` and, with ``--log_samples``, ``samples_<task>_<date_id>.jsonl`` per task, where
+``date_id`` is ``datetime.now().isoformat()`` with ``:`` replaced by ``-`` (so it sorts as text). The plugin adds
+``interp_records_<task>.jsonl`` in the same folder. A folder may hold several evaluations; per task the newest
+samples file is used and a note says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lm_interp_plugin.records import RECORD_FILE_PREFIX, InterpRecord, load_records
+
+from .errors import RunDirError
+
+logger = logging.getLogger(__name__)
+
+RESULTS_PREFIX = "results_"
+SAMPLES_PREFIX = "samples_"
+_ROLE_ORDER = {"gold": 0, "generated": 1, "choice": 2}
+
+
+@dataclass
+class DocSample:
+    """One evaluated document of one run: its per-example metrics and the text needed to show it."""
+
+    doc_hash: str
+    doc_id: int
+    metrics: dict[str, float]
+    prompt: str = ""
+    target: str = ""
+    response: str = ""
+
+
+@dataclass
+class TaskRun:
+    """One task of one run: samples keyed by pairing key, records keyed the same way."""
+
+    task: str
+    samples: dict[str, DocSample] = field(default_factory=dict)
+    records: dict[str, list[InterpRecord]] = field(default_factory=dict)
+    reported: dict[str, Any] = field(default_factory=dict)
+    samples_file: Path | None = None
+    records_file: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def primary_record(self, key: str) -> InterpRecord | None:
+        """The record that stands for a document: the gold answer, else the generation, else the first."""
+        recs = self.records.get(key)
+        if not recs:
+            return None
+        return min(recs, key=lambda r: (_ROLE_ORDER.get(r.role, 3), r.request_index))
+
+
+@dataclass
+class Run:
+    """One model's evaluation: a ``<output_path>/<model_name_sanitized>`` folder."""
+
+    label: str
+    path: Path
+    model: str | None
+    tasks: dict[str, TaskRun]
+    notes: list[str] = field(default_factory=list)
+
+
+def _has_lm_eval_files(folder: Path) -> bool:
+    return any(
+        p.is_file() and p.name.startswith((RESULTS_PREFIX, SAMPLES_PREFIX, RECORD_FILE_PREFIX))
+        for p in folder.iterdir()
+    )
+
+
+def discover_run_folders(path: Path) -> list[Path]:
+    """The model subfolders in `path`: `path` itself if it holds lm-eval files, else its subfolders that do.
+
+    Raises:
+        RunDirError: `path` is missing or holds no lm-eval output at either level.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"run directory {path} does not exist; pass the --output_path of an lm-eval run")
+    if _has_lm_eval_files(path):
+        return [path]
+    subs = sorted(p for p in path.iterdir() if p.is_dir() and _has_lm_eval_files(p))
+    if not subs:
+        raise RunDirError(
+            f"run directory {path} holds no lm-eval output (results_*.json, samples_*.jsonl or "
+            f"{RECORD_FILE_PREFIX}*.jsonl) in itself or its subfolders; pass the --output_path given to "
+            "`lm-interp run` (with --log_samples)"
+        )
+    return subs
+
+
+def _date_id(name: str) -> str:
+    """The ``date_id`` suffix of an lm-eval file name (the text after the last underscore)."""
+    stem = name.rsplit(".", 1)[0]
+    return stem[stem.rfind("_") + 1 :]
+
+
+def _sample_task(name: str) -> str:
+    stem = name.rsplit(".", 1)[0]
+    return stem[len(SAMPLES_PREFIX) : stem.rfind("_")]
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and math.isfinite(float(value)):
+        return float(value)
+    return None
+
+
+def _metric_name(name: str, filter_key: str | None, n_filters: int) -> str:
+    """``acc`` for the default filter, ``exact_match,strict-match`` when a task has several filters."""
+    if n_filters <= 1 or filter_key in (None, "none"):
+        return name
+    return f"{name},{filter_key}"
+
+
+def _first_text(value: Any) -> str:
+    """The first string inside a nested list of lm-eval arguments or responses."""
+    while isinstance(value, (list, tuple)) and value:
+        value = value[0]
+    if isinstance(value, dict):
+        value = next(iter(value.values()), "")
+        return _first_text(value)
+    return "" if value is None else str(value)
+
+
+def read_samples(path: Path) -> tuple[dict[str, DocSample], list[str]]:
+    """Parse one ``samples_<task>_<date>.jsonl`` into documents keyed for pairing, plus notes.
+
+    The key is the ``doc_hash``; identical documents (same hash) get ``#1``, ``#2`` ... in doc_id order so
+    they still pair one to one. Metric values that are not finite numbers are dropped.
+    """
+    notes: list[str] = []
+    rows: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                notes.append(f"{path.name}:{lineno}: skipped a corrupt samples line ({err.msg})")
+    filters = {row.get("filter") for row in rows}
+    by_doc: dict[tuple[str, int], DocSample] = {}
+    for row in rows:
+        doc_hash, doc_id = row.get("doc_hash"), row.get("doc_id")
+        if not isinstance(doc_hash, str) or not isinstance(doc_id, int):
+            notes.append(f"{path.name}: skipped a sample without doc_hash/doc_id (not lm-eval >= 0.4 output?)")
+            continue
+        sample = by_doc.get((doc_hash, doc_id))
+        if sample is None:
+            args = row.get("arguments")
+            prompt = _first_text(args.get("gen_args_0") if isinstance(args, dict) else args)
+            sample = DocSample(doc_hash, doc_id, {}, prompt, str(row.get("target", "")),
+                               _first_text(row.get("filtered_resps", row.get("resps"))))
+            by_doc[(doc_hash, doc_id)] = sample
+        for name in row.get("metrics", []):
+            value = _finite(row.get(name))
+            if value is not None:
+                sample.metrics[_metric_name(name, row.get("filter"), len(filters))] = value
+    out: dict[str, DocSample] = {}
+    seen: dict[str, int] = defaultdict(int)
+    for (doc_hash, _), sample in sorted(by_doc.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        seen[doc_hash] += 1
+        key = doc_hash if seen[doc_hash] == 1 else f"{doc_hash}#{seen[doc_hash]}"
+        out[key] = sample
+    if any(n > 1 for n in seen.values()):
+        notes.append(f"{path.name}: {sum(n > 1 for n in seen.values())} documents occur more than once "
+                     "(identical content); they are paired in doc_id order")
+    return out, notes
+
+
+def _read_results(folder: Path) -> tuple[dict[str, dict[str, Any]], str | None, list[str]]:
+    """Per task, lm-eval's aggregated numbers from the newest results file that has the task."""
+    reported: dict[str, dict[str, Any]] = {}
+    model: str | None = None
+    notes: list[str] = []
+    for path in sorted(folder.glob(f"{RESULTS_PREFIX}*.json"), key=lambda p: _date_id(p.name)):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            notes.append(f"{path.name}: unreadable results file skipped ({err})")
+            continue
+        for task, values in (data.get("results") or {}).items():
+            reported[task] = {k: v for k, v in values.items() if _finite(v) is not None}
+        cfg = data.get("config") or {}
+        model_args = cfg.get("model_args")
+        if isinstance(model_args, dict):
+            model = str(model_args.get("pretrained", model))
+        elif isinstance(model_args, str):
+            for part in model_args.split(","):
+                if part.strip().startswith("pretrained="):
+                    model = part.split("=", 1)[1].strip()
+        model = model or data.get("model_name") or cfg.get("model")
+    return reported, model, notes
+
+
+def _read_records(folder: Path, tasks: dict[str, TaskRun], notes: list[str]) -> None:
+    """Attach the interpretation records to their tasks, keyed as the samples are."""
+    for path in sorted(folder.glob(f"{RECORD_FILE_PREFIX}*.jsonl")):
+        with _capture_warnings() as captured:
+            records = load_records(path)
+        for message in captured:
+            notes.append(f"{path.name}: {message}")
+        latest: dict[tuple[str, str, int], InterpRecord] = {}
+        for rec in records:  # a resumed run appends; the last record of a request wins
+            latest[rec.key] = rec
+        for rec in latest.values():
+            task = tasks.setdefault(rec.task, TaskRun(rec.task))
+            task.records_file = path
+            task.records.setdefault(rec.doc_hash, []).append(rec)
+
+
+class _capture_warnings:
+    """Collect the warnings `load_records` logs (corrupt lines) so the report can show them."""
+
+    def __enter__(self) -> list[str]:
+        self.messages: list[str] = []
+        messages = self.messages
+
+        class _Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                messages.append(record.getMessage())
+
+        self.handler = _Handler(level=logging.WARNING)
+        self.logger = logging.getLogger("lm_interp_plugin.records")
+        self.logger.addHandler(self.handler)
+        return self.messages
+
+    def __exit__(self, *exc) -> None:
+        self.logger.removeHandler(self.handler)
+
+
+def load_run(folder: Path, label: str) -> Run:
+    """Read one model subfolder into a `Run` (newest samples file per task).
+
+    Raises:
+        RunDirError: the folder has neither samples nor interpretation records.
+    """
+    folder = Path(folder)
+    reported, model, notes = _read_results(folder)
+    tasks: dict[str, TaskRun] = {}
+    by_task: dict[str, list[Path]] = defaultdict(list)
+    for path in folder.glob(f"{SAMPLES_PREFIX}*.jsonl"):
+        by_task[_sample_task(path.name)].append(path)
+    for task, paths in sorted(by_task.items()):
+        paths.sort(key=lambda p: _date_id(p.name))
+        newest = paths[-1]
+        task_run = TaskRun(task, samples_file=newest, reported=reported.get(task, {}))
+        if len(paths) > 1:
+            task_run.notes.append(
+                f"{len(paths)} evaluations of {task} in {folder}; using the newest ({_date_id(newest.name)})"
+            )
+        task_run.samples, sample_notes = read_samples(newest)
+        task_run.notes.extend(sample_notes)
+        tasks[task] = task_run
+    _read_records(folder, tasks, notes)
+    for task_run in tasks.values():
+        _rekey_records(task_run)
+        _fill_from_records(task_run)
+        if task_run.samples_file is None:
+            task_run.notes.append(f"no samples file for {task_run.task} in {folder}: metrics come from the "
+                                  "interpretation records (run lm-eval with --log_samples for stock metrics)")
+        elif not task_run.records:
+            task_run.notes.append(f"no interpretation records for {task_run.task} in {folder}: heatmaps and "
+                                  "attention maps are skipped (run with --model interp-hf)")
+    if not tasks:
+        raise RunDirError(
+            f"{folder} has results but no per-example samples or interpretation records; rerun lm-eval with "
+            "--log_samples (and --model interp-hf) so runs can be paired"
+        )
+    return Run(label, folder, model, tasks, notes)
+
+
+def _rekey_records(task_run: TaskRun) -> None:
+    """Key records like the samples (``doc_hash#k`` for repeated documents), matching on doc_id."""
+    by_id = {(s.doc_hash, s.doc_id): key for key, s in task_run.samples.items()}
+    rekeyed: dict[str, list[InterpRecord]] = {}
+    orphans = 0
+    for recs in task_run.records.values():
+        for rec in recs:
+            key = by_id.get((rec.doc_hash, rec.doc_id), rec.doc_hash)
+            if task_run.samples and key not in task_run.samples:
+                orphans += 1
+            rekeyed.setdefault(key, []).append(rec)
+    task_run.records = rekeyed
+    if orphans:
+        task_run.notes.append(f"{orphans} interpretation records of {task_run.task} match no document of the "
+                              "samples file used (records from another evaluation in the same folder?)")
+
+
+def _fill_from_records(task_run: TaskRun) -> None:
+    """Documents with records but no sample (no --log_samples) take their metrics from the primary record."""
+    for key in task_run.records:
+        if key in task_run.samples:
+            continue
+        rec = task_run.primary_record(key)
+        metrics = {k: v for k, v in ((k, _finite(v)) for k, v in rec.metrics.items()) if v is not None}
+        task_run.samples[key] = DocSample(rec.doc_hash, rec.doc_id, metrics, "".join(rec.prompt_tokens),
+                                          "", "".join(rec.target_tokens))
+
+
+def resolve_runs(run_dirs: list[Path], labels: list[str] | None) -> list[Run]:
+    """Expand each given directory into its model subfolders and label every run.
+
+    Raises:
+        RunDirError: a directory has no lm-eval output, or `labels` does not match the number of runs.
+    """
+    folders: list[tuple[Path, str]] = []
+    for given in run_dirs:
+        given = Path(given)
+        found = discover_run_folders(given)
+        for folder in found:
+            name = given.name if len(found) == 1 and folder == given else (
+                given.name if len(found) == 1 else f"{given.name}/{folder.name}")
+            folders.append((folder, name or str(given)))
+    if labels is not None and len(labels) != len(folders):
+        raise RunDirError(
+            f"{len(labels)} labels given for {len(folders)} runs found in {[str(p) for p, _ in folders]}; "
+            "pass one label per run (a folder with several model subfolders counts as several runs)"
+        )
+    names = list(labels) if labels is not None else [name for _, name in folders]
+    seen: dict[str, int] = defaultdict(int)
+    unique = []
+    for name in names:
+        seen[name] += 1
+        unique.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return [load_run(folder, label) for (folder, _), label in zip(folders, unique)]

@@ -1,0 +1,166 @@
+"""The report's figures as PNG bytes (matplotlib's Agg backend; nothing is shown on screen).
+
+Every text drawn goes through `_plain`, which escapes ``$`` so a prompt cannot be read as TeX.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+
+from lm_interp_plugin.records import InterpRecord
+
+from .tokens import display_token
+
+MAX_PROMPT_TOKENS = 120
+MAX_TARGET_TOKENS = 40
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    plt = _plt()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plain(text: str, limit: int = 40) -> str:
+    text = display_token(text)
+    text = text if len(text) <= limit else text[: limit - 1] + "\u2026"
+    return text.replace("$", r"\$")
+
+
+def metric_bars(title: str, summaries: dict[str, list[Any]], metrics: list[str]) -> bytes:
+    """Grouped bars: one group per metric, one bar per run, whiskers at the bootstrap 95% CI."""
+    plt = _plt()
+    labels = list(summaries)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(metrics) * max(1, len(labels)) / 2 + 2), 3.4))
+    width = 0.8 / max(1, len(labels))
+    x = np.arange(len(metrics))
+    for i, label in enumerate(labels):
+        cells = {s.metric: s for s in summaries[label]}
+        means = np.array([cells[m].mean if m in cells else math.nan for m in metrics], dtype=float)
+        lo = np.array([cells[m].ci_low if m in cells else math.nan for m in metrics], dtype=float)
+        hi = np.array([cells[m].ci_high if m in cells else math.nan for m in metrics], dtype=float)
+        err = np.nan_to_num(np.vstack([means - lo, hi - means]), nan=0.0).clip(min=0)
+        ax.bar(x + (i - (len(labels) - 1) / 2) * width, np.nan_to_num(means), width, yerr=err, capsize=3,
+               label=_plain(label))
+    ax.set_xticks(x, [_plain(m, 28) for m in metrics], rotation=30, ha="right")
+    ax.set_title(_plain(title, 80))
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def token_heatmaps(records: dict[str, InterpRecord]) -> bytes:
+    """Quantised attribution S (prompt x target tokens) per run side by side; instruction tokens in red."""
+    plt = _plt()
+    n = len(records)
+    rows = max(min(len(r.prompt_tokens), MAX_PROMPT_TOKENS) for r in records.values())
+    fig, axes = plt.subplots(1, n, figsize=(5.0 * n + 1, max(3.0, 0.16 * rows + 1.5)), squeeze=False,
+                             layout="constrained")
+    for ax, (label, rec) in zip(axes[0], records.items()):
+        s = np.asarray(rec.quantised, dtype=float)
+        if s.ndim != 2 or s.size == 0:
+            ax.set_axis_off()
+            ax.set_title(f"{_plain(label)}: no matrix")
+            continue
+        s = s[:MAX_PROMPT_TOKENS, :MAX_TARGET_TOKENS]
+        im = ax.imshow(s, aspect="auto", cmap="Blues", vmin=0, vmax=float(rec.params.get("L", 10)))
+        ax.set_yticks(range(s.shape[0]), [_plain(t, 18) for t in rec.prompt_tokens[: s.shape[0]]], fontsize=6)
+        ax.set_xticks(range(s.shape[1]), [_plain(t, 12) for t in rec.target_tokens[: s.shape[1]]], fontsize=6,
+                      rotation=90)
+        for tick, part in zip(ax.get_yticklabels(), rec.token_parts):
+            if part == "instruction":
+                tick.set_color("crimson")
+                tick.set_fontweight("bold")
+        ax.set_title(_plain(label))
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return _png(fig)
+
+
+def attention_maps(maps: dict[str, list[list[float]]], baseline: str, other: str) -> bytes:
+    """Instruction attention (layers x heads): baseline, other run, and their difference when shapes agree."""
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
+    a, b = np.asarray(maps[baseline], dtype=float), np.asarray(maps[other], dtype=float)
+    panels = [(baseline, a, "viridis"), (other, b, "viridis")]
+    if a.shape == b.shape:
+        panels.append((f"{other} \u2212 {baseline}", b - a, "RdBu_r"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels) + 1, 3.4), squeeze=False,
+                             layout="constrained")
+    vmax = float(np.nanmax([np.nanmax(a), np.nanmax(b)]))
+    for ax, (title, mat, cmap) in zip(axes[0], panels):
+        if cmap == "RdBu_r":
+            lim = float(np.nanmax(np.abs(mat))) or 1.0
+            im = ax.imshow(mat, aspect="auto", cmap=cmap, vmin=-lim, vmax=lim)
+        else:
+            im = ax.imshow(mat, aspect="auto", cmap=cmap, vmin=0, vmax=vmax or 1.0)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(_plain(title, 50))
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return _png(fig)
+
+
+def concept_bars(shares: dict[str, dict[str, float]]) -> bytes:
+    """Mean FFN concept shares per run, grouped by concept."""
+    plt = _plt()
+    concepts = sorted({c for d in shares.values() for c in d})
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(concepts) + 2), 3.2))
+    width = 0.8 / max(1, len(shares))
+    x = np.arange(len(concepts))
+    for i, (label, d) in enumerate(shares.items()):
+        ax.bar(x + (i - (len(shares) - 1) / 2) * width, [d.get(c, 0.0) for c in concepts], width,
+               label=_plain(label))
+    ax.set_xticks(x, [_plain(c, 20) for c in concepts], rotation=30, ha="right")
+    ax.set_ylabel("share")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def layer_group_concepts(layered: dict[str, list[dict[str, float]]], groups: int = 4) -> bytes:
+    """Concept proportions per layer group (stacked bars), one bar per (group, run)."""
+    plt = _plt()
+    concepts = sorted({c for rows in layered.values() for d in rows for c in d})
+    labels = list(layered)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * groups * len(labels)), 3.4))
+    xticks, xlabels = [], []
+    pos = 0.0
+    cmap = plt.get_cmap("tab20")
+    for g in range(groups):
+        for label in labels:
+            rows = layered[label]
+            chunks = np.array_split(np.arange(len(rows)), groups)[g]
+            if chunks.size == 0:
+                continue
+            vals = np.array([[rows[i].get(c, 0.0) for c in concepts] for i in chunks]).mean(axis=0)
+            total = vals.sum() or 1.0
+            bottom = 0.0
+            for ci, c in enumerate(concepts):
+                ax.bar(pos, vals[ci] / total, 0.8, bottom=bottom, color=cmap(ci % 20),
+                       label=_plain(c) if (g == 0 and label == labels[0]) else None)
+                bottom += vals[ci] / total
+            xticks.append(pos)
+            xlabels.append(f"L{int(chunks[0])}-{int(chunks[-1])}\n{_plain(label, 14)}")
+            pos += 1
+        pos += 0.5
+    ax.set_xticks(xticks, xlabels, fontsize=7)
+    ax.set_ylabel("concept proportion")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    return _png(fig)

@@ -1,0 +1,223 @@
+"""Architecture adapters checked numerically against what each tiny model actually computes.
+
+The model's own query/key tensors are captured through a registered attention function (transformers'
+`AttentionInterface`), which every supported family calls with per-head q and k after rotary. At position 0
+rotary is the identity, and the difference of two sequences cancels projection biases, so
+``q_a - q_b = Wq (x_a - x_b)`` must hold with the adapter's Wq and the normed inputs x.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lm_interp_plugin.arch import (
+    ARCH_SPECS,
+    UnsupportedArchitectureError,
+    get_adapter,
+    get_spec,
+    supported_families,
+)
+from lm_interp_plugin.tiny import TINY_FAMILIES, build_tiny_model, sample_corpus, train_tokenizer
+
+CAPTURE = "lm_interp_test_capture"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(sample_corpus(), vocab_size=300)
+
+
+@contextlib.contextmanager
+def capture_qk(model):
+    """Record (query, key) of every attention call, delegating the computation to SDPA."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def fn(module, query, key, value, attention_mask, **kwargs):
+        calls.append((query.detach().clone(), key.detach().clone()))
+        kwargs.pop("softcap", None)  # Gemma-2's logit soft-capping; irrelevant to the captured q/k
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register(CAPTURE, fn)
+    old = model.config._attn_implementation
+    model.config._attn_implementation = CAPTURE
+    try:
+        yield calls
+    finally:
+        model.config._attn_implementation = old
+
+
+@contextlib.contextmanager
+def capture_inputs(modules):
+    """Record the first positional or ``hidden_states`` input of each module, in order."""
+    seen: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def make(i):
+        def pre(mod, args, kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            seen[i] = x.detach().clone()
+
+        return pre
+
+    try:
+        for i, m in enumerate(modules):
+            handles.append(m.register_forward_pre_hook(make(i), with_kwargs=True))
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def reference_norm(model, adapter, layer, x):
+    """The input norm computed from its definition and the adapter's effective weight/bias."""
+    w = adapter.input_norm_weight(layer)
+    b = adapter.input_norm_bias(layer)
+    cfg = model.config
+    if adapter.spec.norm_type == "rms":
+        eps = cfg.rms_norm_eps
+        y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    else:
+        eps = getattr(cfg, "layer_norm_eps", None) or getattr(cfg, "layer_norm_epsilon", None) or 1e-5
+        y = F.layer_norm(x, (x.shape[-1],), eps=eps)
+    if w is not None:
+        y = y * w
+    if b is not None:
+        y = y + b
+    return y
+
+
+def test_supported_families_cover_tiny_families():
+    assert sorted(supported_families()) == sorted(TINY_FAMILIES)
+    assert len({s.family for s in ARCH_SPECS}) == len(ARCH_SPECS)
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_adapter_matches_model_computation(family, tok):
+    torch.manual_seed(0)
+    model = build_tiny_model(family, tok, layers=2, kv_heads=2)
+    with torch.no_grad():
+        for p in model.parameters():  # non-trivial norm weights and biases everywhere
+            p.add_(0.05 * torch.randn_like(p))
+    ad = get_adapter(model)
+    assert ad.spec.family == family
+    assert ad.num_layers == 2 and ad.num_heads == 4 and ad.hidden_size == 64 and ad.head_dim == 16
+
+    ids = torch.tensor([[5, 40, 41, 42, 43], [9, 40, 41, 42, 43]])
+    layers = ad.layers()
+    attn_mods = [ad.attention_module(i) for i in range(ad.num_layers)]
+    with torch.no_grad(), capture_qk(model) as qk, capture_inputs(layers) as layer_in:
+        with capture_inputs(attn_mods) as attn_in:
+            out = model(ids, output_hidden_states=True)
+    assert len(qk) == ad.num_layers
+
+    # embeddings: the model's embedding module output is E[ids] * scale
+    emb_out = model.get_input_embeddings()(ids)
+    E = ad.input_embedding_matrix()
+    assert torch.allclose(emb_out, E[ids] * ad.embedding_scale(), atol=1e-5)
+    assert torch.equal(ad.output_embedding_matrix(), model.get_output_embeddings().weight)
+
+    q_norm_w, _ = ad.qk_head_norm_weights(0)
+    for layer in range(ad.num_layers):
+        # the attention module's input is the input norm of the layer input
+        x = reference_norm(model, ad, layer, layer_in[layer])
+        assert torch.allclose(attn_in[layer], x, atol=1e-4), f"input norm of layer {layer}"
+
+        wq, wk = ad.qk_weights(layer)
+        assert wq.shape == wk.shape == (ad.num_heads, ad.head_dim, ad.hidden_size)
+        q_model, k_model = qk[layer]  # [batch, heads, seq, head_dim], key with kv heads
+        dx = x[0, 0] - x[1, 0]
+        q_diff = torch.einsum("hed,d->he", wq, dx)
+        k_diff = torch.einsum("hed,d->he", wk, dx)
+        n_rep = ad.num_heads // ad.num_kv_heads
+        k_model_exp = k_model.repeat_interleave(n_rep, dim=1)  # HF repeat_kv: query head h uses kv head h // n_rep
+        if q_norm_w is None:
+            assert torch.allclose(q_model[0, :, 0] - q_model[1, :, 0], q_diff, atol=1e-4)
+            assert torch.allclose(k_model_exp[0, :, 0] - k_model_exp[1, :, 0], k_diff, atol=1e-4)
+        else:  # qwen3: per-head RMSNorm after the projection (no projection bias)
+            qn, kn = ad.qk_head_norm_weights(layer)
+            eps = model.config.rms_norm_eps
+            q_raw = torch.einsum("hed,bd->bhe", wq, x[:, 0])
+            k_raw = torch.einsum("hed,bd->bhe", wk, x[:, 0])
+            q_ref = q_raw * torch.rsqrt(q_raw.pow(2).mean(-1, keepdim=True) + eps) * qn
+            k_ref = k_raw * torch.rsqrt(k_raw.pow(2).mean(-1, keepdim=True) + eps) * kn
+            assert torch.allclose(q_model[:, :, 0], q_ref, atol=1e-4)
+            assert torch.allclose(k_model_exp[:, :, 0], k_ref, atol=1e-4)
+
+    assert out.logits.shape[-1] == E.shape[0]
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_down_proj_columns_reproduce_mlp_output(family, tok):
+    model = build_tiny_model(family, tok, layers=1)
+    ad = get_adapter(model)
+    mlp = ad.mlp_module(0)
+    w_down = ad.down_proj_weight(0)
+    assert w_down.shape == (ad.hidden_size, model.config.intermediate_size if family != "gpt2" else 128)
+    down_mod = ad._layer_module(0, ad.spec.down_proj, "down_proj")
+    got: dict[str, torch.Tensor] = {}
+    h1 = down_mod.register_forward_pre_hook(lambda m, a: got.__setitem__("act", a[0].detach()))
+    h2 = mlp.register_forward_hook(lambda m, a, o: got.__setitem__("out", o.detach()))
+    try:
+        with torch.no_grad():
+            model(torch.tensor([[3, 50, 60, 70]]))
+    finally:
+        h1.remove()
+        h2.remove()
+    bias = ad.down_proj_bias(0)
+    expected = got["act"] @ w_down.T + (0 if bias is None else bias)
+    assert torch.allclose(got["out"], expected, atol=1e-5)
+
+
+def test_gqa_expansion_repeats_each_kv_head(tok):
+    model = build_tiny_model("llama", tok, heads=8, kv_heads=2, hidden=64)
+    ad = get_adapter(model)
+    assert (ad.num_heads, ad.num_kv_heads) == (8, 2)
+    _, wk = ad.qk_weights(0)
+    raw = model.model.layers[0].self_attn.k_proj.weight.reshape(2, 8, 64)
+    for h in range(8):
+        assert torch.equal(wk[h], raw[h // 4])
+
+
+def test_gemma_norm_offset_and_embedding_scale(tok):
+    model = build_tiny_model("gemma", tok)
+    ad = get_adapter(model)
+    raw = model.model.layers[1].input_layernorm.weight
+    assert torch.equal(ad.input_norm_weight(1), raw + 1)
+    assert ad.embedding_scale() == pytest.approx(64**0.5)
+
+
+def test_olmo_norm_has_no_weight(tok):
+    ad = get_adapter(build_tiny_model("olmo", tok))
+    assert ad.input_norm_weight(0) is None and ad.input_norm_bias(0) is None
+
+
+def test_unknown_model_type_lists_supported_families():
+    with pytest.raises(UnsupportedArchitectureError, match=r"'bloomz'.*Supported families: llama, mistral"):
+        get_spec("bloomz")
+
+
+def test_missing_module_path_names_the_path_and_seen_modules(tok):
+    model = build_tiny_model("llama", tok)
+    model.model.layers[0].self_attn.q_proj_renamed = model.model.layers[0].self_attn.q_proj
+    for layer in model.model.layers:
+        del layer.self_attn.q_proj
+    with pytest.raises(UnsupportedArchitectureError, match=r"'self_attn.q_proj'.*Module names seen:.*q_proj_renamed"):
+        get_adapter(model)
+
+
+def test_model_without_config_is_rejected():
+    with pytest.raises(UnsupportedArchitectureError, match="no .config"):
+        get_adapter(torch.nn.Linear(2, 2))
+
+
+def test_layer_out_of_range(tok):
+    ad = get_adapter(build_tiny_model("gpt2", tok))
+    with pytest.raises(IndexError, match="out of range"):
+        ad.qk_weights(5)

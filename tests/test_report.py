@@ -1,0 +1,261 @@
+"""`lm-interp compare` on synthetic lm-eval output folders: pairing, statistics, files, escaping, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from scipy.spatial.distance import jensenshannon
+
+from lm_interp_plugin.report import NoOverlapError, NoSharedTaskError, RunDirError, compare
+from lm_interp_plugin.report.analysis import jensen_shannon
+from lm_interp_plugin.report.loading import resolve_runs
+from lm_interp_plugin.report.render import _md
+from fixtures_report import doc_hash, make_docs, scored, write_run
+
+N = 14
+TASKS = ("interp_alpha", "interp_beta")
+
+
+def _strict(text: str):
+    def bad(const):
+        raise ValueError(f"non-strict JSON constant {const}")
+
+    return json.loads(text, parse_constant=bad)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """Base and tuned runs of two tasks; the tuned run numbers the documents differently."""
+    root = tmp_path_factory.mktemp("runs")
+    docs = {t: make_docs(N, seed=i, prefix=t, evil=(t == TASKS[0])) for i, t in enumerate(TASKS)}
+    base = {t: scored(d, seed=10 + i) for i, (t, d) in enumerate(docs.items())}
+    tuned = {t: scored(d, seed=20 + i, shift=0.4) for i, (t, d) in enumerate(docs.items())}
+    perm = {t: list(np.random.default_rng(5 + i).permutation(N).tolist()) for i, t in enumerate(TASKS)}
+    write_run(root / "base", "org/base-7b", base)
+    write_run(root / "tuned", "org/tuned-7b", tuned, doc_ids=perm, seed=1)
+    out = root / "report"
+    result = compare([root / "base", root / "tuned"], out, examples=2)
+    return {"root": root, "docs": docs, "base": base, "tuned": tuned, "perm": perm, "out": out, "result": result}
+
+
+def test_pairs_on_doc_hash_not_doc_id(pair):
+    result = pair["result"]
+    for task in TASKS:
+        analysis = result.task(task)
+        assert [(o.n_baseline, o.n_other, o.n_shared) for o in analysis.overlaps] == [(N, N, N)]
+        by_hash = {s.key: s for s in analysis.shifts}
+        assert len(by_hash) == N
+        for i, (b, t) in enumerate(zip(pair["base"][task], pair["tuned"][task])):
+            shift = by_hash[doc_hash(b.doc)]
+            assert shift.doc_id_baseline == i and shift.doc_id_other == pair["perm"][task][i]
+            assert shift.deltas["instruction_importance"] == pytest.approx(t.importance - b.importance)
+            assert shift.deltas["acc"] == t.acc - b.acc
+            assert shift.ffn_jsd == pytest.approx(jensenshannon(
+                [b.shares[k] for k in sorted(b.shares)], [t.shares[k] for k in sorted(t.shares)], base=2) ** 2)
+
+
+def test_statistics_match_scipy(pair):
+    task = TASKS[1]
+    analysis = pair["result"].task(task)
+    base = np.array([d.importance for d in pair["base"][task]])
+    tuned = np.array([d.importance for d in pair["tuned"][task]])
+    cell = next(s for s in analysis.leaderboard["tuned"] if s.metric == "instruction_importance")
+    assert cell.mean == pytest.approx(tuned.mean()) and cell.n == N
+    assert cell.ci_low < cell.mean < cell.ci_high
+    assert cell.reported == pytest.approx(tuned.mean())  # lm-eval's own aggregate, carried through
+    acc_cell = next(s for s in analysis.leaderboard["base"] if s.metric == "acc")
+    assert acc_cell.reported_stderr == pytest.approx(
+        np.std([d.acc for d in pair["base"][task]], ddof=1) / math.sqrt(N))
+    p = next(c for c in analysis.paired if c.metric == "instruction_importance")
+    assert p.n_pairs == N and p.mean_diff == pytest.approx((tuned - base).mean())
+    assert p.diff_ci_low < p.mean_diff < p.diff_ci_high
+    ref = sps.ttest_rel(tuned, base)
+    assert p.paired_t["statistic"] == pytest.approx(ref.statistic) and p.paired_t["p_value"] == pytest.approx(
+        ref.pvalue)
+    assert p.wilcoxon["p_value"] == pytest.approx(sps.wilcoxon(tuned, base).pvalue)
+    welch = sps.ttest_ind(tuned, base, equal_var=False)
+    assert p.welch["statistic"] == pytest.approx(welch.statistic) and p.welch["p_value"] == pytest.approx(
+        welch.pvalue)
+    split = next(c for c in analysis.correctness if c.run == "base" and c.metric == "instruction_importance")
+    acc = np.array([d.acc for d in pair["base"][task]]) == 1
+    assert (split.n_correct, split.n_incorrect) == (acc.sum(), (~acc).sum())
+    assert split.welch["p_value"] == pytest.approx(sps.ttest_ind(base[acc], base[~acc], equal_var=False).pvalue)
+    assert split.mean_correct == pytest.approx(base[acc].mean())
+
+
+def test_files_exist_and_carry_the_numbers(pair):
+    out, result = pair["out"], pair["result"]
+    data = _strict((out / "results.json").read_text(encoding="utf-8"))
+    assert data["baseline"] == "base"
+    cells = data["tasks"][TASKS[0]]["leaderboard"]["tuned"]
+    mean = next(c["mean"] for c in cells if c["metric"] == "instruction_importance")
+    assert mean == pytest.approx(np.mean([d.importance for d in pair["tuned"][TASKS[0]]]))
+    assert len(data["tasks"][TASKS[0]]["shifts"]) == N
+    md = (out / "report.md").read_text(encoding="utf-8")
+    html_text = (out / "report.html").read_text(encoding="utf-8")
+    assert f"{mean:.3f}" in md and f"{mean:.3f}" in html_text
+    figures = result.files["figures"]
+    assert figures and all((out / f).stat().st_size > 1000 for f in figures)
+    assert all(f"]({f})" in md for f in figures)
+    assert html_text.count("data:image/png;base64,") == len(figures)
+    assert "attention" in " ".join(figures) and "tokens" in " ".join(figures)
+    assert len(result.chosen_examples[TASKS[0]]) == 2
+    # attention maps: mean over shared examples of the records' layers x heads arrays
+    att = np.asarray(data["tasks"][TASKS[1]]["attention_means"]["tuned"])
+    assert att.shape == (3, 4)
+    assert att.mean() == pytest.approx(np.mean([d.attention for d in pair["tuned"][TASKS[1]]]), abs=0.01)
+    assert not result.fingerprint_warnings  # only the model name differs, which is expected
+
+
+def test_untrusted_text_is_escaped(pair, tmp_path):
+    html_text = (pair["out"] / "report.html").read_text(encoding="utf-8")
+    md = (pair["out"] / "report.md").read_text(encoding="utf-8")
+    assert "<script>" not in html_text and "&lt;script&gt;alert(1)&lt;/script&gt;" in html_text
+    assert "<script>" not in md and "pipe" in md and "\\| pipe" in md
+    assert _md("a|b\nc<d") == "a\\|b c&lt;d"
+    evil = "<img src=x onerror=alert(1)>"
+    compare([pair["root"] / "base", pair["root"] / "tuned"], tmp_path, labels=["base&co", evil], examples=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert evil not in page and "&lt;img src=x onerror=alert(1)&gt;" in page and "base&amp;co" in page
+
+
+def test_partial_overlap_is_noted(tmp_path):
+    docs = make_docs(N, seed=0)
+    write_run(tmp_path / "base", "base", {"t": scored(docs, 1)})
+    write_run(tmp_path / "tuned", "tuned", {"t": scored(docs[:9] + make_docs(2, 3, prefix="new"), 2)})
+    result = compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out", examples=0)
+    assert result.task("t").overlaps[0].n_shared == 9
+    assert result.task("t").paired[0].n_pairs == 9
+    assert "partial overlap on t: 9 shared documents" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_no_overlap_raises(tmp_path):
+    write_run(tmp_path / "base", "base", {"t": scored(make_docs(5, 0, prefix="a"), 1)})
+    write_run(tmp_path / "tuned", "tuned", {"t": scored(make_docs(5, 0, prefix="b"), 2)})
+    with pytest.raises(NoOverlapError, match=r"shares no document.*doc_hash") as err:
+        compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out")
+    assert str(tmp_path / "tuned") in str(err.value)
+
+
+def test_different_tasks_raise(tmp_path):
+    write_run(tmp_path / "base", "base", {"t1": scored(make_docs(4, 0), 1)})
+    write_run(tmp_path / "tuned", "tuned", {"t2": scored(make_docs(4, 0), 2)})
+    with pytest.raises(NoSharedTaskError, match=r"\['t2'\].*\['t1'\]: no task in common"):
+        compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out")
+
+
+def test_empty_dir_raises(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunDirError, match="holds no lm-eval output"):
+        compare([tmp_path / "empty"], tmp_path / "out")
+
+
+def test_corrupt_record_line_is_a_note(tmp_path):
+    docs = make_docs(6, seed=0)
+    write_run(tmp_path / "base", "base", {"t": scored(docs, 1)})
+    folder = write_run(tmp_path / "tuned", "tuned", {"t": scored(docs, 2)})
+    with open(folder / "interp_records_t.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"task": "t", "doc_id": 3, "trunc')
+    result = compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out", examples=1)
+    assert any("corrupt interpretation record" in n and "tuned" in n for n in result.notes)
+    assert "corrupt interpretation record" in (tmp_path / "out" / "report.md").read_text()
+    assert result.task("t").overlaps[0].n_shared == 6
+
+
+def test_missing_records_and_samples_variants(tmp_path):
+    docs = make_docs(6, seed=0)
+    write_run(tmp_path / "base", "base", {"t": scored(docs, 1)}, records=False)
+    write_run(tmp_path / "tuned", "tuned", {"t": scored(docs, 2)})
+    result = compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out", examples=1)
+    assert any("no interpretation records" in n for n in result.task("t").notes)
+    assert not result.chosen_examples  # heatmaps need records on both sides
+
+
+def test_newest_samples_file_and_model_subfolders(tmp_path):
+    docs = make_docs(6, seed=0)
+    old = scored(docs, 1)
+    new = scored(docs, 2)
+    write_run(tmp_path / "runs", "org/base", {"t": old}, date="2024-01-01T09-00-00.000000", records=False)
+    write_run(tmp_path / "runs", "org/base", {"t": new}, date="2024-03-01T09-00-00.000000", records=False)
+    write_run(tmp_path / "runs", "org/tuned", {"t": scored(docs, 3)})
+    runs = resolve_runs([tmp_path / "runs"], None)
+    assert [r.label for r in runs] == ["runs/org__base", "runs/org__tuned"]
+    base = runs[0].tasks["t"]
+    assert base.samples_file.name == "samples_t_2024-03-01T09-00-00.000000.jsonl"
+    assert [s.metrics["instruction_importance"] for s in base.samples.values()] == pytest.approx(
+        [d.importance for d in sorted(new, key=lambda d: doc_hash(d.doc))])
+    assert any("using the newest (2024-03-01T09-00-00.000000)" in n for n in base.notes)
+    assert runs[0].model == "org/base"
+    with pytest.raises(RunDirError, match="1 labels given for 2 runs"):
+        resolve_runs([tmp_path / "runs"], ["x"])
+
+
+def test_fingerprint_differences_warn(tmp_path):
+    docs = make_docs(4, seed=0)
+    write_run(tmp_path / "base", "base", {"t": scored(docs, 1)})
+    write_run(tmp_path / "tuned", "tuned", {"t": scored(docs, 2)},
+              fingerprint={"model": "tuned", "plugin_version": "0.2.0", "dtype": "float32"},
+              params={"L": 10, "b": 0, "p": 2})
+    result = compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out", examples=0)
+    text = " ".join(result.fingerprint_warnings)
+    assert "'plugin_version' differs" in text and "'params.p' differs" in text
+    assert "'model'" not in text and "'dtype'" not in text
+    assert "plugin_version" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_jensen_shannon_against_scipy():
+    p, q = {"a": 0.7, "b": 0.3}, {"b": 0.5, "c": 1.5}
+    ref = jensenshannon([0.7, 0.3, 0.0], [0.0, 0.25, 0.75], base=2) ** 2
+    assert jensen_shannon(p, q) == pytest.approx(ref)
+    assert jensen_shannon(p, p) == pytest.approx(0.0)
+    assert jensen_shannon({"a": 1}, {"b": 1}) == pytest.approx(1.0)
+    assert jensen_shannon({}, q) is None
+
+
+def _heads_file(path: Path, words: list[str]) -> Path:
+    from lm_interp_plugin.explain_heads import write_heads_jsonl
+    from lm_interp_plugin.methods.attention import DimensionWords, HeadsExplanation, HeadWordPairs
+
+    heads = [HeadWordPairs(layer, head, [(words[0], words[1], 1, 1.0)],
+                           [DimensionWords(0, 1, list(words), list(words), [(0, 1), (2, 3)])])
+             for layer in range(3) for head in range(2)]
+    return write_heads_jsonl(path, HeadsExplanation({"model": path.stem}, {"top_k": 5}, 3, 2, heads))
+
+
+def test_global_sections_from_explain_files(pair, tmp_path):
+    pytest.importorskip("lm_interp_plugin.explain_heads")
+    base = _heads_file(tmp_path / "base.jsonl", ["go", "sit", "eat", "run"])
+    tuned = _heads_file(tmp_path / "tuned.jsonl", ["write", "summarize", "translate", "list"])
+    bad_ffn = tmp_path / "ffn.jsonl"
+    bad_ffn.write_text("not json\n")
+    result = compare([pair["root"] / "base", pair["root"] / "tuned"], tmp_path / "out", examples=0,
+                     heads=[base, tuned], ffn=[bad_ffn, bad_ffn])
+    heads_section, ffn_section = result.global_sections
+    assert not heads_section.notes and "instruction verbs" in heads_section.text
+    assert ffn_section.notes and not ffn_section.text  # missing module or unreadable file: a note, no crash
+    html_text = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "<th>verbs</th>" in html_text and "Table 3 form" in html_text
+    one = compare([pair["root"] / "base", pair["root"] / "tuned"], tmp_path / "out1", examples=0, heads=[base])
+    assert "give two files" in one.global_sections[0].notes[0]
+
+
+def test_single_run_and_filters(tmp_path):
+    docs = make_docs(5, seed=0)
+    folder = write_run(tmp_path / "only", "m", {"t": scored(docs, 1)}, records=False)
+    sample_file = next(folder.glob("samples_t_*.jsonl"))
+    rows = [json.loads(line) for line in sample_file.read_text().splitlines()]
+    with open(sample_file, "w", encoding="utf-8") as fh:  # a second filter, as gsm8k's flexible-extract
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+            fh.write(json.dumps({**row, "filter": "flexible", "acc": 1.0}) + "\n")
+    result = compare([tmp_path / "only"], tmp_path / "out", baseline="only")
+    cells = {c.metric: c for c in result.task("t").leaderboard["only"]}
+    assert cells["acc,flexible"].mean == 1.0 and cells["acc"].mean == pytest.approx(np.mean([r["acc"] for r in rows]))
+    assert not result.task("t").paired
+    with pytest.raises(Exception, match="baseline 'x' is not one of"):
+        compare([tmp_path / "only"], tmp_path / "out", baseline="x")
