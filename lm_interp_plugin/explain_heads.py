@@ -38,6 +38,7 @@ from .methods.attention import format_table3 as _format_analysis
 logger = logging.getLogger(__name__)
 
 HEADS_SCHEMA_VERSION = 1
+DEFAULT_TOP_K = 10
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 __all__ = [
@@ -158,7 +159,7 @@ def model_fingerprint(model, tokenizer, adapter=None) -> dict[str, Any]:
 def explain_heads(
     model,
     tokenizer,
-    top_k: int = 10,
+    top_k: int | None = 10,
     vocab: str | Path | Sequence[str] | WordVocab | None = None,
     layers: str | Sequence[int] | None = None,
     relatedness: str = "neighbors",
@@ -173,7 +174,7 @@ def explain_heads(
 
     Args:
         model, tokenizer: a Hugging Face causal LM of a supported family and its tokenizer.
-        top_k: words per head dimension on the query and on the key side.
+        top_k: words per head dimension on the query and on the key side (None: 10).
         vocab: None (the tokenizer's whole-word tokens), a word list, or a text file with one word per line.
         layers: None (all), a list, or a string such as ``"0-3,7"``.
         relatedness: ``"neighbors"`` (the key word among the query word's nearest `neighbors` in the model's
@@ -183,6 +184,9 @@ def explain_heads(
         keep_all_dimensions: record the top words of dimensions without any kept pair too.
         progress: show a tqdm bar over layers.
     """
+    top_k = DEFAULT_TOP_K if top_k is None else int(top_k)
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
     adapter = get_adapter(model)
     chosen = parse_layers(layers, adapter.num_layers)
     word_vocab, vocab_source = _resolve_vocab(tokenizer, vocab, max_words)

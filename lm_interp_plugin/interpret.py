@@ -145,21 +145,20 @@ def attribution_metrics(S: np.ndarray, labels: Sequence[str], params: Importance
 
 def attention_metrics(attentions: torch.Tensor, labels: Sequence[str], prompt_len: int):
     """Instruction attention per layer x head from the primal forward's attention probabilities."""
-    from .methods.attention import instruction_attention
+    from .methods.attention import instruction_attention, target_query_positions
 
     mask = torch.tensor([label == "instruction" for label in labels], dtype=torch.bool)
     if not bool(mask.any()):
         return {}, {}
-    seq = attentions.shape[-1]
-    target_positions = list(range(prompt_len - 1, seq))
-    result = instruction_attention(attentions, mask, target_positions)
+    target_len = attentions.shape[-1] - prompt_len + 1
+    result = instruction_attention(attentions, mask, target_query_positions(prompt_len, target_len))
     per_head = {
         names.INSTRUCTION_ATTENTION: result.mass.tolist(),
         names.INSTRUCTION_ATTENTION_LIFT: result.lift.tolist(),
     }
     scalars = {
-        names.INSTRUCTION_ATTENTION: float(result.mass.mean()),
-        names.INSTRUCTION_ATTENTION_LIFT: float(result.lift.mean()),
+        names.INSTRUCTION_ATTENTION: float(result.mean_mass),
+        names.INSTRUCTION_ATTENTION_LIFT: float(result.mean_lift),
     }
     return scalars, per_head
 

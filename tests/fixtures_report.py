@@ -51,14 +51,30 @@ def make_docs(n: int, seed: int, prefix: str = "q", evil: bool = False) -> list[
         instruction = "Answer the question & be brief." if i % 2 else "Reply with one word."
         if evil and i == 0:
             instruction = "<script>alert(1)</script> & co | pipe"
-        docs.append({"instruction": instruction, "question": f"{prefix}{i}: what is {int(rng.integers(100))}?",
-                     "answer": str(i)})
+        docs.append(
+            {
+                "instruction": instruction,
+                "question": f"{prefix}{i}: what is {int(rng.integers(100))}?",
+                "answer": str(i),
+            }
+        )
     return docs
 
 
-def write_run(output_path: Path, model: str, tasks: dict[str, list[Doc]], *, date: str = DATE,
-              doc_ids: dict[str, list[int]] | None = None, records: bool = True, fingerprint: dict | None = None,
-              params: dict | None = None, layers: int = 3, heads: int = 4, seed: int = 0) -> Path:
+def write_run(
+    output_path: Path,
+    model: str,
+    tasks: dict[str, list[Doc]],
+    *,
+    date: str = DATE,
+    doc_ids: dict[str, list[int]] | None = None,
+    records: bool = True,
+    fingerprint: dict | None = None,
+    params: dict | None = None,
+    layers: int = 3,
+    heads: int = 4,
+    seed: int = 0,
+) -> Path:
     """Write one lm-eval run (one model) into `output_path`; returns the model subfolder."""
     folder = Path(output_path) / sanitize_model_name(model)
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,35 +83,57 @@ def write_run(output_path: Path, model: str, tasks: dict[str, list[Doc]], *, dat
     for task, docs in tasks.items():
         ids = doc_ids[task] if doc_ids and task in doc_ids else list(range(len(docs)))
         accs = np.array([d.acc for d in docs])
-        results[task] = {"alias": task, "acc,none": float(accs.mean()),
-                         "acc_stderr,none": float(accs.std(ddof=1) / np.sqrt(len(accs))),
-                         "instruction_importance,none": float(np.mean([d.importance for d in docs])),
-                         "instruction_importance_stderr,none": "N/A"}
+        results[task] = {
+            "alias": task,
+            "acc,none": float(accs.mean()),
+            "acc_stderr,none": float(accs.std(ddof=1) / np.sqrt(len(accs))),
+            "instruction_importance,none": float(np.mean([d.importance for d in docs])),
+            "instruction_importance_stderr,none": "N/A",
+        }
         with open(folder / f"samples_{task}_{date}.jsonl", "w", encoding="utf-8") as fh:
             for doc_id, d in sorted(zip(ids, docs), key=lambda t: t[0]):
                 prompt = prompt_of(d.doc)
                 sample = {
-                    "doc_id": doc_id, "doc": d.doc, "target": d.doc["answer"],
+                    "doc_id": doc_id,
+                    "doc": d.doc,
+                    "target": d.doc["answer"],
                     "arguments": {"gen_args_0": {"arg_0": prompt, "arg_1": " " + d.doc["answer"]}},
-                    "resps": [[["-1.5", "True"]]], "filtered_resps": [["-1.5", "True"]], "filter": "none",
+                    "resps": [[["-1.5", "True"]]],
+                    "filtered_resps": [["-1.5", "True"]],
+                    "filter": "none",
                     "metrics": ["acc", "instruction_importance", "instruction_attention"],
-                    "doc_hash": doc_hash(d.doc), "prompt_hash": "p", "target_hash": "t",
-                    "acc": d.acc, "instruction_importance": d.importance, "instruction_attention": d.attention,
+                    "doc_hash": doc_hash(d.doc),
+                    "prompt_hash": "p",
+                    "target_hash": "t",
+                    "acc": d.acc,
+                    "instruction_importance": d.importance,
+                    "instruction_attention": d.attention,
                 }
                 fh.write(json.dumps(sample, ensure_ascii=False) + "\n")
         if records:
             with RecordWriter(folder) as writer:
                 for doc_id, d in zip(ids, docs):
                     writer.write(_record(task, doc_id, d, model, rng, fingerprint, params, layers, heads))
-    (folder / f"results_{date}.json").write_text(json.dumps({
-        "results": results, "configs": {t: {"task": t} for t in tasks}, "versions": {t: 1 for t in tasks},
-        "n-samples": {t: {"original": len(d), "effective": len(d)} for t, d in tasks.items()},
-        "config": {"model": "interp-hf", "model_args": f"pretrained={model}"},
-        "model_name": model, "model_name_sanitized": sanitize_model_name(model)}, indent=2))
+    (folder / f"results_{date}.json").write_text(
+        json.dumps(
+            {
+                "results": results,
+                "configs": {t: {"task": t} for t in tasks},
+                "versions": {t: 1 for t in tasks},
+                "n-samples": {t: {"original": len(d), "effective": len(d)} for t, d in tasks.items()},
+                "config": {"model": "interp-hf", "model_args": f"pretrained={model}"},
+                "model_name": model,
+                "model_name_sanitized": sanitize_model_name(model),
+            },
+            indent=2,
+        )
+    )
     return folder
 
 
-def _record(task: str, doc_id: int, d: Doc, model: str, rng, fingerprint, params, layers, heads) -> InterpRecord:
+def _record(
+    task: str, doc_id: int, d: Doc, model: str, rng, fingerprint, params, layers, heads
+) -> InterpRecord:
     instr = d.doc["instruction"].split()
     content = d.doc["question"].split()
     prompt_tokens = ["<s>"] + ["\u0120" + w for w in instr] + ["\u010a"] + ["\u0120" + w for w in content]
@@ -104,14 +142,21 @@ def _record(task: str, doc_id: int, d: Doc, model: str, rng, fingerprint, params
     quantised = rng.integers(0, 11, size=(len(prompt_tokens), len(target))).tolist()
     attention = np.full((layers, heads), d.attention) + rng.normal(0, 0.01, (layers, heads))
     return InterpRecord(
-        task=task, doc_id=doc_id, doc_hash=doc_hash(d.doc), request_index=0, request_type="loglikelihood",
-        role="gold", prompt_tokens=prompt_tokens, target_tokens=target, token_parts=parts,
-        raw=np.asarray(quantised, dtype=float).tolist(), quantised=quantised,
+        task=task,
+        doc_id=doc_id,
+        doc_hash=doc_hash(d.doc),
+        request_index=0,
+        request_type="loglikelihood",
+        role="gold",
+        prompt_tokens=prompt_tokens,
+        target_tokens=target,
+        token_parts=parts,
+        raw=np.asarray(quantised, dtype=float).tolist(),
+        quantised=quantised,
         params=params or {"L": 10, "b": 0, "p": 4},
         metrics={"instruction_importance": d.importance, "acc": d.acc},
         attention={"instruction_attention": attention.tolist()},
-        ffn={"concept_shares": d.shares,
-             "layer_concept_shares": [d.shares for _ in range(layers)]},
+        ffn={"concept_shares": d.shares, "layer_concept_shares": [d.shares for _ in range(layers)]},
         fingerprint=fingerprint or {"model": model, "plugin_version": "0.1.0", "dtype": "float32"},
     )
 

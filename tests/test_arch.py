@@ -112,9 +112,13 @@ def test_adapter_matches_model_computation(family, tok):
     ids = torch.tensor([[5, 40, 41, 42, 43], [9, 40, 41, 42, 43]])
     layers = ad.layers()
     attn_mods = [ad.attention_module(i) for i in range(ad.num_layers)]
-    with torch.no_grad(), capture_qk(model) as qk, capture_inputs(layers) as layer_in:
-        with capture_inputs(attn_mods) as attn_in:
-            out = model(ids, output_hidden_states=True)
+    with (
+        torch.no_grad(),
+        capture_qk(model) as qk,
+        capture_inputs(layers) as layer_in,
+        capture_inputs(attn_mods) as attn_in,
+    ):
+        out = model(ids, output_hidden_states=True)
     assert len(qk) == ad.num_layers
 
     # embeddings: the model's embedding module output is E[ids] * scale
@@ -136,7 +140,9 @@ def test_adapter_matches_model_computation(family, tok):
         q_diff = torch.einsum("hed,d->he", wq, dx)
         k_diff = torch.einsum("hed,d->he", wk, dx)
         n_rep = ad.num_heads // ad.num_kv_heads
-        k_model_exp = k_model.repeat_interleave(n_rep, dim=1)  # HF repeat_kv: query head h uses kv head h // n_rep
+        k_model_exp = k_model.repeat_interleave(
+            n_rep, dim=1
+        )  # HF repeat_kv: query head h uses kv head h // n_rep
         if q_norm_w is None:
             assert torch.allclose(q_model[0, :, 0] - q_model[1, :, 0], q_diff, atol=1e-4)
             assert torch.allclose(k_model_exp[0, :, 0] - k_model_exp[1, :, 0], k_diff, atol=1e-4)
@@ -208,7 +214,9 @@ def test_missing_module_path_names_the_path_and_seen_modules(tok):
     model.model.layers[0].self_attn.q_proj_renamed = model.model.layers[0].self_attn.q_proj
     for layer in model.model.layers:
         del layer.self_attn.q_proj
-    with pytest.raises(UnsupportedArchitectureError, match=r"'self_attn.q_proj'.*Module names seen:.*q_proj_renamed"):
+    with pytest.raises(
+        UnsupportedArchitectureError, match=r"'self_attn.q_proj'.*Module names seen:.*q_proj_renamed"
+    ):
         get_adapter(model)
 
 

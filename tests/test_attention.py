@@ -107,9 +107,9 @@ def test_whole_word_vocab(tok):
 
 def test_word_list_vocab_warns_about_multi_token_words(tok, caplog):
     with caplog.at_level(logging.WARNING):
-        vocab = word_list_vocab(tok, ["the", "cat", "xylophonequark"])
-    assert vocab.words == ["the", "cat"]
-    assert tok.decode(vocab.token_ids) == " the cat"
+        vocab = word_list_vocab(tok, ["the", "river", "xylophonequark"])
+    assert vocab.words == ["the", "river"]
+    assert tok.decode(vocab.token_ids) == " the river"
     assert "xylophonequark" in caplog.text
     with pytest.raises(ValueError, match="single token"):
         word_list_vocab(tok, ["xylophonequark"])
@@ -167,7 +167,11 @@ def test_planted_word_pair_is_recovered_with_both_signs():
     heads, head_dim, d = 2, 4, emb.shape[1]
     wq = torch.zeros(heads, head_dim, d)
     wk = torch.zeros(heads, head_dim, d)
-    write, essay, cat = normed[0] / normed[0].norm(), normed[1] / normed[1].norm(), normed[2] / normed[2].norm()
+    write, essay, cat = (
+        normed[0] / normed[0].norm(),
+        normed[1] / normed[1].norm(),
+        normed[2] / normed[2].norm(),
+    )
     wq[0, 1], wk[0, 1] = write, essay  # positive side: q(write) > 0, k(essay) > 0
     wq[0, 3], wk[0, 3] = -write, -essay  # negative side: both most negative -> product positive
     wq[1, 0], wk[1, 0] = write, cat  # an unrelated pair: filtered out
@@ -185,7 +189,7 @@ def test_planted_word_pair_is_recovered_with_both_signs():
     assert h1.pairs == [] and h1.dims == []
     # with every dimension kept, head 1's dimension 0 shows the unrelated words but no pair
     full = layer_word_pairs(wq, wk, normed, WORDS, rel, layer=7, top_k=1, keep_all_dimensions=True)
-    d0 = [dw for dw in full[1].dims if dw.dim == 0 and dw.sign == 1][0]
+    d0 = next(dw for dw in full[1].dims if dw.dim == 0 and dw.sign == 1)
     assert (d0.query_words, d0.key_words, d0.pairs) == (["write"], ["cat"], [])
     assert HeadWordPairs.from_dict(h0.to_dict()) == h0
 
@@ -232,7 +236,14 @@ def test_verb_analysis_shares_and_welch_test():
     first = res.verb_shares["first"]
     assert first == {"write": 1.0, "summarize": 0.5, "list": 0.5, "go": 0.0, "eat": 0.0, "run": 0.5}
     assert res.verb_shares["middle"] == {"write": 0, "summarize": 0, "list": 0, "go": 0, "eat": 0.5, "run": 0}
-    assert res.verb_shares["last"] == {"write": 0.5, "summarize": 1.0, "list": 0.5, "go": 0, "eat": 0, "run": 0}
+    assert res.verb_shares["last"] == {
+        "write": 0.5,
+        "summarize": 1.0,
+        "list": 0.5,
+        "go": 0,
+        "eat": 0,
+        "run": 0,
+    }
     assert res.instruction_mean["first"] == pytest.approx(2 / 3)
     assert res.general_mean["first"] == pytest.approx(1 / 6)
     # Welch's t by its formula

@@ -51,8 +51,12 @@ class WordTokenizer:
 def _planted_space(seed: int = 0, d: int = 128):
     """Embeddings where coding words cluster along one direction and math words along another."""
     gen = torch.Generator().manual_seed(seed)
-    words = CODING_VOCAB + MATH_VOCAB + FILLER + ["base", "essay", "story", "poem", "french", "translate",
-                                                  "suffix", "clause", "meaning"]
+    words = (
+        CODING_VOCAB
+        + MATH_VOCAB
+        + FILLER
+        + ["base", "essay", "story", "poem", "french", "translate", "suffix", "clause", "meaning"]
+    )
     words += [f"w{i}" for i in range(300)]  # concepts are a small part of a vocabulary, as in a real model
     dirs, _ = torch.linalg.qr(torch.randn(d, 2, generator=gen))
     coding_dir, math_dir = dirs[:, 0], dirs[:, 1]
@@ -108,8 +112,9 @@ def test_exact_matches_and_multi_token_words():
 
 def test_label_is_deterministic_and_ties_go_to_first_concept():
     words, E, *_ = _planted_space()
-    labeller = LexiconLabeller(E, WordTokenizer(words), lexicons={"task_concepts": {"a": ["cat"], "b": ["cat"]}},
-                               threshold=0.0)
+    labeller = LexiconLabeller(
+        E, WordTokenizer(words), lexicons={"task_concepts": {"a": ["cat"], "b": ["cat"]}}, threshold=0.0
+    )
     first = labeller.label(["cat"], [])
     assert first.concept == "a" and first.level == "other"
     assert labeller.label(["cat"], []) == first
@@ -178,8 +183,14 @@ def test_local_lm_labeller_plumbing_with_tiny_random_model():
 
     tok = train_tokenizer(sample_corpus(), vocab_size=300)
     model = build_tiny_model("llama", tok, hidden=32, layers=1, heads=2, kv_heads=1)
-    labeller = build_labeller("local_lm", model=model, lm_tokenizer=tok, concepts=["coding", "math"],
-                              levels=["syntax"], max_new_tokens=4)
+    labeller = build_labeller(
+        "local_lm",
+        model=model,
+        lm_tokenizer=tok,
+        concepts=["coding", "math"],
+        levels=["syntax"],
+        max_new_tokens=4,
+    )
     assert isinstance(labeller, LocalLMLabeller)
     label = labeller.label(["python", "code"], ["sum"])
     assert label.concept == "other" and label.level == "other"  # a random model's junk parses to "other"

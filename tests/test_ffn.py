@@ -69,7 +69,7 @@ def test_component_top_words_keeps_both_poles_and_dedupes():
     E = torch.cat([E, E[:1]])  # row 4 duplicates row 0 under another token id
     tokens = ["good", "bad", "up", "down", "good"]
     comps = torch.tensor([[1.0, -1.0, 0.2, 0.0]]) / math.sqrt(2.04)
-    (pos, neg), = component_top_words(comps, normalise_rows(E), tokens, top_n=2)
+    ((pos, neg),) = component_top_words(comps, normalise_rows(E), tokens, top_n=2)
     assert pos == ["good", "up"]  # "good" listed once although two rows score highest
     assert neg == ["bad", "down"]
     with pytest.raises(ValueError, match="tokens has 3 entries"):
@@ -119,11 +119,16 @@ def test_concept_activation_against_hand_computation():
     # |proj| per position: [[2, 1], [4, 3]] -> mean over positions [3, 2] -> shares [0.6, 0.4]
     torch.testing.assert_close(concept_activation(ffn_out, comps), torch.tensor([0.6, 0.4]))
     # centred on [0, -2, 0]: [[2, 1, 5], [-4, 5, 0]] -> |proj| [[2, 1], [4, 5]] -> mean [3, 3] -> [0.5, 0.5]
-    torch.testing.assert_close(concept_activation(ffn_out, comps, torch.tensor([0.0, -2.0, 0.0])),
-                               torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(
+        concept_activation(ffn_out, comps, torch.tensor([0.0, -2.0, 0.0])), torch.tensor([0.5, 0.5])
+    )
     # against a generic computation with random numbers
     gen = torch.Generator().manual_seed(3)
-    x, c, m = torch.randn(7, 5, generator=gen), torch.randn(3, 5, generator=gen), torch.randn(5, generator=gen)
+    x, c, m = (
+        torch.randn(7, 5, generator=gen),
+        torch.randn(3, 5, generator=gen),
+        torch.randn(5, generator=gen),
+    )
     expected = np.abs((x.numpy() - m.numpy()) @ c.numpy().T).mean(axis=0)
     np.testing.assert_allclose(concept_activation(x, c, m).numpy(), expected / expected.sum(), rtol=1e-5)
     assert torch.equal(concept_activation(torch.zeros(2, 3), comps), torch.zeros(2))
@@ -132,9 +137,13 @@ def test_concept_activation_against_hand_computation():
 
 
 def test_concept_shares_pools_unknown_labels_under_other():
-    shares = concept_shares(torch.tensor([0.5, 0.2, 0.2, 0.1]), ["math", "coding", "weird", "math"],
-                            ["writing", "coding", "math", "translation"])
-    assert shares == pytest.approx({"writing": 0.0, "coding": 0.2, "math": 0.6, "translation": 0.0,
-                                    "other": 0.2})
+    shares = concept_shares(
+        torch.tensor([0.5, 0.2, 0.2, 0.1]),
+        ["math", "coding", "weird", "math"],
+        ["writing", "coding", "math", "translation"],
+    )
+    assert shares == pytest.approx(
+        {"writing": 0.0, "coding": 0.2, "math": 0.6, "translation": 0.0, "other": 0.2}
+    )
     with pytest.raises(ValueError, match="one label per component"):
         concept_shares([0.5, 0.5], ["math"], ["math"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_report import doc_hash, make_docs, scored, write_run
 from scipy import stats as sps
 from scipy.spatial.distance import jensenshannon
 
@@ -15,7 +16,6 @@ from lm_interp_plugin.report import NoOverlapError, NoSharedTaskError, RunDirErr
 from lm_interp_plugin.report.analysis import jensen_shannon
 from lm_interp_plugin.report.loading import resolve_runs
 from lm_interp_plugin.report.render import _md
-from fixtures_report import doc_hash, make_docs, scored, write_run
 
 N = 14
 TASKS = ("interp_alpha", "interp_beta")
@@ -40,7 +40,15 @@ def pair(tmp_path_factory):
     write_run(root / "tuned", "org/tuned-7b", tuned, doc_ids=perm, seed=1)
     out = root / "report"
     result = compare([root / "base", root / "tuned"], out, examples=2)
-    return {"root": root, "docs": docs, "base": base, "tuned": tuned, "perm": perm, "out": out, "result": result}
+    return {
+        "root": root,
+        "docs": docs,
+        "base": base,
+        "tuned": tuned,
+        "perm": perm,
+        "out": out,
+        "result": result,
+    }
 
 
 def test_pairs_on_doc_hash_not_doc_id(pair):
@@ -55,8 +63,12 @@ def test_pairs_on_doc_hash_not_doc_id(pair):
             assert shift.doc_id_baseline == i and shift.doc_id_other == pair["perm"][task][i]
             assert shift.deltas["instruction_importance"] == pytest.approx(t.importance - b.importance)
             assert shift.deltas["acc"] == t.acc - b.acc
-            assert shift.ffn_jsd == pytest.approx(jensenshannon(
-                [b.shares[k] for k in sorted(b.shares)], [t.shares[k] for k in sorted(t.shares)], base=2) ** 2)
+            assert shift.ffn_jsd == pytest.approx(
+                jensenshannon(
+                    [b.shares[k] for k in sorted(b.shares)], [t.shares[k] for k in sorted(t.shares)], base=2
+                )
+                ** 2
+            )
 
 
 def test_statistics_match_scipy(pair):
@@ -70,21 +82,26 @@ def test_statistics_match_scipy(pair):
     assert cell.reported == pytest.approx(tuned.mean())  # lm-eval's own aggregate, carried through
     acc_cell = next(s for s in analysis.leaderboard["base"] if s.metric == "acc")
     assert acc_cell.reported_stderr == pytest.approx(
-        np.std([d.acc for d in pair["base"][task]], ddof=1) / math.sqrt(N))
+        np.std([d.acc for d in pair["base"][task]], ddof=1) / math.sqrt(N)
+    )
     p = next(c for c in analysis.paired if c.metric == "instruction_importance")
     assert p.n_pairs == N and p.mean_diff == pytest.approx((tuned - base).mean())
     assert p.diff_ci_low < p.mean_diff < p.diff_ci_high
     ref = sps.ttest_rel(tuned, base)
     assert p.paired_t["statistic"] == pytest.approx(ref.statistic) and p.paired_t["p_value"] == pytest.approx(
-        ref.pvalue)
+        ref.pvalue
+    )
     assert p.wilcoxon["p_value"] == pytest.approx(sps.wilcoxon(tuned, base).pvalue)
     welch = sps.ttest_ind(tuned, base, equal_var=False)
     assert p.welch["statistic"] == pytest.approx(welch.statistic) and p.welch["p_value"] == pytest.approx(
-        welch.pvalue)
+        welch.pvalue
+    )
     split = next(c for c in analysis.correctness if c.run == "base" and c.metric == "instruction_importance")
     acc = np.array([d.acc for d in pair["base"][task]]) == 1
     assert (split.n_correct, split.n_incorrect) == (acc.sum(), (~acc).sum())
-    assert split.welch["p_value"] == pytest.approx(sps.ttest_ind(base[acc], base[~acc], equal_var=False).pvalue)
+    assert split.welch["p_value"] == pytest.approx(
+        sps.ttest_ind(base[acc], base[~acc], equal_var=False).pvalue
+    )
     assert split.mean_correct == pytest.approx(base[acc].mean())
 
 
@@ -188,7 +205,8 @@ def test_newest_samples_file_and_model_subfolders(tmp_path):
     base = runs[0].tasks["t"]
     assert base.samples_file.name == "samples_t_2024-03-01T09-00-00.000000.jsonl"
     assert [s.metrics["instruction_importance"] for s in base.samples.values()] == pytest.approx(
-        [d.importance for d in sorted(new, key=lambda d: doc_hash(d.doc))])
+        [d.importance for d in sorted(new, key=lambda d: doc_hash(d.doc))]
+    )
     assert any("using the newest (2024-03-01T09-00-00.000000)" in n for n in base.notes)
     assert runs[0].model == "org/base"
     with pytest.raises(RunDirError, match="1 labels given for 2 runs"):
@@ -198,9 +216,13 @@ def test_newest_samples_file_and_model_subfolders(tmp_path):
 def test_fingerprint_differences_warn(tmp_path):
     docs = make_docs(4, seed=0)
     write_run(tmp_path / "base", "base", {"t": scored(docs, 1)})
-    write_run(tmp_path / "tuned", "tuned", {"t": scored(docs, 2)},
-              fingerprint={"model": "tuned", "plugin_version": "0.2.0", "dtype": "float32"},
-              params={"L": 10, "b": 0, "p": 2})
+    write_run(
+        tmp_path / "tuned",
+        "tuned",
+        {"t": scored(docs, 2)},
+        fingerprint={"model": "tuned", "plugin_version": "0.2.0", "dtype": "float32"},
+        params={"L": 10, "b": 0, "p": 2},
+    )
     result = compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out", examples=0)
     text = " ".join(result.fingerprint_warnings)
     assert "'plugin_version' differs" in text and "'params.p' differs" in text
@@ -221,27 +243,55 @@ def _heads_file(path: Path, words: list[str]) -> Path:
     from lm_interp_plugin.explain_heads import write_heads_jsonl
     from lm_interp_plugin.methods.attention import DimensionWords, HeadsExplanation, HeadWordPairs
 
-    heads = [HeadWordPairs(layer, head, [(words[0], words[1], 1, 1.0)],
-                           [DimensionWords(0, 1, list(words), list(words), [(0, 1), (2, 3)])])
-             for layer in range(3) for head in range(2)]
+    heads = [
+        HeadWordPairs(
+            layer,
+            head,
+            [(words[0], words[1], 1, 1.0)],
+            [DimensionWords(0, 1, list(words), list(words), [(0, 1), (2, 3)])],
+        )
+        for layer in range(3)
+        for head in range(2)
+    ]
     return write_heads_jsonl(path, HeadsExplanation({"model": path.stem}, {"top_k": 5}, 3, 2, heads))
 
 
-def test_global_sections_from_explain_files(pair, tmp_path):
+def _ffn_files(tmp_path: Path) -> list[Path]:
+    from lm_interp_plugin.explain_ffn import explain_ffn, write_ffn_jsonl
+    from lm_interp_plugin.tiny import build_tiny_model, sample_corpus, train_tokenizer
+
+    tok = train_tokenizer(sample_corpus(), vocab_size=400)
+    paths = []
+    for seed, name in ((0, "base"), (1, "tuned")):
+        model = build_tiny_model("llama", tok, seed=seed, hidden=32, layers=2, heads=4, kv_heads=2)
+        expl = explain_ffn(model, tok, k=3, top_n=4, progress=False)
+        paths.append(write_ffn_jsonl(tmp_path / f"ffn_{name}.jsonl", expl))
+    return paths
+
+
+def test_global_sections_from_explain_files(tmp_path):
     pytest.importorskip("lm_interp_plugin.explain_heads")
+    pytest.importorskip("lm_interp_plugin.explain_ffn")
+    docs = make_docs(4, seed=0)
+    runs = [
+        write_run(tmp_path / name, name, {"t": scored(docs, i)}, records=False)
+        for i, name in enumerate(["b", "t"])
+    ]
     base = _heads_file(tmp_path / "base.jsonl", ["go", "sit", "eat", "run"])
     tuned = _heads_file(tmp_path / "tuned.jsonl", ["write", "summarize", "translate", "list"])
-    bad_ffn = tmp_path / "ffn.jsonl"
-    bad_ffn.write_text("not json\n")
-    result = compare([pair["root"] / "base", pair["root"] / "tuned"], tmp_path / "out", examples=0,
-                     heads=[base, tuned], ffn=[bad_ffn, bad_ffn])
+    result = compare(runs, tmp_path / "out", examples=0, heads=[base, tuned], ffn=_ffn_files(tmp_path))
     heads_section, ffn_section = result.global_sections
     assert not heads_section.notes and "instruction verbs" in heads_section.text
-    assert ffn_section.notes and not ffn_section.text  # missing module or unreadable file: a note, no crash
+    assert not ffn_section.notes and "chi-square p" in ffn_section.text
+    assert ffn_section.images == ["ffn_concept_proportions.png", "ffn_rotation.png"]
     html_text = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
-    assert "<th>verbs</th>" in html_text and "Table 3 form" in html_text
-    one = compare([pair["root"] / "base", pair["root"] / "tuned"], tmp_path / "out1", examples=0, heads=[base])
+    assert "<th>verbs</th>" in html_text and "Table 3 form" in html_text and "Table 5 form" in html_text
+    assert html_text.count("data:image/png;base64,") == len(result.files["figures"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    one = compare(runs, tmp_path / "out1", examples=0, heads=[base], ffn=[bad, bad])
     assert "give two files" in one.global_sections[0].notes[0]
+    assert one.global_sections[1].notes and not one.global_sections[1].text  # unreadable: a note, no crash
 
 
 def test_single_run_and_filters(tmp_path):
@@ -255,7 +305,9 @@ def test_single_run_and_filters(tmp_path):
             fh.write(json.dumps({**row, "filter": "flexible", "acc": 1.0}) + "\n")
     result = compare([tmp_path / "only"], tmp_path / "out", baseline="only")
     cells = {c.metric: c for c in result.task("t").leaderboard["only"]}
-    assert cells["acc,flexible"].mean == 1.0 and cells["acc"].mean == pytest.approx(np.mean([r["acc"] for r in rows]))
+    assert cells["acc,flexible"].mean == 1.0 and cells["acc"].mean == pytest.approx(
+        np.mean([r["acc"] for r in rows])
+    )
     assert not result.task("t").paired
     with pytest.raises(Exception, match="baseline 'x' is not one of"):
         compare([tmp_path / "only"], tmp_path / "out", baseline="x")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 VERBS_FILE = Path(__file__).resolve().parent.parent / "data" / "verbs.json"
 LAYER_GROUPS = ("first", "middle", "last")
+_RELATIVE_FLOOR = 1e-5  # projections below this fraction of a dimension's largest |projection| count as zero
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -238,7 +240,9 @@ class WordRelatedness:
     embeddings share a large common direction that makes every cosine high). Two modes:
 
     - ``"neighbors"`` (default): a and b are related when b is among the `neighbors` nearest words of a, or a
-      among those of b (scale-free, so one setting suits every model); the word itself does not count.
+      among those of b (scale-free, so one setting suits every model); the word itself does not count, and
+      the cosine must also be positive (more similar than the average word), so that a word without any close
+      word gets no neighbours by default.
     - ``"cosine"``: related when the cosine is at least `min_similarity`.
     """
 
@@ -261,6 +265,7 @@ class WordRelatedness:
         v = self.unit.shape[0]
         if mode == "cosine":
             self.threshold = torch.full((v,), float(min_similarity), device=self.unit.device)
+            self.floor = float(min_similarity)
         else:
             r = max(1, min(neighbors, v - 1))
             th = torch.empty(v, device=self.unit.device)
@@ -270,6 +275,7 @@ class WordRelatedness:
                 sims[torch.arange(len(idx), device=sims.device), idx] = -math.inf  # not one's own neighbour
                 th[start : start + chunk] = sims.topk(r, dim=-1).values[:, -1]
             self.threshold = th
+            self.floor = 1e-6
 
     def similarity(self, a: Tensor, b: Tensor) -> Tensor:
         """Centred cosine similarity of word indices `a` and `b` (broadcast, same trailing shape)."""
@@ -278,7 +284,7 @@ class WordRelatedness:
     def related(self, a: Tensor, b: Tensor) -> Tensor:
         """Boolean: words `a` and `b` (index tensors of equal shape) are related."""
         sims = self.similarity(a, b)
-        return sims >= torch.minimum(self.threshold[a], self.threshold[b])
+        return (sims >= torch.minimum(self.threshold[a], self.threshold[b])) & (sims >= self.floor)
 
     def related_lists(self, a: Tensor, b: Tensor, chunk: int = 4) -> Tensor:
         """Boolean ``... x i x j``: word ``a[..., i]`` is related to word ``b[..., j]``.
@@ -290,7 +296,7 @@ class WordRelatedness:
             ai, bi = a[start : start + chunk], b[start : start + chunk]
             sims = torch.einsum("...id,...jd->...ij", self.unit[ai], self.unit[bi])
             th = torch.minimum(self.threshold[ai][..., :, None], self.threshold[bi][..., None, :])
-            out.append(sims >= th)
+            out.append((sims >= th) & (sims >= self.floor))
         return torch.cat(out)
 
     def params(self) -> dict[str, Any]:
@@ -465,10 +471,15 @@ def layer_word_pairs(
     k = max(1, min(top_k, len(words)))
     q_proj = project_words(wq, words_normed)  # heads x head_dim x vocab
     k_proj = project_words(wk, words_normed)
+    # "positive" means above a relative round-off floor, so that all-zero dimensions give no words
+    q_floor = _RELATIVE_FLOOR * q_proj.abs().amax(-1, keepdim=True)
+    k_floor = _RELATIVE_FLOOR * k_proj.abs().amax(-1, keepdim=True)
     per_sign = []
     for sign in (1, -1):
         qv, qi = (sign * q_proj).topk(k, dim=-1)  # heads x head_dim x k
         kv, ki = (sign * k_proj).topk(k, dim=-1)
+        qv = torch.where(qv > q_floor, qv, torch.zeros_like(qv))
+        kv = torch.where(kv > k_floor, kv, torch.zeros_like(kv))
         keep = (qv > 0)[..., :, None] & (kv > 0)[..., None, :] & relatedness.related_lists(qi, ki)
         prod = qv[..., :, None] * kv[..., None, :]  # = q_e(a) * k_e(b) > 0 where kept
         per_sign.append((sign, qv.cpu(), qi.cpu(), kv.cpu(), ki.cpu(), keep.cpu(), prod.cpu()))
@@ -601,8 +612,13 @@ def verb_analysis(
         a = np.array([shares[name][v] for v in instruction_verbs])
         g = np.array([shares[name][v] for v in general_verbs])
         imean[name], gmean[name] = float(a.mean()), float(g.mean())
-        if keys and len(a) > 1 and len(g) > 1:
-            res = ttest_ind(a, g, equal_var=False)
+        # Welch's t is undefined with fewer than two verbs per list or when neither list varies
+        if keys and len(a) > 1 and len(g) > 1 and (np.ptp(a) > 0 or np.ptp(g) > 0):
+            with warnings.catch_warnings():
+                # a list whose verbs all share one value is common here (and Welch's t stays defined);
+                # scipy flags it as "precision loss", which is not a problem for exact shares
+                warnings.filterwarnings("ignore", message="Precision loss", category=RuntimeWarning)
+                res = ttest_ind(a, g, equal_var=False)
             tstat[name], pval[name] = float(res.statistic), float(res.pvalue)
         else:
             tstat[name], pval[name] = math.nan, math.nan

@@ -153,7 +153,10 @@ def validate_lexicons(data: Any, where: str = "lexicons") -> Lexicons:
     for group in LEXICON_GROUPS:
         entries = data.get(group, {})
         if not isinstance(entries, Mapping):
-            raise ValueError(f"{where}: {group!r} must map each name to a list of words, got {type(entries).__name__}")
+            # a malformed file is a bad value, like the other schema errors
+            raise ValueError(  # noqa: TRY004
+                f"{where}: {group!r} must map each name to a list of words, got {type(entries).__name__}"
+            )
         clean[group] = {}
         for name, words in entries.items():
             if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
@@ -223,7 +226,9 @@ class LexiconLabeller(ConceptLabeller):
             for name, words in entries.items():
                 vecs = self._vectors(words)
                 if vecs is None:
-                    logger.warning("lexicon %s.%s: no word maps to the vocabulary; exact matches only", group, name)
+                    logger.warning(
+                        "lexicon %s.%s: no word maps to the vocabulary; exact matches only", group, name
+                    )
                     cents.append(torch.zeros(self._d))
                 else:
                     cents.append(vecs.mean(dim=0))
@@ -341,7 +346,9 @@ class LocalLMLabeller(ConceptLabeller):
     ):
         if model is None or lm_tokenizer is None:
             if model_path is None:
-                raise ValueError("the local_lm labeller needs model_path (a local instruction-tuned model folder)")
+                raise ValueError(
+                    "the local_lm labeller needs model_path (a local instruction-tuned model folder)"
+                )
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             lm_tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -362,7 +369,12 @@ class LocalLMLabeller(ConceptLabeller):
         return cls(**options)
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "model_path": self.model_path, "concepts": self.concepts, "levels": self.levels}
+        return {
+            "name": self.name,
+            "model_path": self.model_path,
+            "concepts": self.concepts,
+            "levels": self.levels,
+        }
 
     def _prompt(self, words: str, kind: str, categories: Sequence[str]) -> str:
         question = (
@@ -387,7 +399,7 @@ class LocalLMLabeller(ConceptLabeller):
             out = self.model.generate(
                 **enc, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad
             )
-        return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def label(self, top_words_pos: Sequence[str], top_words_neg: Sequence[str]) -> ConceptLabel:
         words = ", ".join([*top_words_pos, *top_words_neg])

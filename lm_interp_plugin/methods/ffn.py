@@ -68,7 +68,9 @@ class ComponentMatch:
 
 def _check_matrix(name: str, x: torch.Tensor, ndim: int = 2) -> None:
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; convert with torch.as_tensor")
+        raise TypeError(
+            f"{name} must be a torch.Tensor, got {type(x).__name__}; convert with torch.as_tensor"
+        )
     if x.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
@@ -102,7 +104,9 @@ def ffn_pca(W_down: torch.Tensor, k: int) -> FFNComponents:
     d_model, d_ff = W_down.shape
     max_k = min(d_model, d_ff - 1)
     if not isinstance(k, int) or k < 1 or k > max_k:
-        raise ValueError(f"k={k!r} is out of range for W_down of shape {tuple(W_down.shape)}; use 1 <= k <= {max_k}")
+        raise ValueError(
+            f"k={k!r} is out of range for W_down of shape {tuple(W_down.shape)}; use 1 <= k <= {max_k}"
+        )
     X = W_down.detach().to(_MATH_DTYPE).T  # d_ff x d_model: one value vector per row
     mean = X.mean(dim=0)
     Xc = X - mean
@@ -214,7 +218,9 @@ def principal_angles(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     QA = _orthonormal_basis("A", A)
     QB = _orthonormal_basis("B", B.to(A.device))
     if QA.shape[0] != QB.shape[0]:
-        raise ValueError(f"A has dimension {QA.shape[0]} but B has {QB.shape[0]}; compare the same layer's spaces")
+        raise ValueError(
+            f"A has dimension {QA.shape[0]} but B has {QB.shape[0]}; compare the same layer's spaces"
+        )
     if QA.shape[1] > QB.shape[1]:
         QA, QB = QB, QA
     cosines = torch.linalg.svdvals(QA.T @ QB).clamp(0.0, 1.0)  # descending => angles ascending

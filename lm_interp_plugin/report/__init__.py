@@ -3,4 +3,11 @@
 from .compare import ComparisonResult, compare
 from .errors import NoOverlapError, NoSharedTaskError, ReportInputError, RunDirError
 
-__all__ = ["ComparisonResult", "compare", "NoOverlapError", "NoSharedTaskError", "ReportInputError", "RunDirError"]
+__all__ = [
+    "ComparisonResult",
+    "NoOverlapError",
+    "NoSharedTaskError",
+    "ReportInputError",
+    "RunDirError",
+    "compare",
+]

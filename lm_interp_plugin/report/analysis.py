@@ -23,7 +23,7 @@ from .loading import Run, TaskRun
 CORRECTNESS_METRICS = ("acc", "exact_match", "acc_norm")
 #: Fingerprint fields that name the model itself and are expected to differ between base and tuned.
 EXPECTED_TO_DIFFER = ("model", "revision", "weight", "hash", "path", "name", "commit", "date", "time", "host")
-TOP_SHIFTS = 10
+PROMPT_CHARS = 300
 
 
 def metric_kind(name: str) -> str:
@@ -145,9 +145,17 @@ def summarise(values: list[float], metric: str, reported: dict[str, Any]) -> Met
     name, _, filt = key.partition(",")
     rep = reported.get(key)
     err = reported.get(f"{name}_stderr,{filt}")
-    return MetricSummary(metric, metric_kind(metric), int(arr.size), float(arr.mean()) if arr.size else math.nan,
-                         lo, hi, float(arr.std(ddof=1)) if arr.size > 1 else math.nan,
-                         None if rep is None else float(rep), None if err is None else float(err))
+    return MetricSummary(
+        metric,
+        metric_kind(metric),
+        int(arr.size),
+        float(arr.mean()) if arr.size else math.nan,
+        lo,
+        hi,
+        float(arr.std(ddof=1)) if arr.size > 1 else math.nan,
+        None if rep is None else float(rep),
+        None if err is None else float(err),
+    )
 
 
 def task_metrics(task_run: TaskRun) -> list[str]:
@@ -162,8 +170,9 @@ def _values(task_run: TaskRun, keys: list[str], metric: str) -> np.ndarray:
     return np.array([task_run.samples[k].metrics.get(metric, math.nan) for k in keys], dtype=float)
 
 
-def compare_pair(task: str, base_label: str, base: TaskRun, other_label: str, other: TaskRun,
-                 metrics: list[str]) -> list[PairedComparison]:
+def compare_pair(
+    task: str, base_label: str, base: TaskRun, other_label: str, other: TaskRun, metrics: list[str]
+) -> list[PairedComparison]:
     """Paired tests (t, Wilcoxon, bootstrap CI of the mean difference) on shared examples, plus Welch on all."""
     shared = sorted(set(base.samples) & set(other.samples))
     out = []
@@ -174,16 +183,33 @@ def compare_pair(task: str, base_label: str, base: TaskRun, other_label: str, ot
         if a.size == 0:
             continue
         lo, hi = stats.paired_bootstrap_ci(b, a)
-        welch = stats.welch_t_test(_finite_array(_values(other, list(other.samples), metric)),
-                                   _finite_array(_values(base, list(base.samples), metric)))
-        out.append(PairedComparison(
-            task, metric, base_label, other_label, int(a.size), float(a.mean()), float(b.mean()),
-            float((b - a).mean()), lo, hi, stats.paired_t_test(b, a).to_dict(),
-            stats.wilcoxon_signed_rank(b, a).to_dict(), welch.to_dict()))
+        welch = stats.welch_t_test(
+            _finite_array(_values(other, list(other.samples), metric)),
+            _finite_array(_values(base, list(base.samples), metric)),
+        )
+        out.append(
+            PairedComparison(
+                task,
+                metric,
+                base_label,
+                other_label,
+                int(a.size),
+                float(a.mean()),
+                float(b.mean()),
+                float((b - a).mean()),
+                lo,
+                hi,
+                stats.paired_t_test(b, a).to_dict(),
+                stats.wilcoxon_signed_rank(b, a).to_dict(),
+                welch.to_dict(),
+            )
+        )
     return out
 
 
-def correctness_splits(task: str, label: str, task_run: TaskRun, metrics: list[str]) -> list[CorrectnessSplit]:
+def correctness_splits(
+    task: str, label: str, task_run: TaskRun, metrics: list[str]
+) -> list[CorrectnessSplit]:
     """For each interpretation metric: its mean on correct vs incorrect answers and a Welch t-test."""
     judge = next((m for pref in CORRECTNESS_METRICS for m in metrics if _base_name(m) == pref), None)
     if judge is None:
@@ -199,8 +225,19 @@ def correctness_splits(task: str, label: str, task_run: TaskRun, metrics: list[s
         if good.size + bad.size == 0:
             continue
         test = stats.welch_t_test(good, bad)
-        out.append(CorrectnessSplit(task, label, metric, judge, int(good.size), int(bad.size),
-                                    test.mean_a, test.mean_b, test.to_dict()))
+        out.append(
+            CorrectnessSplit(
+                task,
+                label,
+                metric,
+                judge,
+                int(good.size),
+                int(bad.size),
+                test.mean_a,
+                test.mean_b,
+                test.to_dict(),
+            )
+        )
     return out
 
 
@@ -246,9 +283,26 @@ def example_shifts(task: str, base: TaskRun, other_label: str, other: TaskRun) -
             pa, pb = ra.ffn.get("concept_shares"), rb.ffn.get("concept_shares")
             if isinstance(pa, dict) and isinstance(pb, dict) and pa and pb:
                 jsd = jensen_shannon(pa, pb)
-        out.append(ExampleShift(task, other_label, key, sa.doc_id, sb.doc_id, sa.prompt, deltas,
-                                dict(sa.metrics), dict(sb.metrics), jsd))
+        out.append(
+            ExampleShift(
+                task,
+                other_label,
+                key,
+                sa.doc_id,
+                sb.doc_id,
+                _clip_prompt(sa.prompt),
+                deltas,
+                dict(sa.metrics),
+                dict(sb.metrics),
+                jsd,
+            )
+        )
     return out
+
+
+def _clip_prompt(text: str) -> str:
+    """The start of a prompt, enough to recognise it (full few-shot prompts would bloat results.json)."""
+    return text if len(text) <= PROMPT_CHARS else text[: PROMPT_CHARS - 1] + "\u2026"
 
 
 def rank_shifts(shifts: list[ExampleShift], metric: str | None) -> list[ExampleShift]:
@@ -291,7 +345,8 @@ def _record_aggregates(analysis: TaskAnalysis, label: str, task_run: TaskRun, ke
     layered = [x for x in layered if isinstance(x, list) and x and all(isinstance(d, dict) for d in x)]
     if layered and len({len(x) for x in layered}) == 1:
         analysis.layer_concept_shares[label] = [
-            _mean_shares([x[i] for x in layered]) for i in range(len(layered[0]))]
+            _mean_shares([x[i] for x in layered]) for i in range(len(layered[0]))
+        ]
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -315,7 +370,7 @@ def run_fingerprint(task_run: TaskRun) -> tuple[dict[str, str], list[str]]:
             for k, v in flat.items():
                 seen.setdefault(k, set()).add(v)
     varying = sorted(k for k, v in seen.items() if len(v) > 1)
-    return {k: sorted(v)[0] for k, v in seen.items() if len(v) == 1}, varying
+    return {k: next(iter(v)) for k, v in seen.items() if len(v) == 1}, varying
 
 
 def fingerprint_warnings(task: str, runs: dict[str, TaskRun], baseline: str) -> list[str]:
@@ -338,8 +393,10 @@ def fingerprint_warnings(task: str, runs: dict[str, TaskRun], baseline: str) -> 
             if any(word in name.lower() for word in EXPECTED_TO_DIFFER):
                 continue
             if base.get(name) != fp.get(name):
-                warnings.append(f"{task}: fingerprint field '{name}' differs: {baseline}={base.get(name, '(absent)')}"
-                                f", {label}={fp.get(name, '(absent)')}")
+                warnings.append(
+                    f"{task}: fingerprint field '{name}' differs: {baseline}={base.get(name, '(absent)')}"
+                    f", {label}={fp.get(name, '(absent)')}"
+                )
     return warnings
 
 
@@ -360,7 +417,8 @@ def analyse(runs: list[Run], baseline: str) -> tuple[list[TaskAnalysis], list[st
             raise NoSharedTaskError(
                 f"run {run.label} ({run.path}) has tasks {sorted(run.tasks)} and the baseline {baseline} "
                 f"({base_run.path}) has {sorted(base_run.tasks)}: no task in common. Evaluate both models on "
-                "the same --tasks")
+                "the same --tasks"
+            )
     all_tasks = sorted({t for r in runs for t in r.tasks})
     analyses = []
     shared_total = {r.label: 0 for r in runs if r.label != baseline}
@@ -371,8 +429,10 @@ def analyse(runs: list[Run], baseline: str) -> tuple[list[TaskAnalysis], list[st
             analysis.notes.extend(f"{label}: {n}" for n in task_run.notes)
         missing = [r.label for r in runs if task not in r.tasks]
         if missing:
-            analysis.notes.append(f"task {task} is missing from run(s) {', '.join(missing)}; "
-                                  "only the runs that have it are shown")
+            analysis.notes.append(
+                f"task {task} is missing from run(s) {', '.join(missing)}; "
+                "only the runs that have it are shown"
+            )
         metric_set: dict[str, None] = {}
         for task_run in present.values():
             metric_set.update(dict.fromkeys(task_metrics(task_run)))
@@ -380,8 +440,10 @@ def analyse(runs: list[Run], baseline: str) -> tuple[list[TaskAnalysis], list[st
         for label, task_run in present.items():
             keys = list(task_run.samples)
             analysis.leaderboard[label] = [
-                summarise(list(_values(task_run, keys, m)), m, task_run.reported) for m in metrics
-                if any(m in task_run.samples[k].metrics for k in keys)]
+                summarise(list(_values(task_run, keys, m)), m, task_run.reported)
+                for m in metrics
+                if any(m in task_run.samples[k].metrics for k in keys)
+            ]
             analysis.correctness.extend(correctness_splits(task, label, task_run, metrics))
         base = present.get(baseline)
         if base is not None:
@@ -393,17 +455,21 @@ def analyse(runs: list[Run], baseline: str) -> tuple[list[TaskAnalysis], list[st
                 shared = set(base.samples) & set(task_run.samples)
                 shared_all &= shared
                 shared_total[label] += len(shared)
-                analysis.overlaps.append(Overlap(task, baseline, label, len(base.samples),
-                                                 len(task_run.samples), len(shared)))
+                analysis.overlaps.append(
+                    Overlap(task, baseline, label, len(base.samples), len(task_run.samples), len(shared))
+                )
                 if not shared:
-                    analysis.notes.append(f"WARNING: {label} and {baseline} share no document of {task} "
-                                          "(joined on doc_hash): different data or prompt versions?")
+                    analysis.notes.append(
+                        f"WARNING: {label} and {baseline} share no document of {task} "
+                        "(joined on doc_hash): different data or prompt versions?"
+                    )
                     continue
                 if len(shared) < max(len(base.samples), len(task_run.samples)):
                     analysis.notes.append(
                         f"partial overlap on {task}: {len(shared)} shared documents ({baseline} has "
                         f"{len(base.samples)}, {label} has {len(task_run.samples)}); paired statistics use the "
-                        "shared ones only")
+                        "shared ones only"
+                    )
                 analysis.paired.extend(compare_pair(task, baseline, base, label, task_run, metrics))
                 analysis.shifts.extend(example_shifts(task, base, label, task_run))
             keys = sorted(shared_all) if len(present) > 1 else list(base.samples)
@@ -416,5 +482,6 @@ def analyse(runs: list[Run], baseline: str) -> tuple[list[TaskAnalysis], list[st
             raise NoOverlapError(
                 f"run {label} ({other.path}) shares no document with the baseline {baseline} "
                 f"({base_run.path}) in any common task (joined on lm-eval's doc_hash). The two runs used "
-                "different data; evaluate both on the same task version and --limit/--samples")
+                "different data; evaluate both on the same task version and --limit/--samples"
+            )
     return analyses, notes, warnings

@@ -47,8 +47,8 @@ class ComparisonResult:
             "format": "lm-interp-compare/1",
             "baseline": self.baseline,
             "conventions": "differences, paired tests and Welch tests are other run minus baseline "
-                           "(statistic sign: positive = other higher); CIs are 95% percentile bootstrap "
-                           "(2000 resamples, seed 0); examples are joined on lm-eval's doc_hash",
+            "(statistic sign: positive = other higher); CIs are 95% percentile bootstrap "
+            "(2000 resamples, seed 0); examples are joined on lm-eval's doc_hash",
             "runs": self.runs,
             "tasks": {t.task: t.to_dict() for t in self.tasks},
             "notes": self.notes,
@@ -105,8 +105,11 @@ def _leaderboard_blocks(task: TaskAnalysis, figures: _Figures) -> list[Any]:
         row: list[Any] = [metric, metric_kind(metric)]
         for cells in task.leaderboard.values():
             cell = next((s for s in cells if s.metric == metric), None)
-            row.append("\u2013" if cell is None else
-                       f"{R.fmt(cell.mean)} [{R.fmt(cell.ci_low)}, {R.fmt(cell.ci_high)}] ({cell.n})")
+            row.append(
+                "\u2013"
+                if cell is None
+                else f"{R.fmt(cell.mean)} [{R.fmt(cell.ci_low)}, {R.fmt(cell.ci_high)}] ({cell.n})"
+            )
         rows.append(row)
     blocks.append(R.Table(headers, rows, "Leaderboard: per-example means, percentile bootstrap 95% CI"))
     for kind in ("stock", "interp"):
@@ -120,29 +123,88 @@ def _leaderboard_blocks(task: TaskAnalysis, figures: _Figures) -> list[Any]:
 def _paired_blocks(task: TaskAnalysis) -> list[Any]:
     blocks: list[Any] = []
     if task.overlaps:
-        blocks.append(R.Table(["baseline", "run", "docs baseline", "docs run", "shared"],
-                              [[o.baseline, o.other, o.n_baseline, o.n_other, o.n_shared] for o in task.overlaps],
-                              "Overlap (joined on doc_hash)"))
+        blocks.append(
+            R.Table(
+                ["baseline", "run", "docs baseline", "docs run", "shared"],
+                [[o.baseline, o.other, o.n_baseline, o.n_other, o.n_shared] for o in task.overlaps],
+                "Overlap (joined on doc_hash)",
+            )
+        )
     if task.paired:
-        rows = [[p.metric, p.other, p.n_pairs, p.mean_baseline, p.mean_other,
-                 f"{R.fmt(p.mean_diff)} [{R.fmt(p.diff_ci_low)}, {R.fmt(p.diff_ci_high)}]",
-                 R.fmt_p(p.paired_t["p_value"]), R.fmt_p(p.wilcoxon["p_value"]), R.fmt_p(p.welch["p_value"])]
-                for p in task.paired]
-        blocks.append(R.Table(
-            ["metric", "run", "pairs", "baseline mean", "run mean", "\u0394 (run \u2212 baseline) [95% CI]",
-             "paired t p", "Wilcoxon p", "Welch t p"], rows,
-            "Paired comparison on shared examples (Welch: all examples of each run, as in the paper)"))
+        rows = [
+            [
+                p.metric,
+                p.other,
+                p.n_pairs,
+                p.mean_baseline,
+                p.mean_other,
+                f"{R.fmt(p.mean_diff)} [{R.fmt(p.diff_ci_low)}, {R.fmt(p.diff_ci_high)}]",
+                R.fmt_p(p.paired_t["p_value"]),
+                R.fmt_p(p.wilcoxon["p_value"]),
+                R.fmt_p(p.welch["p_value"]),
+            ]
+            for p in task.paired
+        ]
+        blocks.append(
+            R.Table(
+                [
+                    "metric",
+                    "run",
+                    "pairs",
+                    "baseline mean",
+                    "run mean",
+                    "\u0394 (run \u2212 baseline) [95% CI]",
+                    "paired t p",
+                    "Wilcoxon p",
+                    "Welch t p",
+                ],
+                rows,
+                "Paired comparison on shared examples (Welch: all examples of each run, as in the paper)",
+            )
+        )
     if task.correctness:
-        rows = [[c.metric, c.run, c.correctness_metric, c.n_correct, c.mean_correct, c.n_incorrect,
-                 c.mean_incorrect, c.welch["statistic"], R.fmt_p(c.welch["p_value"])] for c in task.correctness]
-        blocks.append(R.Table(["metric", "run", "correct by", "n correct", "mean correct", "n incorrect",
-                               "mean incorrect", "Welch t", "p"], rows,
-                              "Does the metric separate correct from incorrect answers? (paper's Table 1 form)"))
+        rows = [
+            [
+                c.metric,
+                c.run,
+                c.correctness_metric,
+                c.n_correct,
+                c.mean_correct,
+                c.n_incorrect,
+                c.mean_incorrect,
+                c.welch["statistic"],
+                R.fmt_p(c.welch["p_value"]),
+            ]
+            for c in task.correctness
+        ]
+        blocks.append(
+            R.Table(
+                [
+                    "metric",
+                    "run",
+                    "correct by",
+                    "n correct",
+                    "mean correct",
+                    "n incorrect",
+                    "mean incorrect",
+                    "Welch t",
+                    "p",
+                ],
+                rows,
+                "Does the metric separate correct from incorrect answers? (paper's Table 1 form)",
+            )
+        )
     return blocks
 
 
-def _shift_blocks(task: TaskAnalysis, runs: dict[str, Run], baseline: str, n_examples: int,
-                  figures: _Figures, chosen: dict[str, list[str]]) -> list[Any]:
+def _shift_blocks(
+    task: TaskAnalysis,
+    runs: dict[str, Run],
+    baseline: str,
+    n_examples: int,
+    figures: _Figures,
+    chosen: dict[str, list[str]],
+) -> list[Any]:
     from . import plots
 
     blocks: list[Any] = []
@@ -160,8 +222,11 @@ def _shift_blocks(task: TaskAnalysis, runs: dict[str, Run], baseline: str, n_exa
         headers.append("FFN concept JSD")
         rows = []
         for s in ranked[:10]:
-            row: list[Any] = [f"{s.doc_id_baseline}/{s.doc_id_other}", _clip(s.prompt, 90),
-                              s.deltas.get(key_metric, math.nan)]
+            row: list[Any] = [
+                f"{s.doc_id_baseline}/{s.doc_id_other}",
+                _clip(s.prompt, 90),
+                s.deltas.get(key_metric, math.nan),
+            ]
             if judge:
                 row.append(f"{R.fmt(s.baseline_values.get(judge))} \u2192 {R.fmt(s.other_values.get(judge))}")
             row.append(s.ffn_jsd)
@@ -171,27 +236,41 @@ def _shift_blocks(task: TaskAnalysis, runs: dict[str, Run], baseline: str, n_exa
         for s in ranked:
             if shown >= n_examples:
                 break
-            recs = {baseline: runs[baseline].tasks[task.task].primary_record(s.key),
-                    other: runs[other].tasks[task.task].primary_record(s.key)}
+            recs = {
+                baseline: runs[baseline].tasks[task.task].primary_record(s.key),
+                other: runs[other].tasks[task.task].primary_record(s.key),
+            }
             if any(r is None for r in recs.values()):
                 continue
             shown += 1
             chosen.setdefault(task.task, []).append(s.key)
-            caption = (f"{task.task} doc {s.doc_id_baseline}/{s.doc_id_other}: \u0394 {key_metric} = "
-                       f"{R.fmt(s.deltas.get(key_metric))}; colour = normalised importance density, "
-                       "instruction tokens underlined")
+            caption = (
+                f"{task.task} doc {s.doc_id_baseline}/{s.doc_id_other}: \u0394 {key_metric} = "
+                f"{R.fmt(s.deltas.get(key_metric))}; colour = normalised importance density, "
+                "instruction tokens underlined"
+            )
             pair = R.TokenPair(caption)
             for label, rec in recs.items():
                 dens = importance_density(rec)
                 n = min(len(rec.prompt_tokens), MAX_TOKENS_SHOWN)
-                pair.views.append(R.TokenView(
-                    label, [display_token(t) for t in rec.prompt_tokens[:n]], list(dens[:n]),
-                    [p == "instruction" for p in rec.token_parts[:n]],
-                    [display_token(t) for t in rec.target_tokens]))
+                pair.views.append(
+                    R.TokenView(
+                        label,
+                        [display_token(t) for t in rec.prompt_tokens[:n]],
+                        list(dens[:n]),
+                        [p == "instruction" for p in rec.token_parts[:n]],
+                        [display_token(t) for t in rec.target_tokens],
+                    )
+                )
             blocks.append(pair)
-            blocks.append(figures.add(f"{task.task}_tokens_{shown}", plots.token_heatmaps(recs),
-                                      f"{task.task} doc {s.doc_id_baseline}: attribution S (prompt x target), "
-                                      "instruction tokens in red"))
+            blocks.append(
+                figures.add(
+                    f"{task.task}_tokens_{shown}",
+                    plots.token_heatmaps(recs),
+                    f"{task.task} doc {s.doc_id_baseline}: attribution S (prompt x target), "
+                    "instruction tokens in red",
+                )
+            )
     return blocks
 
 
@@ -204,20 +283,40 @@ def _record_blocks(task: TaskAnalysis, baseline: str, figures: _Figures) -> list
             if other == baseline:
                 continue
             png = plots.attention_maps(task.attention_means, baseline, other)
-            blocks.append(figures.add(f"{task.task}_attention_{other}", png,
-                                      f"{task.task}: instruction attention per layer x head, mean over shared "
-                                      f"examples ({baseline}, {other}, difference)"))
+            blocks.append(
+                figures.add(
+                    f"{task.task}_attention_{other}",
+                    png,
+                    f"{task.task}: instruction attention per layer x head, mean over shared "
+                    f"examples ({baseline}, {other}, difference)",
+                )
+            )
     if len(task.concept_shares) >= 1:
-        blocks.append(R.Table(["concept"] + list(task.concept_shares),
-                              [[c] + [d.get(c) for d in task.concept_shares.values()]
-                               for c in sorted({c for d in task.concept_shares.values() for c in d})],
-                              "Mean FFN concept shares (per-example concept activation)"))
-        blocks.append(figures.add(f"{task.task}_concepts", plots.concept_bars(task.concept_shares),
-                                  f"{task.task}: mean FFN concept shares"))
+        blocks.append(
+            R.Table(
+                ["concept"] + list(task.concept_shares),
+                [
+                    [c] + [d.get(c) for d in task.concept_shares.values()]
+                    for c in sorted({c for d in task.concept_shares.values() for c in d})
+                ],
+                "Mean FFN concept shares (per-example concept activation)",
+            )
+        )
+        blocks.append(
+            figures.add(
+                f"{task.task}_concepts",
+                plots.concept_bars(task.concept_shares),
+                f"{task.task}: mean FFN concept shares",
+            )
+        )
     if task.layer_concept_shares:
-        blocks.append(figures.add(f"{task.task}_layer_concepts",
-                                  plots.layer_group_concepts(task.layer_concept_shares),
-                                  f"{task.task}: FFN concept proportions per layer group"))
+        blocks.append(
+            figures.add(
+                f"{task.task}_layer_concepts",
+                plots.layer_group_concepts(task.layer_concept_shares),
+                f"{task.task}: FFN concept proportions per layer group",
+            )
+        )
     return blocks
 
 
@@ -231,13 +330,22 @@ def _pick_baseline(runs: list[Run], baseline: str | None) -> str:
     if baseline is None:
         return labels[0]
     if baseline not in labels:
-        raise ReportInputError(f"baseline {baseline!r} is not one of the run labels {labels}; "
-                               "pass one of them (or give labels= to name the runs)")
+        raise ReportInputError(
+            f"baseline {baseline!r} is not one of the run labels {labels}; "
+            "pass one of them (or give labels= to name the runs)"
+        )
     return baseline
 
 
-def compare(run_dirs: list[Path], out: Path, labels: list[str] | None = None, heads: list[Path] | None = None,
-            ffn: list[Path] | None = None, examples: int = 3, baseline: str | None = None) -> ComparisonResult:
+def compare(
+    run_dirs: list[Path],
+    out: Path,
+    labels: list[str] | None = None,
+    heads: list[Path] | None = None,
+    ffn: list[Path] | None = None,
+    examples: int = 3,
+    baseline: str | None = None,
+) -> ComparisonResult:
     """Compare lm-eval runs (base first) and write report.md, report.html, results.json and PNGs to `out`.
 
     Args:
@@ -262,15 +370,24 @@ def compare(run_dirs: list[Path], out: Path, labels: list[str] | None = None, he
     out.mkdir(parents=True, exist_ok=True)
     by_label = {r.label: r for r in runs}
     result = ComparisonResult(
-        base, [{"label": r.label, "path": str(r.path), "model": r.model, "tasks": sorted(r.tasks)} for r in runs],
-        tasks, notes, warnings, global_sections(heads, ffn))
+        base,
+        [{"label": r.label, "path": str(r.path), "model": r.model, "tasks": sorted(r.tasks)} for r in runs],
+        tasks,
+        notes,
+        warnings,
+        global_sections(heads, ffn, out),
+    )
     figures = _Figures(out)
     blocks: list[Any] = [
-        R.Paragraph(f"Baseline: {base}. Differences are other run minus baseline, on examples joined by lm-eval's "
-                    "doc_hash; 95% CIs are percentile bootstrap (2000 resamples)."),
-        R.Table(["run", "path", "model", "tasks"],
-                [[r["label"], r["path"], r["model"] or "\u2013", ", ".join(r["tasks"])] for r in result.runs],
-                "Runs"),
+        R.Paragraph(
+            f"Baseline: {base}. Differences are other run minus baseline, on examples joined by lm-eval's "
+            "doc_hash; 95% CIs are percentile bootstrap (2000 resamples)."
+        ),
+        R.Table(
+            ["run", "path", "model", "tasks"],
+            [[r["label"], r["path"], r["model"] or "\u2013", ", ".join(r["tasks"])] for r in result.runs],
+            "Runs",
+        ),
     ]
     if warnings:
         blocks += [R.Heading("Fingerprint warnings"), R.Notes(warnings, warning=True)]
@@ -290,12 +407,21 @@ def compare(run_dirs: list[Path], out: Path, labels: list[str] | None = None, he
             blocks.append(R.Notes(section.notes, warning=True))
         if section.text:
             blocks += R.text_blocks(section.text)
+        for name in section.images:
+            figures.files.append(name)
+            blocks.append(R.Image(name, (out / name).read_bytes(), f"{section.title}: {name}"))
     title = "lm-interp comparison: " + " vs ".join(r.label for r in runs)
-    result.files = {"markdown": "report.md", "html": "report.html", "json": "results.json",
-                    "figures": figures.files}
+    result.files = {
+        "markdown": "report.md",
+        "html": "report.html",
+        "json": "results.json",
+        "figures": figures.files,
+    }
     (out / "report.md").write_text(R.to_markdown(title, blocks), encoding="utf-8")
     (out / "report.html").write_text(R.to_html(title, blocks), encoding="utf-8")
     (out / "results.json").write_text(
-        json.dumps(strict_json(result.to_dict()), indent=1, allow_nan=False, ensure_ascii=False), encoding="utf-8")
+        json.dumps(strict_json(result.to_dict()), indent=1, allow_nan=False, ensure_ascii=False),
+        encoding="utf-8",
+    )
     logger.info("comparison report written to %s", out)
     return result

@@ -27,6 +27,7 @@ class GlobalSection:
     title: str
     text: str = ""
     notes: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
 
 
 def _module(name: str) -> Any | None:
@@ -47,13 +48,23 @@ def _call(module: Any, name: str, *args: Any) -> tuple[Any, str | None]:
         return None, f"{module.__name__}.{name} failed on the given files ({type(err).__name__}: {err})"
 
 
-def _section(title: str, module_name: str, reader: str, combine: str, formatter: str,
-             paths: list[Path]) -> GlobalSection:
+def _section(
+    title: str,
+    module_name: str,
+    reader: str,
+    combine: str,
+    formatter: str,
+    paths: list[Path],
+    plotters: tuple[tuple[str, Path], ...] = (),
+) -> GlobalSection:
+    """Read two files, combine them (base, tuned), format the table, and draw `plotters` (name, target)."""
     section = GlobalSection(title)
     module = _module(module_name)
     if module is None:
-        section.notes.append(f"lm_interp_plugin.{module_name} is not available; the files "
-                             f"{[p.name for p in paths]} were not analysed")
+        section.notes.append(
+            f"lm_interp_plugin.{module_name} is not available; the files "
+            f"{[p.name for p in paths]} were not analysed"
+        )
         return section
     if len(paths) < 2:
         section.notes.append(f"{title}: give two files (base, then tuned); got {[p.name for p in paths]}")
@@ -74,18 +85,47 @@ def _section(title: str, module_name: str, reader: str, combine: str, formatter:
         section.notes.append(problem)
         return section
     section.text = str(text)
+    for name, target in plotters:
+        written, problem = _call(module, name, combined, target)
+        if problem:
+            section.notes.append(problem)
+        elif Path(written or target).is_file():
+            section.images.append(Path(written or target).name)
     if len(paths) > 2:
         section.notes.append(f"only the first two files ({paths[0].name}, {paths[1].name}) are compared")
     return section
 
 
-def global_sections(heads: list[Path] | None, ffn: list[Path] | None) -> list[GlobalSection]:
-    """Sections for the given heads/ffn files (base first, then tuned); problems become the section's notes."""
+def global_sections(heads: list[Path] | None, ffn: list[Path] | None, out: Path) -> list[GlobalSection]:
+    """Sections for the given heads/ffn files (base first, then tuned); problems become the section's notes.
+
+    FFN figures (``explain_ffn.plot_concept_proportions`` / ``plot_rotation``) are written into `out`.
+    """
     sections = []
     if heads:
-        sections.append(_section("Attention heads: instruction verbs (Table 3 form)", "explain_heads",
-                                 "read_heads_jsonl", "compare_heads", "format_table3", [Path(p) for p in heads]))
+        sections.append(
+            _section(
+                "Attention heads: instruction verbs (Table 3 form)",
+                "explain_heads",
+                "read_heads_jsonl",
+                "compare_heads",
+                "format_table3",
+                [Path(p) for p in heads],
+            )
+        )
     if ffn:
-        sections.append(_section("FFN concepts and rotation (Table 5 form)", "explain_ffn", "read_ffn_jsonl",
-                                 "compare_ffn", "format_table5", [Path(p) for p in ffn]))
+        sections.append(
+            _section(
+                "FFN concepts and rotation (Table 5 form)",
+                "explain_ffn",
+                "read_ffn_jsonl",
+                "compare_ffn",
+                "format_table5",
+                [Path(p) for p in ffn],
+                (
+                    ("plot_concept_proportions", Path(out) / "ffn_concept_proportions.png"),
+                    ("plot_rotation", Path(out) / "ffn_rotation.png"),
+                ),
+            )
+        )
     return sections

@@ -156,14 +156,22 @@ def read_samples(path: Path) -> tuple[dict[str, DocSample], list[str]]:
     for row in rows:
         doc_hash, doc_id = row.get("doc_hash"), row.get("doc_id")
         if not isinstance(doc_hash, str) or not isinstance(doc_id, int):
-            notes.append(f"{path.name}: skipped a sample without doc_hash/doc_id (not lm-eval >= 0.4 output?)")
+            notes.append(
+                f"{path.name}: skipped a sample without doc_hash/doc_id (not lm-eval >= 0.4 output?)"
+            )
             continue
         sample = by_doc.get((doc_hash, doc_id))
         if sample is None:
             args = row.get("arguments")
             prompt = _first_text(args.get("gen_args_0") if isinstance(args, dict) else args)
-            sample = DocSample(doc_hash, doc_id, {}, prompt, str(row.get("target", "")),
-                               _first_text(row.get("filtered_resps", row.get("resps"))))
+            sample = DocSample(
+                doc_hash,
+                doc_id,
+                {},
+                prompt,
+                str(row.get("target", "")),
+                _first_text(row.get("filtered_resps", row.get("resps"))),
+            )
             by_doc[(doc_hash, doc_id)] = sample
         for name in row.get("metrics", []):
             value = _finite(row.get(name))
@@ -176,8 +184,10 @@ def read_samples(path: Path) -> tuple[dict[str, DocSample], list[str]]:
         key = doc_hash if seen[doc_hash] == 1 else f"{doc_hash}#{seen[doc_hash]}"
         out[key] = sample
     if any(n > 1 for n in seen.values()):
-        notes.append(f"{path.name}: {sum(n > 1 for n in seen.values())} documents occur more than once "
-                     "(identical content); they are paired in doc_id order")
+        notes.append(
+            f"{path.name}: {sum(n > 1 for n in seen.values())} documents occur more than once "
+            "(identical content); they are paired in doc_id order"
+        )
     return out, notes
 
 
@@ -270,11 +280,15 @@ def load_run(folder: Path, label: str) -> Run:
         _rekey_records(task_run)
         _fill_from_records(task_run)
         if task_run.samples_file is None:
-            task_run.notes.append(f"no samples file for {task_run.task} in {folder}: metrics come from the "
-                                  "interpretation records (run lm-eval with --log_samples for stock metrics)")
+            task_run.notes.append(
+                f"no samples file for {task_run.task} in {folder}: metrics come from the "
+                "interpretation records (run lm-eval with --log_samples for stock metrics)"
+            )
         elif not task_run.records:
-            task_run.notes.append(f"no interpretation records for {task_run.task} in {folder}: heatmaps and "
-                                  "attention maps are skipped (run with --model interp-hf)")
+            task_run.notes.append(
+                f"no interpretation records for {task_run.task} in {folder}: heatmaps and "
+                "attention maps are skipped (run with --model interp-hf)"
+            )
     if not tasks:
         raise RunDirError(
             f"{folder} has results but no per-example samples or interpretation records; rerun lm-eval with "
@@ -296,8 +310,10 @@ def _rekey_records(task_run: TaskRun) -> None:
             rekeyed.setdefault(key, []).append(rec)
     task_run.records = rekeyed
     if orphans:
-        task_run.notes.append(f"{orphans} interpretation records of {task_run.task} match no document of the "
-                              "samples file used (records from another evaluation in the same folder?)")
+        task_run.notes.append(
+            f"{orphans} interpretation records of {task_run.task} match no document of the "
+            "samples file used (records from another evaluation in the same folder?)"
+        )
 
 
 def _fill_from_records(task_run: TaskRun) -> None:
@@ -307,8 +323,9 @@ def _fill_from_records(task_run: TaskRun) -> None:
             continue
         rec = task_run.primary_record(key)
         metrics = {k: v for k, v in ((k, _finite(v)) for k, v in rec.metrics.items()) if v is not None}
-        task_run.samples[key] = DocSample(rec.doc_hash, rec.doc_id, metrics, "".join(rec.prompt_tokens),
-                                          "", "".join(rec.target_tokens))
+        task_run.samples[key] = DocSample(
+            rec.doc_hash, rec.doc_id, metrics, "".join(rec.prompt_tokens), "", "".join(rec.target_tokens)
+        )
 
 
 def resolve_runs(run_dirs: list[Path], labels: list[str] | None) -> list[Run]:
@@ -322,8 +339,11 @@ def resolve_runs(run_dirs: list[Path], labels: list[str] | None) -> list[Run]:
         given = Path(given)
         found = discover_run_folders(given)
         for folder in found:
-            name = given.name if len(found) == 1 and folder == given else (
-                given.name if len(found) == 1 else f"{given.name}/{folder.name}")
+            name = (
+                given.name
+                if len(found) == 1 and folder == given
+                else (given.name if len(found) == 1 else f"{given.name}/{folder.name}")
+            )
             folders.append((folder, name or str(given)))
     if labels is not None and len(labels) != len(folders):
         raise RunDirError(

@@ -55,8 +55,14 @@ def metric_bars(title: str, summaries: dict[str, list[Any]], metrics: list[str])
         lo = np.array([cells[m].ci_low if m in cells else math.nan for m in metrics], dtype=float)
         hi = np.array([cells[m].ci_high if m in cells else math.nan for m in metrics], dtype=float)
         err = np.nan_to_num(np.vstack([means - lo, hi - means]), nan=0.0).clip(min=0)
-        ax.bar(x + (i - (len(labels) - 1) / 2) * width, np.nan_to_num(means), width, yerr=err, capsize=3,
-               label=_plain(label))
+        ax.bar(
+            x + (i - (len(labels) - 1) / 2) * width,
+            np.nan_to_num(means),
+            width,
+            yerr=err,
+            capsize=3,
+            label=_plain(label),
+        )
     ax.set_xticks(x, [_plain(m, 28) for m in metrics], rotation=30, ha="right")
     ax.set_title(_plain(title, 80))
     ax.legend(fontsize=8)
@@ -69,8 +75,9 @@ def token_heatmaps(records: dict[str, InterpRecord]) -> bytes:
     plt = _plt()
     n = len(records)
     rows = max(min(len(r.prompt_tokens), MAX_PROMPT_TOKENS) for r in records.values())
-    fig, axes = plt.subplots(1, n, figsize=(5.0 * n + 1, max(3.0, 0.16 * rows + 1.5)), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, n, figsize=(5.0 * n + 1, max(3.0, 0.16 * rows + 1.5)), squeeze=False, layout="constrained"
+    )
     for ax, (label, rec) in zip(axes[0], records.items()):
         s = np.asarray(rec.quantised, dtype=float)
         if s.ndim != 2 or s.size == 0:
@@ -80,8 +87,12 @@ def token_heatmaps(records: dict[str, InterpRecord]) -> bytes:
         s = s[:MAX_PROMPT_TOKENS, :MAX_TARGET_TOKENS]
         im = ax.imshow(s, aspect="auto", cmap="Blues", vmin=0, vmax=float(rec.params.get("L", 10)))
         ax.set_yticks(range(s.shape[0]), [_plain(t, 18) for t in rec.prompt_tokens[: s.shape[0]]], fontsize=6)
-        ax.set_xticks(range(s.shape[1]), [_plain(t, 12) for t in rec.target_tokens[: s.shape[1]]], fontsize=6,
-                      rotation=90)
+        ax.set_xticks(
+            range(s.shape[1]),
+            [_plain(t, 12) for t in rec.target_tokens[: s.shape[1]]],
+            fontsize=6,
+            rotation=90,
+        )
         for tick, part in zip(ax.get_yticklabels(), rec.token_parts):
             if part == "instruction":
                 tick.set_color("crimson")
@@ -100,8 +111,9 @@ def attention_maps(maps: dict[str, list[list[float]]], baseline: str, other: str
     panels = [(baseline, a, "viridis"), (other, b, "viridis")]
     if a.shape == b.shape:
         panels.append((f"{other} \u2212 {baseline}", b - a, "RdBu_r"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels) + 1, 3.4), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.8 * len(panels) + 1, 3.4), squeeze=False, layout="constrained"
+    )
     vmax = float(np.nanmax([np.nanmax(a), np.nanmax(b)]))
     for ax, (title, mat, cmap) in zip(axes[0], panels):
         if cmap == "RdBu_r":
@@ -126,8 +138,12 @@ def concept_bars(shares: dict[str, dict[str, float]]) -> bytes:
     width = 0.8 / max(1, len(shares))
     x = np.arange(len(concepts))
     for i, (label, d) in enumerate(shares.items()):
-        ax.bar(x + (i - (len(shares) - 1) / 2) * width, [d.get(c, 0.0) for c in concepts], width,
-               label=_plain(label))
+        ax.bar(
+            x + (i - (len(shares) - 1) / 2) * width,
+            [d.get(c, 0.0) for c in concepts],
+            width,
+            label=_plain(label),
+        )
     ax.set_xticks(x, [_plain(c, 20) for c in concepts], rotation=30, ha="right")
     ax.set_ylabel("share")
     ax.legend(fontsize=8)
@@ -153,8 +169,14 @@ def layer_group_concepts(layered: dict[str, list[dict[str, float]]], groups: int
             total = vals.sum() or 1.0
             bottom = 0.0
             for ci, c in enumerate(concepts):
-                ax.bar(pos, vals[ci] / total, 0.8, bottom=bottom, color=cmap(ci % 20),
-                       label=_plain(c) if (g == 0 and label == labels[0]) else None)
+                ax.bar(
+                    pos,
+                    vals[ci] / total,
+                    0.8,
+                    bottom=bottom,
+                    color=cmap(ci % 20),
+                    label=_plain(c) if (g == 0 and label == labels[0]) else None,
+                )
                 bottom += vals[ci] / total
             xticks.append(pos)
             xlabels.append(f"L{int(chunks[0])}-{int(chunks[-1])}\n{_plain(label, 14)}")

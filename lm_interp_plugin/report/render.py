@@ -90,7 +90,11 @@ def text_blocks(text: str) -> list[Any]:
     lines = text.strip("\n").splitlines()
     i = 0
     while i < len(lines):
-        if lines[i].lstrip().startswith("|") and i + 1 < len(lines) and set(lines[i + 1].strip()) <= set("|-: "):
+        if (
+            lines[i].lstrip().startswith("|")
+            and i + 1 < len(lines)
+            and set(lines[i + 1].strip()) <= set("|-: ")
+        ):
             cells = [_split_row(lines[i])]
             i += 2
             while i < len(lines) and lines[i].lstrip().startswith("|"):
@@ -125,7 +129,7 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return "\u2013"
-        if value != 0 and abs(value) < 10 ** -digits:
+        if value != 0 and abs(value) < 10**-digits:
             return f"{value:.{digits - 1}e}"
         return f"{value:.{digits}f}"
     return str(value)
@@ -184,17 +188,22 @@ def _token_html(view: TokenView) -> str:
     for tok, dens, ins in zip(view.tokens, view.density, view.instruction):
         alpha = min(max(float(dens), 0.0), 1.0) if math.isfinite(float(dens)) else 0.0
         cls = ' class="instr"' if ins else ""
-        spans.append(f'<span{cls} style="background:rgba(33,113,181,{alpha:.2f})" '
-                     f'title="density {alpha:.2f}">{_e(tok)}</span>')
+        spans.append(
+            f'<span{cls} style="background:rgba(33,113,181,{alpha:.2f})" '
+            f'title="density {alpha:.2f}">{_e(tok)}</span>'
+        )
     target = "".join(f'<span class="target">{_e(t)}</span>' for t in view.target)
-    return (f"<div><b>{_e(view.label)}</b><div class=\"tokens\">{''.join(spans)}"
-            f"<br>\u2192 {target}</div></div>")
+    return f'<div><b>{_e(view.label)}</b><div class="tokens">{"".join(spans)}<br>\u2192 {target}</div></div>'
 
 
 def to_html(title: str, blocks: list[Any]) -> str:
     """The report as one self-contained HTML page (figures embedded as base64 PNG)."""
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{_e(title)}</title><style>{CSS}</style></head><body>", f"<h1>{_e(title)}</h1>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+    ]
     for block in blocks:
         if isinstance(block, Heading):
             level = min(max(block.level, 2), 4)
@@ -213,10 +222,12 @@ def to_html(title: str, blocks: list[Any]) -> str:
             out.append("</table>")
         elif isinstance(block, Image):
             data = base64.b64encode(block.png).decode("ascii")
-            out.append(f'<figure><img alt="{_e(block.caption)}" src="data:image/png;base64,{data}">'
-                       f"<figcaption>{_e(block.caption)}</figcaption></figure>")
+            out.append(
+                f'<figure><img alt="{_e(block.caption)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{_e(block.caption)}</figcaption></figure>"
+            )
         elif isinstance(block, TokenPair):
-            out.append(f"<p><i>{_e(block.caption)}</i></p><div class=\"pair\">")
+            out.append(f'<p><i>{_e(block.caption)}</i></p><div class="pair">')
             out += [_token_html(view) for view in block.views]
             out.append("</div>")
         elif isinstance(block, Pre):

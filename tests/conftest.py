@@ -1,0 +1,38 @@
+"""Shared fixtures: a tokenizer trained locally and tiny models saved as ordinary HF folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _corpus() -> list[str]:
+    from lm_interp_plugin.tiny import sample_corpus
+
+    texts = sample_corpus()
+    with open(REPO / "tasks" / "interp_instruct.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            doc = json.loads(line)
+            texts.append(f"{doc['instruction']}\n\nInput: {doc['input']}\n\nOutput: {doc['reference']}")
+    return texts
+
+
+@pytest.fixture(scope="session")
+def lm_tokenizer():
+    """A byte-level BPE tokenizer with BOS, trained on the shipped task text (vocab 800)."""
+    from lm_interp_plugin.tiny import train_tokenizer
+
+    return train_tokenizer(_corpus(), vocab_size=800)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, lm_tokenizer) -> Path:
+    """A tiny random Llama saved with save_pretrained: loads through from_pretrained like a hub model."""
+    from lm_interp_plugin.tiny import build_tiny_model, save_tiny
+
+    model = build_tiny_model("llama", lm_tokenizer, seed=0)
+    return save_tiny(model, lm_tokenizer, tmp_path_factory.mktemp("models") / "tiny-llama")

@@ -1,0 +1,145 @@
+"""The stock lm-eval path with a tiny local model: what a user of `--model interp-hf` sees."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lm_interp_plugin.records import load_records, record_files
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = ["interp_instruct", "interp_instruct_mc"]
+LIMIT = 4
+
+pytestmark = pytest.mark.slow
+
+
+def evaluate(model: str, model_args: str, tasks=TASKS, **kwargs):
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    import lm_interp_plugin.harness.model  # noqa: F401
+    from lm_interp_plugin.harness.tasks import tasks_dir
+
+    return lm_eval.simple_evaluate(
+        model=model, model_args=model_args, tasks=list(tasks), limit=LIMIT, log_samples=True,
+        task_manager=TaskManager(include_path=[tasks_dir()]), bootstrap_iters=0, device="cpu", **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_llama_dir, tmp_path_factory):
+    records = tmp_path_factory.mktemp("records")
+    stock = evaluate("hf", f"pretrained={tiny_llama_dir}")
+    interp = evaluate("interp-hf", f"pretrained={tiny_llama_dir},records_dir={records}")
+    return stock, interp, records
+
+
+def test_accuracy_is_identical_to_hf_sample_by_sample(runs):
+    stock, interp, _ = runs
+    for task in TASKS:
+        a, b = stock["samples"][task], interp["samples"][task]
+        assert [s["doc_hash"] for s in a] == [s["doc_hash"] for s in b]
+        for sa, sb in zip(a, b):
+            assert sa["resps"] == sb["resps"]
+            for metric in sa["metrics"]:
+                assert sa[metric] == sb[metric], (task, metric)
+
+
+def test_samples_carry_interpretation_next_to_accuracy(runs):
+    _, interp, _ = runs
+    for task, stock_metric in (("interp_instruct", "exact_match"), ("interp_instruct_mc", "acc")):
+        for sample in interp["samples"][task]:
+            assert stock_metric in sample
+            assert 0 <= sample["instruction_importance"] <= 20
+            assert sample["instruction_found"] == 1.0
+            shares = [v for k, v in sample.items() if k.startswith("attribution_share_")]
+            assert {"attribution_share_instruction", "attribution_share_content"} <= set(sample)
+            assert sum(shares) == pytest.approx(1.0) or sum(shares) == 0.0
+            assert 0 <= sample["instruction_attention"] <= 1
+        table = interp["results"][task]
+        assert "instruction_importance,none" in table
+        assert "instruction_attention_lift,none" in table
+
+
+def test_records_are_complete_and_join_the_samples(runs):
+    _, interp, records_dir = runs
+    files = record_files(records_dir)
+    assert {f.name for f in files} == {f"interp_records_{t}.jsonl" for t in TASKS}
+    for task in TASKS:
+        records = load_records(records_dir / f"interp_records_{task}.jsonl", strict=True)
+        samples = {s["doc_hash"]: s for s in interp["samples"][task]}
+        assert len(records) == LIMIT  # gold choice only (interp_choices=gold)
+        for record in records:
+            sample = samples[record.doc_hash]
+            assert record.metrics["instruction_importance"] == pytest.approx(sample["instruction_importance"])
+            assert len(record.raw) == len(record.prompt_tokens) == len(record.token_parts)
+            assert len(record.raw[0]) == len(record.target_tokens)
+            assert record.prompt_tokens[0] == "<s>" and record.token_parts[0] == "special"
+            instruction = "".join(t for t, p in zip(record.prompt_tokens, record.token_parts)
+                                  if p == "instruction").replace("Ġ", " ").replace("Ċ", "\n")
+            assert instruction.strip() == sample["doc"]["instruction"]
+            assert record.fingerprint["plugin_version"]
+            if task == "interp_instruct_mc":
+                assert record.role == "gold" and record.request_index == sample["doc"]["label"]
+
+
+def test_rerun_resumes_from_records(runs, tiny_llama_dir):
+    _, interp, records_dir = runs
+    before = {f: f.read_text() for f in record_files(records_dir)}
+    again = evaluate("interp-hf", f"pretrained={tiny_llama_dir},records_dir={records_dir}", tasks=["interp_instruct_mc"])
+    assert {f: f.read_text() for f in record_files(records_dir)} == before  # nothing recomputed
+    old = [s["instruction_importance"] for s in interp["samples"]["interp_instruct_mc"]]
+    assert [s["instruction_importance"] for s in again["samples"]["interp_instruct_mc"]] == old
+
+
+def test_use_cache_cannot_silently_drop_the_interpretation(tiny_llama_dir, tmp_path):
+    from lm_interp_plugin.harness.model import CacheNotSupportedError
+
+    with pytest.raises(CacheNotSupportedError, match="--use_cache"):
+        evaluate("interp-hf", f"pretrained={tiny_llama_dir},records_dir={tmp_path}",
+                 tasks=["interp_instruct_mc"], use_cache=str(tmp_path / "cache"))
+
+
+def test_bad_setting_gets_a_did_you_mean(tiny_llama_dir, tmp_path):
+    with pytest.raises(ValueError, match="Did you mean 'interp_objective'"):
+        evaluate("interp-hf", f"pretrained={tiny_llama_dir},interp_objectiv=prob", tasks=["interp_instruct_mc"])
+
+
+def _cli(args, cwd):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_stock_lm_eval_with_a_task_yaml_path(tiny_llama_dir, tmp_path):
+    out = tmp_path / "out"
+    proc = _cli([sys.executable, "-m", "lm_eval", "run", "--model", "interp-hf",
+                 "--model_args", f"pretrained={tiny_llama_dir},records_dir={out / 'records'}",
+                 "--tasks", str(REPO / "tasks" / "interp_instruct_mc.yaml"), "--limit", "2",
+                 "--log_samples", "--output_path", str(out)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    samples = list(out.rglob("samples_interp_instruct_mc_*.jsonl"))
+    assert samples
+    first = json.loads(samples[0].read_text().splitlines()[0])
+    assert "acc" in first and "instruction_importance" in first
+    assert (out / "records" / "interp_records_interp_instruct_mc.jsonl").is_file()
+
+
+def test_lm_interp_cli_run_and_ls(tiny_llama_dir, tmp_path):
+    proc = _cli([sys.executable, "-m", "lm_interp_plugin", "ls", "tasks"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "interp_instruct_mc" in proc.stdout and "arc_easy" in proc.stdout
+    out = tmp_path / "runs"
+    proc = _cli([sys.executable, "-m", "lm_interp_plugin", "run", "--model", "interp-hf", "--model_args",
+                 f"pretrained={tiny_llama_dir}", "--tasks", "interp_instruct_mc", "--limit", "2",
+                 "--log_samples", "--output_path", str(out)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model_dir = next(p for p in out.iterdir() if p.is_dir())
+    assert (model_dir / "interp_records_interp_instruct_mc.jsonl").is_file()  # beside lm-eval's samples
+    assert list(model_dir.glob("samples_interp_instruct_mc_*.jsonl"))
+    assert "instruction_importance" in proc.stdout
