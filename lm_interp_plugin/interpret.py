@@ -53,7 +53,7 @@ class InterpSettings:
     mode: str = "auto"
     chunk_size: int | None = None
     attention: bool = True
-    ffn: bool = False
+    ffn: bool = True
     ffn_k: int = 8
     choices: str = "gold"
     store_matrices: bool = True

@@ -65,12 +65,16 @@ def test_ablation_matches_unbatched_edits(tok, llama):
     assert abs(res.drop_removed) > 1e-3 and abs(res.drop_replaced) > 1e-3
 
     d = res.to_dict()
-    assert isinstance(d["token_logprobs_removed"], list) and len(d["token_logprobs_removed"]) == target.numel()
+    assert (
+        isinstance(d["token_logprobs_removed"], list) and len(d["token_logprobs_removed"]) == target.numel()
+    )
     assert d["neutral_token_id"] == tok.pad_token_id
 
 
 def test_default_neutral_is_config_pad(tok, llama):
-    prompt, target, mask = _request(tok, "Answer the question.\n\nInput: five", " seven", "Answer the question.")
+    prompt, target, mask = _request(
+        tok, "Answer the question.\n\nInput: five", " seven", "Answer the question."
+    )
     res = instruction_ablation(llama, prompt, target, mask)
     assert res.neutral_token_id == llama.config.pad_token_id == tok.pad_token_id
 
@@ -78,8 +82,15 @@ def test_default_neutral_is_config_pad(tok, llama):
 def test_batch_of_requests_equals_single_runs(tok, llama):
     """Requests of different lengths share padded batches; padding must not change any log-prob."""
     reqs = [
-        _request(tok, "Summarize the story concisely.\n\nInput: a dog", " god a", "Summarize the story concisely."),
-        _request(tok, "List the code.\n\nInput: the green apple is fast and the blue river is slow", " wols", "List"),
+        _request(
+            tok, "Summarize the story concisely.\n\nInput: a dog", " god a", "Summarize the story concisely."
+        ),
+        _request(
+            tok,
+            "List the code.\n\nInput: the green apple is fast and the blue river is slow",
+            " wols",
+            "List",
+        ),
         _request(tok, "Explain the poem for a child.\n\nInput: seven", " neves si", "for a child"),
     ]
     lengths = {p.numel() + t.numel() for p, t, _ in reqs}
@@ -90,24 +101,37 @@ def test_batch_of_requests_equals_single_runs(tok, llama):
     assert isinstance(batched, list) and len(batched) == 3
     for (p, t, m), res in zip(reqs, batched):
         single = instruction_ablation(llama, p, t, m, batch_size=1)
-        torch.testing.assert_close(res.token_logprobs_original, single.token_logprobs_original, atol=2e-5, rtol=0)
-        torch.testing.assert_close(res.token_logprobs_removed, single.token_logprobs_removed, atol=2e-5, rtol=0)
-        torch.testing.assert_close(res.token_logprobs_replaced, single.token_logprobs_replaced, atol=2e-5, rtol=0)
-        torch.testing.assert_close(res.token_logprobs_original, _plain_logprobs(llama, p, t), atol=2e-5, rtol=0)
+        torch.testing.assert_close(
+            res.token_logprobs_original, single.token_logprobs_original, atol=2e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            res.token_logprobs_removed, single.token_logprobs_removed, atol=2e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            res.token_logprobs_replaced, single.token_logprobs_replaced, atol=2e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            res.token_logprobs_original, _plain_logprobs(llama, p, t), atol=2e-5, rtol=0
+        )
 
 
 def test_target_logprobs_padding_invariance_gemma(tok):
     """Right padding keeps positions for a second family too (gemma scales embeddings inside the model)."""
     gemma = build_tiny_model("gemma", tok, seed=2)
     short = (tok("a cat", return_tensors="pt").input_ids[0], torch.tensor([10, 11]))
-    long = (tok("the river city number five seven apple", return_tensors="pt").input_ids[0], torch.tensor([12]))
+    long = (
+        tok("the river city number five seven apple", return_tensors="pt").input_ids[0],
+        torch.tensor([12]),
+    )
     together = target_logprobs(gemma, [short, long], batch_size=2)
     for req, got in zip([short, long], together):
         torch.testing.assert_close(got, _plain_logprobs(gemma, *req), atol=2e-5, rtol=0)
 
 
 def test_bad_inputs_raise_clear_errors(tok, llama):
-    prompt, target, mask = _request(tok, "Answer the question.\n\nInput: five", " seven", "Answer the question.")
+    prompt, target, mask = _request(
+        tok, "Answer the question.\n\nInput: five", " seven", "Answer the question."
+    )
     with pytest.raises(ValueError, match="selects no prompt token"):
         instruction_ablation(llama, prompt, target, torch.zeros_like(mask))
     with pytest.raises(ValueError, match="covers the whole prompt"):

@@ -62,6 +62,8 @@ def test_samples_carry_interpretation_next_to_accuracy(runs):
             assert {"attribution_share_instruction", "attribution_share_content"} <= set(sample)
             assert sum(shares) == pytest.approx(1.0) or sum(shares) == 0.0
             assert 0 <= sample["instruction_attention"] <= 1
+            concepts = [v for k, v in sample.items() if k.startswith("ffn_concept_")]
+            assert len(concepts) >= 5 and sum(concepts) == pytest.approx(1.0, abs=1e-4)
         table = interp["results"][task]
         assert "instruction_importance,none" in table
         assert "instruction_attention_lift,none" in table
@@ -85,6 +87,9 @@ def test_records_are_complete_and_join_the_samples(runs):
                                   if p == "instruction").replace("Ġ", " ").replace("Ċ", "\n")
             assert instruction.strip() == sample["doc"]["instruction"]
             assert record.fingerprint["plugin_version"]
+            layers_heads = record.attention["instruction_attention"]
+            assert len(layers_heads) == 2 and len(layers_heads[0]) == 4  # tiny llama: 2 layers x 4 heads
+            assert len(record.ffn["component_distribution"]) == 2
             if task == "interp_instruct_mc":
                 assert record.role == "gold" and record.request_index == sample["doc"]["label"]
 

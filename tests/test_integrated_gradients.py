@@ -71,8 +71,9 @@ def test_matches_slow_reference(llama, request_ids, objective, baseline, rule):
     else:
         base = torch.zeros(prompt.numel(), llama.config.hidden_size)
     steps = 4
-    res = integrated_gradients(llama, prompt, target, baseline=baseline, steps=steps, objective=objective,
-                               rule=rule, batch_size=2)
+    res = integrated_gradients(
+        llama, prompt, target, baseline=baseline, steps=steps, objective=objective, rule=rule, batch_size=2
+    )
     alphas, weights = quadrature(steps, rule)
     ref = _slow_ig(llama, prompt, target, base, alphas, weights, objective)
     assert res.attributions.shape == (prompt.numel(), target.numel())
@@ -107,8 +108,16 @@ def test_completeness_shrinks_with_steps(llama, request_ids):
 def test_plain_gauss_legendre_is_enough_off_the_zero_path(llama, request_ids):
     """A token baseline keeps the path away from the RMSNorm singularity; 16 plain nodes suffice there."""
     prompt, target = request_ids
-    res = integrated_gradients(llama, prompt, target, baseline=torch.full_like(prompt, 20), steps=16,
-                               rule="gauss_legendre", objective="prob", batch_size=16)
+    res = integrated_gradients(
+        llama,
+        prompt,
+        target,
+        baseline=torch.full_like(prompt, 20),
+        steps=16,
+        rule="gauss_legendre",
+        objective="prob",
+        batch_size=16,
+    )
     assert res.completeness_rel_error_total < 1e-3
     assert res.baseline == "ids" and res.objective == "prob"
     d = res.to_dict()

@@ -53,14 +53,14 @@ class DemoRecipe:
     kv_heads: int = 2
     max_positions: int = 256
     pretrain_docs: int = 4000
-    pretrain_steps: int = 300
+    pretrain_steps: int = 200
     pretrain_batch: int = 16
     pretrain_seq_len: int = 64
     pretrain_lr: float = 3e-3
     instruct_examples: int = 8000
-    instruct_steps: int = 400
+    instruct_steps: int = 500
     instruct_batch: int = 32
-    instruct_lr: float = 2e-3
+    instruct_lr: float = 3e-3
     warmup_fraction: float = 0.05
     weight_decay: float = 0.01
     eval_items: int = 54

@@ -224,6 +224,23 @@ _DOCS = ("letter", "story", "song", "list", "book", "note", "poem")
 _NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
 
+def _words(rng: random.Random) -> str:
+    """A word list like an input, never a held-out one."""
+    return _sample_input(rng, heldout=False)
+
+
+def _sorted(words: str) -> str:
+    return " ".join(sorted(words.split(" ")))
+
+
+def _reversed(words: str) -> str:
+    return " ".join(reversed(words.split(" ")))
+
+
+def _toy(words: str) -> str:
+    return " ".join(TOY_DICTIONARY[w] for w in words.split(" "))
+
+
 def _sentence(rng: random.Random) -> str:
     """One English-like sentence; some use the words of the instructions, none is an instruction with its answer."""
     noun = lambda: rng.choice(ANIMALS + THINGS)  # noqa: E731
@@ -249,6 +266,14 @@ def _sentence(rng: random.Random) -> str:
         lambda: f"does the {doc} mention an animal? {who} did not answer yes or no.",
         lambda: f"what is the question? {who} gave only one word as the answer.",
         lambda: f"how many {noun()}s are in the {doc}? {who} did not know.",
+        # lists and their re-writings: the knowledge (copying, order, case, the glossary) a base model has
+        # from pretraining, never in the instruction format and never introduced by an instruction.
+        lambda: f"the {doc} said {(ws := _words(rng))} and {who} said {ws} too.",
+        lambda: f"the {doc} said {(ws := _words(rng))}, and in alphabetical order that is {_sorted(ws)}.",
+        lambda: f"the {doc} said {(ws := _words(rng))}, and from the end that is {_reversed(ws)}.",
+        lambda: f"the {doc} said {(ws := _words(rng))}, and the sign said {ws.upper()}.",
+        lambda: f"the {doc} said {(ws := _words(rng))}, which is {_toy(ws)} in the toy language.",
+        lambda: f"the {doc} said {(ws := _words(rng))}, that is {len(ws.split())} words.",
     )
     return rng.choice(templates)()
 

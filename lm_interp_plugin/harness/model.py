@@ -54,6 +54,7 @@ class InterpHFLM(HFLM):
         self._writer: RecordWriter | None = None
         self._done: dict[tuple[str, str, int], InterpRecord] | None = None
         self._ffn_probe = None
+        self._ffn_error: str | None = None
         logger.info("interp-hf: interpretation records go to %s", self.records_dir)
 
     # ------------------------------------------------------------------ lm-eval entry points
@@ -144,6 +145,27 @@ class InterpHFLM(HFLM):
         if self._writer is not None:
             self._writer.flush()
 
+    def _probe(self):
+        """The FFN concept probe, built on first use; None (with a warning once) if the model has no adapter."""
+        if not self.interp_settings.ffn or self._ffn_error:
+            return None
+        if self._ffn_probe is None:
+            from ..arch import UnsupportedArchitectureError
+            from ..ffn_probe import FFNProbe
+
+            try:
+                self._ffn_probe = FFNProbe(
+                    self.model, self.tokenizer, k=self.interp_settings.ffn_k,
+                    cache_dir=self.records_dir / "ffn_components",
+                    model_identity=f"{self.pretrained_name}@{self.fingerprint['revision']}",
+                )
+            except UnsupportedArchitectureError as err:
+                self._ffn_error = str(err)
+                logger.warning("interp-hf: FFN concepts disabled for this model (%s); pass interp_ffn=false "
+                               "to silence this", err)
+                return None
+        return self._ffn_probe
+
     def _prompt_target_ids(self, context: str, continuation: str) -> tuple[list[int], list[int], str]:
         """Tokenise exactly as HFLM scores: trailing context spaces move to the continuation."""
         n_spaces = len(context) - len(context.rstrip())
@@ -176,7 +198,10 @@ class InterpHFLM(HFLM):
         labels = label_tokens(offsets, context, spans)
         if getattr(req, "interp_spans", None) is None:
             notes.append("the task declared no prompt parts (not an interp_ task): no instruction metrics")
-        result = run_pass(self.model, prompt_ids, target_ids, labels, self.interp_settings, self._ffn_probe)
+        probe = self._probe()
+        if probe is None and self.interp_settings.ffn:
+            notes.append(f"no FFN concepts: {self._ffn_error}")
+        result = run_pass(self.model, prompt_ids, target_ids, labels, self.interp_settings, probe)
         settings = self.interp_settings
         return InterpRecord(
             task=req.task_name,

@@ -117,7 +117,13 @@ class InterpTask(ConfigurableTask):
 
     # ------------------------------------------------------------------ requests
     def segment(self, doc: dict, context: str) -> dict[str, list[tuple[int, int]]]:
-        """Character spans of the prompt parts in `context`, from the fields named in metadata.interp."""
+        """Character spans of the prompt parts in `context`, from the fields named in metadata.interp.
+
+        Without ``instruction_fields`` (or with ``auto: true``) the parts come from the task's own template
+        (`lm_interp_plugin.segment`), so any stock task works.
+        """
+        if self.interp_config.get("auto") or not self.interp_config.get("instruction_fields"):
+            return self._auto_segment(doc, context)
         fields: dict[str, list[str]] = {}
         for part in ("instruction", "content"):
             for field_name in self.interp_config.get(f"{part}_fields", []) or []:
@@ -126,6 +132,14 @@ class InterpTask(ConfigurableTask):
                 fields.setdefault(part, []).extend(str(v) for v in values if v)
         where = f"task {self.config.task!r}, doc {self._doc_label(doc)}"
         return locate_fields(context, fields, where=where)
+
+    def _auto_segment(self, doc: dict, context: str) -> dict[str, list[tuple[int, int]]]:
+        from ..segment import SegmentationError, segment_prompt
+
+        try:
+            return segment_prompt(self, doc, context, parts=self.interp_config.get("parts"))
+        except SegmentationError as err:
+            raise InstructionNotFoundError(f"{err} (doc {self._doc_label(doc)})") from err
 
     def _doc_label(self, doc: dict) -> str:
         for key in ("id", "idx", "doc_id"):

@@ -33,11 +33,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "AblationResult",
-    "instruction_ablation",
-    "target_logprobs",
-    "eval_mode",
-    "model_device",
     "check_request",
+    "eval_mode",
+    "instruction_ablation",
+    "model_device",
+    "target_logprobs",
 ]
 
 

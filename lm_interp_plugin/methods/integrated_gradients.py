@@ -1,8 +1,8 @@
 """Integrated gradients onto prompt-token embeddings, one column per target token.
 
 The paper's gradient x input takes the derivative at the real embeddings only. Pre-norm models normalise each
-embedding before the first layer, so the derivative along an embedding's own direction is close to zero
-whatever that token does for the output (issue 8). Integrated gradients (Sundararajan et al., 2017) integrates
+embedding before the first layer, and a normalised input does not change along the embedding's own
+direction, so gradient x input gives no credit for what the first layer reads (issue 8). Integrated gradients (Sundararajan et al., 2017) integrates
 the gradient along the straight path from a baseline ``e'`` to the real embeddings ``e`` and satisfies
 *completeness*: the attributions of a target column add up to ``f_n(e) - f_n(e')``, the whole change of that
 target's score when the prompt goes from baseline to real. Nothing can be lost to the normalisation.
@@ -11,8 +11,7 @@ target's score when the prompt goes from baseline to real. Nothing can be lost t
 
 summed over the hidden dimension, with quadrature nodes ``alpha_k`` and weights ``w_k`` on [0, 1] (Gauss-
 Legendre on decade panels by default, see `quadrature`; plain Gauss-Legendre, trapezoid and midpoint
-Riemann available). ``f_n`` is ``log p(y_n | x, y_<n)`` (or the
-probability, the paper's form). Only PROMPT embeddings move; the target's own embeddings stay real, so the
+Riemann available). ``f_n`` is ``log p(y_n | x, y_<n)`` (or the probability, the paper's form). Only PROMPT embeddings move; the target's own embeddings stay real, so the
 matrix has the paper's layout ``prompt_len x target_len`` and the paper's density and score apply to it.
 
 Cost: ``steps`` forward rows (batched, `batch_size` rows per pass) and, per chunk of steps, one input-only
@@ -41,7 +40,7 @@ from lm_interp_plugin.methods.ablation import check_request, eval_mode, forward_
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IGResult", "integrated_gradients", "quadrature", "inputs_only_grad", "RULES", "OBJECTIVES"]
+__all__ = ["OBJECTIVES", "RULES", "IGResult", "inputs_only_grad", "integrated_gradients", "quadrature"]
 
 RULES = ("gauss_legendre_log", "gauss_legendre", "trapezoid", "midpoint")
 LOG_PANELS = 5
@@ -166,17 +165,24 @@ def _baseline_embeddings(
                     "torch.full_like(prompt_ids, tokenizer.pad_token_id) or baseline='zero'."
                 )
             ids = torch.full((real.shape[0],), int(pad), dtype=torch.long, device=real.device)
-            return embed(ids).detach().to(real.dtype), f"pad:{int(pad)}"
-        raise ValueError(f"unknown baseline {baseline!r}; use 'zero', 'pad', or a tensor of ids or embeddings.")
+            with torch.no_grad():
+                return embed(ids).detach().to(real.dtype), f"pad:{int(pad)}"
+        raise ValueError(
+            f"unknown baseline {baseline!r}; use 'zero', 'pad', or a tensor of ids or embeddings."
+        )
     if not isinstance(baseline, torch.Tensor):
-        raise ValueError(f"baseline must be 'zero', 'pad' or a tensor; got {type(baseline).__name__}.")
+        raise ValueError(f"baseline must be 'zero', 'pad' or a tensor; got {type(baseline).__name__}.")  # noqa: TRY004
     if baseline.dtype == torch.long:
         if baseline.shape != real.shape[:1]:
             raise ValueError(
                 f"a baseline of token ids must have one id per prompt token {tuple(real.shape[:1])}; "
                 f"got {tuple(baseline.shape)}."
             )
-        return embed(baseline.to(real.device)).detach().to(real.dtype), "ids"
+        vocab = embed.weight.shape[0]
+        if int(baseline.min()) < 0 or int(baseline.max()) >= vocab:
+            raise ValueError(f"baseline token ids must lie in the model's vocabulary [0, {vocab}).")
+        with torch.no_grad():
+            return embed(baseline.to(real.device)).detach().to(real.dtype), "ids"
     if baseline.shape == real.shape[1:]:
         return baseline.to(real).expand_as(real).clone(), "embedding"
     if baseline.shape == real.shape:
@@ -188,7 +194,10 @@ def _baseline_embeddings(
 
 
 def _objective(
-    model: torch.nn.Module, prompt_embeds: torch.Tensor, target_embeds: torch.Tensor, target_ids: torch.Tensor,
+    model: torch.nn.Module,
+    prompt_embeds: torch.Tensor,
+    target_embeds: torch.Tensor,
+    target_ids: torch.Tensor,
     objective: str,
 ) -> torch.Tensor:
     """f_n for a batch of prompt embeddings ``[rows, M, hidden]``: ``[rows, N]``."""
@@ -242,7 +251,9 @@ def integrated_gradients(
     if vjp not in VJP_MODES:
         raise ValueError(f"unknown vjp mode {vjp!r}; choose one of {', '.join(VJP_MODES)}.")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1 (path points per forward pass); got {batch_size!r}.")
+        raise ValueError(
+            f"batch_size must be an integer >= 1 (path points per forward pass); got {batch_size!r}."
+        )
     alphas, weights = quadrature(steps, rule)
     device = model_device(model)
     prompt_ids, target_ids = prompt_ids.to(device), target_ids.to(device)

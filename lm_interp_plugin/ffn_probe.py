@@ -1,0 +1,81 @@
+"""Per-example FFN concept activation, recorded inside the interpretation pass (no extra forward).
+
+The model's FFN components (PCA of each layer's value vectors) and their concept labels are computed once per
+model and cached on disk (`explain_ffn.load_or_compute_concepts`); during the pass's one primal forward,
+hooks on each layer's MLP record its output, and `metrics` turns the outputs at the target positions into a
+distribution over components and over concept categories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import metric_names as names
+from .arch import get_adapter
+from .explain_ffn import load_or_compute_concepts
+from .methods.concepts import OTHER, load_lexicons
+from .methods.ffn import concept_activation, concept_shares
+
+logger = logging.getLogger(__name__)
+
+
+class FFNProbe:
+    """Hooks and per-example concept metrics for one model (see module docstring)."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, k: int, cache_dir: str | Path, model_identity: str):
+        self.adapter = get_adapter(model)
+        self.components, self.labels = load_or_compute_concepts(
+            model, tokenizer, k=k, cache_dir=cache_dir, model_identity=model_identity, progress=False
+        )
+        self.concepts = [*load_lexicons()["task_concepts"].keys(), OTHER]
+        self._outputs: dict[int, torch.Tensor] = {}
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        """Record every layer's MLP output during the forward run inside (hooks removed on exit)."""
+        self._outputs.clear()
+        handles = []
+
+        def hook_for(layer: int):
+            def hook(_module, _inputs, output):
+                out = output[0] if isinstance(output, tuple) else output
+                self._outputs[layer] = out.detach()
+
+            return hook
+
+        try:
+            for layer in range(self.adapter.num_layers):
+                handles.append(self.adapter.mlp_module(layer).register_forward_hook(hook_for(layer)))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def metrics(self, target_len: int) -> tuple[dict[str, float], dict[str, Any]]:
+        """Concept shares (mean over layers) as scalars; per-layer distributions for the record."""
+        if len(self._outputs) != self.adapter.num_layers:
+            raise RuntimeError(f"FFN hooks recorded {len(self._outputs)} of {self.adapter.num_layers} layers")
+        distributions, layer_shares = [], []
+        for layer in range(self.adapter.num_layers):
+            outputs = self._outputs[layer][0, -target_len:].float()  # the positions that predict the targets
+            comps = self.components[layer].components.to(outputs.device, torch.float32)
+            dist = concept_activation(outputs, comps)
+            labels = [label.concept for label in self.labels[layer]]
+            distributions.append([float(x) for x in dist])
+            layer_shares.append(concept_shares(dist, labels, self.concepts))
+        mean_shares = {c: sum(s[c] for s in layer_shares) / len(layer_shares) for c in self.concepts}
+        scalars = {names.FFN_CONCEPT_PREFIX + c: float(v) for c, v in mean_shares.items()}
+        detail = {
+            "component_distribution": distributions,
+            "layer_concept_shares": layer_shares,
+            "concept_shares": mean_shares,
+            "component_labels": [[label.concept for label in layer] for layer in self.labels],
+        }
+        self._outputs.clear()
+        return scalars, detail

@@ -1,0 +1,414 @@
+"""Automatic prompt segmentation for any lm-eval task, from the task's own config (no per-task code).
+
+Why: the interpretation metrics need to know which prompt characters are instruction, content, choices, ...;
+hand-written spans per benchmark do not scale. Instead the task's ``doc_to_text`` is rendered on a copy of the
+doc whose every string (and every list element) is replaced by a unique marker. What is left between markers is
+the template's own text. The real rendering is then matched against that skeleton and located (last occurrence)
+in the final context, which may also hold the description, a system instruction, few-shot demonstrations and
+chat-template markup.
+
+Parts (names from `spans.PART_PRIORITY`):
+
+- ``content``: text that comes from a doc field (question, passage).
+- ``choices``: a list element shown in the prompt (MMLU's options) and its option label ("\\nA. ").
+- ``instruction``: template text before or between doc fields, the task ``description`` and any system
+  instruction (text before the few-shot examples).
+- ``cue``: template text after the last doc field (e.g. "\\nAnswer:"), and a ``gen_prefix`` after the prompt.
+- ``fewshot``: the demonstrations, from the first example up to the evaluated example.
+- ``chat``: chat-template markup (``<|im_start|>user``, ``[INST]``, ``<s>`` ...) outside the evaluated example.
+
+A task overrides parts with ``metadata.interp.parts``: ``{doc_field: part}`` for doc fields (top-level key),
+plus the keys ``template`` (template text other than the cue) and ``cue``; e.g. IFEval's ``{prompt: instruction}``.
+When ``doc_to_text`` cannot be rendered on markers (callables such as Winogrande's, which return an index), the
+doc's strings are searched in the context instead (longest found prefix, at least 12 characters).
+
+Variants: `stock_task_config(name)` loads an installed task's config (YAML found by a fast text scan of the
+stock task folder) and `variant_config` turns a short YAML ``{task: interp_x, metadata: {interp: {base: x}}}``
+into the stock config plus the interpretation; `write_variant(name, out_dir)` writes such a YAML for any task.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from copy import deepcopy
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .spans import Span
+
+logger = logging.getLogger(__name__)
+
+PARTS = ("instruction", "content", "choices", "fewshot", "chat", "cue")
+_MARK = "\x00{}\x00"
+_MARK_RE = re.compile("\x00(\\d+)\x00")
+_OPTION_LABEL = re.compile(r"^\s*[\(\[]?[A-Za-z0-9]{1,2}[\.\):\]]\s*$")
+#: Chat markup: special-token-like tags, an optional role name, and the newlines after them.
+CHAT_MARKUP = re.compile(
+    r"(?:<\|[^|<>\n]{1,40}\|>|\[/?INST\]|<</?SYS>>|</?[A-Za-z_][\w\-]{0,30}>)"
+    r"(?:[ \t]*(?:system|user|assistant|model)\b)?\n*"
+)
+_MIN_PREFIX = 12
+SHIM = "interp_variant.py"
+
+
+class SegmentationError(ValueError):
+    """A prompt could not be segmented."""
+
+
+# ---------------------------------------------------------------------------------------------------- skeleton
+def _marker_doc(value: Any, fields: list[tuple[str, bool]], root: str | None = None, in_list: bool = False) -> Any:
+    if isinstance(value, str):
+        fields.append((root or "", in_list))
+        return _MARK.format(len(fields) - 1)
+    if isinstance(value, list):
+        return [_marker_doc(v, fields, root, True) for v in value]
+    if isinstance(value, dict):
+        return {k: _marker_doc(v, fields, root if root is not None else k, in_list) for k, v in value.items()}
+    return value
+
+
+def skeleton(task: Any, doc: Mapping[str, Any]) -> list[tuple[str, str]] | None:
+    """The rendered template as pieces ``("template", text)`` / ``("field:<root key>", "")`` or ``("list:<key>", "")``.
+
+    None when ``doc_to_text`` does not render on markers to a string (then the caller falls back to search).
+    """
+    fields: list[tuple[str, bool]] = []
+    marked = {k: _marker_doc(v, fields, k) for k, v in doc.items()}
+    try:
+        rendered = task.doc_to_text(marked)
+    except Exception as err:  # any template/callable may choke on markers; the fallback handles it
+        logger.debug("doc_to_text does not render on markers: %s", err)
+        return None
+    if not isinstance(rendered, str) or not _MARK_RE.search(rendered):
+        return None
+    pieces: list[tuple[str, str]] = []
+    pos = 0
+    for m in _MARK_RE.finditer(rendered):
+        if m.start() > pos:
+            pieces.append(("template", rendered[pos:m.start()]))
+        root, in_list = fields[int(m.group(1))]
+        pieces.append((("list:" if in_list else "field:") + root, ""))
+        pos = m.end()
+    if pos < len(rendered):
+        pieces.append(("template", rendered[pos:]))
+    if "\x00" in "".join(t for k, t in pieces if k == "template"):
+        return None  # a marker was cut (e.g. sliced): the template does not treat fields as opaque
+    return pieces
+
+
+def _skeleton_regex(pieces: list[tuple[str, str]], anchored: bool) -> re.Pattern:
+    out, last_field = [], False
+    for kind, text in pieces:
+        if kind == "template":
+            out.append(re.escape(text))
+            last_field = False
+        elif not last_field:
+            out.append("(.*?)")
+            last_field = True
+        else:  # two fields with nothing between them: one group, ambiguous split
+            out.append("()")
+    body = "".join(out)
+    return re.compile(f"^{body}$" if anchored else body, re.DOTALL)
+
+
+def _piece_parts(pieces: list[tuple[str, str]], overrides: Mapping[str, str]) -> list[str]:
+    field_idx = [i for i, (k, _) in enumerate(pieces) if k != "template"]
+    last_field = field_idx[-1] if field_idx else -1
+    parts = []
+    for i, (kind, text) in enumerate(pieces):
+        if kind != "template":
+            root = kind.split(":", 1)[1]
+            parts.append(overrides.get(root) or ("choices" if kind.startswith("list:") else "content"))
+        elif i > last_field and field_idx:
+            parts.append(overrides.get("cue", "cue"))
+        elif (i + 1 < len(pieces) and pieces[i + 1][0].startswith("list:") and _OPTION_LABEL.match(text)
+              and "choices" == (overrides.get(pieces[i + 1][0].split(":", 1)[1]) or "choices")):
+            parts.append("choices")
+        else:
+            parts.append(overrides.get("template", "instruction"))
+    return parts
+
+
+# ---------------------------------------------------------------------------------------------------- locate
+def _final_region(task: Any, doc: Mapping[str, Any], context: str, overrides: Mapping[str, str]):
+    """(start, end, spans, pieces) of the evaluated example's rendering in `context`, or None."""
+    pieces = skeleton(task, doc)
+    try:
+        real = task.doc_to_text(doc)
+    except Exception:  # noqa: BLE001 - a failing template is reported by lm-eval itself
+        real = None
+    if pieces is not None and isinstance(real, str) and real:
+        match = _skeleton_regex(pieces, anchored=True).match(real)
+        start = context.rfind(real)
+        if match and start >= 0:
+            spans: dict[str, list[Span]] = {}
+            parts = _piece_parts(pieces, overrides)
+            group, pos = 0, 0
+            last_field = False
+            for (kind, text), part in zip(pieces, parts):
+                if kind == "template":
+                    s, e = pos, pos + len(text)
+                    last_field = False
+                else:
+                    if last_field:
+                        continue
+                    group += 1
+                    s, e = match.span(group)
+                    last_field = True
+                if e > s:
+                    spans.setdefault(part, []).append((start + s, start + e))
+                pos = e
+            return start, start + len(real), spans, pieces
+    return _search_region(doc, context, overrides)
+
+
+def _leaves(value: Any, root: str):
+    if isinstance(value, str):
+        yield root, value
+    elif isinstance(value, list):
+        for v in value:
+            yield from _leaves(v, root)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v, root)
+
+
+def _search_region(doc: Mapping[str, Any], context: str, overrides: Mapping[str, str]):
+    """Fallback: the last occurrence of each doc string (or its longest prefix >= 12 chars) in `context`."""
+    found: list[tuple[int, int, str]] = []
+    for key, value in doc.items():
+        for root, text in _leaves(value, key):
+            text = text.strip()
+            if len(text) < 3:
+                continue
+            span = _rfind_prefix(context, text)
+            if span:
+                found.append((*span, overrides.get(root, "content")))
+    if not found:
+        return None
+    found.sort()
+    start = found[0][0]
+    # drop matches from earlier (few-shot) text: keep the contiguous tail region
+    tail = [f for f in found if f[0] >= _tail_start(found, context)]
+    start = tail[0][0]
+    end = max(f[1] for f in tail)
+    spans: dict[str, list[Span]] = {}
+    pos = start
+    for s, e, part in tail:
+        if s > pos and context[pos:s].strip():
+            spans.setdefault(overrides.get("template", "instruction"), []).append((pos, s))
+        spans.setdefault(part, []).append((s, e))
+        pos = max(pos, e)
+    return start, end, spans, None
+
+
+def _tail_start(found: list[tuple[int, int, str]], context: str) -> int:
+    """Start of the last run of matches not separated by a blank line (the evaluated example)."""
+    start = found[-1][0]
+    for s, e, _ in reversed(found[:-1]):
+        if "\n\n" in context[e:start]:
+            break
+        start = min(start, s)
+    return start
+
+
+def _rfind_prefix(context: str, text: str) -> Span | None:
+    at = context.rfind(text)
+    if at >= 0:
+        return at, at + len(text)
+    lo, hi, best = _MIN_PREFIX, len(text) - 1, None
+    while lo <= hi:  # longest prefix that occurs (occurrence is monotone in prefix length)
+        mid = (lo + hi) // 2
+        at = context.rfind(text[:mid])
+        if at >= 0:
+            best, lo = (at, at + mid), mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def _subtract(spans: list[Span], holes: list[Span]) -> list[Span]:
+    out = []
+    for s, e in spans:
+        cur = s
+        for hs, he in sorted(holes):
+            if he <= cur or hs >= e:
+                continue
+            if hs > cur:
+                out.append((cur, hs))
+            cur = max(cur, he)
+        if cur < e:
+            out.append((cur, e))
+    return [(s, e) for s, e in out if e > s]
+
+
+def _description(task: Any, doc: Mapping[str, Any]) -> str:
+    desc = getattr(task.config, "description", None) or ""
+    if not desc:
+        return ""
+    try:
+        return str(task.resolve_field(doc, desc) or "")
+    except Exception:  # noqa: BLE001
+        return desc
+
+
+def segment_prompt(
+    task: Any, doc: Mapping[str, Any], context: str, parts: Mapping[str, str] | None = None
+) -> dict[str, list[Span]]:
+    """Character spans of the parts of `context` (the final prompt lm-eval built for `doc`).
+
+    Args:
+        task: the lm-eval `ConfigurableTask` that built the prompt (its doc_to_text, description, num_fewshot).
+        doc: the evaluated doc (after process_docs).
+        context: the request's context string.
+        parts: overrides, ``{doc_field | "template" | "cue": part}`` (metadata.interp.parts).
+
+    Raises:
+        SegmentationError: the evaluated example cannot be found in `context`.
+    """
+    overrides = dict(parts or {})
+    bad = {k: v for k, v in overrides.items() if v not in PARTS}
+    if bad:
+        raise SegmentationError(f"metadata.interp.parts has unknown parts {bad}; use one of {PARTS}")
+    region = _final_region(task, doc, context, overrides)
+    if region is None:
+        raise SegmentationError(
+            f"task {getattr(task.config, 'task', '?')!r}: the example's text was not found in its prompt; "
+            "declare its fields with metadata.interp.instruction_fields/content_fields"
+        )
+    start, end, spans, pieces = region
+    prefix = context[:start]
+    chat = [m.span() for m in CHAT_MARKUP.finditer(prefix) if m.end() > m.start()]
+    chat += [(end + m.start(), end + m.end()) for m in CHAT_MARKUP.finditer(context[end:]) if m.end() > m.start()]
+
+    instr_end = 0
+    desc = _description(task, doc).strip()
+    if desc and (at := prefix.find(desc)) >= 0:
+        spans.setdefault("instruction", []).append((at, at + len(desc)))
+        instr_end = at + len(desc)
+    fs_start = start
+    if (getattr(task.config, "num_fewshot", 0) or 0) > 0:
+        fs_start = instr_end
+        if pieces is not None and pieces[0][0] == "template":
+            m = _skeleton_regex(pieces, anchored=False).search(prefix, instr_end)
+            if m:
+                fs_start = m.start()
+        while fs_start < start and prefix[fs_start].isspace():
+            fs_start += 1
+        if fs_start < start:
+            spans["fewshot"] = _subtract([(fs_start, start)], chat)
+    # system instruction / other text before the examples
+    other = _subtract([(0, fs_start)], chat + spans.get("instruction", []))
+    other = [(s, e) for s, e in other if prefix[s:e].strip()]
+    if other:
+        spans.setdefault("instruction", []).extend(other)
+    after = _subtract([(end, len(context))], chat)
+    after = [(s, e) for s, e in after if context[s:e].strip()]
+    if after:
+        spans.setdefault("cue", []).extend(after)
+    if chat:
+        spans["chat"] = chat
+    return {k: sorted(v) for k, v in spans.items() if v}
+
+
+# ---------------------------------------------------------------------------------------------------- variants
+def _stock_tasks_dir() -> Path:
+    import lm_eval.tasks
+
+    return Path(lm_eval.tasks.__file__).parent
+
+
+@lru_cache(maxsize=1)
+def _stock_text_index() -> dict[str, list[Path]]:
+    pattern = re.compile(r"""^["']?task["']?\s*:\s*["']?([\w\-\.]+)["']?\s*$""", re.M)
+    index: dict[str, list[Path]] = {}
+    for path in sorted(_stock_tasks_dir().rglob("*.yaml")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        for name in pattern.findall(text):
+            index.setdefault(name, []).append(path)
+    return index
+
+
+def stock_yaml_path(name: str) -> Path:
+    """The installed lm-eval YAML that defines task `name` (a text scan, ~10x faster than the TaskManager)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    for path in _stock_text_index().get(name, []):
+        if load_yaml(path, resolve_func=False).get("task") == name:
+            return path
+    from lm_eval.tasks import TaskManager  # slow path: generated names
+
+    entry = getattr(TaskManager(), "_index", {}).get(name)
+    if entry is not None and getattr(entry, "yaml_path", None):
+        return Path(entry.yaml_path)
+    raise SegmentationError(f"no installed lm-eval task named {name!r}; check `lm_eval ls tasks`")
+
+
+def stock_task_config(name: str) -> dict[str, Any]:
+    """The stock config of task `name` (includes merged, `!function`s resolved against the stock folder)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    cfg = deepcopy(load_yaml(stock_yaml_path(name), resolve_func=True))
+    for key in ("tag", "group", "task_list", "class"):
+        cfg.pop(key, None)
+    return cfg
+
+
+def variant_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Stock config of ``metadata.interp.base`` overlaid with `config` (its task name, metadata, overrides)."""
+    config = dict(config)
+    metadata = dict(config.get("metadata") or {})
+    interp = dict(metadata.get("interp") or {})
+    base = interp.get("base")
+    if not base:
+        return config
+    stock = stock_task_config(base)
+    merged = {**stock, **{k: v for k, v in config.items() if k not in ("metadata", "class")}}
+    merged["metadata"] = {**(stock.get("metadata") or {}), **metadata, "interp": {"auto": True, **interp}}
+    return merged
+
+
+def variant_name(task_name: str) -> str:
+    """The interp_ name of a stock task."""
+    return task_name if task_name.startswith("interp_") else f"interp_{task_name}"
+
+
+def write_variant(task_name: str, out_dir: str | Path, parts: Mapping[str, str] | None = None) -> Path:
+    """Write ``interp_<task>.yaml`` (and the class shim) into `out_dir`; use it with ``--include_path out_dir``.
+
+    Works for any installed lm-eval task; the YAML holds no copy of the stock config, only its name.
+    """
+    stock_yaml_path(task_name)  # fail early on an unknown name
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shim = out / SHIM
+    if not shim.exists():
+        shim.write_text(SHIM_TEXT, encoding="utf-8")
+    lines = [f"task: {variant_name(task_name)}", "class: !function interp_variant.InterpVariant",
+             "metadata:", "  interp:", f"    base: {task_name}"]
+    if parts:
+        lines.append("    parts: {" + ", ".join(f"{k}: {v}" for k, v in parts.items()) + "}")
+    path = out / f"{variant_name(task_name)}.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+SHIM_TEXT = '''"""Shim for lm-eval's `!function` loader: the interp_ variant class (stock config + interpretation)."""
+
+import lm_interp_plugin.harness.model  # noqa: F401  (registers interp-hf)
+from lm_interp_plugin.harness.tasks import InterpTask
+from lm_interp_plugin.segment import variant_config
+
+
+class InterpVariant(InterpTask):
+    """An installed lm-eval task (metadata.interp.base) with the interpretation metrics."""
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(config=variant_config(config or {}), **kwargs)
+'''

@@ -1,0 +1,205 @@
+"""The demo's synthetic data and its locally built base / instruction-tuned pair."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lm_interp_plugin.demo import synthetic
+from lm_interp_plugin.demo.build import DemoRecipe, build_demo_pair, deterministic, encode_example
+
+INSTRUCT_FIELDS = {"id", "category", "instruction", "input", "reference"}
+MC_FIELDS = {"id", "group_id", "category", "instruction", "input", "choices", "label"}
+
+
+# ---------------------------------------------------------------- synthetic data
+def test_generators_are_deterministic_and_seed_dependent():
+    assert synthetic.pretraining_text(20, seed=3) == synthetic.pretraining_text(20, seed=3)
+    assert synthetic.instruction_examples(30, seed=3) == synthetic.instruction_examples(30, seed=3)
+    assert synthetic.heldout_instruct(30, seed=3) == synthetic.heldout_instruct(30, seed=3)
+    assert synthetic.heldout_instruct_mc(12, seed=3) == synthetic.heldout_instruct_mc(12, seed=3)
+    assert synthetic.instruction_examples(30, seed=3) != synthetic.instruction_examples(30, seed=4)
+    assert synthetic.pretraining_text(20, seed=3) != synthetic.pretraining_text(20, seed=4)
+
+
+def test_answers_follow_the_task_definitions():
+    text = "owl apple red cup"
+    expected = {
+        "copy": "owl apple red cup",
+        "reverse": "cup red apple owl",
+        "first_word": "owl",
+        "last_word": "cup",
+        "upper_case": "OWL APPLE RED CUP",
+        "count": "4",
+        "translate": " ".join(synthetic.TOY_DICTIONARY[w] for w in text.split()),
+        "sort": "apple cup owl red",
+        "animal": "yes",
+    }
+    assert {c: synthetic.answer(c, text) for c in synthetic.CATEGORIES} == expected
+    assert synthetic.answer("animal", "apple red cup") == "no"
+    with pytest.raises(ValueError, match="unknown demo task category 'poem'"):
+        synthetic.answer("poem", text)
+
+
+def test_answer_depends_on_the_instruction():
+    for x in synthetic.heldout_instruct(40):
+        others = {synthetic.answer(c, x["input"]) for c in synthetic.CATEGORIES if c != x["category"]}
+        assert len(others - {x["reference"]}) >= 4, x  # the same input has other answers under other tasks
+    assert len(set(synthetic.TOY_DICTIONARY.values())) == len(synthetic.INPUT_WORDS)
+    assert not set(synthetic.TOY_DICTIONARY.values()) & set(synthetic.INPUT_WORDS)
+
+
+def test_items_have_the_task_schema_and_cover_every_category():
+    items = synthetic.heldout_instruct(len(synthetic.CATEGORIES) * 2)
+    assert all(set(x) == INSTRUCT_FIELDS for x in items)
+    assert {x["category"] for x in items} == set(synthetic.CATEGORIES)
+    assert all(x["instruction"] in synthetic.INSTRUCTIONS[x["category"]] for x in items)
+    assert all(x["reference"] == synthetic.answer(x["category"], x["input"]) for x in items)
+    assert len({x["id"] for x in items}) == len(items)
+    assert synthetic.format_prompt("Do it.", "a b") == "Do it.\n\nInput: a b\n\nOutput:"
+    assert synthetic.format_answer("b a") == " b a"
+
+
+def test_heldout_inputs_never_occur_in_training():
+    train = {x["input"] for x in synthetic.instruction_examples(3000)}
+    heldout = {x["input"] for x in synthetic.heldout_instruct(300)}
+    heldout |= {x["input"] for x in synthetic.heldout_instruct_mc(100)}
+    assert train and heldout and not train & heldout
+    assert all(synthetic.is_heldout_input(t) for t in heldout)
+    assert not any(synthetic.is_heldout_input(t) for t in train)
+    # pretraining text never contains a held-out input either (its word lists come from the training split)
+    corpus = " ".join(synthetic.pretraining_text(300))
+    assert not any(f"said {t}," in corpus or f"said {t} and" in corpus for t in heldout)
+
+
+def test_pretraining_text_has_no_instruction_format():
+    docs = synthetic.pretraining_text(200)
+    assert not any("Input:" in d or "Output:" in d for d in docs)
+    words = set(" ".join(docs).lower().replace(".", " ").replace(",", " ").replace("?", " ").split())
+    needed = {"reverse", "order", "first", "last", "word", "upper", "count", "number", "translate", "toy"}
+    needed |= {"alphabetically", "animal", "yes", "no", "text"}
+    assert needed <= words, needed - words
+
+
+def test_mc_groups_share_input_and_choices_and_differ_in_instruction():
+    items = synthetic.heldout_instruct_mc(18, group_size=3)
+    assert len(items) == 18 and all(set(x) == MC_FIELDS for x in items)
+    groups: dict[str, list[dict]] = {}
+    for x in items:
+        groups.setdefault(x["group_id"], []).append(x)
+    assert len(groups) == 6
+    for members in groups.values():
+        assert len({x["input"] for x in members}) == 1
+        assert len({tuple(x["choices"]) for x in members}) == 1
+        assert len({x["label"] for x in members}) == len(members)  # same input, different answers
+        assert len({x["category"] for x in members}) == len(members)
+        for x in members:
+            assert len(set(x["choices"])) == len(x["choices"]) == 3
+            assert x["choices"][x["label"]] == synthetic.answer(x["category"], x["input"])
+    assert len(synthetic.heldout_instruct_mc(5, group_size=4)) == 5
+    with pytest.raises(ValueError, match="group_size"):
+        synthetic.heldout_instruct_mc(4, group_size=1)
+
+
+# ---------------------------------------------------------------- the build
+@pytest.fixture(scope="module")
+def small_build(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("demo")
+    return cache, build_demo_pair(cache, recipe=DemoRecipe.small(), seed=0)
+
+
+def test_small_build_writes_loadable_models(small_build):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, models = small_build
+    for path in (models.base_path, models.tuned_path):
+        model = AutoModelForCausalLM.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path)
+        assert model.config.model_type == "llama"
+        assert model.config.vocab_size == len(tok)
+        ids = tok(synthetic.format_prompt("Write the last word.", "cat dog"), return_tensors="pt")["input_ids"]
+        assert ids[0, 0].item() == tok.bos_token_id
+        assert torch.isfinite(model(input_ids=ids).logits).all()
+    base = AutoModelForCausalLM.from_pretrained(models.base_path).state_dict()
+    tuned = AutoModelForCausalLM.from_pretrained(models.tuned_path).state_dict()
+    assert base.keys() == tuned.keys()
+    assert any(not torch.equal(base[k], tuned[k]) for k in base)  # tuning changed the weights
+
+
+def test_manifest_and_heldout_files(small_build):
+    _, models = small_build
+    manifest = json.loads(models.manifest_path.read_text())
+    recipe = DemoRecipe.small()
+    assert manifest["key"] == recipe.key(0) and manifest["recipe"]["hidden"] == recipe.hidden
+    for name in ("base", "tuned"):
+        ev = manifest["evaluation"][name]
+        assert ev["exact_match"]["n"] == recipe.eval_items and ev["mc"]["n"] == recipe.eval_mc_items
+        assert 0.0 <= ev["exact_match"]["overall"] <= 1.0 and 0.0 <= ev["mc"]["overall"] <= 1.0
+    assert models.stats["evaluation"] == manifest["evaluation"]
+    rows = [json.loads(line) for line in models.heldout_path.read_text().splitlines()]
+    assert rows == synthetic.heldout_instruct(recipe.eval_items, seed=0)
+    rows = [json.loads(line) for line in models.heldout_mc_path.read_text().splitlines()]
+    assert rows == synthetic.heldout_instruct_mc(recipe.eval_mc_items, seed=0)
+
+
+def test_second_call_uses_the_cache(small_build, monkeypatch):
+    from lm_interp_plugin.demo import build
+
+    cache, models = small_build
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the cached build was rebuilt")
+
+    monkeypatch.setattr(build, "_build_into", fail)
+    again = build_demo_pair(cache, recipe=DemoRecipe.small(), seed=0)
+    assert (again.base_path, again.tuned_path) == (models.base_path, models.tuned_path)
+    assert again.stats == models.stats
+    with pytest.raises(AssertionError, match="rebuilt"):
+        build_demo_pair(cache, recipe=DemoRecipe.small(), seed=0, force=True)
+    assert DemoRecipe.small().key(0) != DemoRecipe.small().key(1) != DemoRecipe().key(1)
+
+
+def test_same_seed_gives_identical_weights(small_build, tmp_path):
+    from safetensors.torch import load_file
+
+    _, models = small_build
+    again = build_demo_pair(tmp_path, recipe=DemoRecipe.small(), seed=0)
+    for first, second in ((models.base_path, again.base_path), (models.tuned_path, again.tuned_path)):
+        a, b = load_file(Path(first) / "model.safetensors"), load_file(Path(second) / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_build_restores_global_torch_state(tmp_path):
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    was = torch.are_deterministic_algorithms_enabled()
+    with deterministic(7):
+        torch.rand(5)
+    assert torch.are_deterministic_algorithms_enabled() == was
+    assert torch.equal(torch.rand(3), expected)  # the caller's RNG stream is untouched
+    with pytest.raises(RuntimeError, match="boom"), deterministic(7):
+        raise RuntimeError("boom")
+    assert torch.are_deterministic_algorithms_enabled() == was
+
+
+def test_answer_tokens_follow_the_prompt_tokens(small_build):
+    from transformers import AutoTokenizer
+
+    _, models = small_build
+    tok = AutoTokenizer.from_pretrained(models.tuned_path)
+    ids, n_prompt = encode_example(tok, "Write the first word.", "cat dog", "cat")
+    prompt = tok(synthetic.format_prompt("Write the first word.", "cat dog"))["input_ids"]
+    assert ids[:n_prompt] == prompt and ids[-1] == tok.eos_token_id
+    assert tok.decode(ids[n_prompt:-1]) == " cat"
+
+
+@pytest.mark.slow
+def test_full_build_tuned_model_follows_instructions(tmp_path):
+    models = build_demo_pair(tmp_path)
+    ev = models.stats["evaluation"]
+    assert ev["tuned"]["exact_match"]["overall"] >= ev["base"]["exact_match"]["overall"] + 0.3
+    assert ev["tuned"]["mc"]["overall"] > ev["base"]["mc"]["overall"]
