@@ -40,6 +40,10 @@ class InterpSettings:
         attention: compute per-example instruction attention (layers x heads).
         ffn: compute per-example FFN concept activation (needs the FFN components of the model).
         ffn_k: number of principal components per layer for the FFN concepts.
+        ablation: instruction ablation: the target's log-prob drop when the instruction is removed / replaced.
+        ig: integrated gradients (zero baseline) as a second attribution method, with the paper's score on it.
+        ig_steps: interpolation steps of integrated gradients.
+        deletion: deletion curves (faithfulness) of each attribution method, against random orders.
         choices: ``gold`` interprets the reference answer of multiple-choice docs (and every generation);
             ``all`` interprets every choice.
         store_matrices: keep the raw and quantised matrices in the records (they dominate the file size).
@@ -57,6 +61,10 @@ class InterpSettings:
     ffn_k: int = 8
     choices: str = "gold"
     store_matrices: bool = True
+    ablation: bool = True
+    ig: bool = False
+    ig_steps: int = 32
+    deletion: bool = False
 
     def __post_init__(self) -> None:
         ImportanceParams(L=self.L, b=self.b, p=self.p, eps=self.eps)  # validates
@@ -130,6 +138,51 @@ class PassResult:
     attention: dict[str, Any] = field(default_factory=dict)
     ffn: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def faithful_metrics(model, prompt, target, labels, raw, settings, metrics, neutral_token_id) -> dict[str, Any]:
+    """Issue-8 signals beside the paper's score: instruction ablation, integrated gradients, deletion curves.
+
+    Adds scalars to `metrics` in place; returns the per-token detail for the record's ``extras``.
+    """
+    from .methods.importance import importance_density
+
+    extras: dict[str, Any] = {}
+    mask = torch.tensor([label == "instruction" for label in labels], dtype=torch.bool)
+    if len(target) == 0:
+        return extras
+    if settings.ablation and bool(mask.any()) and not bool(mask.all()):
+        from .methods.ablation import instruction_ablation
+
+        ablation = instruction_ablation(model, prompt, target, mask, neutral_token_id=neutral_token_id)
+        metrics["ablation_drop_removed"] = float(ablation.drop_removed)
+        metrics["ablation_drop_replaced"] = float(ablation.drop_replaced)
+        metrics["ablation_drop_removed_per_token"] = float(ablation.drop_removed) / len(target)
+        extras["ablation"] = ablation.to_dict()
+    scores = {"gxi": importance_density(quantise(raw, L=settings.L, eps=settings.eps), b=0, p=settings.p)}
+    if settings.ig:
+        from .methods.integrated_gradients import integrated_gradients
+
+        ig = integrated_gradients(model, prompt, target, baseline="zero", steps=settings.ig_steps,
+                                  objective=settings.objective)
+        ig_raw = ig.attributions.float().numpy() if hasattr(ig.attributions, "numpy") else np.asarray(ig.attributions)
+        S_ig = quantise(ig_raw, L=settings.L, eps=settings.eps)
+        for key, value in attribution_metrics(S_ig, labels, settings.importance).items():
+            metrics["ig_" + key] = value
+        metrics["ig_completeness_error"] = float(ig.completeness_rel_error_total)
+        scores["ig"] = importance_density(S_ig, b=0, p=settings.p)
+        extras["ig"] = {"raw": ig_raw.tolist(), "completeness_rel_error_total": float(ig.completeness_rel_error_total)}
+    if settings.deletion:
+        from .methods.faithfulness import deletion_curve
+
+        for method, density in scores.items():
+            curve = deletion_curve(model, prompt, target, torch.as_tensor(density, dtype=torch.float32))
+            metrics[f"deletion_area_{method}"] = float(curve.area)
+            if curve.area_gain is not None:
+                metrics[f"deletion_gain_{method}"] = float(curve.area_gain)
+            extras[f"deletion_{method}"] = curve.to_dict()
+    return extras
 
 
 def attribution_metrics(S: np.ndarray, labels: Sequence[str], params: ImportanceParams) -> dict[str, float]:
@@ -170,6 +223,7 @@ def run_pass(
     labels: Sequence[str],
     settings: InterpSettings,
     ffn_probe: Any | None = None,
+    neutral_token_id: int | None = None,
 ) -> PassResult:
     """Attribute `target_ids` onto `prompt_ids` and derive the per-example metrics.
 
@@ -212,7 +266,9 @@ def run_pass(
     if ffn_probe is not None and len(target) > 0:
         scalars, ffn = ffn_probe.metrics(len(target))
         metrics.update(scalars)
+    extras = faithful_metrics(model, prompt, target, labels, raw, settings, metrics, neutral_token_id)
     return PassResult(
+        extras=extras,
         metrics=metrics,
         raw=raw,
         quantised=S,

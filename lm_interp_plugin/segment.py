@@ -189,8 +189,11 @@ def _search_region(doc: Mapping[str, Any], context: str, overrides: Mapping[str,
                 found.append((*span, overrides.get(root, "content")))
     if not found:
         return None
-    found.sort()
-    start = found[0][0]
+    kept: list[tuple[int, int, str]] = []
+    for s, e, part in sorted(found, key=lambda f: f[0] - f[1]):  # longest first; a short value inside is dropped
+        if all(e <= ks or s >= ke for ks, ke, _ in kept):
+            kept.append((s, e, part))
+    found = sorted(kept)
     # drop matches from earlier (few-shot) text: keep the contiguous tail region
     tail = [f for f in found if f[0] >= _tail_start(found, context)]
     start = tail[0][0]
@@ -245,6 +248,14 @@ def _subtract(spans: list[Span], holes: list[Span]) -> list[Span]:
     return [(s, e) for s, e in out if e > s]
 
 
+def _trim(text: str, s: int, e: int) -> Span:
+    while s < e and text[s].isspace():
+        s += 1
+    while e > s and text[e - 1].isspace():
+        e -= 1
+    return s, e
+
+
 def _description(task: Any, doc: Mapping[str, Any]) -> str:
     desc = getattr(task.config, "description", None) or ""
     if not desc:
@@ -296,13 +307,16 @@ def segment_prompt(
             m = _skeleton_regex(pieces, anchored=False).search(prefix, instr_end)
             if m:
                 fs_start = m.start()
+        else:  # no template text to find the first example by: it starts in the first user turn, if any
+            user = [e for s, e in chat if "user" in prefix[s:e] or "[INST]" in prefix[s:e]]
+            fs_start = max(fs_start, user[0]) if user else fs_start
         while fs_start < start and prefix[fs_start].isspace():
             fs_start += 1
         if fs_start < start:
             spans["fewshot"] = _subtract([(fs_start, start)], chat)
     # system instruction / other text before the examples
     other = _subtract([(0, fs_start)], chat + spans.get("instruction", []))
-    other = [(s, e) for s, e in other if prefix[s:e].strip()]
+    other = [_trim(prefix, s, e) for s, e in other if prefix[s:e].strip()]
     if other:
         spans.setdefault("instruction", []).extend(other)
     after = _subtract([(end, len(context))], chat)

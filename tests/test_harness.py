@@ -148,3 +148,16 @@ def test_lm_interp_cli_run_and_ls(tiny_llama_dir, tmp_path):
     assert (model_dir / "interp_records_interp_instruct_mc.jsonl").is_file()  # beside lm-eval's samples
     assert list(model_dir.glob("samples_interp_instruct_mc_*.jsonl"))
     assert "instruction_importance" in proc.stdout
+
+
+def test_faithfulness_signals_beside_the_paper_score(tiny_llama_dir, tmp_path):
+    run = evaluate("interp-hf", f"pretrained={tiny_llama_dir},records_dir={tmp_path},interp_ig=true,"
+                   "interp_ig_steps=8,interp_deletion=true", tasks=["interp_instruct_mc"])
+    for sample in run["samples"]["interp_instruct_mc"]:
+        assert "instruction_importance" in sample  # the paper's score stays
+        for key in ("ablation_drop_removed", "ablation_drop_replaced", "ig_instruction_importance",
+                    "ig_completeness_error", "deletion_area_gxi", "deletion_area_ig", "deletion_gain_ig"):
+            assert key in sample, key
+    record = load_records(tmp_path / "interp_records_interp_instruct_mc.jsonl")[0]
+    assert len(record.extras["ig"]["raw"]) == len(record.prompt_tokens)
+    assert record.extras["ablation"]["drop_removed"] == pytest.approx(record.metrics["ablation_drop_removed"])

@@ -33,7 +33,8 @@ def variant_task(name: str, **overrides):
 
         stock = load_yaml(stock_yaml_path("ifeval"), resolve_func=False)
         stock.update(process_results=None, metric_list=[{"metric": "exact_match"}], task=variant["task"])
-        stock["metadata"] = {**stock["metadata"], **variant["metadata"]}
+        interp = {k: v for k, v in variant["metadata"]["interp"].items() if k != "base"}
+        stock["metadata"] = {**stock["metadata"], "interp": {**interp, "auto": True}}
         variant = stock
     cfg = variant_config(variant)
     splits = {cfg[k] for k in ("training_split", "validation_split", "test_split", "fewshot_split") if cfg.get(k)}

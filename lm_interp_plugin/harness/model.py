@@ -89,7 +89,7 @@ class InterpHFLM(HFLM):
             "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
             "n_parameters": int(n_params),
             "model_type": getattr(model.config, "model_type", None),
-            "tokenizer": getattr(self.tokenizer, "name_or_path", None),
+            "tokenizer_name": getattr(self.tokenizer, "name_or_path", None),
             "plugin_version": __version__,
             "settings": self.interp_settings.to_dict(),
         }
@@ -103,7 +103,7 @@ class InterpHFLM(HFLM):
             self._done = {}
             for path in record_files(self.records_dir, rank=self.rank, world_size=self.world_size):
                 for record in load_records(path):
-                    if record.fingerprint.get("settings_key") == self._settings_key():
+                    if record.fingerprint.get("run_hash") == self._settings_key():
                         self._done[record.key] = record
             if self._done:
                 logger.info("interp-hf: resuming, %d finished interpretation records found in %s",
@@ -201,7 +201,9 @@ class InterpHFLM(HFLM):
         probe = self._probe()
         if probe is None and self.interp_settings.ffn:
             notes.append(f"no FFN concepts: {self._ffn_error}")
-        result = run_pass(self.model, prompt_ids, target_ids, labels, self.interp_settings, probe)
+        neutral = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        result = run_pass(self.model, prompt_ids, target_ids, labels, self.interp_settings, probe,
+                          neutral_token_id=neutral)
         settings = self.interp_settings
         return InterpRecord(
             task=req.task_name,
@@ -220,8 +222,8 @@ class InterpHFLM(HFLM):
             metrics=result.metrics,
             attention=result.attention,
             ffn=result.ffn,
-            extras={"target_logprobs": result.target_logprobs.tolist()},
-            fingerprint={**self.fingerprint, "settings_key": self._settings_key()},
+            extras={"target_logprobs": result.target_logprobs.tolist(), **result.extras},
+            fingerprint={**self.fingerprint, "run_hash": self._settings_key()},
             notes=notes + result.notes,
         )
 

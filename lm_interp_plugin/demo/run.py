@@ -1,0 +1,127 @@
+"""`lm-interp demo`: the whole story on a tiny base/tuned pair built locally, through the real lm-eval path.
+
+1. Build (once; cached) a tiny Llama pretrained on synthetic text and its instruction-tuned copy.
+2. Write two lm-eval tasks over the held-out synthetic instructions (generation and multiple choice) into
+   ``OUT/tasks`` (they are demo-only, so they are not among the shipped ``interp_*`` tasks).
+3. Run both models through ``lm-interp run --model interp-hf`` (lm-eval's own CLI), then
+   ``lm-interp compare`` and ``explain-heads`` / ``explain-ffn`` for the global views.
+4. Say plainly which of the paper's three findings show up in this pair.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEMO_TASKS = ("demo_instruct", "demo_instruct_mc")
+
+_SHIM = (
+    "import lm_interp_plugin.harness.model  # noqa: F401\n"
+    "from lm_interp_plugin.harness.tasks import InterpTask  # noqa: F401\n"
+)
+
+
+def _task_yaml(name: str, data: Path, multiple_choice: bool) -> str:
+    common = (
+        f"task: {name}\nclass: !function interp_task.InterpTask\ndataset_path: json\ntest_split: test\n"
+        'doc_to_text: "{{instruction}}\\n\\nInput: {{input}}\\n\\nOutput:"\ntarget_delimiter: " "\n'
+    )
+    if multiple_choice:
+        body = ("output_type: multiple_choice\ndoc_to_choice: choices\ndoc_to_target: label\n"
+                "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
+    else:
+        body = ('output_type: generate_until\ndoc_to_target: "{{reference}}"\n'
+                'generation_kwargs:\n  until: ["\\n", "</s>"]\n  do_sample: false\n  max_gen_toks: 24\n'
+                "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n")
+    meta = ("metadata:\n  version: 1.0\n  interp:\n    instruction_fields: [instruction]\n"
+            f"    content_fields: [input]\n    data_files: {{test: {json.dumps(str(data))}}}\n")
+    return common + body + meta
+
+
+def write_demo_tasks(folder: Path, heldout: Path, heldout_mc: Path) -> Path:
+    """The demo's two task YAMLs (and the `!function` shim beside them) in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "interp_task.py").write_text(_SHIM)
+    (folder / "demo_instruct.yaml").write_text(_task_yaml("demo_instruct", heldout.resolve(), False))
+    (folder / "demo_instruct_mc.yaml").write_text(_task_yaml("demo_instruct_mc", heldout_mc.resolve(), True))
+    return folder
+
+
+def _metric(results: dict, task: str, metric: str) -> dict | None:
+    for row in results["tasks"].get(task, {}).get("paired", []):
+        if row["metric"] == metric:
+            return row
+    return None
+
+
+def findings(results: dict) -> list[str]:
+    """One honest sentence per paper finding, from the compare report's results.json."""
+    lines = []
+    for task in DEMO_TASKS:
+        for metric, finding in (("instruction_importance", "1. tuned attributes more to the instruction"),
+                                ("instruction_attention", "2. tuned heads attend more to the instruction")):
+            row = _metric(results, task, metric)
+            if row is None:
+                continue
+            p = (row.get("paired_t") or {}).get("p_value")
+            diff = row["mean_diff"]
+            seen = diff > 0 and p is not None and not math.isnan(p) and p < 0.05
+            verdict = "SHOWS UP" if seen else ("not significant" if diff > 0 else "does NOT show up")
+            p_text = "n/a" if p is None else f"{p:.3g}"
+            lines.append(f"{finding} [{task}, {metric}]: base {row['mean_baseline']:.3f} -> tuned "
+                         f"{row['mean_other']:.3f} (paired t p={p_text}): {verdict}")
+    return lines
+
+
+def run_demo(out: Path, cache_dir: Path | None = None, limit: int | None = None, force: bool = False,
+             recipe=None) -> int:
+    """Build the pair, evaluate both with interp-hf, write the report under `out`; returns an exit code."""
+    from ..cli import run_lmeval
+    from ..commands import explain_ffn, explain_heads
+    from ..report import compare
+    from .build import build_demo_pair
+
+    out = Path(out)
+    cache_dir = Path(cache_dir) if cache_dir else out / "models"
+    models = build_demo_pair(cache_dir, force=force, recipe=recipe)
+    logger.info("demo models: base %s, tuned %s", models.base_path, models.tuned_path)
+    tasks = write_demo_tasks(out / "tasks", models.heldout_path, models.heldout_mc_path)
+    runs = {}
+    for label, path in (("base", models.base_path), ("tuned", models.tuned_path)):
+        run_dir = out / "runs" / label
+        shutil.rmtree(run_dir, ignore_errors=True)
+        argv = ["run", "--model", "interp-hf", "--model_args", f"pretrained={path}", "--device", "cpu",
+                "--tasks", ",".join(DEMO_TASKS), "--include_path", str(tasks), "--log_samples",
+                "--output_path", str(run_dir), "--batch_size", "8"]
+        if limit:
+            argv += ["--limit", str(limit)]
+        run_lmeval(argv)
+        runs[label] = run_dir
+    globals_dir = out / "global"
+    import argparse
+
+    for label, path in (("base", models.base_path), ("tuned", models.tuned_path)):
+        common = dict(model=str(path), dtype="float32", device="cpu", revision=None, top_k=None, layers=None)
+        explain_heads(argparse.Namespace(**common, out=globals_dir / f"heads_{label}.jsonl", vocab=None,
+                                         compare=None))
+        explain_ffn(argparse.Namespace(**common, out=globals_dir / f"ffn_{label}.jsonl", k=None, compare=None))
+    report_dir = out / "report"
+    compare([runs["base"], runs["tuned"]], report_dir, labels=["base", "tuned"],
+            heads=[globals_dir / "heads_base.jsonl", globals_dir / "heads_tuned.jsonl"],
+            ffn=[globals_dir / "ffn_base.jsonl", globals_dir / "ffn_tuned.jsonl"])
+    results = json.loads((report_dir / "results.json").read_text())
+    print("\nlm-interp demo: does this tiny pair show the paper's findings?")
+    stats = models.stats or {}
+    if "heldout_exact_match" in stats:
+        print(f"  (instruction following, held-out exact match: {json.dumps(stats['heldout_exact_match'])})")
+    for line in findings(results):
+        print("  " + line)
+    print("  3. FFN rotation / concept shift: see the FFN section of the report (rotation per layer, Table 5).")
+    print(f"\nreport: {report_dir / 'report.html'}\n        {report_dir / 'report.md'}\n"
+          f"        {report_dir / 'results.json'}")
+    return 0
