@@ -98,6 +98,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=800, help="tokenizer vocabulary size")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (imports, caches)")
     parser.add_argument("--no-noattn", dest="noattn", action="store_false",
                         help="skip the interp_attention=false run")
     parser.add_argument("--json", type=Path, default=None)
@@ -115,13 +116,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
             runs["interp-hf-noattn"] = ("interp-hf", f"pretrained={folder},interp_attention=false")
         samples: dict[str, list[float]] = {name: [] for name in runs}
         accuracy: dict[str, float | None] = {}
-        for rep in range(args.repeats + 1):  # repetition 0 warms up imports and caches, not timed
+        for rep in range(args.warmup + args.repeats):  # the first `warmup` repetitions are not timed
             for name, (model, model_args) in runs.items():
                 if model == "interp-hf":
                     model_args += f",records_dir={tmp_path / f'records-{name}-{rep}'}"
                 seconds, result = evaluate(model, model_args, args.task, args.limit)
                 accuracy[name] = _accuracy(result, args.task)
-                if rep > 0:
+                if rep >= args.warmup:
                     samples[name].append(seconds)
     times = {name: statistics.median(values) for name, values in samples.items()}
     table = format_table(times, accuracy)
