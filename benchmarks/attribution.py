@@ -302,24 +302,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
     targets = sorted(set(args.targets + ([512] if args.long else [])))
     model = build_model(args.hidden, args.layers, args.vocab, max(prompts) + max(targets), device, dtype,
                         args.attn, args.seed)
-    settings = []
+    header = (f"device={device} dtype={dtype} threads={torch.get_num_threads()} hidden={args.hidden} "
+              f"layers={args.layers} vocab={args.vocab} attn={args.attn} repeats={args.repeats}")
+    print(header, flush=True)
+    config = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "device_used": str(device), "dtype_used": str(dtype).removeprefix("torch."),
+              "threads": torch.get_num_threads(), "torch": torch.__version__}
+    settings: list[Setting] = []
+    result: dict = {}
     for prompt in prompts:
         for n in targets:
             logger.info("measuring P=%d N=%d", prompt, n)
             settings.append(measure(model, prompt, n, args.repeats, args.objective, args.modes, args.seed))
-    table = format_table(settings)
-    result = {
-        "config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                   "device_used": str(device), "dtype_used": str(dtype).removeprefix("torch."),
-                   "threads": torch.get_num_threads(), "torch": torch.__version__},
-        "settings": [{**asdict(s), "ratios": s.ratios} for s in settings],
-        "table": table,
-    }
-    print(f"device={device} dtype={dtype} threads={torch.get_num_threads()} hidden={args.hidden} "
-          f"layers={args.layers} vocab={args.vocab} attn={args.attn} repeats={args.repeats}")
-    print(table)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+            result = {"config": config, "settings": [{**asdict(s), "ratios": s.ratios} for s in settings],
+                      "table": format_table(settings)}
+            if args.json:  # after every cell, so a long sweep that is cut short keeps what it measured
+                args.json.write_text(json.dumps(result, indent=2))
+            print(result["table"].splitlines()[-1] if len(settings) > 1 else result["table"], flush=True)
     return result
 
 
