@@ -39,8 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lm_interp_plugin.interpret import eager_attention  # noqa: E402
-from lm_interp_plugin.methods.attribution import (  # noqa: E402
+from lm_interp_plugin.interpret import eager_attention
+from lm_interp_plugin.methods.attribution import (
     choose_mode,
     frozen_parameters,
     gradient_x_input,
@@ -88,7 +88,9 @@ def resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
     return torch.device(device), DTYPES[dtype]
 
 
-def build_model(hidden: int, layers: int, vocab: int, max_positions: int, device, dtype, attn: str, seed: int = 0):
+def build_model(
+    hidden: int, layers: int, vocab: int, max_positions: int, device, dtype, attn: str, seed: int = 0
+):
     """A random Llama (head dim 64 where hidden allows, intermediate 8/3 x hidden as in Llama) in eval mode."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -128,7 +130,9 @@ def trainable_parameters(model: torch.nn.Module) -> Iterator[None]:
 def _scores(model, prompt_embeds, target_embeds, target_ids, objective):
     """f(y_n) for every target token from one forward (the LM head only at the target positions)."""
     n = target_ids.shape[0]
-    out = model(inputs_embeds=torch.cat([prompt_embeds, target_embeds], dim=1), use_cache=False, logits_to_keep=n)
+    out = model(
+        inputs_embeds=torch.cat([prompt_embeds, target_embeds], dim=1), use_cache=False, logits_to_keep=n
+    )
     logp = out.logits[0, -n:].float().log_softmax(-1).gather(-1, target_ids[:, None])[:, 0]
     return logp.exp() if objective == "prob" else logp
 
@@ -136,7 +140,7 @@ def _scores(model, prompt_embeds, target_embeds, target_ids, objective):
 def _embeds(model, prompt_ids, target_ids):
     with torch.no_grad():
         all_embeds = model.get_input_embeddings()(torch.cat([prompt_ids, target_ids[:-1]])[None])
-    return all_embeds[:, : len(prompt_ids)].detach(), all_embeds[:, len(prompt_ids):].detach()
+    return all_embeds[:, : len(prompt_ids)].detach(), all_embeds[:, len(prompt_ids) :].detach()
 
 
 def paper_loop(model, prompt_ids, target_ids, objective="prob") -> torch.Tensor:
@@ -208,7 +212,9 @@ def methods_for(prompt: int, targets: int, modes: str) -> dict[str, Callable]:
     return chosen
 
 
-def measure(model, prompt: int, targets: int, repeats: int, objective: str, modes: str, seed: int = 0) -> Setting:
+def measure(
+    model, prompt: int, targets: int, repeats: int, objective: str, modes: str, seed: int = 0
+) -> Setting:
     """Median seconds per example of every method on one (prompt, targets) cell, methods interleaved."""
     device = next(model.parameters()).device
     vocab = model.get_input_embeddings().weight.shape[0]
@@ -244,14 +250,18 @@ def measure(model, prompt: int, targets: int, repeats: int, objective: str, mode
 
 def format_table(settings: Sequence[Setting]) -> str:
     """A plain-text table: seconds per example, the engine's ratios and the worst relative disagreement."""
-    header = (f"{'P':>5} {'N':>5} {'auto':>7} {'paper s':>9} {'frozen s':>9} {'engine s':>9} {'reverse s':>9} "
-              f"{'forward s':>9} {'floor s':>9} {'eng/paper':>9} {'eng/frozen':>10} {'eng/floor':>9} "
-              f"{'max rel diff':>12}")
+    header = (
+        f"{'P':>5} {'N':>5} {'auto':>7} {'paper s':>9} {'frozen s':>9} {'engine s':>9} {'reverse s':>9} "
+        f"{'forward s':>9} {'floor s':>9} {'eng/paper':>9} {'eng/frozen':>10} {'eng/floor':>9} "
+        f"{'max rel diff':>12}"
+    )
     lines = [header, "-" * len(header)]
     for s in settings:
         r = s.ratios
-        opt = {m: (f"{s.times[k]:9.4f}" if (k := f"engine-{m}") in s.times else f"{'-':>9}")
-               for m in ("reverse", "forward")}
+        opt = {
+            m: (f"{s.times[k]:9.4f}" if (k := f"engine-{m}") in s.times else f"{'-':>9}")
+            for m in ("reverse", "forward")
+        }
         lines.append(
             f"{s.prompt:>5} {s.targets:>5} {s.auto_mode:>7} {s.times['paper']:9.4f} {s.times['frozen']:9.4f} "
             f"{s.times['engine']:9.4f} {opt['reverse']} {opt['forward']} {s.floor_s:9.4f} "
@@ -277,19 +287,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--vocab", type=int, default=32000, help="vocabulary size (the LM head's width)")
     parser.add_argument("--prompt", type=int, default=128, help="prompt length P")
-    parser.add_argument("--prompts", type=_ints, default=None,
-                        help="prompt sweep, e.g. 64,128,256,512,1024,2048 (overrides --prompt)")
+    parser.add_argument(
+        "--prompts",
+        type=_ints,
+        default=None,
+        help="prompt sweep, e.g. 64,128,256,512,1024,2048 (overrides --prompt)",
+    )
     parser.add_argument("--targets", type=_ints, default=[8, 32, 128], help="target lengths N")
     parser.add_argument("--long", action="store_true", help="also N=512")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--objective", choices=("prob", "logprob"), default="prob")
-    parser.add_argument("--modes", choices=("sensible", "all", "auto"), default="sensible",
-                        help="forced engine modes to time besides auto: within 2x of auto's passes, all, or none")
-    parser.add_argument("--attn", choices=("eager", "sdpa"), default="eager",
-                        help="attention implementation for all methods (forward mode always runs eager)")
+    parser.add_argument(
+        "--modes",
+        choices=("sensible", "all", "auto"),
+        default="sensible",
+        help="forced engine modes to time besides auto: within 2x of auto's passes, all, or none",
+    )
+    parser.add_argument(
+        "--attn",
+        choices=("eager", "sdpa"),
+        default="eager",
+        help="attention implementation for all methods (forward mode always runs eager)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch.set_num_threads (0: leave torch's default; 1 on a CPU shared with other jobs, "
+        "where intra-op threads waiting on each other dominate the timings)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     return parser.parse_args(argv)
 
@@ -298,24 +327,36 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark, print the table, write JSON if asked; returns the JSON-able result."""
     args = parse_args(argv)
     device, dtype = resolve_device(args.device, args.dtype)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     prompts = args.prompts or [args.prompt]
     targets = sorted(set(args.targets + ([512] if args.long else [])))
-    model = build_model(args.hidden, args.layers, args.vocab, max(prompts) + max(targets), device, dtype,
-                        args.attn, args.seed)
-    header = (f"device={device} dtype={dtype} threads={torch.get_num_threads()} hidden={args.hidden} "
-              f"layers={args.layers} vocab={args.vocab} attn={args.attn} repeats={args.repeats}")
+    model = build_model(
+        args.hidden, args.layers, args.vocab, max(prompts) + max(targets), device, dtype, args.attn, args.seed
+    )
+    header = (
+        f"device={device} dtype={dtype} threads={torch.get_num_threads()} hidden={args.hidden} "
+        f"layers={args.layers} vocab={args.vocab} attn={args.attn} repeats={args.repeats}"
+    )
     print(header, flush=True)
-    config = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "device_used": str(device), "dtype_used": str(dtype).removeprefix("torch."),
-              "threads": torch.get_num_threads(), "torch": torch.__version__}
+    config = {
+        **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "device_used": str(device),
+        "dtype_used": str(dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
     settings: list[Setting] = []
     result: dict = {}
     for prompt in prompts:
         for n in targets:
             logger.info("measuring P=%d N=%d", prompt, n)
             settings.append(measure(model, prompt, n, args.repeats, args.objective, args.modes, args.seed))
-            result = {"config": config, "settings": [{**asdict(s), "ratios": s.ratios} for s in settings],
-                      "table": format_table(settings)}
+            result = {
+                "config": config,
+                "settings": [{**asdict(s), "ratios": s.ratios} for s in settings],
+                "table": format_table(settings),
+            }
             if args.json:  # after every cell, so a long sweep that is cut short keeps what it measured
                 args.json.write_text(json.dumps(result, indent=2))
             print(result["table"].splitlines()[-1] if len(settings) > 1 else result["table"], flush=True)

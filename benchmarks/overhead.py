@@ -52,8 +52,16 @@ def save_model(folder: Path, hidden: int, layers: int, vocab: int) -> Path:
 
     tokenizer = train_tokenizer(corpus(), vocab_size=vocab)
     heads = max(2, hidden // 64)
-    model = build_tiny_model("llama", tokenizer, seed=0, hidden=hidden, layers=layers, heads=heads,
-                             kv_heads=heads, max_positions=2048)
+    model = build_tiny_model(
+        "llama",
+        tokenizer,
+        seed=0,
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        kv_heads=heads,
+        max_positions=2048,
+    )
     return save_tiny(model, tokenizer, folder / "llama")
 
 
@@ -67,8 +75,16 @@ def evaluate(model: str, model_args: str, task: str, limit: int) -> tuple[float,
 
     manager = TaskManager(include_path=[tasks_dir()])
     start = time.perf_counter()
-    result = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=[task], limit=limit,
-                                     task_manager=manager, bootstrap_iters=0, device="cpu", log_samples=False)
+    result = lm_eval.simple_evaluate(
+        model=model,
+        model_args=model_args,
+        tasks=[task],
+        limit=limit,
+        task_manager=manager,
+        bootstrap_iters=0,
+        device="cpu",
+        log_samples=False,
+    )
     return time.perf_counter() - start, result
 
 
@@ -85,8 +101,10 @@ def format_table(times: dict[str, float], accuracy: dict[str, float | None]) -> 
     lines = [header, "-" * len(header)]
     for name, seconds in times.items():
         acc = accuracy.get(name)
-        lines.append(f"{name:<18} {seconds:9.2f} {seconds / times['hf']:6.2f} "
-                     f"{'-' if acc is None else f'{acc:.3f}':>9}")
+        lines.append(
+            f"{name:<18} {seconds:9.2f} {seconds / times['hf']:6.2f} "
+            f"{'-' if acc is None else f'{acc:.3f}':>9}"
+        )
     return "\n".join(lines)
 
 
@@ -99,8 +117,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vocab", type=int, default=800, help="tokenizer vocabulary size")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (imports, caches)")
-    parser.add_argument("--no-noattn", dest="noattn", action="store_false",
-                        help="skip the interp_attention=false run")
+    parser.add_argument(
+        "--no-noattn", dest="noattn", action="store_false", help="skip the interp_attention=false run"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch.set_num_threads (0: leave torch's default; 1 on a CPU shared with other jobs)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     return parser.parse_args(argv)
 
@@ -108,6 +133,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark, print the table, write JSON if asked; returns the JSON-able result."""
     args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="lm_interp_overhead_") as tmp:
         tmp_path = Path(tmp)
         folder = save_model(tmp_path, args.hidden, args.layers, args.vocab)
@@ -134,7 +163,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "accuracy": accuracy,
         "table": table,
     }
-    print(f"task={args.task} limit={args.limit} hidden={args.hidden} layers={args.layers} repeats={args.repeats}")
+    print(
+        f"task={args.task} limit={args.limit} hidden={args.hidden} layers={args.layers} repeats={args.repeats} "
+        f"threads={args.threads or 'default'}"
+    )
     print(table)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -28,13 +28,37 @@ def _load(name: str):
 
 @pytest.fixture(scope="module")
 def attribution():
-    return _load("attribution")
+    threads = torch.get_num_threads()
+    try:
+        yield _load("attribution")
+    finally:
+        torch.set_num_threads(threads)  # main(--threads 1) changes the process-wide setting
 
 
 def test_attribution_benchmark_toy(attribution, tmp_path, capsys):
     out = tmp_path / "attr.json"
-    result = attribution.main(["--hidden", "32", "--layers", "1", "--vocab", "97", "--prompt", "8",
-                               "--targets", "4", "--repeats", "1", "--modes", "all", "--json", str(out)])
+    result = attribution.main(
+        [
+            "--hidden",
+            "32",
+            "--layers",
+            "1",
+            "--vocab",
+            "97",
+            "--prompt",
+            "8",
+            "--targets",
+            "4",
+            "--repeats",
+            "1",
+            "--modes",
+            "all",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text())["settings"] == json.loads(json.dumps(result["settings"]))
     printed = capsys.readouterr().out
     assert "eng/floor" in printed and result["table"] in printed
@@ -44,7 +68,9 @@ def test_attribution_benchmark_toy(attribution, tmp_path, capsys):
         assert set(s["times"]) == methods == set(s["rel_diff"])
         assert all(t > 0 for t in s["times"].values())
         assert max(s["rel_diff"].values()) < 1e-4, s["rel_diff"]
-        assert s["floor_s"] == pytest.approx((s["forward_s"] + s["backward_s"]) * min(s["prompt"], s["targets"]))
+        assert s["floor_s"] == pytest.approx(
+            (s["forward_s"] + s["backward_s"]) * min(s["prompt"], s["targets"])
+        )
         assert s["ratios"]["engine/paper"] == pytest.approx(s["times"]["engine"] / s["times"]["paper"])
         assert s["ratios"]["engine/floor"] == pytest.approx(s["times"]["engine"] / s["floor_s"])
 
@@ -58,7 +84,7 @@ def test_paper_loop_matches_an_independent_jacobian(attribution):
     prompt_e, target_e = embeds[prompt][None], embeds[target[:-1]][None]
 
     def probs(x):
-        logits = model(inputs_embeds=torch.cat([x, target_e], 1)).logits[0, -len(target):]
+        logits = model(inputs_embeds=torch.cat([x, target_e], 1)).logits[0, -len(target) :]
         return logits.log_softmax(-1).gather(-1, target[:, None])[:, 0].exp()
 
     jac = torch.autograd.functional.jacobian(probs, prompt_e)  # [target, 1, prompt, hidden]
@@ -70,8 +96,18 @@ def test_paper_loop_matches_an_independent_jacobian(attribution):
 
 def test_sensible_modes_add_forced_modes_only_near_the_cheaper_one(attribution):
     assert set(attribution.methods_for(128, 8, "sensible")) == {"paper", "frozen", "engine"}
-    assert set(attribution.methods_for(128, 128, "sensible")) == {"paper", "frozen", "engine", "engine-forward"}
-    assert set(attribution.methods_for(64, 100, "sensible")) == {"paper", "frozen", "engine", "engine-reverse"}
+    assert set(attribution.methods_for(128, 128, "sensible")) == {
+        "paper",
+        "frozen",
+        "engine",
+        "engine-forward",
+    }
+    assert set(attribution.methods_for(64, 100, "sensible")) == {
+        "paper",
+        "frozen",
+        "engine",
+        "engine-reverse",
+    }
     assert "engine-reverse" not in attribution.methods_for(8, 4, "auto")
 
 
@@ -85,9 +121,28 @@ def test_cuda_request_without_cuda_falls_back_to_cpu(attribution, caplog):
 
 @pytest.mark.slow
 def test_overhead_benchmark_toy(tmp_path):
-    overhead = _load("overhead")
-    result = overhead.main(["--limit", "1", "--hidden", "32", "--layers", "1", "--repeats", "1",
-                            "--warmup", "0", "--json", str(tmp_path / "o.json")])
+    overhead, threads = _load("overhead"), torch.get_num_threads()
+    try:
+        result = overhead.main(
+            [
+                "--limit",
+                "1",
+                "--hidden",
+                "32",
+                "--layers",
+                "1",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+                "--threads",
+                "1",
+                "--json",
+                str(tmp_path / "o.json"),
+            ]
+        )
+    finally:
+        torch.set_num_threads(threads)
     assert set(result["times"]) == {"hf", "interp-hf", "interp-hf-noattn"}
     assert result["ratios"]["hf"] == 1.0
     for name, seconds in result["times"].items():

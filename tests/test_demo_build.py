@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 from pathlib import Path
 
@@ -197,7 +199,8 @@ def test_answer_tokens_follow_the_prompt_tokens(small_build):
     assert tok.decode(ids[n_prompt:-1]) == " cat"
 
 
-@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("LM_INTERP_FULL_DEMO"), reason="full demo build takes minutes; set "
+                    "LM_INTERP_FULL_DEMO=1 to run it")
 def test_full_build_tuned_model_follows_instructions(tmp_path):
     models = build_demo_pair(tmp_path)
     ev = models.stats["evaluation"]
