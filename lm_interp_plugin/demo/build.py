@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections import defaultdict
@@ -42,8 +43,8 @@ HELDOUT_MC_NAME = "heldout_instruct_mc.jsonl"
 class DemoRecipe:
     """Every knob of the build; its hash names the cache folder.
 
-    The defaults are sized so that the whole build (both trainings and the evaluation) takes about two
-    minutes on two CPU cores; `small()` is a recipe for tests that builds in seconds.
+    The defaults are sized so that the whole build (both trainings and the evaluation) takes one to two
+    minutes on two idle CPU cores (see demo/README.md); `small()` is a recipe for tests that builds in seconds.
     """
 
     vocab_size: int = 1000
@@ -53,12 +54,12 @@ class DemoRecipe:
     kv_heads: int = 2
     max_positions: int = 256
     pretrain_docs: int = 4000
-    pretrain_steps: int = 200
+    pretrain_steps: int = 300
     pretrain_batch: int = 16
     pretrain_seq_len: int = 64
     pretrain_lr: float = 3e-3
     instruct_examples: int = 8000
-    instruct_steps: int = 500
+    instruct_steps: int = 2500
     instruct_batch: int = 32
     instruct_lr: float = 3e-3
     warmup_fraction: float = 0.05
@@ -143,7 +144,7 @@ def build_demo_pair(
         if manifest.get("key") == recipe.key(seed):
             logger.info("demo models found in cache at %s", out)
             return _models_from(out, manifest)
-    tmp = out.with_name(out.name + ".partial")
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")  # a crashed build never looks finished
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with deterministic(seed):

@@ -80,14 +80,14 @@ def choose_mode(prompt_len: int, target_len: int, mode: Mode = "auto") -> str:
 
 
 def default_chunk_size(model: torch.nn.Module, seq_len: int) -> int:
-    """How many VJPs/JVPs to batch at once: from free device memory on a GPU, a fixed 32 on a CPU.
+    """How many VJPs/JVPs to batch at once: from free device memory on a GPU, a fixed 8 on a CPU (measured best).
 
     On a GPU one batched pass holds roughly the activations of one forward per batch row; we budget a third of
     the free memory for them.
     """
     param = next(model.parameters())
     if param.device.type != "cuda":
-        return 32
+        return 8  # benchmarks/RESULTS.md: 8 ties the frozen loop on CPU, 32 is ~8% slower
     free, _ = torch.cuda.mem_get_info(param.device)
     cfg = getattr(model, "config", None)
     hidden = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0) or 4096)
