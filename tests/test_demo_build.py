@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -122,7 +121,9 @@ def test_small_build_writes_loadable_models(small_build):
         tok = AutoTokenizer.from_pretrained(path)
         assert model.config.model_type == "llama"
         assert model.config.vocab_size == len(tok)
-        ids = tok(synthetic.format_prompt("Write the last word.", "cat dog"), return_tensors="pt")["input_ids"]
+        ids = tok(synthetic.format_prompt("Write the last word.", "cat dog"), return_tensors="pt")[
+            "input_ids"
+        ]
         assert ids[0, 0].item() == tok.bos_token_id
         assert torch.isfinite(model(input_ids=ids).logits).all()
     base = AutoModelForCausalLM.from_pretrained(models.base_path).state_dict()
@@ -199,8 +200,10 @@ def test_answer_tokens_follow_the_prompt_tokens(small_build):
     assert tok.decode(ids[n_prompt:-1]) == " cat"
 
 
-@pytest.mark.skipif(not os.environ.get("LM_INTERP_FULL_DEMO"), reason="full demo build takes minutes; set "
-                    "LM_INTERP_FULL_DEMO=1 to run it")
+@pytest.mark.skipif(
+    not os.environ.get("LM_INTERP_FULL_DEMO"),
+    reason="full demo build takes minutes; set LM_INTERP_FULL_DEMO=1 to run it",
+)
 def test_full_build_tuned_model_follows_instructions(tmp_path):
     models = build_demo_pair(tmp_path)
     ev = models.stats["evaluation"]

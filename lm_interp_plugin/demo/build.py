@@ -59,7 +59,7 @@ class DemoRecipe:
     pretrain_seq_len: int = 64
     pretrain_lr: float = 3e-3
     instruct_examples: int = 8000
-    instruct_steps: int = 2500
+    instruct_steps: int = 1500
     instruct_batch: int = 32
     instruct_lr: float = 3e-3
     warmup_fraction: float = 0.05
@@ -149,7 +149,13 @@ def build_demo_pair(
     tmp.mkdir(parents=True)
     with deterministic(seed):
         stats = _build_into(tmp, recipe, seed)
-    manifest = {"key": recipe.key(seed), "version": RECIPE_VERSION, "seed": seed, "recipe": asdict(recipe), **stats}
+    manifest = {
+        "key": recipe.key(seed),
+        "version": RECIPE_VERSION,
+        "seed": seed,
+        "recipe": asdict(recipe),
+        **stats,
+    }
     (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
@@ -176,7 +182,9 @@ def _build_into(out: Path, recipe: DemoRecipe, seed: int) -> dict:
     train_items = synthetic.instruction_examples(recipe.instruct_examples, seed=seed)
     heldout = synthetic.heldout_instruct(recipe.eval_items, seed=seed)
     heldout_mc = synthetic.heldout_instruct_mc(recipe.eval_mc_items, seed=seed)
-    tok_texts = docs + [synthetic.format_prompt(x["instruction"], x["input"]) + " " + x["reference"] for x in train_items]
+    tok_texts = docs + [
+        synthetic.format_prompt(x["instruction"], x["input"]) + " " + x["reference"] for x in train_items
+    ]
     tok = train_tokenizer(tok_texts, vocab_size=recipe.vocab_size)
     logger.info("tokenizer: %d tokens", len(tok))
 

@@ -243,13 +243,15 @@ def _toy(words: str) -> str:
 
 def _sentence(rng: random.Random) -> str:
     """One English-like sentence; some use the words of the instructions, none is an instruction with its answer."""
-    noun = lambda: rng.choice(ANIMALS + THINGS)  # noqa: E731
-    colour = lambda: rng.choice(COLOURS)  # noqa: E731
+    noun = lambda: rng.choice(ANIMALS + THINGS)
+    colour = lambda: rng.choice(COLOURS)
     who, doc = rng.choice(_PEOPLE), rng.choice(_DOCS)
     n = rng.randint(2, 6)
     templates = (
         lambda: f"the {colour()} {noun()} {rng.choice(_VERBS)} {rng.choice(_PREPS)} the {noun()}.",
-        lambda: f"a {noun()} and a {noun()} {rng.choice(_VERBS)} {rng.choice(_PREPS)} the {colour()} {noun()}.",
+        lambda: (
+            f"a {noun()} and a {noun()} {rng.choice(_VERBS)} {rng.choice(_PREPS)} the {colour()} {noun()}."
+        ),
         lambda: f"{who} saw {n} {noun()}s {rng.choice(_PREPS)} the {noun()}.",
         lambda: f"there were {_NUMBER_WORDS[n]} words in the {doc}, so the number was {n}.",
         lambda: f"{who} wrote the first word of the {doc} and then the last word.",
