@@ -34,23 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("benchmarks.overhead")
 
 
-def corpus() -> list[str]:
-    """Text to train the tokenizer on: the sample corpus plus the shipped instruction task."""
-    from lm_interp_plugin.tiny import sample_corpus
-
-    texts = sample_corpus()
-    with open(REPO / "tasks" / "interp_instruct.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            doc = json.loads(line)
-            texts.append(f"{doc['instruction']}\n\nInput: {doc['input']}\n\nOutput: {doc['reference']}")
-    return texts
-
-
 def save_model(folder: Path, hidden: int, layers: int, vocab: int) -> Path:
     """Train a tokenizer, build a random Llama of the given size and save both as an HF folder."""
-    from lm_interp_plugin.tiny import build_tiny_model, save_tiny, train_tokenizer
+    from lm_interp_plugin.tiny import build_tiny_model, save_tiny, task_corpus, train_tokenizer
 
-    tokenizer = train_tokenizer(corpus(), vocab_size=vocab)
+    tokenizer = train_tokenizer(task_corpus(), vocab_size=vocab)
     heads = max(2, hidden // 64)
     model = build_tiny_model(
         "llama",

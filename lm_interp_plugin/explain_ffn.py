@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from .arch import ArchAdapter, get_adapter
 from .explain_heads import load_model_for_explain, model_fingerprint, parse_layers
+from .explain_io import read_header_jsonl
 from .methods.attention import WordVocab, whole_word_vocab, word_list_vocab
 from .methods.concepts import OTHER, ConceptLabel, ConceptLabeller, build_labeller
 from .methods.ffn import (
@@ -367,30 +368,9 @@ def write_ffn_jsonl(path: str | Path, expl: FFNExplanation) -> Path:
 def read_ffn_jsonl(path: str | Path, load_components: bool = True) -> FFNExplanation:
     """Read a file written by `write_ffn_jsonl` (and its components sidecar, when present)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; write it with `lm-interp explain-ffn MODEL --out {path}`")
-    header: dict[str, Any] | None = None
-    layers: list[FFNLayerConcepts] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            data = json.loads(line)
-            kind = data.get("type")
-            if lineno == 1:
-                if kind != "header" or data.get("kind") != "ffn":
-                    raise ValueError(f"{path} does not start with an explain-ffn header line")
-                header = data
-            elif kind == "layer":
-                layers.append(FFNLayerConcepts.from_dict(data))
-            else:
-                raise ValueError(f"{path}:{lineno}: unexpected line type {kind!r}")
-    if header is None:
-        raise ValueError(f"{path} is empty; it is not an explain-ffn output")
-    if header.get("schema_version", 0) > FFN_SCHEMA_VERSION:
-        raise ValueError(
-            f"{path} has schema version {header['schema_version']}; upgrade lm-interp to read it"
-        )
+    header, layers = read_header_jsonl(
+        path, "explain-ffn", "layer", FFNLayerConcepts.from_dict, FFN_SCHEMA_VERSION, header_kind="ffn"
+    )
     components = None
     if load_components and header.get("components_file"):
         sidecar = path.with_name(header["components_file"])

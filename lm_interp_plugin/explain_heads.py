@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .arch import get_adapter
+from .explain_io import read_header_jsonl
 from .methods.attention import (
     HeadsExplanation,
     HeadWordPairs,
@@ -264,33 +265,7 @@ def write_heads_jsonl(path: str | Path, expl: HeadsExplanation) -> Path:
 
 def read_heads_jsonl(path: str | Path) -> HeadsExplanation:
     """Read a file written by `write_heads_jsonl`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found; write it with `lm-interp explain-heads MODEL --out {path}`"
-        )
-    header: dict[str, Any] | None = None
-    heads: list[HeadWordPairs] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            data = json.loads(line)
-            kind = data.get("type")
-            if lineno == 1:
-                if kind != "header":
-                    raise ValueError(f"{path} does not start with an explain-heads header line")
-                header = data
-            elif kind == "head":
-                heads.append(HeadWordPairs.from_dict(data))
-            else:
-                raise ValueError(f"{path}:{lineno}: unexpected line type {kind!r}")
-    if header is None:
-        raise ValueError(f"{path} is empty; it is not an explain-heads output")
-    if header.get("schema_version", 0) > HEADS_SCHEMA_VERSION:
-        raise ValueError(
-            f"{path} has schema version {header['schema_version']}; upgrade lm-interp to read it"
-        )
+    header, heads = read_header_jsonl(path, "explain-heads", "head", HeadWordPairs.from_dict, HEADS_SCHEMA_VERSION)
     return HeadsExplanation(
         fingerprint=header["fingerprint"],
         params=header["params"],

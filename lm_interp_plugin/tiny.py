@@ -147,3 +147,18 @@ def sample_corpus() -> list[str]:
                 filler = " ".join(words[(i + j + k + t) % len(words)] for t in range(6))
                 lines.append(f"{v} {o} {e}.\n\nInput: {filler}.\n\nOutput: {filler[::-1]}")
     return lines
+
+
+def task_corpus() -> list[str]:
+    """`sample_corpus` plus the shipped `interp_instruct` items rendered as prompt + answer, so a tokenizer
+    trained on it covers the task text that tests and benchmarks feed the model."""
+    import json
+    from importlib.resources import files
+
+    texts = sample_corpus()
+    source = files("lm_interp_plugin.tasks").joinpath("interp_instruct.jsonl")
+    for line in source.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            doc = json.loads(line)
+            texts.append(f"{doc['instruction']}\n\nInput: {doc['input']}\n\nOutput: {doc['reference']}")
+    return texts

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,23 +9,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _corpus() -> list[str]:
-    from lm_interp_plugin.tiny import sample_corpus
-
-    texts = sample_corpus()
-    with open(REPO / "tasks" / "interp_instruct.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            doc = json.loads(line)
-            texts.append(f"{doc['instruction']}\n\nInput: {doc['input']}\n\nOutput: {doc['reference']}")
-    return texts
-
-
 @pytest.fixture(scope="session")
 def lm_tokenizer():
     """A byte-level BPE tokenizer with BOS, trained on the shipped task text (vocab 800)."""
-    from lm_interp_plugin.tiny import train_tokenizer
+    from lm_interp_plugin.tiny import task_corpus, train_tokenizer
 
-    return train_tokenizer(_corpus(), vocab_size=800)
+    return train_tokenizer(task_corpus(), vocab_size=800)
 
 
 @pytest.fixture(scope="session")
