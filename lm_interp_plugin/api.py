@@ -24,6 +24,9 @@ class Attribution:
         target_logprobs: log p of each target token given the prompt and the earlier targets.
         metrics: the per-example scalars (instruction importance, part shares, instruction attention).
         attention: per layer x head instruction attention (when computed).
+        notes: what happened that a reader should know (a float32 re-run after NaN in half precision, say).
+        fp32_check: for half-precision models called with ``check_fp32=True``: the relative error against a
+            float32 attribution of the same pair.
     """
 
     raw: np.ndarray
@@ -33,6 +36,8 @@ class Attribution:
     target_logprobs: np.ndarray
     metrics: dict[str, float] = field(default_factory=dict)
     attention: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    fp32_check: dict[str, Any] | None = None
 
     @property
     def instruction_mask(self) -> np.ndarray:
@@ -58,6 +63,7 @@ def attribute(
     prompt: str,
     target: str,
     instruction: str | Sequence[str] | None = None,
+    check_fp32: bool = False,
     **settings: Any,
 ) -> Attribution:
     """Gradient x input of every target token onto every prompt token (the paper's raw matrix).
@@ -68,7 +74,9 @@ def attribute(
         prompt: the prompt text.
         target: the continuation to explain (e.g. the model's own response).
         instruction: the instruction text(s) inside `prompt`, to get the instruction metrics.
-        **settings: `InterpSettings` fields (L, b, p, eps, objective, mode, chunk_size, attention).
+        check_fp32: half-precision models: also attribute in float32 and report the relative error.
+        **settings: `InterpSettings` fields (L, b, p, eps, objective, mode, chunk_size, memory_budget,
+            checkpoint, attention, ...).
     """
     config = InterpSettings(**settings)
     prompt_ids, target_ids, prompt = encode_pair(tokenizer, prompt, target)
@@ -76,7 +84,7 @@ def attribute(
     needles = [instruction] if isinstance(instruction, str) else list(instruction or [])
     spans = locate_fields(prompt, {"instruction": needles}, where="the prompt") if needles else {}
     labels = label_tokens(offsets, prompt, spans)
-    result = run_pass(model, prompt_ids, target_ids, labels, config)
+    result = run_pass(model, prompt_ids, target_ids, labels, config, check_fp32=check_fp32)
     return Attribution(
         raw=result.raw.astype(np.float32),
         prompt_tokens=tokenizer.convert_ids_to_tokens(prompt_ids),
@@ -85,4 +93,6 @@ def attribute(
         target_logprobs=result.target_logprobs,
         metrics=result.metrics,
         attention=result.attention,
+        notes=result.notes,
+        fp32_check=result.extras.get("fp32_check"),
     )

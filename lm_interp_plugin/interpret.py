@@ -36,7 +36,13 @@ class InterpSettings:
         eps: the normaliser's epsilon (paper: 1e-7).
         objective: ``prob`` (the paper's gradient of the probability) or ``logprob``.
         mode: ``auto`` (cheaper of reverse/forward), ``reverse`` or ``forward``.
-        chunk_size: VJPs/JVPs per batched pass (default: from free memory on a GPU, 32 on a CPU).
+        chunk_size: VJPs/JVPs per batched pass (default: from `memory_budget`, else half the free memory on a
+            GPU and 8 on a CPU); halved and retried on out-of-memory.
+        memory_budget: memory the batched derivative passes may use, e.g. ``8GB``, ``512MiB`` or bytes.
+        checkpoint: activation checkpointing of the decoder layers in reverse mode (long prompts: less memory,
+            one extra forward per chunk).
+        fp32_check: half-precision models only: every `fp32_check`-th interpreted request (the first one
+            included) is attributed again in float32 and the relative error goes into its record; 0 = never.
         attention: compute per-example instruction attention (layers x heads).
         ffn: compute per-example FFN concept activation (needs the FFN components of the model).
         ffn_k: number of principal components per layer for the FFN concepts.
@@ -56,6 +62,9 @@ class InterpSettings:
     objective: str = "prob"
     mode: str = "auto"
     chunk_size: int | None = None
+    memory_budget: str | None = None
+    checkpoint: bool = False
+    fp32_check: int = 50
     attention: bool = True
     ffn: bool = True
     ffn_k: int = 8
@@ -75,6 +84,14 @@ class InterpSettings:
                 raise ValueError(f"interp_{key}={getattr(self, key)!r} is not valid; use one of {values}")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"interp_chunk_size must be a positive integer, got {self.chunk_size}")
+        if self.fp32_check < 0:
+            raise ValueError(f"interp_fp32_check must be 0 (never) or a positive N (every N-th request), "
+                             f"got {self.fp32_check}")
+        _ = self.memory_budget_bytes  # validates the size string
+
+    @property
+    def memory_budget_bytes(self) -> int | None:
+        return None if self.memory_budget in (None, "", "none", "None") else parse_bytes(self.memory_budget)
 
     @property
     def importance(self) -> ImportanceParams:
@@ -97,6 +114,27 @@ class InterpSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text: str | int) -> int:
+    """``"8GB"``, ``"512MiB"``, ``"1.5gb"`` or a plain number of bytes -> bytes."""
+    import re
+
+    if isinstance(text, int):
+        value = text
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _UNITS:
+            raise ValueError(f"interp_memory_budget={text!r} is not a size; write it like 8GB, 512MiB or 2000000000")
+        value = int(float(match.group(1)) * _UNITS[unit])
+    if value < 1:
+        raise ValueError(f"interp_memory_budget must be positive, got {text!r}")
+    return value
 
 
 def _coerce(value: Any, annotation: str) -> Any:
@@ -124,6 +162,55 @@ def eager_attention(model: torch.nn.Module) -> Iterator[None]:
     finally:
         if switch:
             model.set_attn_implementation(previous)
+
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+@contextlib.contextmanager
+def in_float32(model: torch.nn.Module) -> Iterator[None]:
+    """Cast every floating parameter and buffer to float32 in place for the duration; restore each one's dtype.
+
+    bf16/fp16 -> float32 -> bf16/fp16 is exact, so the model comes back bit-identical. Costs the float32 copy's
+    memory while it lasts (twice the half-precision weights).
+    """
+    params: list[tuple[torch.nn.Parameter, torch.dtype]] = []
+    buffers: list[tuple[torch.nn.Module, str, torch.dtype]] = []
+    try:
+        for module in model.modules():
+            for param in module.parameters(recurse=False):
+                if param.is_floating_point() and param.dtype != torch.float32:
+                    params.append((param, param.dtype))
+                    param.data = param.data.float()
+            for name, buffer in list(module.named_buffers(recurse=False)):
+                if buffer is not None and buffer.is_floating_point() and buffer.dtype != torch.float32:
+                    buffers.append((module, name, buffer.dtype))
+                    module._buffers[name] = buffer.float()
+        yield
+    finally:
+        for param, dtype in params:
+            param.data = param.data.to(dtype)
+        for module, name, dtype in buffers:
+            module._buffers[name] = module._buffers[name].to(dtype)
+
+
+def float32_comparison(half: np.ndarray, full: np.ndarray, labels: Sequence[str], params: ImportanceParams,
+                       dtype: str) -> dict[str, Any]:
+    """How far a half-precision attribution is from float32: relative Frobenius error, largest entry error,
+    and the instruction importance computed from each."""
+    scale = float(np.linalg.norm(full)) or 1.0
+    result: dict[str, Any] = {
+        "dtype": dtype,
+        "rel_error": float(np.linalg.norm(half - full)) / scale,
+        "max_abs_error_rel": float(np.abs(half - full).max() / (np.abs(full).max() or 1.0)) if full.size else 0.0,
+    }
+    mask = np.array([label == "instruction" for label in labels], dtype=bool)
+    if mask.any() and full.size:
+        result["instruction_importance"] = float(instruction_importance(
+            quantise(half, L=params.L, eps=params.eps), mask, b=params.b, p=params.p))
+        result["instruction_importance_float32"] = float(instruction_importance(
+            quantise(full, L=params.L, eps=params.eps), mask, b=params.b, p=params.p))
+    return result
 
 
 @dataclass
@@ -224,6 +311,7 @@ def run_pass(
     settings: InterpSettings,
     ffn_probe: Any | None = None,
     neutral_token_id: int | None = None,
+    check_fp32: bool = False,
 ) -> PassResult:
     """Attribute `target_ids` onto `prompt_ids` and derive the per-example metrics.
 
@@ -234,6 +322,9 @@ def run_pass(
         settings: what to compute.
         ffn_probe: an object with ``capture()`` (context manager recording FFN outputs at target positions)
             and ``metrics(target_len)`` (per-example concept activation), or None.
+        check_fp32: for a half-precision model, also attribute in float32 and record the relative error
+            (``extras["fp32_check"]``). Independently of it, a half-precision pass that gives NaN or inf is
+            re-run in float32 and says so in ``notes`` and ``extras["precision"]``.
     """
     prompt = torch.as_tensor(list(prompt_ids), dtype=torch.long)
     target = torch.as_tensor(list(target_ids), dtype=torch.long)
@@ -241,18 +332,40 @@ def run_pass(
         raise ValueError(f"got {len(labels)} part labels for {len(prompt)} prompt tokens")
     params = settings.importance
     notes: list[str] = []
-    with eager_attention(model):
-        out = gradient_x_input(
-            model,
-            prompt,
-            target,
-            objective=settings.objective,
-            mode=settings.mode,
-            chunk_size=settings.chunk_size,
-            output_attentions=settings.attention and len(target) > 0,
-            capture=ffn_probe.capture if (ffn_probe is not None and len(target) > 0) else None,
-        )
-    raw = out.raw.numpy()
+    precision: dict[str, Any] = {}
+
+    def attribute(**extra: Any):
+        with eager_attention(model):
+            return gradient_x_input(
+                model, prompt, target, objective=settings.objective, mode=settings.mode,
+                chunk_size=settings.chunk_size, memory_budget=settings.memory_budget_bytes,
+                checkpoint=settings.checkpoint, **extra,
+            )
+
+    out = attribute(
+        output_attentions=settings.attention and len(target) > 0,
+        capture=ffn_probe.capture if (ffn_probe is not None and len(target) > 0) else None,
+    )
+    raw, target_logprobs = out.raw.numpy(), out.target_logprobs
+    dtype = next(model.parameters()).dtype
+    if dtype in HALF_DTYPES and len(target) > 0:
+        dtype_name = str(dtype).replace("torch.", "")
+        finite = bool(np.isfinite(raw).all()) and bool(torch.isfinite(target_logprobs).all())
+        if not finite or check_fp32:
+            try:
+                with in_float32(model):
+                    full = attribute()
+            except (torch.OutOfMemoryError, RuntimeError) as err:
+                if "out of memory" not in str(err).lower():
+                    raise
+                notes.append(f"float32 {'re-run' if not finite else 'check'} skipped: out of memory ({err})"[:300])
+                full = None
+            if full is not None and not finite:
+                notes.append(f"{dtype_name} attribution gave NaN/inf: this request was re-run in float32")
+                raw, target_logprobs = full.raw.numpy(), full.target_logprobs
+                precision["precision"] = "float32 (re-run after non-finite " + dtype_name + ")"
+            elif full is not None:
+                precision["fp32_check"] = float32_comparison(raw, full.raw.numpy(), labels, params, dtype_name)
     if not np.isfinite(raw).all():
         notes.append("non-finite attribution values were set to 0")
         raw = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
@@ -268,11 +381,11 @@ def run_pass(
         metrics.update(scalars)
     extras = faithful_metrics(model, prompt, target, labels, raw, settings, metrics, neutral_token_id)
     return PassResult(
-        extras=extras,
+        extras={**precision, **extras},
         metrics=metrics,
         raw=raw,
         quantised=S,
-        target_logprobs=out.target_logprobs.numpy(),
+        target_logprobs=target_logprobs.numpy(),
         mode=out.mode,
         attention=attention,
         ffn=ffn,

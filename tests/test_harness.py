@@ -161,3 +161,55 @@ def test_faithfulness_signals_beside_the_paper_score(tiny_llama_dir, tmp_path):
     record = load_records(tmp_path / "interp_records_interp_instruct_mc.jsonl")[0]
     assert len(record.extras["ig"]["raw"]) == len(record.prompt_tokens)
     assert record.extras["ablation"]["drop_removed"] == pytest.approx(record.metrics["ablation_drop_removed"])
+
+
+def test_bf16_run_checks_a_sample_against_float32_and_resumes_under_new_memory_settings(tiny_llama_dir, tmp_path):
+    """dtype=bfloat16: every 2nd request carries a float32 check; a rerun with another memory budget and
+    checkpointing (how, not what, is computed) resumes from the records instead of recomputing."""
+    args = f"pretrained={tiny_llama_dir},records_dir={tmp_path},dtype=bfloat16,interp_fp32_check=2,interp_ffn=false"
+    evaluate("interp-hf", args, tasks=["interp_instruct_mc"])
+    path = tmp_path / "interp_records_interp_instruct_mc.jsonl"
+    records = load_records(path)
+    assert all(r.fingerprint["dtype"] == "bfloat16" for r in records)
+    checked = [r for r in records if "fp32_check" in r.extras]
+    assert len(checked) == (len(records) + 1) // 2  # the 1st, 3rd, ... request of the run
+    for record in checked:
+        assert 0 < record.extras["fp32_check"]["rel_error"] < 0.2
+    lines = path.read_text().count("\n")
+    evaluate("interp-hf", args + ",interp_memory_budget=64MB,interp_checkpoint=true,interp_chunk_size=1",
+             tasks=["interp_instruct_mc"])
+    assert path.read_text().count("\n") == lines  # nothing recomputed
+
+
+def _samples_by_doc(out: Path, task: str) -> dict[int, dict]:
+    (path,) = out.rglob(f"samples_{task}_*.jsonl")
+    return {s["doc_id"]: s for s in map(json.loads, path.read_text().splitlines())}
+
+
+def test_data_parallel_on_two_cpu_processes_matches_one_process(tiny_llama_dir, tmp_path):
+    """`torchrun --nproc_per_node 2 -m lm_interp_plugin run ...` with ACCELERATE_USE_CPU=1: the documents are
+    split across the ranks, each rank writes its own records file, lm-eval gathers the samples, and every
+    per-sample value equals the single-process run's."""
+    task = "interp_instruct_mc"
+    common = ["run", "--model", "interp-hf", "--tasks", task, "--limit", "6", "--log_samples", "--device", "cpu"]
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    proc = _cli([sys.executable, "-m", "lm_interp_plugin", *common, "--output_path", str(single),
+                 "--model_args", f"pretrained={tiny_llama_dir},records_dir={single / 'records'}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+           "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "lm_interp_plugin", *common, "--output_path", str(multi),
+         "--model_args", f"pretrained={tiny_llama_dir},records_dir={multi / 'records'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    per_rank = [load_records(multi / "records" / f"interp_records_{task}_rank{r}.jsonl") for r in (0, 1)]
+    assert all(per_rank), "each rank interprets its own share"
+    assert {r.doc_id for r in per_rank[0]}.isdisjoint({r.doc_id for r in per_rank[1]})
+    one, two = _samples_by_doc(single, task), _samples_by_doc(multi, task)
+    assert sorted(one) == sorted(two) == list(range(6))
+    for doc_id, sample in one.items():
+        for key in ("acc", "acc_norm", "instruction_importance", "instruction_attention", "ablation_drop_removed"):
+            assert two[doc_id][key] == pytest.approx(sample[key], rel=1e-5, abs=1e-7), (doc_id, key)

@@ -44,6 +44,7 @@ class InterpHFLM(HFLM):
         interp_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("interp_")}
         self.interp_settings = InterpSettings.from_kwargs(interp_kwargs)
         super().__init__(pretrained=pretrained, **kwargs)
+        self._shard_across_cpu_processes()
         self.pretrained_name = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
         self.records_dir = Path(
             records_dir
@@ -55,7 +56,26 @@ class InterpHFLM(HFLM):
         self._done: dict[tuple[str, str, int], InterpRecord] | None = None
         self._ffn_probe = None
         self._ffn_error: str | None = None
+        self._n_interpreted = 0  # requests interpreted by this process (picks the float32-checked ones)
+        self._fp32_errors: list[float] = []
         logger.info("interp-hf: interpretation records go to %s", self.records_dir)
+
+    def _shard_across_cpu_processes(self) -> None:
+        """Data parallel on CPUs under ``torchrun``/``accelerate`` (``ACCELERATE_USE_CPU=1``).
+
+        HFLM turns data parallel on only with more than one CUDA device; on CPU processes it would leave every
+        rank running every request and writing the same record file. Shard as HFLM does on GPUs: lm-eval
+        then splits the documents by rank and gathers the per-sample metrics itself.
+        """
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is None or accelerator.num_processes <= 1 or self._world_size > 1:
+            return
+        if accelerator.device.type != "cpu":
+            return
+        self._rank = accelerator.process_index
+        self._world_size = accelerator.num_processes
+        if self._rank == 0:
+            logger.info("interp-hf: data parallel over %d CPU processes", self._world_size)
 
     # ------------------------------------------------------------------ lm-eval entry points
     def set_cache_hook(self, cache_hook) -> None:
@@ -95,7 +115,11 @@ class InterpHFLM(HFLM):
         }
 
     def _settings_key(self) -> str:
-        blob = repr(sorted(self.fingerprint.items()))
+        """Hash of what determines the results; how they are computed (chunking, memory) is left out, so a rerun
+        with a smaller memory budget after running out of memory still resumes."""
+        how = {"chunk_size", "memory_budget", "checkpoint", "fp32_check"}
+        settings = {k: v for k, v in self.fingerprint["settings"].items() if k not in how}
+        blob = repr(sorted({**self.fingerprint, "settings": sorted(settings.items())}.items()))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def _finished_records(self) -> dict[tuple[str, str, int], InterpRecord]:
@@ -144,6 +168,10 @@ class InterpHFLM(HFLM):
             req.interp_output = dict(record.metrics)
         if self._writer is not None:
             self._writer.flush()
+        if self._fp32_errors:
+            errors = sorted(self._fp32_errors)
+            logger.info("interp-hf: float32 check of %d half-precision attributions: median relative error "
+                        "%.2e, max %.2e", len(errors), errors[len(errors) // 2], errors[-1])
 
     def _probe(self):
         """The FFN concept probe, built on first use; None (with a warning once) if the model has no adapter."""
@@ -202,8 +230,13 @@ class InterpHFLM(HFLM):
         if probe is None and self.interp_settings.ffn:
             notes.append(f"no FFN concepts: {self._ffn_error}")
         neutral = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        every = self.interp_settings.fp32_check
+        check_fp32 = every > 0 and self._n_interpreted % every == 0
+        self._n_interpreted += 1
         result = run_pass(self.model, prompt_ids, target_ids, labels, self.interp_settings, probe,
-                          neutral_token_id=neutral)
+                          neutral_token_id=neutral, check_fp32=check_fp32)
+        if "fp32_check" in result.extras:
+            self._fp32_errors.append(result.extras["fp32_check"]["rel_error"])
         settings = self.interp_settings
         return InterpRecord(
             task=req.task_name,
@@ -237,4 +270,4 @@ def _doc_hash(doc: dict) -> str:
     return hash_string(json.dumps(doc, indent=2, default=handle_non_serializable, ensure_ascii=False))
 
 
-__all__ = ["InterpHFLM", "CacheNotSupportedError", "SPECIAL"]
+__all__ = ["SPECIAL", "CacheNotSupportedError", "InterpHFLM"]

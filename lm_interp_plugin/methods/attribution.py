@@ -14,13 +14,21 @@ so a request costs about min(prompt_len, target_len) passes. Both modes are batc
 reverse, ``torch.func.vmap`` over ``jvp`` for forward) and chunked so memory stays bounded; neither computes a
 parameter gradient. Forward mode needs an attention implementation with forward-mode derivatives (``eager``);
 `harness` runs the interpretation pass under eager attention anyway.
+
+Memory: the chunk (derivatives per batched pass) comes from a memory budget (`chunk_for_budget`), by default
+half the free device memory on a GPU; a chunk that still runs out of memory is halved and retried. Long
+prompts can also trade one extra forward per chunk for memory with activation checkpointing
+(``checkpoint=True``: only each decoder layer's input is kept for the backward).
+
+Precision: half-precision models run in their own dtype; the scores (log-softmax at the targets) and the
+gradient x input products are accumulated in float32. `interpret.run_pass` re-runs a request in float32
+when half precision gives non-finite values, and checks a sample of requests against float32.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -79,21 +87,115 @@ def choose_mode(prompt_len: int, target_len: int, mode: Mode = "auto") -> str:
     return "reverse" if target_len <= prompt_len else "forward"
 
 
-def default_chunk_size(model: torch.nn.Module, seq_len: int) -> int:
-    """How many VJPs/JVPs to batch at once: from free device memory on a GPU, a fixed 8 on a CPU (measured best).
+CPU_CHUNK = 8  # benchmarks/RESULTS.md: 8 ties the frozen loop on a CPU, 32 is ~8% slower (cache pressure)
+MAX_CHUNK = 512
 
-    On a GPU one batched pass holds roughly the activations of one forward per batch row; we budget a third of
-    the free memory for them.
+
+def _config_size(model: torch.nn.Module) -> tuple[int, int, int, int]:
+    """(hidden, intermediate, heads, vocab) from the model's config, with generic fallbacks."""
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    hidden = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0) or 4096)
+    inter = int(getattr(cfg, "intermediate_size", 0) or getattr(cfg, "n_inner", 0) or 4 * hidden)
+    heads = int(getattr(cfg, "num_attention_heads", 0) or getattr(cfg, "n_head", 0) or 32)
+    vocab = int(getattr(cfg, "vocab_size", 0) or 32000)
+    return hidden, inter, heads, vocab
+
+
+def row_bytes(model: torch.nn.Module, seq_len: int, target_len: int) -> int:
+    """Estimated peak bytes one batched derivative row adds (one VJP or JVP).
+
+    A batched backward (or tangent-carrying forward) works through one layer at a time, so one row holds about
+    one layer's activations: a few ``seq x hidden`` tensors, the MLP's ``seq x intermediate``, eager attention's
+    ``heads x seq x seq`` probabilities; plus the float32 log-softmax over the vocabulary at the target positions.
+    """
+    hidden, inter, heads, vocab = _config_size(model)
+    element = next(model.parameters()).element_size()
+    layer = (8 * seq_len * hidden + 3 * seq_len * inter + 2 * heads * seq_len * seq_len) * element
+    head = 3 * target_len * vocab * 4
+    return int(layer + head)
+
+
+def chunk_for_budget(model: torch.nn.Module, seq_len: int, target_len: int, budget_bytes: int) -> int:
+    """Derivatives per batched pass that fit `budget_bytes` (at least 1, at most 512)."""
+    return int(max(1, min(MAX_CHUNK, budget_bytes // max(1, row_bytes(model, seq_len, target_len)))))
+
+
+def default_chunk_size(
+    model: torch.nn.Module, seq_len: int, target_len: int = 1, memory_budget: int | None = None
+) -> int:
+    """How many VJPs/JVPs to batch at once.
+
+    With `memory_budget` (bytes): what fits it. Otherwise on a GPU half of the free memory (asked after the
+    primal forward, so its graph is already counted), and a fixed 8 on a CPU, where wider batches measured
+    slower (no parallel hardware to fill; the working set falls out of cache).
     """
     param = next(model.parameters())
+    if memory_budget is not None:
+        return chunk_for_budget(model, seq_len, target_len, memory_budget)
     if param.device.type != "cuda":
-        return 8  # benchmarks/RESULTS.md: 8 ties the frozen loop on CPU, 32 is ~8% slower
+        return CPU_CHUNK
     free, _ = torch.cuda.mem_get_info(param.device)
-    cfg = getattr(model, "config", None)
-    hidden = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0) or 4096)
-    layers = int(getattr(cfg, "num_hidden_layers", 0) or getattr(cfg, "n_layer", 0) or 32)
-    per_row = max(1, seq_len * hidden * layers * 16 * param.element_size())
-    return int(max(1, min(512, free // 3 // per_row)))
+    return chunk_for_budget(model, seq_len, target_len, free // 2)
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def _chunked(run_chunk: Callable[[int, int], torch.Tensor], total: int, chunk: int, what: str) -> list[torch.Tensor]:
+    """Run `run_chunk(start, stop)` over ``range(total)`` in chunks; halve the chunk on out-of-memory and retry."""
+    parts, start = [], 0
+    while start < total:
+        stop = min(start + chunk, total)
+        try:
+            parts.append(run_chunk(start, stop))
+        except (torch.OutOfMemoryError, RuntimeError) as err:
+            if not _is_out_of_memory(err) or chunk == 1:
+                raise
+            chunk = max(1, chunk // 2)
+            logger.warning("attribution: out of memory with %d %s per pass; retrying with %d", stop - start, what,
+                           chunk)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        start = stop
+    return parts
+
+
+@contextlib.contextmanager
+def activation_checkpointing(model: torch.nn.Module) -> Iterator[int]:
+    """Checkpoint every decoder layer for the duration: keep only its input, recompute it in the backward.
+
+    Works on any transformers model whose decoder layers derive from ``GradientCheckpointingLayer`` (all
+    current causal LMs). Unlike ``model.gradient_checkpointing_enable()`` it needs no training mode (which would
+    switch dropout on). Yields the number of layers wrapped; restores the original ``forward`` on exit.
+    """
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise AttributionError(
+            f"activation checkpointing found no decoder layers (transformers GradientCheckpointingLayer) in "
+            f"{type(model).__name__}; run without interp_checkpoint"
+        )
+
+    def wrap(original):
+        def forward(*args, **kwargs):
+            return checkpoint(functools.partial(original, **kwargs), *args, use_reentrant=False)
+
+        return forward
+
+    try:
+        for layer in layers:
+            layer.forward = wrap(layer.forward)
+        yield len(layers)
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("forward", None)
 
 
 def _target_scores(
@@ -112,7 +214,8 @@ def _target_scores(
         kwargs["output_attentions"] = True
     out = model(**kwargs)
     logits = out.logits[0, -n_targets:].float()
-    logprobs = logits.log_softmax(-1).gather(-1, target_ids[:, None])[:, 0]
+    # float32 log-softmax; the ids follow the logits (the LM head may sit on another device when sharded)
+    logprobs = logits.log_softmax(-1).gather(-1, target_ids.to(logits.device)[:, None])[:, 0]
     scores = logprobs.exp() if objective == "prob" else logprobs
     return scores, logprobs, (out.attentions if output_attentions else None)
 
@@ -126,6 +229,8 @@ def gradient_x_input(
     chunk_size: int | None = None,
     output_attentions: bool = False,
     capture: Callable[[], contextlib.AbstractContextManager] | None = None,
+    memory_budget: int | None = None,
+    checkpoint: bool = False,
 ) -> AttributionOutput:
     """The raw gradient x input matrix of `target_ids` onto `prompt_ids` (1-D token id tensors).
 
@@ -135,11 +240,14 @@ def gradient_x_input(
         target_ids: ``target_len`` ids of the continuation, as the model scored them.
         objective: ``"prob"`` (the paper) or ``"logprob"``.
         mode: ``"reverse"`` (one VJP per target), ``"forward"`` (one JVP per prompt token) or ``"auto"``.
-        chunk_size: VJPs/JVPs per batched pass; default from `default_chunk_size`.
+        chunk_size: VJPs/JVPs per batched pass; default from `default_chunk_size` (halved on out-of-memory).
         output_attentions: also return the attention probabilities of the primal forward (needs eager
             attention; under SDPA transformers returns none).
         capture: a factory of a context manager entered around exactly the one primal forward (for hooks
             that record FFN outputs, say); it never sees the batched derivative passes.
+        memory_budget: bytes the batched passes may use (sets the chunk when `chunk_size` is None).
+        checkpoint: activation checkpointing of the decoder layers (reverse mode; less memory for long
+            prompts, one extra forward per chunk).
     """
     if objective not in ("prob", "logprob"):
         raise AttributionError(f"unknown objective {objective!r}; use 'prob' (the paper) or 'logprob'")
@@ -155,10 +263,15 @@ def gradient_x_input(
         )
     run_mode = choose_mode(prompt_len, target_len, mode)
     prompt_ids, target_ids = prompt_ids.to(device), target_ids.to(device)
-    chunk = chunk_size or default_chunk_size(model, prompt_len + target_len)
-    capture = capture or contextlib.nullcontext
+    seq_len = prompt_len + target_len - 1
 
-    with frozen_parameters(model):
+    def chunk_now() -> int:  # after the primal forward, so free memory already counts its graph
+        return chunk_size or default_chunk_size(model, seq_len, target_len, memory_budget)
+
+    capture = capture or contextlib.nullcontext
+    checkpointing = activation_checkpointing(model) if checkpoint and run_mode == "reverse" else contextlib.nullcontext()
+
+    with frozen_parameters(model), checkpointing:
         embed = model.get_input_embeddings()
         with torch.no_grad():
             all_embeds = embed(torch.cat([prompt_ids, target_ids[:-1]])[None])
@@ -166,11 +279,11 @@ def gradient_x_input(
         target_embeds = all_embeds[:, prompt_len:].detach()
         if run_mode == "reverse":
             raw, logprobs, attentions = _reverse(
-                model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture
+                model, prompt_embeds, target_embeds, target_ids, objective, chunk_now, output_attentions, capture
             )
         else:
             raw, logprobs, attentions = _forward(
-                model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture
+                model, prompt_embeds, target_embeds, target_ids, objective, chunk_now, output_attentions, capture
             )
     return AttributionOutput(
         raw=raw.float().cpu(),
@@ -188,28 +301,29 @@ def _stack_attentions(attentions) -> torch.Tensor | None:
 
 
 def _reverse(model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture):
-    """Columns: one forward with a graph, then batched input-only VJPs, `chunk` target tokens at a time."""
+    """Columns: one forward with a graph, then batched input-only VJPs, ``chunk()`` target tokens at a time."""
     leaf = prompt_embeds.clone().requires_grad_(True)
     with torch.enable_grad(), capture():
         scores, logprobs, attentions = _target_scores(
             model, leaf, target_embeds, target_ids, objective, output_attentions
         )
     target_len = scores.shape[0]
-    columns = []
     eye = torch.eye(target_len, device=scores.device, dtype=scores.dtype)
-    n_chunks = math.ceil(target_len / chunk)
-    for i in range(n_chunks):
-        rows = eye[i * chunk : (i + 1) * chunk]
-        (grads,) = torch.autograd.grad(
-            scores, leaf, grad_outputs=rows, is_grads_batched=True, retain_graph=i < n_chunks - 1
-        )
+    inputs = leaf.detach().float()
+
+    def columns(start: int, stop: int) -> torch.Tensor:
+        # retain_graph always: a chunk halved after out-of-memory must be able to run the backward again
+        (grads,) = torch.autograd.grad(scores, leaf, grad_outputs=eye[start:stop], is_grads_batched=True,
+                                       retain_graph=True)
         # grads: [chunk, 1, prompt_len, hidden] -> [prompt_len, chunk], accumulated in float32
-        columns.append(torch.einsum("cbmh,bmh->mc", grads.float(), leaf.detach().float()))
-    return torch.cat(columns, dim=1).detach(), logprobs, _stack_attentions(attentions)
+        return torch.einsum("cbmh,bmh->mc", grads.float(), inputs)
+
+    parts = _chunked(columns, target_len, chunk(), "target tokens")
+    return torch.cat(parts, dim=1).detach(), logprobs, _stack_attentions(attentions)
 
 
 def _forward(model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture):
-    """Rows: batched JVPs, each along e_m at position m, `chunk` prompt tokens at a time."""
+    """Rows: batched JVPs, each along e_m at position m, ``chunk()`` prompt tokens at a time."""
     from torch.func import jvp, vmap
 
     prompt_len, hidden = prompt_embeds.shape[1], prompt_embeds.shape[2]
@@ -224,21 +338,22 @@ def _forward(model, prompt_embeds, target_embeds, target_ids, objective, chunk, 
     def directional(tangent):
         return jvp(scores_of, (prompt_embeds,), (tangent,))[1]
 
-    rows = []
-    for start in range(0, prompt_len, chunk):
-        idx = torch.arange(start, min(start + chunk, prompt_len), device=prompt_embeds.device)
+    def rows(start: int, stop: int) -> torch.Tensor:
+        idx = torch.arange(start, stop, device=prompt_embeds.device)
         tangents = torch.zeros(len(idx), 1, prompt_len, hidden, device=prompt_embeds.device,
                                dtype=prompt_embeds.dtype)
         tangents[torch.arange(len(idx)), 0, idx] = prompt_embeds[0, idx]
         try:
             with torch.no_grad():
-                rows.append(vmap(directional)(tangents).float())
+                return vmap(directional)(tangents).float()
         except NotImplementedError as err:
             raise AttributionError(
                 "forward-mode attribution needs an attention implementation with forward-mode derivatives "
                 f"({err}); run it under eager attention (lm_interp_plugin.attribute does) or use mode='reverse'"
             ) from err
-    return torch.cat(rows, dim=0), logprobs, _stack_attentions(attentions)
+
+    parts = _chunked(rows, prompt_len, chunk(), "prompt tokens")
+    return torch.cat(parts, dim=0), logprobs, _stack_attentions(attentions)
 
 
 def reference_gradient_x_input(
