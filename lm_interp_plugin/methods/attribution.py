@@ -256,7 +256,7 @@ def gradient_x_input(
     prompt_len, target_len = int(prompt_ids.shape[0]), int(target_ids.shape[0])
     if prompt_len == 0:
         raise AttributionError("the prompt is empty: there is nothing to attribute to")
-    device = next(model.parameters()).device
+    device = model.get_input_embeddings().weight.device  # the first shard under device_map
     if target_len == 0:
         return AttributionOutput(
             raw=torch.zeros(prompt_len, 0), target_logprobs=torch.zeros(0), mode="none", passes=0
@@ -297,7 +297,8 @@ def gradient_x_input(
 def _stack_attentions(attentions) -> torch.Tensor | None:
     if attentions is None or any(a is None for a in attentions):
         return None
-    return torch.stack([a[0].detach().float() for a in attentions]).cpu()
+    # one layer at a time to the CPU: under device_map sharding the layers sit on different devices
+    return torch.stack([a[0].detach().float().cpu() for a in attentions])
 
 
 def _reverse(model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture):

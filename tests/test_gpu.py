@@ -1,0 +1,60 @@
+"""CUDA checks, run on a GPU machine (`pytest -m gpu`); skipped elsewhere. No timing is asserted."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lm_interp_plugin.interpret import InterpSettings, in_float32, run_pass
+from lm_interp_plugin.methods.attribution import gradient_x_input, reference_gradient_x_input
+from lm_interp_plugin.tiny import build_tiny_model
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+def _pair(p=40, n=12):
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(5, 700, (p,), generator=g), torch.randint(5, 700, (n,), generator=g)
+
+
+@pytest.mark.parametrize("mode", ["reverse", "forward"])
+def test_cuda_float32_matches_cpu_reference(lm_tokenizer, mode):
+    model = build_tiny_model("llama", lm_tokenizer, seed=5)
+    model.set_attn_implementation("eager")
+    prompt, target = _pair()
+    expected = reference_gradient_x_input(model, prompt, target)
+    out = gradient_x_input(model.cuda(), prompt, target, mode=mode)
+    torch.testing.assert_close(out.raw, expected, rtol=1e-3, atol=1e-7)
+
+
+def test_cuda_bf16_with_float32_check(lm_tokenizer):
+    model = build_tiny_model("llama", lm_tokenizer, seed=5)
+    model.set_attn_implementation("eager")
+    model = model.to("cuda", torch.bfloat16)
+    prompt, target = _pair()
+    labels = ["instruction"] * 10 + ["content"] * (len(prompt) - 10)
+    result = run_pass(model, prompt.tolist(), target.tolist(), labels,
+                      InterpSettings(ffn=False, ablation=False), check_fp32=True)
+    assert result.extras["fp32_check"]["rel_error"] < 0.1
+    assert next(model.parameters()).dtype == torch.bfloat16
+    with in_float32(model):
+        assert next(model.parameters()).dtype == torch.float32
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_sharded_model_matches_one_device(lm_tokenizer):
+    """device_map sharding (what parallelize=True does): same matrix and attentions as on one device."""
+    from accelerate import dispatch_model
+
+    model = build_tiny_model("llama", lm_tokenizer, seed=5)
+    model.set_attn_implementation("eager")
+    prompt, target = _pair()
+    single = gradient_x_input(model.cuda(), prompt, target, output_attentions=True)
+    n = model.config.num_hidden_layers
+    device_map = {"model.embed_tokens": 0, "model.norm": 1, "model.rotary_emb": 0, "lm_head": 1,
+                  **{f"model.layers.{i}": 0 if i < n // 2 else 1 for i in range(n)}}
+    sharded = dispatch_model(model.cpu(), device_map=device_map)
+    for mode in ("reverse", "forward"):
+        out = gradient_x_input(sharded, prompt, target, mode=mode, output_attentions=True)
+        torch.testing.assert_close(out.raw, single.raw, rtol=1e-3, atol=1e-7)
+    torch.testing.assert_close(out.attentions, single.attentions, rtol=1e-4, atol=1e-6)
