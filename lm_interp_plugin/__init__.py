@@ -16,12 +16,12 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = [
+    "Attribution",
     "__version__",
     "attribute",
-    "Attribution",
-    "quantise",
     "importance_density",
     "instruction_importance",
+    "quantise",
 ]
 
 

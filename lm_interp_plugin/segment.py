@@ -337,7 +337,7 @@ def _stock_tasks_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def _stock_text_index() -> dict[str, list[Path]]:
-    pattern = re.compile(r"""^["']?task["']?\s*:\s*["']?([\w\-\.]+)["']?\s*$""", re.M)
+    pattern = re.compile(r"""^["']?task["']?\s*:\s*["']?([\w\-\.]+)["']?\s*$""", re.MULTILINE)
     index: dict[str, list[Path]] = {}
     for path in sorted(_stock_tasks_dir().rglob("*.yaml")):
         try:

@@ -37,7 +37,7 @@ def test_several_spans_and_parts_with_priority(lm_tokenizer):
     ids = lm_tokenizer(text)["input_ids"]
     labels = label_tokens(token_offsets(lm_tokenizer, text, ids, True), text, spans)
     got = lm_tokenizer.decode([i for i, lab in zip(ids, labels) if lab == "instruction"])
-    assert got.split() == "Answer briefly. Be polite.".split()
+    assert got.split() == ["Answer", "briefly.", "Be", "polite."]
     assert "content" in labels and labels[-1] == "template"
 
 
