@@ -1,4 +1,4 @@
-"""Benchmark: gradient x input attribution, the paper's loop vs the frozen loop vs the batched engine.
+"""Benchmark: gradient x input attribution, the batched engine against the loops it replaces and the floor.
 
 For every (prompt length P, target length N) setting, on one random Llama built from a config (random token
 ids, no tokenizer), the same inputs go through
@@ -7,14 +7,18 @@ ids, no tokenizer), the same inputs go through
   ``.backward(retain_graph=True)`` per target token (weight gradients computed and accumulated in ``.grad``);
 * ``frozen``  - the same loop with the weights frozen (input-only backward per target token), i.e.
   `reference_gradient_x_input` under `frozen_parameters`;
+* ``prefix``  - the per-prefix loop of Inseq and Captum: for every target token y_n, one forward AND one
+  input-only backward on the prefix prompt + y_<n (weights frozen); the same matrix;
 * ``engine``  - `gradient_x_input` with ``mode="auto"``, plus forced ``reverse`` and (where its pass count is
   at most twice the cheaper mode's) forced ``forward`` under eager attention;
 * ``floor``   - not a method but a yardstick: the measured time of ONE forward + ONE input-only backward,
-  times min(P, N) (the number of exact passes any per-row/per-column method needs).
+  times min(P, N) (the number of exact passes any per-row/per-column method needs); next to it the analytic
+  matmul FLOP count of those passes (`pass_flops`) and the engine's achieved GFLOP/s.
 
 Times are medians over ``--repeats`` repetitions; the methods are interleaved inside each repetition so that
 load from other processes hits them alike. Ratios are ``engine / other`` (below 1: the engine is faster).
 Every method's matrix is compared with the frozen loop's (max abs diff, and relative to the largest entry).
+On CUDA the peak allocated memory of every method is recorded (``--max-memory`` prints it).
 
 Example::
 
@@ -28,6 +32,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import statistics
 import sys
 import time
@@ -50,11 +55,58 @@ from lm_interp_plugin.methods.attribution import (
 logger = logging.getLogger("benchmarks.attribution")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+REQUIRED = ("frozen", "engine")  # the reference matrix and the method under test: never skipped
+OPTIONAL = ("paper", "prefix")
+
+
+@dataclass
+class PassFlops:
+    """Analytic matmul FLOPs of one pass over a sequence (multiply-add = 2 FLOPs).
+
+    Attributes:
+        forward: one forward, LM head at `head_positions` positions only.
+        backward: one input-only backward (no weight gradients); also the cost of one JVP in forward mode.
+    """
+
+    forward: float
+    backward: float
+
+
+def pass_flops(config, seq_len: int, head_positions: int) -> PassFlops:
+    """Approximate matmul FLOPs of one forward and one input-only backward of a Llama-style decoder.
+
+    forward  = 2 * seq * params_nonembedding            (every linear layer: 2 FLOPs per weight per token)
+             + 4 * layers * seq^2 * hidden_q            (Q K^T and A V, full square as eager attention computes)
+             + 2 * head_positions * hidden * vocab      (LM head, only where a target is scored)
+    backward = 2 * seq * params_nonembedding            (input gradient dX = dY W^T; no dW)
+             + 8 * layers * seq^2 * hidden_q            (dQ, dK from Q K^T and dA, dV from A V: twice the forward)
+             + 2 * head_positions * hidden * vocab
+
+    with hidden_q = heads x head_dim and params_nonembedding = layers x (q, k, v, o projections + 3 MLP
+    matrices). Norms, softmax, rotary and element-wise ops are left out (a few per cent at most).
+    """
+    hidden = int(config.hidden_size)
+    layers = int(config.num_hidden_layers)
+    heads = int(config.num_attention_heads)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
+    inter = int(config.intermediate_size)
+    per_layer = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + 3 * hidden * inter
+    linear = 2.0 * seq_len * layers * per_layer
+    attention = 4.0 * layers * seq_len**2 * heads * head_dim
+    head = 2.0 * head_positions * hidden * int(config.vocab_size)
+    return PassFlops(forward=linear + attention + head, backward=linear + 2 * attention + head)
 
 
 @dataclass
 class Setting:
-    """One measured (prompt, targets) cell: median seconds per example and agreement with the frozen loop."""
+    """One measured (prompt, targets) cell: median seconds per example and agreement with the frozen loop.
+
+    ``flops`` holds the analytic counts (`pass_flops`): one ``forward``, one input-only ``backward``, the
+    ``floor`` (min(P, N) x (forward + backward)) and the ``engine``'s own work (one forward + one backward
+    or JVP per pass). ``peak_bytes`` is torch.cuda.max_memory_allocated per method (CUDA only), ``failed``
+    the methods that ran out of memory.
+    """
 
     prompt: int
     targets: int
@@ -65,16 +117,31 @@ class Setting:
     forward_s: float = 0.0
     backward_s: float = 0.0
     floor_s: float = 0.0
+    flops: dict[str, float] = field(default_factory=dict)
+    peak_bytes: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
     @property
     def ratios(self) -> dict[str, float]:
-        """engine (auto) time divided by the paper loop, the frozen loop and the floor."""
+        """engine (auto) time divided by every loop that was timed and by the floor."""
+        if "engine" not in self.times:
+            return {}
         engine = self.times["engine"]
-        return {
-            "engine/paper": engine / self.times["paper"],
-            "engine/frozen": engine / self.times["frozen"],
-            "engine/floor": engine / self.floor_s,
+        out = {
+            f"engine/{name}": engine / self.times[name]
+            for name in (*OPTIONAL, "frozen")
+            if name in self.times
         }
+        if self.floor_s:
+            out["engine/floor"] = engine / self.floor_s
+        return out
+
+    @property
+    def engine_gflops(self) -> float:
+        """Achieved GFLOP/s of the engine: its analytic FLOPs over its median time."""
+        if "engine" not in self.times or not self.flops:
+            return float("nan")
+        return self.flops["engine"] / self.times["engine"] / 1e9
 
 
 # ---------------------------------------------------------------------------------------------- model, inputs
@@ -89,26 +156,46 @@ def resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
 
 
 def build_model(
-    hidden: int, layers: int, vocab: int, max_positions: int, device, dtype, attn: str, seed: int = 0
+    hidden: int,
+    layers: int,
+    vocab: int,
+    max_positions: int,
+    device,
+    dtype,
+    attn: str,
+    seed: int = 0,
+    heads: int = 0,
+    kv_heads: int = 0,
+    intermediate: int = 0,
 ):
-    """A random Llama (head dim 64 where hidden allows, intermediate 8/3 x hidden as in Llama) in eval mode."""
+    """A random Llama in eval mode, built directly on `device` in `dtype` (no CPU copy of a large model).
+
+    Defaults (0) follow Llama: head dim 64 where hidden allows, as many KV heads as heads, intermediate 8/3 x
+    hidden rounded down to a multiple of 8.
+    """
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    heads = max(1, hidden // 64) if hidden >= 128 else 4
+    heads = heads or (max(1, hidden // 64) if hidden >= 128 else 4)
+    if hidden % heads:
+        raise SystemExit(f"--hidden {hidden} is not divisible by --heads {heads}; pick a divisor")
+    kv_heads = kv_heads or heads
+    if heads % kv_heads:
+        raise SystemExit(f"--heads {heads} is not a multiple of --kv-heads {kv_heads}; pick a divisor")
     config = LlamaConfig(
         vocab_size=vocab,
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        num_key_value_heads=heads,
-        intermediate_size=int(8 * hidden / 3) // 8 * 8 or 8,
+        num_key_value_heads=kv_heads,
+        intermediate_size=intermediate or (int(8 * hidden / 3) // 8 * 8 or 8),
         max_position_embeddings=max_positions,
         bos_token_id=0,
         eos_token_id=1,
         pad_token_id=2,
     )
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
     return model.to(device).eval()
 
 
@@ -128,7 +215,7 @@ def trainable_parameters(model: torch.nn.Module) -> Iterator[None]:
 
 # ---------------------------------------------------------------------------------------------------- methods
 def _scores(model, prompt_embeds, target_embeds, target_ids, objective):
-    """f(y_n) for every target token from one forward (the LM head only at the target positions)."""
+    """f(y_n) for the last len(target_ids) positions from one forward (the LM head only there)."""
     n = target_ids.shape[0]
     out = model(
         inputs_embeds=torch.cat([prompt_embeds, target_embeds], dim=1), use_cache=False, logits_to_keep=n
@@ -163,6 +250,23 @@ def frozen_loop(model, prompt_ids, target_ids, objective="prob") -> torch.Tensor
         return reference_gradient_x_input(model, prompt_ids, target_ids, objective).float()
 
 
+def prefix_loop(model, prompt_ids, target_ids, objective="prob") -> torch.Tensor:
+    """The per-prefix loop (Inseq, Captum): per target y_n a forward on prompt + y_<n and an input-only backward.
+
+    A causal model's score of y_n depends only on its prefix, so this is the same matrix as the frozen loop,
+    at the price of N forwards instead of one.
+    """
+    prompt_embeds, target_embeds = _embeds(model, prompt_ids, target_ids)
+    columns = []
+    with frozen_parameters(model):
+        for n in range(len(target_ids)):
+            leaf = prompt_embeds.clone().requires_grad_(True)
+            score = _scores(model, leaf, target_embeds[:, :n], target_ids[n : n + 1], objective)[0]
+            (grad,) = torch.autograd.grad(score, leaf)
+            columns.append((grad.float() * leaf.detach().float()).sum(-1)[0])
+    return torch.stack(columns, dim=1).cpu()
+
+
 def engine(mode: str) -> Callable:
     """`gradient_x_input` in `mode` (forward mode under eager attention, which it needs)."""
 
@@ -193,17 +297,26 @@ def _now(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def _timed(fn: Callable, *args) -> tuple[float, torch.Tensor]:
-    device = args[1].device
+def _timed(fn: Callable, model, prompt_ids, target_ids, objective) -> tuple[float, torch.Tensor, int | None]:
+    """Seconds, result and (on CUDA) peak allocated bytes of one call."""
+    device = prompt_ids.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start = _now(device)
-    out = fn(*args)
-    return _now(device) - start, out
+    out = fn(model, prompt_ids, target_ids, objective)
+    seconds = _now(device) - start
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return seconds, out, peak
 
 
 # ------------------------------------------------------------------------------------------------ measurement
-def methods_for(prompt: int, targets: int, modes: str) -> dict[str, Callable]:
+def methods_for(prompt: int, targets: int, modes: str, skip: Sequence[str] = ()) -> dict[str, Callable]:
     """The methods to time for one cell: forced modes are added where their pass count is within 2x of auto."""
-    chosen = {"paper": paper_loop, "frozen": frozen_loop, "engine": engine("auto")}
+    bad = sorted(set(skip) - set(OPTIONAL))
+    if bad:
+        raise SystemExit(f"--skip {','.join(bad)}: only {', '.join(OPTIONAL)} can be skipped")
+    chosen = {"paper": paper_loop, "frozen": frozen_loop, "prefix": prefix_loop, "engine": engine("auto")}
+    chosen = {name: fn for name, fn in chosen.items() if name not in skip}
     best = min(prompt, targets)
     for mode, passes in (("reverse", targets), ("forward", prompt)):
         sensible = passes <= 2 * best and mode != choose_mode(prompt, targets)
@@ -212,62 +325,125 @@ def methods_for(prompt: int, targets: int, modes: str) -> dict[str, Callable]:
     return chosen
 
 
+def _oom_errors() -> tuple[type[BaseException], ...]:
+    return (torch.cuda.OutOfMemoryError,) if hasattr(torch.cuda, "OutOfMemoryError") else ()
+
+
 def measure(
-    model, prompt: int, targets: int, repeats: int, objective: str, modes: str, seed: int = 0
+    model,
+    prompt: int,
+    targets: int,
+    repeats: int,
+    objective: str,
+    modes: str,
+    seed: int = 0,
+    skip: Sequence[str] = (),
+    warmup: int = 1,
 ) -> Setting:
-    """Median seconds per example of every method on one (prompt, targets) cell, methods interleaved."""
+    """Median seconds per example of every method on one (prompt, targets) cell, methods interleaved.
+
+    With ``warmup=0`` the matrices compared with the frozen loop's come from the first timed repetition (for
+    cells where one call takes minutes); a method that runs out of CUDA memory is recorded in ``failed``.
+    """
     device = next(model.parameters()).device
     vocab = model.get_input_embeddings().weight.shape[0]
     gen = torch.Generator().manual_seed(seed + 1000 * prompt + targets)
     prompt_ids = torch.randint(3, vocab, (prompt,), generator=gen).to(device)
     target_ids = torch.randint(3, vocab, (targets,), generator=gen).to(device)
-    methods = methods_for(prompt, targets, modes)
+    methods = methods_for(prompt, targets, modes, skip)
     setting = Setting(prompt=prompt, targets=targets, auto_mode=choose_mode(prompt, targets))
+    flops = pass_flops(model.config, prompt + targets - 1, targets)
+    passes = targets if setting.auto_mode == "reverse" else prompt
+    setting.flops = {
+        "forward": flops.forward,
+        "backward": flops.backward,
+        "floor": min(prompt, targets) * (flops.forward + flops.backward),
+        "engine": flops.forward + passes * flops.backward,
+    }
 
-    results = {name: fn(model, prompt_ids, target_ids, objective) for name, fn in methods.items()}  # warm-up
-    one_pass(model, prompt_ids, target_ids, objective)
-    reference = results["frozen"].float()
-    scale = reference.abs().max().item() or 1.0
-    for name, matrix in results.items():
-        diff = (matrix.float() - reference).abs().max().item()
-        setting.max_abs_diff[name] = diff
-        setting.rel_diff[name] = diff / scale
-
+    one_pass(model, prompt_ids, target_ids, objective)  # kernels, allocator and caches warm
+    results: dict[str, torch.Tensor] = {}
     samples: dict[str, list[float]] = {name: [] for name in methods}
     fwd, bwd = [], []
-    for _ in range(repeats):
+    for rep in range(warmup + repeats):
         for name, fn in methods.items():
-            seconds, _ = _timed(fn, model, prompt_ids, target_ids, objective)
-            samples[name].append(seconds)
-        f, b = one_pass(model, prompt_ids, target_ids, objective)
-        fwd.append(f)
-        bwd.append(b)
-    setting.times = {name: statistics.median(values) for name, values in samples.items()}
+            if name in setting.failed:
+                continue
+            try:
+                seconds, matrix, peak = _timed(fn, model, prompt_ids, target_ids, objective)
+            except _oom_errors() as err:
+                logger.warning("P=%d N=%d %s ran out of memory: %s", prompt, targets, name, str(err)[:200])
+                setting.failed[name] = "out of memory"
+                samples.pop(name, None)
+                torch.cuda.empty_cache()
+                continue
+            results.setdefault(name, matrix)
+            if peak is not None:
+                setting.peak_bytes[name] = max(peak, setting.peak_bytes.get(name, 0))
+            if rep >= warmup:
+                samples[name].append(seconds)
+            logger.info("P=%d N=%d rep %d %s %.3f s", prompt, targets, rep, name, seconds)
+        if rep >= warmup:
+            f, b = one_pass(model, prompt_ids, target_ids, objective)
+            fwd.append(f)
+            bwd.append(b)
+    if "frozen" in results:
+        reference = results["frozen"].float()
+        scale = reference.abs().max().item() or 1.0
+        for name, matrix in results.items():
+            diff = (matrix.float() - reference).abs().max().item()
+            setting.max_abs_diff[name] = diff
+            setting.rel_diff[name] = diff / scale
+    setting.times = {name: statistics.median(values) for name, values in samples.items() if values}
     setting.forward_s, setting.backward_s = statistics.median(fwd), statistics.median(bwd)
     setting.floor_s = (setting.forward_s + setting.backward_s) * min(prompt, targets)
     return setting
 
 
-def format_table(settings: Sequence[Setting]) -> str:
-    """A plain-text table: seconds per example, the engine's ratios and the worst relative disagreement."""
+def _cell(value: float | None, width: int, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return f"{'-':>{width}}"
+    return f"{value:{width}{spec}}"
+
+
+def format_table(settings: Sequence[Setting], max_memory: bool = False) -> str:
+    """A plain-text table: seconds per example, the engine's ratios, FLOPs and the worst disagreement.
+
+    With `max_memory`, a second table gives each method's peak allocated GiB (CUDA only; '-' elsewhere).
+    """
+    names = ("paper", "frozen", "prefix", "engine", "engine-reverse", "engine-forward")
+    short = {"engine-reverse": "reverse", "engine-forward": "forward"}
+    ratios = ("engine/paper", "engine/frozen", "engine/prefix", "engine/floor")
     header = (
-        f"{'P':>5} {'N':>5} {'auto':>7} {'paper s':>9} {'frozen s':>9} {'engine s':>9} {'reverse s':>9} "
-        f"{'forward s':>9} {'floor s':>9} {'eng/paper':>9} {'eng/frozen':>10} {'eng/floor':>9} "
-        f"{'max rel diff':>12}"
+        f"{'P':>5} {'N':>5} {'auto':>7} "
+        + " ".join(f"{short.get(n, n) + ' s':>10}" for n in names)
+        + f" {'floor s':>10} "
+        + " ".join(f"{r.replace('engine', 'eng'):>10}" for r in ratios)
+        + f" {'floor GFLOP':>11} {'eng GFLOP/s':>11} {'max rel diff':>12}"
     )
     lines = [header, "-" * len(header)]
     for s in settings:
         r = s.ratios
-        opt = {
-            m: (f"{s.times[k]:9.4f}" if (k := f"engine-{m}") in s.times else f"{'-':>9}")
-            for m in ("reverse", "forward")
-        }
+        diffs = [d for d in s.rel_diff.values() if not math.isnan(d)]
         lines.append(
-            f"{s.prompt:>5} {s.targets:>5} {s.auto_mode:>7} {s.times['paper']:9.4f} {s.times['frozen']:9.4f} "
-            f"{s.times['engine']:9.4f} {opt['reverse']} {opt['forward']} {s.floor_s:9.4f} "
-            f"{r['engine/paper']:9.2f} {r['engine/frozen']:10.2f} {r['engine/floor']:9.2f} "
-            f"{max(s.rel_diff.values()):12.2e}"
+            f"{s.prompt:>5} {s.targets:>5} {s.auto_mode:>7} "
+            + " ".join(_cell(s.times.get(n), 10, ".4f") for n in names)
+            + f" {s.floor_s:10.4f} "
+            + " ".join(_cell(r.get(k), 10, ".2f") for k in ratios)
+            + f" {s.flops.get('floor', 0) / 1e9:11.4g} {_cell(s.engine_gflops, 11, '.2f')} "
+            + _cell(max(diffs) if diffs else None, 12, ".2e")
         )
+    if max_memory:
+        lines += ["", f"{'P':>5} {'N':>5} " + " ".join(f"{short.get(n, n) + ' GiB':>12}" for n in names)]
+        for s in settings:
+            cells = []
+            for n in names:
+                if n in s.failed:
+                    cells.append(f"{'OOM':>12}")
+                else:
+                    peak = s.peak_bytes.get(n)
+                    cells.append(_cell(None if peak is None else peak / 2**30, 12, ".2f"))
+            lines.append(f"{s.prompt:>5} {s.targets:>5} " + " ".join(cells))
     return "\n".join(lines)
 
 
@@ -281,10 +457,17 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--heads", type=int, default=0, help="attention heads (0: hidden / 64)")
+    parser.add_argument("--kv-heads", type=int, default=0, help="key/value heads (0: as many as --heads)")
+    parser.add_argument("--intermediate", type=int, default=0, help="MLP width (0: 8/3 x hidden)")
     parser.add_argument("--vocab", type=int, default=32000, help="vocabulary size (the LM head's width)")
     parser.add_argument("--prompt", type=int, default=128, help="prompt length P")
     parser.add_argument(
@@ -296,6 +479,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--targets", type=_ints, default=[8, 32, 128], help="target lengths N")
     parser.add_argument("--long", action="store_true", help="also N=512")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed calls per method before the timed repeats (0: compare the first timed call's matrix)",
+    )
+    parser.add_argument(
+        "--skip",
+        type=_names,
+        default=[],
+        help="comma-separated loops not to run: paper, prefix (for cells where they take many minutes)",
+    )
     parser.add_argument("--objective", choices=("prob", "logprob"), default="prob")
     parser.add_argument(
         "--modes",
@@ -319,8 +514,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="torch.set_num_threads (0: leave torch's default; 1 on a CPU shared with other jobs, "
         "where intra-op threads waiting on each other dominate the timings)",
     )
+    parser.add_argument(
+        "--max-memory",
+        action="store_true",
+        help="print each method's peak allocated memory (torch.cuda.max_memory_allocated; CUDA only)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error(f"--repeats must be >= 1 and --warmup >= 0 (got {args.repeats}, {args.warmup})")
+    methods_for(1, 1, "auto", args.skip)  # validate --skip before building a model
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -329,14 +533,29 @@ def main(argv: Sequence[str] | None = None) -> dict:
     device, dtype = resolve_device(args.device, args.dtype)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.max_memory and device.type != "cuda":
+        logger.warning("--max-memory reports torch.cuda.max_memory_allocated: not available on %s", device)
     prompts = args.prompts or [args.prompt]
     targets = sorted(set(args.targets + ([512] if args.long else [])))
     model = build_model(
-        args.hidden, args.layers, args.vocab, max(prompts) + max(targets), device, dtype, args.attn, args.seed
+        args.hidden,
+        args.layers,
+        args.vocab,
+        max(prompts) + max(targets),
+        device,
+        dtype,
+        args.attn,
+        args.seed,
+        args.heads,
+        args.kv_heads,
+        args.intermediate,
     )
+    cfg = model.config
     header = (
-        f"device={device} dtype={dtype} threads={torch.get_num_threads()} hidden={args.hidden} "
-        f"layers={args.layers} vocab={args.vocab} attn={args.attn} repeats={args.repeats}"
+        f"device={device} dtype={dtype} threads={torch.get_num_threads()} hidden={cfg.hidden_size} "
+        f"layers={cfg.num_hidden_layers} heads={cfg.num_attention_heads} kv_heads={cfg.num_key_value_heads} "
+        f"intermediate={cfg.intermediate_size} vocab={cfg.vocab_size} attn={args.attn} repeats={args.repeats} "
+        f"warmup={args.warmup} skip={','.join(args.skip) or '-'}"
     )
     print(header, flush=True)
     config = {
@@ -345,21 +564,49 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "dtype_used": str(dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "model": {
+            k: getattr(cfg, k)
+            for k in (
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "intermediate_size",
+                "vocab_size",
+            )
+        },
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
     settings: list[Setting] = []
     result: dict = {}
     for prompt in prompts:
         for n in targets:
             logger.info("measuring P=%d N=%d", prompt, n)
-            settings.append(measure(model, prompt, n, args.repeats, args.objective, args.modes, args.seed))
+            settings.append(
+                measure(
+                    model,
+                    prompt,
+                    n,
+                    args.repeats,
+                    args.objective,
+                    args.modes,
+                    args.seed,
+                    args.skip,
+                    args.warmup,
+                )
+            )
             result = {
                 "config": config,
-                "settings": [{**asdict(s), "ratios": s.ratios} for s in settings],
-                "table": format_table(settings),
+                "settings": [
+                    {**asdict(s), "ratios": s.ratios, "engine_gflops": s.engine_gflops} for s in settings
+                ],
+                "table": format_table(settings, args.max_memory),
             }
             if args.json:  # after every cell, so a long sweep that is cut short keeps what it measured
+                args.json.parent.mkdir(parents=True, exist_ok=True)
                 args.json.write_text(json.dumps(result, indent=2))
-            print(result["table"].splitlines()[-1] if len(settings) > 1 else result["table"], flush=True)
+            print(format_table(settings[-1:], args.max_memory), flush=True)
+    print("\n" + result["table"], flush=True)
     return result
 
 

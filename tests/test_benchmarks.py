@@ -48,31 +48,99 @@ def test_attribution_benchmark_toy(attribution, tmp_path, capsys):
             "--prompt",
             "8",
             "--targets",
-            "4",
+            "4,16",
             "--repeats",
             "1",
             "--modes",
             "all",
             "--threads",
             "1",
+            "--max-memory",
             "--json",
             str(out),
         ]
     )
     assert json.loads(out.read_text())["settings"] == json.loads(json.dumps(result["settings"]))
     printed = capsys.readouterr().out
-    assert "eng/floor" in printed and result["table"] in printed
-    assert [(s["prompt"], s["targets"], s["auto_mode"]) for s in result["settings"]] == [(8, 4, "reverse")]
+    assert "eng/floor" in printed and "eng/prefix" in printed and result["table"] in printed
+    assert "prefix GiB" in result["table"]  # --max-memory column ('-' on a CPU)
+    assert [(s["prompt"], s["targets"], s["auto_mode"]) for s in result["settings"]] == [
+        (8, 4, "reverse"),
+        (8, 16, "forward"),
+    ]
     for s in result["settings"]:
-        methods = {"paper", "frozen", "engine", "engine-reverse", "engine-forward"}
+        methods = {"paper", "frozen", "prefix", "engine", "engine-reverse", "engine-forward"}
         assert set(s["times"]) == methods == set(s["rel_diff"])
         assert all(t > 0 for t in s["times"].values())
         assert max(s["rel_diff"].values()) < 1e-4, s["rel_diff"]
+        assert s["peak_bytes"] == {} and s["failed"] == {}  # CPU: no CUDA peak, nothing ran out of memory
         assert s["floor_s"] == pytest.approx(
             (s["forward_s"] + s["backward_s"]) * min(s["prompt"], s["targets"])
         )
-        assert s["ratios"]["engine/paper"] == pytest.approx(s["times"]["engine"] / s["times"]["paper"])
+        for other in ("paper", "frozen", "prefix"):
+            assert s["ratios"][f"engine/{other}"] == pytest.approx(s["times"]["engine"] / s["times"][other])
         assert s["ratios"]["engine/floor"] == pytest.approx(s["times"]["engine"] / s["floor_s"])
+        flops = s["flops"]
+        passes = s["targets"] if s["auto_mode"] == "reverse" else s["prompt"]
+        assert flops["floor"] == pytest.approx(
+            min(s["prompt"], s["targets"]) * (flops["forward"] + flops["backward"])
+        )
+        assert flops["engine"] == pytest.approx(flops["forward"] + passes * flops["backward"])
+        assert s["engine_gflops"] == pytest.approx(flops["engine"] / s["times"]["engine"] / 1e9)
+
+
+def test_skip_and_warmup_zero(attribution):
+    flags = "--hidden 32 --layers 1 --vocab 97 --prompt 6 --targets 3 --repeats 1 --warmup 0 --modes auto"
+    result = attribution.main([*flags.split(), "--skip", "paper,prefix", "--threads", "1"])
+    (s,) = result["settings"]
+    assert set(s["times"]) == {"frozen", "engine"}
+    assert set(s["ratios"]) == {"engine/frozen", "engine/floor"}
+    assert "-" in result["table"].splitlines()[-1]  # skipped loops print as '-'
+    with pytest.raises(SystemExit, match="frozen"):
+        attribution.parse_args(["--skip", "frozen"])
+    with pytest.raises(SystemExit):
+        attribution.parse_args(["--repeats", "0"])
+
+
+def test_prefix_loop_equals_the_frozen_loop(attribution):
+    """Inseq/Captum's per-prefix loop (N forwards) gives the frozen loop's matrix (one shared forward)."""
+    model = attribution.build_model(
+        32, 2, 61, 40, torch.device("cpu"), torch.float32, "eager", heads=4, kv_heads=2
+    )
+    gen = torch.Generator().manual_seed(3)
+    prompt, target = torch.randint(3, 61, (9,), generator=gen), torch.randint(3, 61, (7,), generator=gen)
+    for objective in ("prob", "logprob"):
+        expected = attribution.frozen_loop(model, prompt, target, objective)
+        got = attribution.prefix_loop(model, prompt, target, objective)
+        assert got.shape == (9, 7)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-7)
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())
+
+
+def test_pass_flops_match_torch_flop_counter(attribution):
+    """The analytic count against torch's own matmul FLOP counter (forward and input-only backward, GQA)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = attribution.build_model(
+        64, 2, 101, 64, torch.device("cpu"), torch.float32, "eager", heads=4, kv_heads=2, intermediate=96
+    )
+    prompt, targets = 20, 6
+    seq = prompt + targets - 1
+    embeds = torch.randn(1, seq, 64, requires_grad=True)
+    with attribution.frozen_parameters(model):
+        with FlopCounterMode(display=False) as counter:
+            logits = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=targets).logits
+        forward = counter.get_total_flops()
+        with FlopCounterMode(display=False) as counter:
+            torch.autograd.grad(logits[0, -1].logsumexp(-1), embeds)
+        backward = counter.get_total_flops()
+    flops = attribution.pass_flops(model.config, seq, targets)
+    assert flops.forward == pytest.approx(forward, rel=0.02)
+    assert flops.backward == pytest.approx(backward, rel=0.02)
+    # grows with the prompt (linearly plus the quadratic attention term), positive
+    counts = [attribution.pass_flops(model.config, p + targets - 1, targets).forward for p in (64, 128, 256)]
+    assert 0 < counts[0] < counts[1] < counts[2]
+    assert counts[2] - counts[1] > counts[1] - counts[0]  # the seq^2 attention term
 
 
 def test_paper_loop_matches_an_independent_jacobian(attribution):
@@ -95,18 +163,12 @@ def test_paper_loop_matches_an_independent_jacobian(attribution):
 
 
 def test_sensible_modes_add_forced_modes_only_near_the_cheaper_one(attribution):
-    assert set(attribution.methods_for(128, 8, "sensible")) == {"paper", "frozen", "engine"}
-    assert set(attribution.methods_for(128, 128, "sensible")) == {
-        "paper",
-        "frozen",
-        "engine",
-        "engine-forward",
-    }
-    assert set(attribution.methods_for(64, 100, "sensible")) == {
-        "paper",
-        "frozen",
-        "engine",
-        "engine-reverse",
+    loops = {"paper", "frozen", "prefix", "engine"}
+    assert set(attribution.methods_for(128, 8, "sensible")) == loops
+    assert set(attribution.methods_for(128, 128, "sensible")) == loops | {"engine-forward"}
+    assert set(attribution.methods_for(64, 100, "sensible")) == loops | {"engine-reverse"}
+    assert set(attribution.methods_for(64, 100, "sensible", skip=("paper",))) == loops - {"paper"} | {
+        "engine-reverse"
     }
     assert "engine-reverse" not in attribution.methods_for(8, 4, "auto")
 
@@ -149,3 +211,63 @@ def test_overhead_benchmark_toy(tmp_path):
         assert math.isclose(result["ratios"][name], seconds / result["times"]["hf"])
     # interp-hf answers exactly as hf does, with or without the attention metrics
     assert len(set(result["accuracy"].values())) == 1
+
+
+def _gpu_stages() -> dict[str, list[str]]:
+    """benchmarks/gpu.sh's command line per stage, from its DRY_RUN mode."""
+    import os
+    import subprocess
+
+    out = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu.sh"), "all"],
+        env={**os.environ, "DRY_RUN": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    return {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+
+
+def test_gpu_script_stages_parse_and_run_at_toy_size(attribution):
+    """Every gpu.sh stage is a valid attribution.py command; the longest one runs here at toy size (CPU)."""
+    stages = _gpu_stages()
+    assert set(stages) == {"llama1b_p512", "llama7b_p512", "llama7b_p4096_n256"}
+    for name, argv in stages.items():
+        args = attribution.parse_args(argv)
+        assert (args.device, args.dtype, args.max_memory) == ("cuda", "bfloat16", True), name
+    big = attribution.parse_args(stages["llama7b_p4096_n256"])
+    assert (big.hidden, big.layers, big.prompt, big.targets) == (4096, 32, 4096, [256])
+    one_b = attribution.parse_args(stages["llama1b_p512"])
+    assert (one_b.kv_heads, one_b.intermediate, one_b.vocab, one_b.targets) == (
+        8,
+        8192,
+        128256,
+        [8, 32, 128, 512],
+    )
+
+    toy = "--hidden 32 --layers 1 --heads 4 --kv-heads 2 --intermediate 64 --vocab 97 --prompt 6 --targets 3"
+    result = attribution.main(stages["llama7b_p4096_n256"] + toy.split() + ["--threads", "1"])
+    (s,) = result["settings"]
+    assert {"paper", "frozen", "prefix", "engine"} <= set(s["times"])
+    assert max(s["rel_diff"].values()) < 1e-4
+    assert "engine GiB" in result["table"]
+    if not torch.cuda.is_available():
+        assert result["config"]["device_used"] == "cpu" and s["peak_bytes"] == {}
+    else:
+        assert set(s["peak_bytes"]) == set(s["times"]) and min(s["peak_bytes"].values()) > 0
+
+
+def test_explain_benchmark_toy(tmp_path):
+    """benchmarks/explain.py at toy size: every head and layer explained, extrapolation is linear in depth."""
+    explain = _load("explain")
+    out = tmp_path / "explain.json"
+    result = explain.main(["--hidden", "64", "--intermediate", "128", "--heads", "4", "--kv-heads", "2",
+                           "--vocab", "900", "--words", "300", "--layers", "2", "--full-layers", "6",
+                           "--k", "3", "--device", "cpu", "--json", str(out)])
+    assert result["explained"] == {"heads": 2 * 4, "ffn_layers": 2}
+    assert result["extrapolated_full_s"]["total"] == pytest.approx(
+        3 * (result["explain_heads_s"] + result["explain_ffn_s"]))
+    assert json.loads(out.read_text())["config"]["hidden"] == 64
+    vocab = explain.synthetic_vocab(1000, 300)
+    assert len(set(vocab.token_ids)) == len(vocab.token_ids) == 300 and max(vocab.token_ids) < 1000

@@ -149,3 +149,16 @@ def test_activation_checkpointing_needs_decoder_layers():
     with pytest.raises(attr.AttributionError, match="interp_checkpoint"), \
             activation_checkpointing(torch.nn.Linear(2, 2)):
         pass
+
+
+def test_cpu_chunk_shrinks_for_long_prompts_only(lm_tokenizer):
+    """On a CPU: 8 for ordinary prompts (measured best), fewer when a row's layer working set is large."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(hidden_size=256, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4,
+                      intermediate_size=683, vocab_size=32000)
+    model = LlamaForCausalLM(cfg)
+    assert default_chunk_size(model, 128 + 31, 32) == attr.CPU_CHUNK
+    assert default_chunk_size(model, 128 + 511, 512) == attr.CPU_CHUNK  # many targets: the head term is ignored
+    assert default_chunk_size(model, 2048 + 31, 32) == 1
+    assert 1 < default_chunk_size(model, 1024 + 31, 32) < attr.CPU_CHUNK

@@ -230,6 +230,25 @@ def test_fingerprint_differences_warn(tmp_path):
     assert "plugin_version" in (tmp_path / "out" / "report.html").read_text()
 
 
+def test_per_request_mode_and_computation_settings_do_not_warn(tmp_path):
+    """`auto` picks reverse/forward per request ("none" for an empty generation), and chunking/memory settings
+    do not change values: neither is a fingerprint difference worth a warning."""
+    import json as _json
+
+    docs = make_docs(4, seed=0)
+    base = write_run(tmp_path / "base", "base", {"t": scored(docs, 1)})
+    write_run(tmp_path / "tuned", "tuned", {"t": scored(docs, 2)})
+    (path,) = base.glob("interp_records_t*.jsonl")
+    lines = [_json.loads(line) for line in path.read_text().splitlines()]
+    for i, rec in enumerate(lines):
+        rec["params"]["mode"] = ("reverse", "forward", "none")[i % 3]
+        rec["fingerprint"].setdefault("settings", {})["chunk_size"] = 4 + i
+    path.write_text("".join(_json.dumps(rec) + "\n" for rec in lines))
+    result = compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out", examples=0)
+    assert not [w for w in result.fingerprint_warnings if "mode" in w or "chunk_size" in w], \
+        result.fingerprint_warnings
+
+
 def test_jensen_shannon_against_scipy():
     p, q = {"a": 0.7, "b": 0.3}, {"b": 0.5, "c": 1.5}
     ref = jensenshannon([0.7, 0.3, 0.0], [0.0, 0.25, 0.75], base=2) ** 2
@@ -311,3 +330,28 @@ def test_single_run_and_filters(tmp_path):
     assert not result.task("t").paired
     with pytest.raises(Exception, match="baseline 'x' is not one of"):
         compare([tmp_path / "only"], tmp_path / "out", baseline="x")
+
+
+def test_findings_check_reads_the_paired_tests(tmp_path):
+    """A planted rise of instruction importance and attention shows up; with no shift it does not; the
+    table is in all three report files."""
+    from lm_interp_plugin.report.findings import verdict
+
+    docs = make_docs(40, seed=3)
+    write_run(tmp_path / "base", "base", {"t": scored(docs, 1)})
+    write_run(tmp_path / "tuned", "tuned", {"t": scored(docs, 2, shift=0.8)})
+    write_run(tmp_path / "same", "same", {"t": scored(docs, 4)})
+    result = compare([tmp_path / "base", tmp_path / "tuned", tmp_path / "same"], tmp_path / "out", examples=0)
+    by = {(f.other, f.metric): f for f in result.findings}
+    assert by[("tuned", "instruction_importance")].verdict == "shows up"
+    assert by[("tuned", "instruction_attention")].verdict == "shows up"
+    assert by[("same", "instruction_importance")].verdict == "not significant"
+    row = by[("tuned", "instruction_importance")]
+    paired = next(p for p in result.task("t").paired if p.other == "tuned" and p.metric == "instruction_importance")
+    assert row.p_value == paired.paired_t["p_value"] and row.mean_diff == paired.mean_diff
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())["findings"]
+    assert {(f["other"], f["metric"], f["verdict"]) for f in saved} >= {("tuned", "instruction_importance", "shows up")}
+    for name in ("report.md", "report.html"):
+        assert "Paper findings check" in (tmp_path / "out" / name).read_text()
+    assert verdict(-0.2, 0.001, +1) == "opposite" and verdict(-0.2, 0.001, -1) == "shows up"
+    assert verdict(0.3, None, +1) == "untested" and verdict(0.3, 0.2, +1) == "not significant"

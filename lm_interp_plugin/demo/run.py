@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 from pathlib import Path
 
@@ -37,7 +36,9 @@ def _task_yaml(name: str, data: Path, multiple_choice: bool) -> str:
     else:
         body = ('output_type: generate_until\ndoc_to_target: "{{reference}}"\n'
                 'generation_kwargs:\n  until: ["\\n", "</s>"]\n  do_sample: false\n  max_gen_toks: 24\n'
-                "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n")
+                "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
+                # the generation starts with the space after "Output:"; the reference does not
+                '    regexes_to_ignore: ["^\\\\s+", "\\\\s+$"]\n')
     meta = ("metadata:\n  version: 1.0\n  interp:\n    instruction_fields: [instruction]\n"
             f"    content_fields: [input]\n    data_files: {{test: {json.dumps(str(data))}}}\n")
     return common + body + meta
@@ -52,30 +53,11 @@ def write_demo_tasks(folder: Path, heldout: Path, heldout_mc: Path) -> Path:
     return folder
 
 
-def _metric(results: dict, task: str, metric: str) -> dict | None:
-    for row in results["tasks"].get(task, {}).get("paired", []):
-        if row["metric"] == metric:
-            return row
-    return None
-
-
 def findings(results: dict) -> list[str]:
-    """One honest sentence per paper finding, from the compare report's results.json."""
-    lines = []
-    for task in DEMO_TASKS:
-        for metric, finding in (("instruction_importance", "1. tuned attributes more to the instruction"),
-                                ("instruction_attention", "2. tuned heads attend more to the instruction")):
-            row = _metric(results, task, metric)
-            if row is None:
-                continue
-            p = (row.get("paired_t") or {}).get("p_value")
-            diff = row["mean_diff"]
-            seen = diff > 0 and p is not None and not math.isnan(p) and p < 0.05
-            verdict = "SHOWS UP" if seen else ("not significant" if diff > 0 else "does NOT show up")
-            p_text = "n/a" if p is None else f"{p:.3g}"
-            lines.append(f"{finding} [{task}, {metric}]: base {row['mean_baseline']:.3f} -> tuned "
-                         f"{row['mean_other']:.3f} (paired t p={p_text}): {verdict}")
-    return lines
+    """One sentence per paper finding and task, from the compare report's results.json (`report.findings`)."""
+    from ..report.findings import FindingCheck
+
+    return [FindingCheck(**row).sentence() for row in results.get("findings", [])]
 
 
 def run_demo(out: Path, cache_dir: Path | None = None, limit: int | None = None, force: bool = False,
@@ -117,11 +99,15 @@ def run_demo(out: Path, cache_dir: Path | None = None, limit: int | None = None,
     results = json.loads((report_dir / "results.json").read_text())
     print("\nlm-interp demo: does this tiny pair show the paper's findings?")
     stats = models.stats or {}
-    if "heldout_exact_match" in stats:
-        print(f"  (instruction following, held-out exact match: {json.dumps(stats['heldout_exact_match'])})")
+    evaluation = stats.get("evaluation") or {}
+    if evaluation:
+        scores = ", ".join(f"{label} exact match {ev['exact_match']['overall']:.1%} / multiple choice "
+                           f"{ev['mc']['overall']:.1%}" for label, ev in evaluation.items())
+        print(f"  (instruction following on held-out items, measured at build time: {scores})")
     for line in findings(results):
         print("  " + line)
-    print("  3. FFN rotation / concept shift: see the FFN section of the report (rotation per layer, Table 5).")
+    print("  (the same table is in the report: \"The paper's findings on these runs\"; the global Table 3 and "
+          "Table 5 views of heads and FFN rotation are at its end)")
     print(f"\nreport: {report_dir / 'report.html'}\n        {report_dir / 'report.md'}\n"
           f"        {report_dir / 'results.json'}")
     return 0

@@ -87,7 +87,8 @@ def choose_mode(prompt_len: int, target_len: int, mode: Mode = "auto") -> str:
     return "reverse" if target_len <= prompt_len else "forward"
 
 
-CPU_CHUNK = 8  # benchmarks/RESULTS.md: 8 ties the frozen loop on a CPU, 32 is ~8% slower (cache pressure)
+CPU_CHUNK = 8  # benchmarks/RESULTS.md: at P=128, 8 ties the frozen loop on a CPU, 32 is ~8% slower
+CPU_BUDGET = 256 * 2**20  # at P=2048 a row is ~170 MB and chunk 1 beat chunk 8 (1.20x vs 1.76x the frozen loop)
 MAX_CHUNK = 512
 
 
@@ -102,23 +103,26 @@ def _config_size(model: torch.nn.Module) -> tuple[int, int, int, int]:
     return hidden, inter, heads, vocab
 
 
-def row_bytes(model: torch.nn.Module, seq_len: int, target_len: int) -> int:
+def row_bytes(model: torch.nn.Module, seq_len: int, target_len: int, head: bool = True) -> int:
     """Estimated peak bytes one batched derivative row adds (one VJP or JVP).
 
     A batched backward (or tangent-carrying forward) works through one layer at a time, so one row holds about
     one layer's activations: a few ``seq x hidden`` tensors, the MLP's ``seq x intermediate``, eager attention's
-    ``heads x seq x seq`` probabilities; plus the float32 log-softmax over the vocabulary at the target positions.
+    ``heads x seq x seq`` probabilities; plus (`head`) the float32 log-softmax over the vocabulary at the
+    target positions.
     """
     hidden, inter, heads, vocab = _config_size(model)
     element = next(model.parameters()).element_size()
     layer = (8 * seq_len * hidden + 3 * seq_len * inter + 2 * heads * seq_len * seq_len) * element
-    head = 3 * target_len * vocab * 4
-    return int(layer + head)
+    softmax = 3 * target_len * vocab * 4 if head else 0
+    return int(layer + softmax)
 
 
-def chunk_for_budget(model: torch.nn.Module, seq_len: int, target_len: int, budget_bytes: int) -> int:
+def chunk_for_budget(
+    model: torch.nn.Module, seq_len: int, target_len: int, budget_bytes: int, head: bool = True
+) -> int:
     """Derivatives per batched pass that fit `budget_bytes` (at least 1, at most 512)."""
-    return int(max(1, min(MAX_CHUNK, budget_bytes // max(1, row_bytes(model, seq_len, target_len)))))
+    return int(max(1, min(MAX_CHUNK, budget_bytes // max(1, row_bytes(model, seq_len, target_len, head)))))
 
 
 def default_chunk_size(
@@ -127,14 +131,16 @@ def default_chunk_size(
     """How many VJPs/JVPs to batch at once.
 
     With `memory_budget` (bytes): what fits it. Otherwise on a GPU half of the free memory (asked after the
-    primal forward, so its graph is already counted), and a fixed 8 on a CPU, where wider batches measured
-    slower (no parallel hardware to fill; the working set falls out of cache).
+    primal forward, so its graph is already counted). On a CPU wide batches measured slower (no parallel
+    hardware to fill, the working set falls out of cache): at most 8, and fewer when a row is large (long
+    prompts), so that a batch stays within `CPU_BUDGET`.
     """
     param = next(model.parameters())
     if memory_budget is not None:
         return chunk_for_budget(model, seq_len, target_len, memory_budget)
     if param.device.type != "cuda":
-        return CPU_CHUNK
+        # the layer's working set decides (measured); the vocabulary term did not slow chunk 8 at N=128..512
+        return min(CPU_CHUNK, chunk_for_budget(model, seq_len, target_len, CPU_BUDGET, head=False))
     free, _ = torch.cuda.mem_get_info(param.device)
     return chunk_for_budget(model, seq_len, target_len, free // 2)
 

@@ -23,6 +23,10 @@ from .loading import Run, TaskRun
 CORRECTNESS_METRICS = ("acc", "exact_match", "acc_norm")
 #: Fingerprint fields that name the model itself and are expected to differ between base and tuned.
 EXPECTED_TO_DIFFER = ("model", "revision", "weight", "hash", "path", "name", "commit", "date", "time", "host")
+# not settings but per-request outcomes (``auto`` picks the mode per request; "none" for an empty target), or
+# settings of how the values are computed that do not change them
+NOT_COMPARED = ("params.mode", "settings.chunk_size", "settings.memory_budget", "settings.checkpoint",
+                "settings.fp32_check")
 PROMPT_CHARS = 300
 
 
@@ -369,6 +373,7 @@ def run_fingerprint(task_run: TaskRun) -> tuple[dict[str, str], list[str]]:
             flat.update(_flatten(rec.params, "params."))
             for k, v in flat.items():
                 seen.setdefault(k, set()).add(v)
+    seen = {k: v for k, v in seen.items() if k not in NOT_COMPARED}
     varying = sorted(k for k, v in seen.items() if len(v) > 1)
     return {k: next(iter(v)) for k, v in seen.items() if len(v) == 1}, varying
 

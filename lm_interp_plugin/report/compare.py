@@ -17,6 +17,7 @@ from typing import Any
 from . import render as R
 from .analysis import TaskAnalysis, analyse, metric_kind, primary_metric, rank_shifts
 from .errors import ReportInputError
+from .findings import ALPHA, FindingCheck, check_findings
 from .global_explanations import GlobalSection, global_sections
 from .loading import Run, resolve_runs
 from .tokens import display_token, importance_density
@@ -38,6 +39,7 @@ class ComparisonResult:
     global_sections: list[GlobalSection] = field(default_factory=list)
     chosen_examples: dict[str, list[str]] = field(default_factory=dict)
     files: dict[str, Any] = field(default_factory=dict)
+    findings: list[FindingCheck] = field(default_factory=list)
 
     def task(self, name: str) -> TaskAnalysis:
         return next(t for t in self.tasks if t.task == name)
@@ -53,6 +55,7 @@ class ComparisonResult:
             "tasks": {t.task: t.to_dict() for t in self.tasks},
             "notes": self.notes,
             "fingerprint_warnings": self.fingerprint_warnings,
+            "findings": [asdict(f) for f in self.findings],
             "global_sections": [asdict(s) for s in self.global_sections],
             "chosen_examples": self.chosen_examples,
             "files": self.files,
@@ -389,6 +392,23 @@ def compare(
             "Runs",
         ),
     ]
+    result.findings = check_findings(tasks)
+    if result.findings:
+        blocks += [
+            R.Heading("The paper's findings on these runs"),
+            R.Paragraph(
+                "Wu et al. (NAACL 2024): instruction tuning (1) raises attribution to the instruction, (2) makes "
+                "heads attend more to it, (3) moves FFN knowledge toward user tasks. Each row is a paired test on "
+                f"the shared examples; 'shows up' needs p < {ALPHA} in the paper's direction. Findings 2 and 3 "
+                "are per-example proxies (the global Table 3 / Table 5 views are below when given)."
+            ),
+            R.Table(
+                ["finding", "task", "metric", "runs", "baseline", "other", "diff", "p (paired t)", "n", "verdict"],
+                [[f.finding, f.task, f.metric, f"{f.baseline} \u2192 {f.other}", f.mean_baseline, f.mean_other,
+                  f.mean_diff, f.p_value, f.n_pairs, f.verdict] for f in result.findings],
+                "Paper findings check",
+            ),
+        ]
     if warnings:
         blocks += [R.Heading("Fingerprint warnings"), R.Notes(warnings, warning=True)]
     if notes:

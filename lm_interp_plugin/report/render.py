@@ -17,8 +17,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
 padding:0 1em;color:#222;line-height:1.45}
 h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #ccc;margin-top:2em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.88em}
-th,td{border:1px solid #ddd;padding:.25em .55em;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left}
+th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .note{background:#fff8e1;border-left:4px solid #f0ad4e;padding:.4em .8em;margin:.4em 0}
 .warn{background:#fdecea;border-left:4px solid #d9534f;padding:.4em .8em;margin:.4em 0}
 img{max-width:100%;border:1px solid #eee}
@@ -196,6 +196,14 @@ def _token_html(view: TokenView) -> str:
     return f'<div><b>{_e(view.label)}</b><div class="tokens">{"".join(spans)}<br>\u2192 {target}</div></div>'
 
 
+def _cell(value: Any) -> str:
+    """A table cell; numbers (and their formatted strings, CIs included) are right-aligned, text is not."""
+    text = fmt(value)
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    numeric = numeric or (isinstance(value, str) and bool(text) and text.lstrip("-\u2212").replace(".", "", 1)[:1].isdigit())
+    return f'<td class="num">{_e(text)}</td>' if numeric else f"<td>{_e(text)}</td>"
+
+
 def to_html(title: str, blocks: list[Any]) -> str:
     """The report as one self-contained HTML page (figures embedded as base64 PNG)."""
     out = [
@@ -218,7 +226,7 @@ def to_html(title: str, blocks: list[Any]) -> str:
             if block.caption:
                 out.append(f"<caption>{_e(block.caption)}</caption>")
             out.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in block.headers) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{_e(fmt(c))}</td>" for c in row) + "</tr>" for row in block.rows]
+            out += ["<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in block.rows]
             out.append("</table>")
         elif isinstance(block, Image):
             data = base64.b64encode(block.png).decode("ascii")
