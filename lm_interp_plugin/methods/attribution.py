@@ -88,7 +88,7 @@ def choose_mode(prompt_len: int, target_len: int, mode: Mode = "auto") -> str:
 
 
 CPU_CHUNK = 8  # benchmarks/RESULTS.md: at P=128, 8 ties the frozen loop on a CPU, 32 is ~8% slower
-CPU_BUDGET = 256 * 2**20  # at P=2048 a row is ~170 MB and chunk 1 beat chunk 8 (1.20x vs 1.76x the frozen loop)
+CPU_BUDGET = 64 * 2**20  # benchmarks/RESULTS.md: for long prompts chunk 1 (a plain backward) wins on a CPU
 MAX_CHUNK = 512
 
 
@@ -320,6 +320,9 @@ def _reverse(model, prompt_embeds, target_embeds, target_ids, objective, chunk, 
 
     def columns(start: int, stop: int) -> torch.Tensor:
         # retain_graph always: a chunk halved after out-of-memory must be able to run the backward again
+        if stop - start == 1:  # a plain backward: no vmap machinery for a batch of one
+            (grad,) = torch.autograd.grad(scores[start], leaf, retain_graph=True)
+            return torch.einsum("bmh,bmh->m", grad.float(), inputs)[:, None]
         (grads,) = torch.autograd.grad(scores, leaf, grad_outputs=eye[start:stop], is_grads_batched=True,
                                        retain_graph=True)
         # grads: [chunk, 1, prompt_len, hidden] -> [prompt_len, chunk], accumulated in float32
@@ -352,6 +355,8 @@ def _forward(model, prompt_embeds, target_embeds, target_ids, objective, chunk, 
         tangents[torch.arange(len(idx)), 0, idx] = prompt_embeds[0, idx]
         try:
             with torch.no_grad():
+                if len(idx) == 1:  # no vmap machinery for a batch of one
+                    return directional(tangents[0])[None].float()
                 return vmap(directional)(tangents).float()
         except NotImplementedError as err:
             raise AttributionError(
