@@ -355,3 +355,33 @@ def test_findings_check_reads_the_paired_tests(tmp_path):
         assert "Paper findings check" in (tmp_path / "out" / name).read_text()
     assert verdict(-0.2, 0.001, +1) == "opposite" and verdict(-0.2, 0.001, -1) == "shows up"
     assert verdict(0.3, None, +1) == "untested" and verdict(0.3, 0.2, +1) == "not significant"
+
+
+def test_half_precision_runs_get_the_float32_check_in_the_notes(tmp_path):
+    """A bf16 run's report says how far its checked requests were from float32; one without checks says that
+    the effect is unknown; float32 runs get no such note."""
+    import json as _json
+
+    docs = make_docs(6, seed=0)
+    write_run(tmp_path / "base", "base", {"t": scored(docs, 1)})
+    tuned = write_run(tmp_path / "tuned", "tuned", {"t": scored(docs, 2)},
+                      fingerprint={"model": "tuned", "dtype": "bfloat16"})
+    (path,) = tuned.glob("interp_records_t*.jsonl")
+    lines = [_json.loads(line) for line in path.read_text().splitlines()]
+    for i, rec in enumerate(lines[:3]):  # three checked requests: 2%, 4%, 6% off; importance 10%, 20%, 30%
+        rec["extras"]["fp32_check"] = {"dtype": "bfloat16", "rel_error": 0.02 * (i + 1),
+                                       "instruction_importance": 1.0 + 0.1 * (i + 1),
+                                       "instruction_importance_float32": 1.0}
+    lines[4]["extras"]["precision"] = "float32 (re-run after non-finite bfloat16)"
+    path.write_text("".join(_json.dumps(rec) + "\n" for rec in lines))
+    result = compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out", examples=0)
+    notes = [n for n in result.task("t").notes if "float32" in n]
+    assert len(notes) == 1 and notes[0].startswith("tuned ran in bfloat16"), result.task("t").notes
+    assert "3 requests" in notes[0] and "median 4.0%" in notes[0] and "median 20.0%" in notes[0]
+    assert "max 30.0%" in notes[0] and "1 requests gave NaN/inf" in notes[0]
+    assert "tuned ran in bfloat16" in (tmp_path / "out" / "report.md").read_text()
+    for rec in lines:
+        rec["extras"].pop("fp32_check", None)
+    path.write_text("".join(_json.dumps(rec) + "\n" for rec in lines))
+    result = compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out2", examples=0)
+    assert any("no float32 check" in n for n in result.task("t").notes)

@@ -405,6 +405,44 @@ def fingerprint_warnings(task: str, runs: dict[str, TaskRun], baseline: str) -> 
     return warnings
 
 
+HALF_PRECISION = ("bfloat16", "float16")
+
+
+def precision_notes(task: str, runs: dict[str, TaskRun]) -> list[str]:
+    """For half-precision runs: how far their attributions were from float32 on the checked requests.
+
+    bf16 moves the matrix by a few percent but the instruction importance by up to ~10% (entries flip across
+    quantisation levels; benchmarks/RESULTS.md), so a reader comparing runs needs this scale next to the
+    differences.
+    """
+    notes = []
+    for label, task_run in runs.items():
+        records = [rec for recs in task_run.records.values() for rec in recs]
+        dtypes = {rec.fingerprint.get("dtype") for rec in records} & set(HALF_PRECISION)
+        if not dtypes:
+            continue
+        checks = [rec.extras["fp32_check"] for rec in records if isinstance(rec.extras.get("fp32_check"), dict)]
+        reruns = sum(1 for rec in records if rec.extras.get("precision"))
+        dtype = "/".join(sorted(dtypes))
+        if not checks:
+            notes.append(f"{label} ran in {dtype} and its records carry no float32 check (interp_fp32_check=0): "
+                         f"the size of the precision effect on {task} is unknown")
+            continue
+        matrix = float(np.median([c["rel_error"] for c in checks]))
+        moves = [abs(c["instruction_importance"] - c["instruction_importance_float32"])
+                 / max(abs(c["instruction_importance_float32"]), 1e-12)
+                 for c in checks if "instruction_importance" in c and "instruction_importance_float32" in c]
+        text = (f"{label} ran in {dtype}: on {len(checks)} requests checked against float32 the attribution matrix "
+                f"was off by a median {matrix:.1%}")
+        if moves:
+            text += (f" and the instruction importance by a median {float(np.median(moves)):.1%} (max "
+                     f"{max(moves):.1%}); differences between runs of that size may be precision, not the model")
+        if reruns:
+            text += f"; {reruns} requests gave NaN/inf and were re-run in float32"
+        notes.append(text)
+    return notes
+
+
 def analyse(runs: list[Run], baseline: str) -> tuple[list[TaskAnalysis], list[str], list[str]]:
     """Leaderboards, pairings, tests and shifts for every task; returns (tasks, notes, fingerprint warnings).
 
@@ -450,6 +488,7 @@ def analyse(runs: list[Run], baseline: str) -> tuple[list[TaskAnalysis], list[st
                 if any(m in task_run.samples[k].metrics for k in keys)
             ]
             analysis.correctness.extend(correctness_splits(task, label, task_run, metrics))
+        analysis.notes.extend(precision_notes(task, present))
         base = present.get(baseline)
         if base is not None:
             warnings.extend(fingerprint_warnings(task, present, baseline))
