@@ -21,7 +21,8 @@ prompts can also trade one extra forward per chunk for memory with activation ch
 (``checkpoint=True``: only each decoder layer's input is kept for the backward).
 
 Precision: half-precision models run in their own dtype; the scores (log-softmax at the targets) and the
-gradient x input products are accumulated in float32. `interpret.run_pass` re-runs a request in float32
+gradient x input products are accumulated in float32, and the derivative is always taken of log p (for the
+``prob`` objective the column is multiplied by p afterwards, in float32), so float16 gradients do not underflow. `interpret.run_pass` re-runs a request in float32
 when half precision gives non-finite values, and checks a sample of requests against float32.
 """
 
@@ -314,22 +315,32 @@ def _reverse(model, prompt_embeds, target_embeds, target_ids, objective, chunk, 
         scores, logprobs, attentions = _target_scores(
             model, leaf, target_embeds, target_ids, objective, output_attentions
         )
-    target_len = scores.shape[0]
-    eye = torch.eye(target_len, device=scores.device, dtype=scores.dtype)
+    del scores  # differentiate log p: see `_prob_factor`
+    target_len = logprobs.shape[0]
+    eye = torch.eye(target_len, device=logprobs.device, dtype=logprobs.dtype)
     inputs = leaf.detach().float()
 
     def columns(start: int, stop: int) -> torch.Tensor:
         # retain_graph always: a chunk halved after out-of-memory must be able to run the backward again
         if stop - start == 1:  # a plain backward: no vmap machinery for a batch of one
-            (grad,) = torch.autograd.grad(scores[start], leaf, retain_graph=True)
+            (grad,) = torch.autograd.grad(logprobs[start], leaf, retain_graph=True)
             return torch.einsum("bmh,bmh->m", grad.float(), inputs)[:, None]
-        (grads,) = torch.autograd.grad(scores, leaf, grad_outputs=eye[start:stop], is_grads_batched=True,
+        (grads,) = torch.autograd.grad(logprobs, leaf, grad_outputs=eye[start:stop], is_grads_batched=True,
                                        retain_graph=True)
         # grads: [chunk, 1, prompt_len, hidden] -> [prompt_len, chunk], accumulated in float32
         return torch.einsum("cbmh,bmh->mc", grads.float(), inputs)
 
     parts = _chunked(columns, target_len, chunk(), "target tokens")
-    return torch.cat(parts, dim=1).detach(), logprobs, _stack_attentions(attentions)
+    raw = torch.cat(parts, dim=1).detach() * _prob_factor(logprobs, objective)[None, :]
+    return raw, logprobs, _stack_attentions(attentions)
+
+
+def _prob_factor(logprobs: torch.Tensor, objective: str) -> torch.Tensor:
+    """The engine differentiates log p and, for the ``prob`` objective, multiplies by p afterwards in float32:
+    d p / d e = p * d log p / d e. Same value, but the half-precision backward carries well-scaled log-prob
+    gradients instead of ones scaled by p (about 1e-5 for a 32k vocabulary), which underflow in float16."""
+    detached = logprobs.detach().float()
+    return detached.exp() if objective == "prob" else torch.ones_like(detached)
 
 
 def _forward(model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture):
@@ -342,8 +353,8 @@ def _forward(model, prompt_embeds, target_embeds, target_ids, objective, chunk, 
             model, prompt_embeds, target_embeds, target_ids, objective, output_attentions
         )
 
-    def scores_of(prompt):
-        return _target_scores(model, prompt, target_embeds, target_ids, objective)[0]
+    def scores_of(prompt):  # log p; scaled by p afterwards (`_prob_factor`)
+        return _target_scores(model, prompt, target_embeds, target_ids, "logprob")[0]
 
     def directional(tangent):
         return jvp(scores_of, (prompt_embeds,), (tangent,))[1]
@@ -365,7 +376,8 @@ def _forward(model, prompt_embeds, target_embeds, target_ids, objective, chunk, 
             ) from err
 
     parts = _chunked(rows, prompt_len, chunk(), "prompt tokens")
-    return torch.cat(parts, dim=0), logprobs, _stack_attentions(attentions)
+    raw = torch.cat(parts, dim=0) * _prob_factor(logprobs, objective)[None, :]
+    return raw, logprobs, _stack_attentions(attentions)
 
 
 def reference_gradient_x_input(
