@@ -37,7 +37,7 @@ class InterpSettings:
         objective: ``prob`` (the paper's gradient of the probability) or ``logprob``.
         mode: ``auto`` (cheaper of reverse/forward), ``reverse`` or ``forward``.
         chunk_size: VJPs/JVPs per batched pass (default: from `memory_budget`, else half the free memory on a
-            GPU and 8 on a CPU); halved and retried on out-of-memory.
+            GPU and at most 8 on a CPU, fewer for long prompts); halved and retried on out-of-memory.
         memory_budget: memory the batched derivative passes may use, e.g. ``8GB``, ``512MiB`` or bytes.
         checkpoint: activation checkpointing of the decoder layers in reverse mode (long prompts: less memory,
             one extra forward per chunk).
