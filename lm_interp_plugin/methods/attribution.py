@@ -311,11 +311,10 @@ def _stack_attentions(attentions) -> torch.Tensor | None:
 def _reverse(model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture):
     """Columns: one forward with a graph, then batched input-only VJPs, ``chunk()`` target tokens at a time."""
     leaf = prompt_embeds.clone().requires_grad_(True)
-    with torch.enable_grad(), capture():
-        scores, logprobs, attentions = _target_scores(
-            model, leaf, target_embeds, target_ids, objective, output_attentions
+    with torch.enable_grad(), capture():  # differentiate log p, scaled by p afterwards (`_prob_factor`)
+        _, logprobs, attentions = _target_scores(
+            model, leaf, target_embeds, target_ids, "logprob", output_attentions
         )
-    del scores  # differentiate log p: see `_prob_factor`
     target_len = logprobs.shape[0]
     eye = torch.eye(target_len, device=logprobs.device, dtype=logprobs.dtype)
     inputs = leaf.detach().float()
