@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from .arch import ArchAdapter, get_adapter
 from .explain_heads import load_model_for_explain, model_fingerprint, parse_layers
 from .explain_io import read_header_jsonl
-from .methods.attention import WordVocab, whole_word_vocab, word_list_vocab
+from .methods.attention import WordVocab, resolve_word_vocab
 from .methods.concepts import OTHER, ConceptLabel, ConceptLabeller, build_labeller
 from .methods.ffn import (
     FFNComponents,
@@ -155,21 +155,6 @@ class FFNExplanation:
 
 
 # -- the explanation ---------------------------------------------------------------------------------------------
-def _word_vocab(tokenizer, vocab, max_words) -> tuple[WordVocab, str]:
-    if vocab is None:
-        return whole_word_vocab(tokenizer, max_words=max_words), "tokenizer whole words"
-    if isinstance(vocab, WordVocab):
-        return vocab, "given WordVocab"
-    if isinstance(vocab, (str, Path)):
-        path = Path(vocab)
-        if not path.is_file():
-            raise FileNotFoundError(f"word list {path} not found; give a text file with one word per line")
-        return word_list_vocab(
-            tokenizer, path.read_text(encoding="utf-8").splitlines()
-        ), f"word list {path.name}"
-    return word_list_vocab(tokenizer, list(vocab)), "given word list"
-
-
 def _make_labeller(labeller, labeller_options, embeddings, tokenizer) -> ConceptLabeller:
     if isinstance(labeller, ConceptLabeller):
         return labeller
@@ -231,7 +216,7 @@ def explain_ffn(
         components = _compute_components(adapter, k, chosen, progress)
 
     E_out = adapter.output_embedding_matrix()
-    word_vocab, vocab_source = _word_vocab(tokenizer, vocab, max_words)
+    word_vocab, vocab_source = resolve_word_vocab(tokenizer, vocab, max_words)
     ids = torch.tensor(word_vocab.token_ids, device=E_out.device)
     if int(ids.max()) >= E_out.shape[0]:
         raise ValueError(
@@ -507,7 +492,7 @@ def load_or_compute_concepts(
     adapter, components, cpath = _load_or_compute(model, k, cache_dir, model_identity, progress)
     E_out = adapter.output_embedding_matrix()
     lab = _make_labeller(labeller, labeller_options, E_out, tokenizer)
-    word_vocab, vocab_source = _word_vocab(tokenizer, None, max_words)
+    word_vocab, vocab_source = resolve_word_vocab(tokenizer, None, max_words)
     lpath = _labels_path(cpath, lab.config(), top_n, vocab_source)
     if lpath.is_file():
         try:

@@ -30,9 +30,8 @@ from .methods.attention import (
     fold_norm,
     layer_word_pairs,
     normalise_like_norm,
+    resolve_word_vocab,
     verb_analysis,
-    whole_word_vocab,
-    word_list_vocab,
 )
 from .methods.attention import format_table3 as _format_analysis
 
@@ -121,20 +120,6 @@ def parse_layers(layers: str | Sequence[int] | None, num_layers: int) -> list[in
     return sorted(set(out))
 
 
-def _resolve_vocab(tokenizer, vocab: str | Path | Sequence[str] | WordVocab | None, max_words: int | None):
-    if vocab is None:
-        return whole_word_vocab(tokenizer, max_words=max_words), "tokenizer whole words"
-    if isinstance(vocab, WordVocab):
-        return vocab, "given WordVocab"
-    if isinstance(vocab, (str, Path)):
-        path = Path(vocab)
-        if not path.is_file():
-            raise FileNotFoundError(f"word list {path} not found; give a text file with one word per line")
-        words = [w.strip() for w in path.read_text().splitlines() if w.strip()]
-        return word_list_vocab(tokenizer, words), f"word list {path.name}"
-    return word_list_vocab(tokenizer, list(vocab)), "given word list"
-
-
 def model_fingerprint(model, tokenizer, adapter=None) -> dict[str, Any]:
     """Identity of the explained model: id, type, dtype, size, tokenizer, and a hash of sampled weights."""
     adapter = adapter or get_adapter(model)
@@ -190,7 +175,7 @@ def explain_heads(
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     adapter = get_adapter(model)
     chosen = parse_layers(layers, adapter.num_layers)
-    word_vocab, vocab_source = _resolve_vocab(tokenizer, vocab, max_words)
+    word_vocab, vocab_source = resolve_word_vocab(tokenizer, vocab, max_words)
     emb = adapter.input_embedding_matrix()
     device = emb.device
     ids = torch.tensor(word_vocab.token_ids, device=device)

@@ -204,6 +204,24 @@ def whole_word_vocab(tokenizer, min_len: int = 2, max_words: int | None = None) 
     return WordVocab(ids, words)
 
 
+
+def resolve_word_vocab(tokenizer, vocab, max_words: int | None = None) -> tuple[WordVocab, str]:
+    """The vocabulary an explanation draws its words from, and a description of it for the output header.
+
+    `vocab`: None (the tokenizer's whole words, at most `max_words`), a `WordVocab`, a text file with one word
+    per line, or a list of words.
+    """
+    if vocab is None:
+        return whole_word_vocab(tokenizer, max_words=max_words), "tokenizer whole words"
+    if isinstance(vocab, WordVocab):
+        return vocab, "given WordVocab"
+    if isinstance(vocab, (str, Path)):
+        path = Path(vocab)
+        if not path.is_file():
+            raise FileNotFoundError(f"word list {path} not found; give a text file with one word per line")
+        return word_list_vocab(tokenizer, path.read_text(encoding="utf-8").splitlines()), f"word list {path.name}"
+    return word_list_vocab(tokenizer, list(vocab)), "given word list"
+
 def word_list_vocab(tokenizer, words: Sequence[str]) -> WordVocab:
     """Map a user's words to single tokens (the word-initial form, " word", is tried first).
 
