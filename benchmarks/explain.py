@@ -29,6 +29,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from attribution import build_model as build_llama  # the benchmarks' one random-Llama builder
 
 from lm_interp_plugin.explain_ffn import explain_ffn
 from lm_interp_plugin.explain_heads import explain_heads
@@ -41,17 +44,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def build_model(args: argparse.Namespace) -> torch.nn.Module:
     """A random Llama of the requested widths and depth, on the device, in the dtype."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        hidden_size=args.hidden, intermediate_size=args.intermediate, num_hidden_layers=args.layers,
-        num_attention_heads=args.heads, num_key_value_heads=args.kv_heads, vocab_size=args.vocab,
-        max_position_embeddings=4096,
-    )
-    torch.manual_seed(args.seed)
-    with torch.device(args.device):
-        model = LlamaForCausalLM(config).to(DTYPES[args.dtype])
-    return model.eval()
+    return build_llama(args.hidden, args.layers, args.vocab, 4096, args.device, DTYPES[args.dtype], "eager",
+                       seed=args.seed, heads=args.heads, kv_heads=args.kv_heads, intermediate=args.intermediate)
 
 
 def synthetic_vocab(vocab_size: int, words: int) -> WordVocab:

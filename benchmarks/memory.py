@@ -28,19 +28,16 @@ def _child(args: argparse.Namespace) -> dict:
     import time
 
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from attribution import build_model
+
     from lm_interp_plugin.methods.attribution import gradient_x_input
 
     torch.set_num_threads(1)
-    config = LlamaConfig(hidden_size=args.hidden, intermediate_size=int(args.hidden * 8 / 3),
-                         num_hidden_layers=args.layers, num_attention_heads=args.hidden // 64,
-                         num_key_value_heads=args.hidden // 64, vocab_size=args.vocab,
-                         max_position_embeddings=args.prompt + args.targets + 8)
-    config._attn_implementation = "eager"
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to(args.device).eval()
+    model = build_model(args.hidden, args.layers, args.vocab, args.prompt + args.targets + 8, args.device,
+                        torch.float32, "eager")
     prompt = torch.randint(0, args.vocab, (args.prompt,))
     target = torch.randint(0, args.vocab, (args.targets,))
     cuda = args.device.startswith("cuda")

@@ -271,3 +271,14 @@ def test_explain_benchmark_toy(tmp_path):
     assert json.loads(out.read_text())["config"]["hidden"] == 64
     vocab = explain.synthetic_vocab(1000, 300)
     assert len(set(vocab.token_ids)) == len(vocab.token_ids) == 300 and max(vocab.token_ids) < 1000
+
+
+def test_memory_benchmark_toy(tmp_path):
+    """benchmarks/memory.py at toy size: one fresh process per configuration, a positive peak for each."""
+    memory = _load("memory")
+    out = tmp_path / "mem.json"
+    rows = memory.main(["--hidden", "64", "--layers", "2", "--vocab", "500", "--prompt", "32", "--targets", "4",
+                        "--chunks", "2", "--json", str(out)])
+    assert [(r["chunk"], r["checkpoint"]) for r in rows] == [(2, False), (2, True)]
+    assert all(r["peak_extra_mib"] >= 0 and r["seconds"] > 0 for r in rows)
+    assert json.loads(out.read_text())["rows"] == rows
