@@ -44,13 +44,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lm_interp_plugin.interpret import eager_attention
 from lm_interp_plugin.methods.attribution import (
     choose_mode,
-    frozen_parameters,
     gradient_x_input,
     reference_gradient_x_input,
 )
+from lm_interp_plugin.methods.model_state import eager_attention, frozen_parameters
 
 logger = logging.getLogger("benchmarks.attribution")
 
@@ -76,10 +75,12 @@ def pass_flops(config, seq_len: int, head_positions: int) -> PassFlops:
     """Approximate matmul FLOPs of one forward and one input-only backward of a Llama-style decoder.
 
     forward  = 2 * seq * params_nonembedding            (every linear layer: 2 FLOPs per weight per token)
-             + 4 * layers * seq^2 * hidden_q            (Q K^T and A V, full square as eager attention computes)
+             + 4 * layers * seq^2 * hidden_q            (Q K^T and A V, full square as eager attention
+             computes)
              + 2 * head_positions * hidden * vocab      (LM head, only where a target is scored)
     backward = 2 * seq * params_nonembedding            (input gradient dX = dY W^T; no dW)
-             + 8 * layers * seq^2 * hidden_q            (dQ, dK from Q K^T and dA, dV from A V: twice the forward)
+             + 8 * layers * seq^2 * hidden_q            (dQ, dK from Q K^T and dA, dV from A V: twice the
+             forward)
              + 2 * head_positions * hidden * vocab
 
     with hidden_q = heads x head_dim and params_nonembedding = layers x (q, k, v, o projections + 3 MLP
@@ -251,7 +252,8 @@ def frozen_loop(model, prompt_ids, target_ids, objective="prob") -> torch.Tensor
 
 
 def prefix_loop(model, prompt_ids, target_ids, objective="prob") -> torch.Tensor:
-    """The per-prefix loop (Inseq, Captum): per target y_n a forward on prompt + y_<n and an input-only backward.
+    """The per-prefix loop (Inseq, Captum): per target y_n a forward on prompt + y_<n and an input-only
+    backward.
 
     A causal model's score of y_n depends only on its prefix, so this is the same matrix as the frozen loop,
     at the price of N forwards instead of one.
@@ -311,7 +313,8 @@ def _timed(fn: Callable, model, prompt_ids, target_ids, objective) -> tuple[floa
 
 # ------------------------------------------------------------------------------------------------ measurement
 def methods_for(prompt: int, targets: int, modes: str, skip: Sequence[str] = ()) -> dict[str, Callable]:
-    """The methods to time for one cell: forced modes are added where their pass count is within 2x of auto."""
+    """The methods to time for one cell: forced modes are added where their pass count is within 2x of
+    auto."""
     bad = sorted(set(skip) - set(OPTIONAL))
     if bad:
         raise SystemExit(f"--skip {','.join(bad)}: only {', '.join(OPTIONAL)} can be skipped")
@@ -554,7 +557,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     header = (
         f"device={device} dtype={dtype} threads={torch.get_num_threads()} hidden={cfg.hidden_size} "
         f"layers={cfg.num_hidden_layers} heads={cfg.num_attention_heads} kv_heads={cfg.num_key_value_heads} "
-        f"intermediate={cfg.intermediate_size} vocab={cfg.vocab_size} attn={args.attn} repeats={args.repeats} "
+        f"intermediate={cfg.intermediate_size} vocab={cfg.vocab_size} attn={args.attn} "
+        f"repeats={args.repeats} "
         f"warmup={args.warmup} skip={','.join(args.skip) or '-'}"
     )
     print(header, flush=True)

@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from attribution import build_model as build_llama  # the benchmarks' one random-Llama builder
 
-from lm_interp_plugin.explain_ffn import explain_ffn
-from lm_interp_plugin.explain_heads import explain_heads
+from lm_interp_plugin.explain.ffn import explain_ffn
+from lm_interp_plugin.explain.heads import explain_heads
 from lm_interp_plugin.methods.attention import WordVocab
-from lm_interp_plugin.tiny import train_tokenizer
+from lm_interp_plugin.testing.tiny import train_tokenizer
 
 logger = logging.getLogger("benchmarks.explain")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -44,8 +44,19 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def build_model(args: argparse.Namespace) -> torch.nn.Module:
     """A random Llama of the requested widths and depth, on the device, in the dtype."""
-    return build_llama(args.hidden, args.layers, args.vocab, 4096, args.device, DTYPES[args.dtype], "eager",
-                       seed=args.seed, heads=args.heads, kv_heads=args.kv_heads, intermediate=args.intermediate)
+    return build_llama(
+        args.hidden,
+        args.layers,
+        args.vocab,
+        4096,
+        args.device,
+        DTYPES[args.dtype],
+        "eager",
+        seed=args.seed,
+        heads=args.heads,
+        kv_heads=args.kv_heads,
+        intermediate=args.intermediate,
+    )
 
 
 def synthetic_vocab(vocab_size: int, words: int) -> WordVocab:
@@ -67,7 +78,9 @@ def _timed(device: str, fn, *args, **kwargs) -> tuple[float, object]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--hidden", type=int, default=4096)
     parser.add_argument("--intermediate", type=int, default=11008)
     parser.add_argument("--heads", type=int, default=32)
@@ -96,25 +109,48 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ffn_s, ffn = _timed(args.device, explain_ffn, model, tokenizer, k=args.k, vocab=vocab, progress=False)
     full = args.full_layers or args.layers
     result = {
-        "config": {k: getattr(args, k) for k in ("hidden", "intermediate", "heads", "kv_heads", "vocab", "words",
-                                                  "layers", "k", "device", "dtype", "threads")},
+        "config": {
+            k: getattr(args, k)
+            for k in (
+                "hidden",
+                "intermediate",
+                "heads",
+                "kv_heads",
+                "vocab",
+                "words",
+                "layers",
+                "k",
+                "device",
+                "dtype",
+                "threads",
+            )
+        },
         "build_s": build_s,
         "explain_heads_s": heads_s,
         "explain_ffn_s": ffn_s,
         "per_layer_s": {"heads": heads_s / args.layers, "ffn": ffn_s / args.layers},
         "full_layers": full,
-        "extrapolated_full_s": {"heads": heads_s / args.layers * full, "ffn": ffn_s / args.layers * full,
-                                "total": (heads_s + ffn_s) / args.layers * full},
+        "extrapolated_full_s": {
+            "heads": heads_s / args.layers * full,
+            "ffn": ffn_s / args.layers * full,
+            "total": (heads_s + ffn_s) / args.layers * full,
+        },
         "explained": {"heads": len(heads.heads), "ffn_layers": len(ffn.layers)},
     }
     if args.device.startswith("cuda"):
         result["max_memory_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    print(f"model built in {build_s:.1f} s ({args.layers} layers, hidden {args.hidden}, {args.dtype}, {args.device})")
+    print(
+        f"model built in {build_s:.1f} s ({args.layers} layers, hidden {args.hidden}, {args.dtype}, "
+        f"{args.device})"
+    )
     print(f"explain-heads: {heads_s:.1f} s ({heads_s / args.layers:.2f} s/layer)")
     print(f"explain-ffn:   {ffn_s:.1f} s ({ffn_s / args.layers:.2f} s/layer)")
     if full != args.layers:
-        print(f"extrapolated to {full} layers: heads {result['extrapolated_full_s']['heads']:.0f} s, "
-              f"ffn {result['extrapolated_full_s']['ffn']:.0f} s, total {result['extrapolated_full_s']['total']:.0f} s")
+        print(
+            f"extrapolated to {full} layers: heads {result['extrapolated_full_s']['heads']:.0f} s, "
+            f"ffn {result['extrapolated_full_s']['ffn']:.0f} s, total "
+            f"{result['extrapolated_full_s']['total']:.0f} s"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result

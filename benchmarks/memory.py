@@ -36,8 +36,15 @@ def _child(args: argparse.Namespace) -> dict:
     from lm_interp_plugin.methods.attribution import gradient_x_input
 
     torch.set_num_threads(1)
-    model = build_model(args.hidden, args.layers, args.vocab, args.prompt + args.targets + 8, args.device,
-                        torch.float32, "eager")
+    model = build_model(
+        args.hidden,
+        args.layers,
+        args.vocab,
+        args.prompt + args.targets + 8,
+        args.device,
+        torch.float32,
+        "eager",
+    )
     prompt = torch.randint(0, args.vocab, (args.prompt,))
     target = torch.randint(0, args.vocab, (args.targets,))
     cuda = args.device.startswith("cuda")
@@ -50,13 +57,23 @@ def _child(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     gradient_x_input(model, prompt, target, mode="reverse", chunk_size=args.chunk, checkpoint=args.checkpoint)
     seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"chunk": args.chunk, "checkpoint": args.checkpoint, "peak_extra_mib": (peak - before) / 2**20,
-            "seconds": seconds}
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "chunk": args.chunk,
+        "checkpoint": args.checkpoint,
+        "peak_extra_mib": (peak - before) / 2**20,
+        "seconds": seconds,
+    }
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--vocab", type=int, default=32000)
@@ -77,8 +94,20 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         print(json.dumps(_child(args)))
         return []
     rows = []
-    common = ["--hidden", str(args.hidden), "--layers", str(args.layers), "--vocab", str(args.vocab),
-              "--prompt", str(args.prompt), "--targets", str(args.targets), "--device", args.device]
+    common = [
+        "--hidden",
+        str(args.hidden),
+        "--layers",
+        str(args.layers),
+        "--vocab",
+        str(args.vocab),
+        "--prompt",
+        str(args.prompt),
+        "--targets",
+        str(args.targets),
+        "--device",
+        args.device,
+    ]
     for chunk in (int(c) for c in args.chunks.split(",")):
         for checkpoint in (False, True):
             cmd = [sys.executable, __file__, "--child", "--chunk", str(chunk), *common]
@@ -89,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     print(f"hidden {args.hidden}, {args.layers} layers, P={args.prompt}, N={args.targets}, {args.device}")
     print("| chunk | checkpoint | peak extra MiB | seconds |\n|---:|---|---:|---:|")
     for row in rows:
-        print(f"| {row['chunk']} | {row['checkpoint']} | {row['peak_extra_mib']:.0f} | {row['seconds']:.1f} |")
+        print(
+            f"| {row['chunk']} | {row['checkpoint']} | {row['peak_extra_mib']:.0f} | {row['seconds']:.1f} |"
+        )
     if args.json:
         config = {k: v for k, v in vars(args).items() if k not in ("json", "child", "chunk", "checkpoint")}
         args.json.write_text(json.dumps({"config": config, "rows": rows}, indent=2))

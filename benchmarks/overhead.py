@@ -1,6 +1,7 @@
 """Benchmark: the interpretation overhead of a whole lm-eval run, `--model interp-hf` vs `--model hf`.
 
-A tiny-but-not-trivial random Llama (with a tokenizer trained locally on the task text) is saved to a temporary
+A tiny-but-not-trivial random Llama (with a tokenizer trained locally on the task text) is saved to a
+temporary
 folder; then `lm_eval.simple_evaluate` runs the same task with ``limit`` documents as
 
 * ``hf``                  - stock lm-eval;
@@ -36,7 +37,7 @@ logger = logging.getLogger("benchmarks.overhead")
 
 def save_model(folder: Path, hidden: int, layers: int, vocab: int) -> Path:
     """Train a tokenizer, build a random Llama of the given size and save both as an HF folder."""
-    from lm_interp_plugin.tiny import build_tiny_model, save_tiny, task_corpus, train_tokenizer
+    from lm_interp_plugin.testing.tiny import build_tiny_model, save_tiny, task_corpus, train_tokenizer
 
     tokenizer = train_tokenizer(task_corpus(), vocab_size=vocab)
     heads = max(2, hidden // 64)
@@ -152,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "table": table,
     }
     print(
-        f"task={args.task} limit={args.limit} hidden={args.hidden} layers={args.layers} repeats={args.repeats} "
+        f"task={args.task} limit={args.limit} hidden={args.hidden} layers={args.layers} "
+        f"repeats={args.repeats} "
         f"threads={args.threads or 'default'}"
     )
     print(table)

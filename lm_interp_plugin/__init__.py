@@ -13,7 +13,7 @@ Heavy dependencies (torch, transformers, lm-eval) load on first use, so importin
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "Attribution",
@@ -27,7 +27,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in ("attribute", "Attribution"):
-        from . import api
+        from .interpret import api
 
         return getattr(api, name)
     if name in ("quantise", "importance_density", "instruction_importance"):

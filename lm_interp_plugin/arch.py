@@ -221,7 +221,8 @@ class ArchAdapter:
     def _layer_module(self, layer: int, path: str, what: str) -> nn.Module:
         if not 0 <= layer < self.num_layers:
             raise IndexError(
-                f"layer {layer} out of range: the model has {self.num_layers} layers (0..{self.num_layers - 1})"
+                f"layer {layer} out of range: the model has {self.num_layers} layers "
+                f"(0..{self.num_layers - 1})"
             )
         return _resolve(self.model, self.layers()[layer], path, f"{what} of layer {layer}")
 
@@ -304,7 +305,8 @@ class ArchAdapter:
                 wq, wk = per_head[:, 0].reshape(nh * hd, d), per_head[:, 1].reshape(nh * hd, d)
             else:
                 raise UnsupportedArchitectureError(
-                    f"unknown qkv_layout {spec.qkv_layout!r} in the {spec.family!r} row; use one of {QKV_LAYOUTS}"
+                    f"unknown qkv_layout {spec.qkv_layout!r} in the {spec.family!r} row; use one of "
+                    f"{QKV_LAYOUTS}"
                 )
         wq = wq.reshape(nh, hd, d)
         wk = wk.reshape(nkv, hd, d)
@@ -329,7 +331,8 @@ def get_spec(model_type: str) -> ArchSpec:
         return _BY_MODEL_TYPE[model_type]
     except KeyError:
         raise UnsupportedArchitectureError(
-            f"model_type {model_type!r} is not supported. Supported families: {', '.join(supported_families())}. "
+            f"model_type {model_type!r} is not supported. Supported families: "
+            f"{', '.join(supported_families())}. "
             "Fix: use a model of a supported family, or add a row to ARCH_SPECS in lm_interp_plugin/arch.py."
         ) from None
 
@@ -357,7 +360,8 @@ def get_adapter(model: nn.Module) -> ArchAdapter:
     head_dim = int(getattr(text, "head_dim", None) or hidden // num_heads)
     if num_heads % num_kv:
         raise UnsupportedArchitectureError(
-            f"num_attention_heads={num_heads} is not a multiple of num_key_value_heads={num_kv} in {model_type!r}"
+            f"num_attention_heads={num_heads} is not a multiple of num_key_value_heads={num_kv} in "
+            f"{model_type!r}"
         )
     adapter = ArchAdapter(
         model=model,
@@ -393,5 +397,6 @@ def _check_projection_sizes(adapter: ArchAdapter) -> None:
     if got != want:
         raise UnsupportedArchitectureError(
             f"{spec.family!r}: query/key weight shapes {got} do not match num_heads={nh}, "
-            f"num_kv_heads={nkv}, head_dim={hd}, d_model={d} (expected {want}); the config and weights disagree"
+            f"num_kv_heads={nkv}, head_dim={hd}, d_model={d} (expected {want}); the config and weights "
+            "disagree"
         )

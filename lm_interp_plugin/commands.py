@@ -1,4 +1,9 @@
-"""Handlers of lm-interp's own subcommands (argparse namespaces in, exit codes out)."""
+"""Handlers of lm-interp's own subcommands (argparse namespaces in, exit codes out).
+
+Each handler turns its arguments into one library call and prints what the user needs; the work itself lives
+in
+`report`, `explain` and `demo`, which never import this module.
+"""
 
 from __future__ import annotations
 
@@ -21,31 +26,38 @@ def compare(args: argparse.Namespace) -> int:
 
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     try:
-        result = build_report(list(args.runs), args.out, labels=labels, heads=args.heads or None,
-                              ffn=args.ffn or None, examples=args.examples, baseline=args.baseline)
+        result = build_report(
+            list(args.runs),
+            args.out,
+            labels=labels,
+            heads=args.heads or None,
+            ffn=args.ffn or None,
+            examples=args.examples,
+            baseline=args.baseline,
+        )
     except ReportInputError as err:
         return _fail(str(err))
     for path in ("report.md", "report.html", "results.json"):
         print(args.out / path)
-    for note in getattr(result, "notes", [])[:20]:
+    for note in result.notes[:20]:
         print(f"note: {note}")
     return 0
 
 
 def explain_heads(args: argparse.Namespace) -> int:
     """`lm-interp explain-heads MODEL --out heads.jsonl [--compare base_heads.jsonl]`."""
-    from .explain_heads import (
-        compare_heads,
-        explain_heads as run,
-        format_table3,
-        load_model_for_explain,
-        read_heads_jsonl,
-        write_heads_jsonl,
-    )
+    from .explain.heads import compare_heads, explain_heads_to_file, format_table3, read_heads_jsonl
 
-    model, tokenizer = load_model_for_explain(args.model, args.dtype, args.device, args.revision)
-    explanation = run(model, tokenizer, top_k=args.top_k, vocab=args.vocab, layers=args.layers)
-    write_heads_jsonl(args.out, explanation)
+    explanation = explain_heads_to_file(
+        args.model,
+        args.out,
+        dtype=args.dtype,
+        device=args.device,
+        revision=args.revision,
+        top_k=args.top_k,
+        vocab=args.vocab,
+        layers=args.layers,
+    )
     print(f"wrote {args.out} ({len(explanation.heads)} heads)")
     if args.compare:
         print(format_table3(compare_heads(read_heads_jsonl(args.compare), explanation)))
@@ -54,17 +66,19 @@ def explain_heads(args: argparse.Namespace) -> int:
 
 def explain_ffn(args: argparse.Namespace) -> int:
     """`lm-interp explain-ffn MODEL --out ffn.jsonl [--compare base_ffn.jsonl]`."""
-    from .explain_ffn import compare_ffn, explain_ffn as run, format_table5, read_ffn_jsonl, write_ffn_jsonl
-    from .explain_heads import load_model_for_explain
+    from .explain.ffn import explain_ffn_to_file, read_ffn_jsonl
+    from .explain.ffn_compare import compare_ffn, format_table5
 
-    model, tokenizer = load_model_for_explain(args.model, args.dtype, args.device, args.revision)
-    kwargs = {"layers": args.layers}
-    if args.k:
-        kwargs["k"] = args.k
-    if args.top_k:
-        kwargs["top_n"] = args.top_k
-    explanation = run(model, tokenizer, **kwargs)
-    write_ffn_jsonl(args.out, explanation)
+    explanation = explain_ffn_to_file(
+        args.model,
+        args.out,
+        dtype=args.dtype,
+        device=args.device,
+        revision=args.revision,
+        k=args.k,
+        top_n=args.top_k,
+        layers=args.layers,
+    )
     print(f"wrote {args.out}")
     if args.compare:
         comparison = compare_ffn(read_ffn_jsonl(args.compare), explanation)

@@ -85,10 +85,17 @@ class InterpRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InterpRecord:
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING and f.name not in data]
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+            and f.name not in data
+        ]
         if missing:
-            raise ValueError(f"interpretation record lacks required fields {missing}; was it written by lm-interp?")
+            raise ValueError(
+                f"interpretation record lacks required fields {missing}; was it written by lm-interp?"
+            )
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
@@ -120,7 +127,7 @@ class RecordWriter:
         handle = self._handles.get(record.task)
         if handle is None:
             path = record_path(self.directory, record.task, self.rank, self.world_size)
-            handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
+            handle = open(path, "a", encoding="utf-8")
             self._handles[record.task] = handle
         handle.write(json.dumps(record.to_dict(), ensure_ascii=False, allow_nan=False) + "\n")
         handle.flush()

@@ -78,8 +78,10 @@ def token_offsets(tokenizer, text: str, ids: Sequence[int], add_special_tokens: 
         enc = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
         if list(enc["input_ids"]) == ids:
             special = set(tokenizer.all_special_ids)
-            return [(0, 0) if i in special and s == e else (int(s), int(e))
-                    for i, (s, e) in zip(ids, enc["offset_mapping"])]
+            return [
+                (0, 0) if i in special and s == e else (int(s), int(e))
+                for i, (s, e) in zip(ids, enc["offset_mapping"])
+            ]
     return _offsets_by_decoding(tokenizer, text, ids)
 
 

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def lm_tokenizer():
     """A byte-level BPE tokenizer with BOS, trained on the shipped task text (vocab 800)."""
-    from lm_interp_plugin.tiny import task_corpus, train_tokenizer
+    from lm_interp_plugin.testing.tiny import task_corpus, train_tokenizer
 
     return train_tokenizer(task_corpus(), vocab_size=800)
 
@@ -20,7 +20,7 @@ def lm_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, lm_tokenizer) -> Path:
     """A tiny random Llama saved with save_pretrained: loads through from_pretrained like a hub model."""
-    from lm_interp_plugin.tiny import build_tiny_model, save_tiny
+    from lm_interp_plugin.testing.tiny import build_tiny_model, save_tiny
 
     model = build_tiny_model("llama", lm_tokenizer, seed=0)
     return save_tiny(model, lm_tokenizer, tmp_path_factory.mktemp("models") / "tiny-llama")

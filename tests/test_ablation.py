@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lm_interp_plugin.methods.ablation import AblationResult, instruction_ablation, target_logprobs
-from lm_interp_plugin.tiny import build_tiny_model, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import build_tiny_model, sample_corpus, train_tokenizer
 
 
 @pytest.fixture(scope="module")

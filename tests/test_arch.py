@@ -21,7 +21,7 @@ from lm_interp_plugin.arch import (
     get_spec,
     supported_families,
 )
-from lm_interp_plugin.tiny import TINY_FAMILIES, build_tiny_model, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import TINY_FAMILIES, build_tiny_model, sample_corpus, train_tokenizer
 
 CAPTURE = "lm_interp_test_capture"
 

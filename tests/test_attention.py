@@ -26,7 +26,7 @@ from lm_interp_plugin.methods.attention import (
     whole_word_vocab,
     word_list_vocab,
 )
-from lm_interp_plugin.tiny import sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def tok():
     return train_tokenizer(sample_corpus(), vocab_size=400)
 
 
-# ---------------------------------------------------------------------------------------------- instruction attention
+# -------------------------------------------------------------------------------------- instruction attention
 def _causal_attention(layers, heads, seq, seed=0):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(layers, heads, seq, seq, generator=g)
@@ -207,7 +207,8 @@ GENERAL = ["go", "eat", "run"]
 
 
 def _explanation(counts: dict[tuple[int, int], dict[str, int]], layers=3, heads=2) -> HeadsExplanation:
-    """Heads whose word counts are exactly `counts` (each occurrence as a self-pair counts twice, so halve)."""
+    """Heads whose word counts are exactly `counts` (each occurrence as a self-pair counts twice, so
+    halve)."""
     out = []
     for layer in range(layers):
         for head in range(heads):

@@ -8,18 +8,18 @@ import torch
 from lm_interp_plugin.methods.attribution import (
     AttributionError,
     choose_mode,
-    frozen_parameters,
     gradient_x_input,
     reference_gradient_x_input,
 )
-from lm_interp_plugin.tiny import build_tiny_model
+from lm_interp_plugin.methods.model_state import frozen_parameters
+from lm_interp_plugin.testing.tiny import build_tiny_model
 
 
 def independent_column(model, prompt_ids, target_ids, n, objective):
     """I[:, n] from scratch: a fresh forward on input_ids-equivalent embeddings and one plain backward."""
     embeds = model.get_input_embeddings()(torch.cat([prompt_ids, target_ids[:-1]])[None]).detach()
     leaf = embeds[:, : len(prompt_ids)].clone().requires_grad_(True)
-    full = torch.cat([leaf, embeds[:, len(prompt_ids):]], dim=1)
+    full = torch.cat([leaf, embeds[:, len(prompt_ids) :]], dim=1)
     logits = model(inputs_embeds=full).logits[0, len(prompt_ids) - 1 + n].float()
     logp = logits.log_softmax(-1)[target_ids[n]]
     score = logp.exp() if objective == "prob" else logp
@@ -58,16 +58,23 @@ def test_chunking_does_not_change_the_result(model):
     prompt, target = torch.randint(5, 700, (9,)), torch.randint(5, 700, (7,))
     whole = gradient_x_input(model, prompt, target, mode="reverse", chunk_size=64).raw
     for chunk in (1, 3):
-        torch.testing.assert_close(gradient_x_input(model, prompt, target, mode="reverse", chunk_size=chunk).raw,
-                                   whole)
-        torch.testing.assert_close(gradient_x_input(model, prompt, target, mode="forward", chunk_size=chunk).raw,
-                                   whole, rtol=1e-4, atol=1e-9)
+        torch.testing.assert_close(
+            gradient_x_input(model, prompt, target, mode="reverse", chunk_size=chunk).raw, whole
+        )
+        torch.testing.assert_close(
+            gradient_x_input(model, prompt, target, mode="forward", chunk_size=chunk).raw,
+            whole,
+            rtol=1e-4,
+            atol=1e-9,
+        )
 
 
 def test_reference_loop_agrees_and_logprobs_are_the_models(model):
     prompt, target = torch.randint(5, 700, (8,)), torch.randint(5, 700, (5,))
     out = gradient_x_input(model, prompt, target)
-    torch.testing.assert_close(out.raw, reference_gradient_x_input(model, prompt, target), rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(
+        out.raw, reference_gradient_x_input(model, prompt, target), rtol=1e-4, atol=1e-9
+    )
     with torch.no_grad():
         logits = model(torch.cat([prompt, target])[None]).logits[0].log_softmax(-1)
     expected = logits[len(prompt) - 1 : -1].gather(-1, target[:, None])[:, 0]

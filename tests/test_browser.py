@@ -1,4 +1,5 @@
-"""`lm-interp compare`'s report.html in a real headless Chromium: self-contained, inert untrusted text, renders.
+"""`lm-interp compare`'s report.html in a real headless Chromium: self-contained, inert untrusted text,
+renders.
 
 Skipped when no Chromium is installed (set ``LM_INTERP_CHROMIUM`` to a binary, or install ``chromium``). Every
 check that could pass vacuously has a positive control: the same payloads, unescaped, do run under the same

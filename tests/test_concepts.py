@@ -1,4 +1,5 @@
-"""Tests for methods/concepts.py: lexicon labelling of planted concepts, the registry, the local-LM plumbing."""
+"""Tests for methods/concepts.py: lexicon labelling of planted concepts, the registry, the local-LM
+plumbing."""
 
 from __future__ import annotations
 
@@ -179,7 +180,7 @@ def test_parse_category():
 
 
 def test_local_lm_labeller_plumbing_with_tiny_random_model():
-    from lm_interp_plugin.tiny import build_tiny_model, sample_corpus, train_tokenizer
+    from lm_interp_plugin.testing.tiny import build_tiny_model, sample_corpus, train_tokenizer
 
     tok = train_tokenizer(sample_corpus(), vocab_size=300)
     model = build_tiny_model("llama", tok, hidden=32, layers=1, heads=2, kv_heads=1)

@@ -19,8 +19,16 @@ INSTRUCT_MC = ROOT / "tasks" / "interp_instruct_mc.jsonl"
 DATA = ROOT / "lm_interp_plugin" / "data"
 
 REQUIRED_CATEGORIES = {
-    "rewriting", "classification", "extraction", "brainstorming", "coding", "math", "translation",
-    "summarisation", "question_answering", "formatting",
+    "rewriting",
+    "classification",
+    "extraction",
+    "brainstorming",
+    "coding",
+    "math",
+    "translation",
+    "summarisation",
+    "question_answering",
+    "formatting",
 }
 WORD = re.compile(r"\S+")
 
@@ -167,14 +175,15 @@ def test_mc_label_balance(mc: list[dict]) -> None:
 
 
 def test_mc_code_answers_match_execution(mc: list[dict]) -> None:
-    """Independent check of the Python-expression items: evaluate them and compare with the labelled choice."""
+    """Independent check of the Python-expression items: evaluate them and compare with the labelled
+    choice."""
     checked = 0
     for row in mc:
         m = re.fullmatch(r"What (?:is|does) (.+?)(?: return| evaluate to)?\?", row["instruction"])
         if row["category"] != "coding" or not m or not row["input"].startswith("nums ="):
             continue
         scope: dict = {}
-        exec(row["input"], {}, scope)  # noqa: S102 - our own one-line fixture
+        exec(row["input"], {}, scope)
         value = eval(m.group(1), {"max": max, "min": min, "sum": sum}, scope)
         assert str(value) == row["choices"][row["label"]], row["id"]
         checked += 1

@@ -28,4 +28,5 @@ def test_demo_writes_the_report(tmp_path, capsys):
     assert "instruction following on held-out items" in printed and "tuned exact match" in printed
     assert "instruction_importance" in printed
     assert sum(line.strip().startswith(("1. ", "2. ", "3. ")) for line in printed.splitlines()) == len(
-        results["findings"])
+        results["findings"]
+    )

@@ -1,4 +1,5 @@
-"""Tests for explain_ffn.py: end to end on every tiny family, JSONL round trip, comparison, tables, plots, cache."""
+"""Tests for explain_ffn.py: end to end on every tiny family, JSONL round trip, comparison, tables, plots,
+cache."""
 
 from __future__ import annotations
 
@@ -10,25 +11,26 @@ import numpy as np
 import pytest
 import torch
 
-from lm_interp_plugin import explain_ffn as ef
 from lm_interp_plugin.arch import get_adapter
-from lm_interp_plugin.explain_ffn import (
+from lm_interp_plugin.explain import ffn_cache as ef
+from lm_interp_plugin.explain.ffn import (
     FFNExplanation,
     FFNLayerConcepts,
-    compare_ffn,
     explain_ffn,
-    format_table5,
-    load_or_compute_components,
-    load_or_compute_concepts,
-    plot_concept_proportions,
-    plot_rotation,
     read_ffn_jsonl,
     write_ffn_jsonl,
+)
+from lm_interp_plugin.explain.ffn_cache import load_or_compute_components, load_or_compute_concepts
+from lm_interp_plugin.explain.ffn_compare import (
+    compare_ffn,
+    format_table5,
+    plot_concept_proportions,
+    plot_rotation,
 )
 from lm_interp_plugin.methods.attention import whole_word_vocab
 from lm_interp_plugin.methods.concepts import ConceptLabel
 from lm_interp_plugin.methods.ffn import FFNComponents, ffn_pca
-from lm_interp_plugin.tiny import TINY_FAMILIES, build_tiny_model, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import TINY_FAMILIES, build_tiny_model, sample_corpus, train_tokenizer
 
 LEX = {
     "task_concepts": {

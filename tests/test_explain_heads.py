@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from lm_interp_plugin.explain_heads import (
+from lm_interp_plugin.explain.heads import (
     compare_heads,
     explain_heads,
     format_table3,
@@ -17,7 +17,13 @@ from lm_interp_plugin.explain_heads import (
     write_heads_jsonl,
 )
 from lm_interp_plugin.methods.attention import normalise_like_norm
-from lm_interp_plugin.tiny import TINY_FAMILIES, build_tiny_model, sample_corpus, save_tiny, train_tokenizer
+from lm_interp_plugin.testing.tiny import (
+    TINY_FAMILIES,
+    build_tiny_model,
+    sample_corpus,
+    save_tiny,
+    train_tokenizer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +36,7 @@ def test_explain_heads_every_family_round_trips(family, tok, tmp_path):
     model = build_tiny_model(family, tok)
     expl = explain_heads(model, tok, top_k=3, neighbors=5, max_words=30, progress=False)
     assert (expl.num_layers, expl.num_heads) == (2, 4)
-    assert [(h.layer, h.head) for h in expl.heads] == [(l, h) for l in range(2) for h in range(4)]
+    assert [(h.layer, h.head) for h in expl.heads] == [(layer, h) for layer in range(2) for h in range(4)]
     assert expl.fingerprint["model_type"] == family and expl.params["vocab_size"] == 30
     assert sum(len(h.pairs) for h in expl.heads) > 0
     for head in expl.heads:

@@ -11,7 +11,7 @@ from torch import nn
 
 from lm_interp_plugin.methods.faithfulness import curve_area, deletion_curve
 from lm_interp_plugin.methods.integrated_gradients import integrated_gradients
-from lm_interp_plugin.tiny import build_tiny_model, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import build_tiny_model, sample_corpus, train_tokenizer
 
 KEY, ANSWER, VOCAB, HIDDEN = 5, 3, 16, 4
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lm_interp_plugin.interpret import InterpSettings, in_float32, run_pass
+from lm_interp_plugin.interpret.passes import run_pass
+from lm_interp_plugin.interpret.settings import InterpSettings
 from lm_interp_plugin.methods.attribution import gradient_x_input, reference_gradient_x_input
-from lm_interp_plugin.tiny import build_tiny_model
+from lm_interp_plugin.methods.model_state import in_float32
+from lm_interp_plugin.testing.tiny import build_tiny_model
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
 
 
 def _pair(p=40, n=12):
@@ -33,8 +38,14 @@ def test_cuda_bf16_with_float32_check(lm_tokenizer):
     model = model.to("cuda", torch.bfloat16)
     prompt, target = _pair()
     labels = ["instruction"] * 10 + ["content"] * (len(prompt) - 10)
-    result = run_pass(model, prompt.tolist(), target.tolist(), labels,
-                      InterpSettings(ffn=False, ablation=False), check_fp32=True)
+    result = run_pass(
+        model,
+        prompt.tolist(),
+        target.tolist(),
+        labels,
+        InterpSettings(ffn=False, ablation=False),
+        check_fp32=True,
+    )
     assert result.extras["fp32_check"]["rel_error"] < 0.1
     assert next(model.parameters()).dtype == torch.bfloat16
     with in_float32(model):
@@ -51,8 +62,13 @@ def test_sharded_model_matches_one_device(lm_tokenizer):
     prompt, target = _pair()
     single = gradient_x_input(model.cuda(), prompt, target, output_attentions=True)
     n = model.config.num_hidden_layers
-    device_map = {"model.embed_tokens": 0, "model.norm": 1, "model.rotary_emb": 0, "lm_head": 1,
-                  **{f"model.layers.{i}": 0 if i < n // 2 else 1 for i in range(n)}}
+    device_map = {
+        "model.embed_tokens": 0,
+        "model.norm": 1,
+        "model.rotary_emb": 0,
+        "lm_head": 1,
+        **{f"model.layers.{i}": 0 if i < n // 2 else 1 for i in range(n)},
+    }
     sharded = dispatch_model(model.cpu(), device_map=device_map)
     for mode in ("reverse", "forward"):
         out = gradient_x_input(sharded, prompt, target, mode=mode, output_attentions=True)

@@ -27,8 +27,15 @@ def evaluate(model: str, model_args: str, tasks=TASKS, **kwargs):
     from lm_interp_plugin.harness.tasks import tasks_dir
 
     return lm_eval.simple_evaluate(
-        model=model, model_args=model_args, tasks=list(tasks), limit=LIMIT, log_samples=True,
-        task_manager=TaskManager(include_path=[tasks_dir()]), bootstrap_iters=0, device="cpu", **kwargs,
+        model=model,
+        model_args=model_args,
+        tasks=list(tasks),
+        limit=LIMIT,
+        log_samples=True,
+        task_manager=TaskManager(include_path=[tasks_dir()]),
+        bootstrap_iters=0,
+        device="cpu",
+        **kwargs,
     )
 
 
@@ -83,8 +90,11 @@ def test_records_are_complete_and_join_the_samples(runs):
             assert len(record.raw) == len(record.prompt_tokens) == len(record.token_parts)
             assert len(record.raw[0]) == len(record.target_tokens)
             assert record.prompt_tokens[0] == "<s>" and record.token_parts[0] == "special"
-            instruction = "".join(t for t, p in zip(record.prompt_tokens, record.token_parts)
-                                  if p == "instruction").replace("Ġ", " ").replace("Ċ", "\n")
+            instruction = (
+                "".join(t for t, p in zip(record.prompt_tokens, record.token_parts) if p == "instruction")
+                .replace("Ġ", " ")
+                .replace("Ċ", "\n")
+            )
             assert instruction.strip() == sample["doc"]["instruction"]
             assert record.fingerprint["plugin_version"]
             layers_heads = record.attention["instruction_attention"]
@@ -97,7 +107,9 @@ def test_records_are_complete_and_join_the_samples(runs):
 def test_rerun_resumes_from_records(runs, tiny_llama_dir):
     _, interp, records_dir = runs
     before = {f: f.read_text() for f in record_files(records_dir)}
-    again = evaluate("interp-hf", f"pretrained={tiny_llama_dir},records_dir={records_dir}", tasks=["interp_instruct_mc"])
+    again = evaluate(
+        "interp-hf", f"pretrained={tiny_llama_dir},records_dir={records_dir}", tasks=["interp_instruct_mc"]
+    )
     assert {f: f.read_text() for f in record_files(records_dir)} == before  # nothing recomputed
     old = [s["instruction_importance"] for s in interp["samples"]["interp_instruct_mc"]]
     assert [s["instruction_importance"] for s in again["samples"]["interp_instruct_mc"]] == old
@@ -107,13 +119,19 @@ def test_use_cache_cannot_silently_drop_the_interpretation(tiny_llama_dir, tmp_p
     from lm_interp_plugin.harness.model import CacheNotSupportedError
 
     with pytest.raises(CacheNotSupportedError, match="--use_cache"):
-        evaluate("interp-hf", f"pretrained={tiny_llama_dir},records_dir={tmp_path}",
-                 tasks=["interp_instruct_mc"], use_cache=str(tmp_path / "cache"))
+        evaluate(
+            "interp-hf",
+            f"pretrained={tiny_llama_dir},records_dir={tmp_path}",
+            tasks=["interp_instruct_mc"],
+            use_cache=str(tmp_path / "cache"),
+        )
 
 
 def test_bad_setting_gets_a_did_you_mean(tiny_llama_dir, tmp_path):
     with pytest.raises(ValueError, match="Did you mean 'interp_objective'"):
-        evaluate("interp-hf", f"pretrained={tiny_llama_dir},interp_objectiv=prob", tasks=["interp_instruct_mc"])
+        evaluate(
+            "interp-hf", f"pretrained={tiny_llama_dir},interp_objectiv=prob", tasks=["interp_instruct_mc"]
+        )
 
 
 def _cli(args, cwd):
@@ -123,10 +141,26 @@ def _cli(args, cwd):
 
 def test_stock_lm_eval_with_a_task_yaml_path(tiny_llama_dir, tmp_path):
     out = tmp_path / "out"
-    proc = _cli([sys.executable, "-m", "lm_eval", "run", "--model", "interp-hf",
-                 "--model_args", f"pretrained={tiny_llama_dir},records_dir={out / 'records'}",
-                 "--tasks", str(REPO / "tasks" / "interp_instruct_mc.yaml"), "--limit", "2",
-                 "--log_samples", "--output_path", str(out)], cwd=tmp_path)
+    proc = _cli(
+        [
+            sys.executable,
+            "-m",
+            "lm_eval",
+            "run",
+            "--model",
+            "interp-hf",
+            "--model_args",
+            f"pretrained={tiny_llama_dir},records_dir={out / 'records'}",
+            "--tasks",
+            str(REPO / "tasks" / "interp_instruct_mc.yaml"),
+            "--limit",
+            "2",
+            "--log_samples",
+            "--output_path",
+            str(out),
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     samples = list(out.rglob("samples_interp_instruct_mc_*.jsonl"))
     assert samples
@@ -140,9 +174,26 @@ def test_lm_interp_cli_run_and_ls(tiny_llama_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "interp_instruct_mc" in proc.stdout and "arc_easy" in proc.stdout
     out = tmp_path / "runs"
-    proc = _cli([sys.executable, "-m", "lm_interp_plugin", "run", "--model", "interp-hf", "--model_args",
-                 f"pretrained={tiny_llama_dir}", "--tasks", "interp_instruct_mc", "--limit", "2",
-                 "--log_samples", "--output_path", str(out)], cwd=tmp_path)
+    proc = _cli(
+        [
+            sys.executable,
+            "-m",
+            "lm_interp_plugin",
+            "run",
+            "--model",
+            "interp-hf",
+            "--model_args",
+            f"pretrained={tiny_llama_dir}",
+            "--tasks",
+            "interp_instruct_mc",
+            "--limit",
+            "2",
+            "--log_samples",
+            "--output_path",
+            str(out),
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     model_dir = next(p for p in out.iterdir() if p.is_dir())
     assert (model_dir / "interp_records_interp_instruct_mc.jsonl").is_file()  # beside lm-eval's samples
@@ -151,22 +202,38 @@ def test_lm_interp_cli_run_and_ls(tiny_llama_dir, tmp_path):
 
 
 def test_faithfulness_signals_beside_the_paper_score(tiny_llama_dir, tmp_path):
-    run = evaluate("interp-hf", f"pretrained={tiny_llama_dir},records_dir={tmp_path},interp_ig=true,"
-                   "interp_ig_steps=8,interp_deletion=true", tasks=["interp_instruct_mc"])
+    run = evaluate(
+        "interp-hf",
+        f"pretrained={tiny_llama_dir},records_dir={tmp_path},interp_ig=true,"
+        "interp_ig_steps=8,interp_deletion=true",
+        tasks=["interp_instruct_mc"],
+    )
     for sample in run["samples"]["interp_instruct_mc"]:
         assert "instruction_importance" in sample  # the paper's score stays
-        for key in ("ablation_drop_removed", "ablation_drop_replaced", "ig_instruction_importance",
-                    "ig_completeness_error", "deletion_area_gxi", "deletion_area_ig", "deletion_gain_ig"):
+        for key in (
+            "ablation_drop_removed",
+            "ablation_drop_replaced",
+            "ig_instruction_importance",
+            "ig_completeness_error",
+            "deletion_area_gxi",
+            "deletion_area_ig",
+            "deletion_gain_ig",
+        ):
             assert key in sample, key
     record = load_records(tmp_path / "interp_records_interp_instruct_mc.jsonl")[0]
     assert len(record.extras["ig"]["raw"]) == len(record.prompt_tokens)
     assert record.extras["ablation"]["drop_removed"] == pytest.approx(record.metrics["ablation_drop_removed"])
 
 
-def test_bf16_run_checks_a_sample_against_float32_and_resumes_under_new_memory_settings(tiny_llama_dir, tmp_path):
+def test_bf16_run_checks_a_sample_against_float32_and_resumes_under_new_memory_settings(
+    tiny_llama_dir, tmp_path
+):
     """dtype=bfloat16: every 2nd request carries a float32 check; a rerun with another memory budget and
     checkpointing (how, not what, is computed) resumes from the records instead of recomputing."""
-    args = f"pretrained={tiny_llama_dir},records_dir={tmp_path},dtype=bfloat16,interp_fp32_check=2,interp_ffn=false"
+    args = (
+        f"pretrained={tiny_llama_dir},records_dir={tmp_path},dtype=bfloat16,interp_fp32_check=2,"
+        "interp_ffn=false"
+    )
     evaluate("interp-hf", args, tasks=["interp_instruct_mc"])
     path = tmp_path / "interp_records_interp_instruct_mc.jsonl"
     records = load_records(path)
@@ -176,8 +243,11 @@ def test_bf16_run_checks_a_sample_against_float32_and_resumes_under_new_memory_s
     for record in checked:
         assert 0 < record.extras["fp32_check"]["rel_error"] < 0.2
     lines = path.read_text().count("\n")
-    evaluate("interp-hf", args + ",interp_memory_budget=64MB,interp_checkpoint=true,interp_chunk_size=1",
-             tasks=["interp_instruct_mc"])
+    evaluate(
+        "interp-hf",
+        args + ",interp_memory_budget=64MB,interp_checkpoint=true,interp_chunk_size=1",
+        tasks=["interp_instruct_mc"],
+    )
     assert path.read_text().count("\n") == lines  # nothing recomputed
 
 
@@ -191,18 +261,62 @@ def test_data_parallel_on_two_cpu_processes_matches_one_process(tiny_llama_dir, 
     split across the ranks, each rank writes its own records file, lm-eval gathers the samples, and every
     per-sample value equals the single-process run's."""
     task = "interp_instruct_mc"
-    common = ["run", "--model", "interp-hf", "--tasks", task, "--limit", "6", "--log_samples", "--device", "cpu"]
+    common = [
+        "run",
+        "--model",
+        "interp-hf",
+        "--tasks",
+        task,
+        "--limit",
+        "6",
+        "--log_samples",
+        "--device",
+        "cpu",
+    ]
     single, multi = tmp_path / "single", tmp_path / "multi"
-    proc = _cli([sys.executable, "-m", "lm_interp_plugin", *common, "--output_path", str(single),
-                 "--model_args", f"pretrained={tiny_llama_dir},records_dir={single / 'records'}"], cwd=tmp_path)
+    proc = _cli(
+        [
+            sys.executable,
+            "-m",
+            "lm_interp_plugin",
+            *common,
+            "--output_path",
+            str(single),
+            "--model_args",
+            f"pretrained={tiny_llama_dir},records_dir={single / 'records'}",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONWARNINGS": "ignore",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         "-m", "lm_interp_plugin", *common, "--output_path", str(multi),
-         "--model_args", f"pretrained={tiny_llama_dir},records_dir={multi / 'records'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "lm_interp_plugin",
+            *common,
+            "--output_path",
+            str(multi),
+            "--model_args",
+            f"pretrained={tiny_llama_dir},records_dir={multi / 'records'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     per_rank = [load_records(multi / "records" / f"interp_records_{task}_rank{r}.jsonl") for r in (0, 1)]
@@ -211,5 +325,11 @@ def test_data_parallel_on_two_cpu_processes_matches_one_process(tiny_llama_dir, 
     one, two = _samples_by_doc(single, task), _samples_by_doc(multi, task)
     assert sorted(one) == sorted(two) == list(range(6))
     for doc_id, sample in one.items():
-        for key in ("acc", "acc_norm", "instruction_importance", "instruction_attention", "ablation_drop_removed"):
+        for key in (
+            "acc",
+            "acc_norm",
+            "instruction_importance",
+            "instruction_attention",
+            "ablation_drop_removed",
+        ):
             assert two[doc_id][key] == pytest.approx(sample[key], rel=1e-5, abs=1e-7), (doc_id, key)

@@ -22,7 +22,7 @@ from lm_interp_plugin.methods.importance import (
     quantise,
     sparsify,
 )
-from lm_interp_plugin.stats import welch_t_test
+from lm_interp_plugin.methods.stats import welch_t_test
 
 # ---------------------------------------------------------------- independent loop implementations
 

@@ -1,4 +1,5 @@
-"""Integrated gradients checked against a slow per-step, per-target loop with plain backward, plus completeness."""
+"""Integrated gradients checked against a slow per-step, per-target loop with plain backward, plus
+completeness."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from lm_interp_plugin.methods.integrated_gradients import RULES, integrated_gradients, quadrature
-from lm_interp_plugin.tiny import build_tiny_model, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import build_tiny_model, sample_corpus, train_tokenizer
 
 
 @pytest.fixture(scope="module")

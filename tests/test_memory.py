@@ -7,16 +7,16 @@ import logging
 import pytest
 import torch
 
-from lm_interp_plugin.interpret import InterpSettings, parse_bytes
+from lm_interp_plugin.interpret.settings import InterpSettings, parse_bytes
 from lm_interp_plugin.methods import attribution as attr
 from lm_interp_plugin.methods.attribution import (
-    activation_checkpointing,
     chunk_for_budget,
     default_chunk_size,
     gradient_x_input,
     row_bytes,
 )
-from lm_interp_plugin.tiny import build_tiny_model
+from lm_interp_plugin.methods.model_state import activation_checkpointing
+from lm_interp_plugin.testing.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +31,16 @@ def _pair(p: int = 12, n: int = 7):
     return torch.randint(5, 700, (p,), generator=g), torch.randint(5, 700, (n,), generator=g)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("8GB", 8 * 10**9), ("512MiB", 512 * 2**20), ("1.5gb", 1_500_000_000), ("2000", 2000), (" 3 KiB ", 3072),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("8GB", 8 * 10**9),
+        ("512MiB", 512 * 2**20),
+        ("1.5gb", 1_500_000_000),
+        ("2000", 2000),
+        (" 3 KiB ", 3072),
+    ],
+)
 def test_parse_bytes(text, expected):
     assert parse_bytes(text) == expected
 
@@ -124,8 +131,9 @@ def test_activation_checkpointing_recomputes_layers_and_keeps_the_result(model):
     layer = model.model.layers[0]
     handle = layer.mlp.register_forward_pre_hook(lambda m, a: calls.append(1))  # runs inside layer.forward
     try:
-        out = gradient_x_input(model, prompt, target, mode="reverse", chunk_size=2, checkpoint=True,
-                               output_attentions=True)
+        out = gradient_x_input(
+            model, prompt, target, mode="reverse", chunk_size=2, checkpoint=True, output_attentions=True
+        )
     finally:
         handle.remove()
     torch.testing.assert_close(out.raw, plain.raw, rtol=1e-5, atol=1e-9)
@@ -145,8 +153,10 @@ def test_activation_checkpointing_restores_on_error(model):
 
 
 def test_activation_checkpointing_needs_decoder_layers():
-    with pytest.raises(attr.AttributionError, match="interp_checkpoint"), \
-            activation_checkpointing(torch.nn.Linear(2, 2)):
+    with (
+        pytest.raises(attr.AttributionError, match="interp_checkpoint"),
+        activation_checkpointing(torch.nn.Linear(2, 2)),
+    ):
         pass
 
 
@@ -154,8 +164,14 @@ def test_cpu_chunk_shrinks_for_long_prompts_only(lm_tokenizer):
     """On a CPU: 8 for ordinary prompts (measured best), fewer when a row's layer working set is large."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(hidden_size=256, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4,
-                      intermediate_size=683, vocab_size=32000)
+    cfg = LlamaConfig(
+        hidden_size=256,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=683,
+        vocab_size=32000,
+    )
     model = LlamaForCausalLM(cfg)
     assert default_chunk_size(model, 128 + 31, 32) == attr.CPU_CHUNK
     assert default_chunk_size(model, 159, 4000) == attr.CPU_CHUNK  # the vocabulary term does not count on CPU

@@ -7,15 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from lm_interp_plugin.interpret import (
-    InterpSettings,
-    float32_comparison,
-    in_float32,
-    run_pass,
-)
+from lm_interp_plugin.interpret.passes import run_pass
+from lm_interp_plugin.interpret.precision import float32_comparison
+from lm_interp_plugin.interpret.settings import InterpSettings
 from lm_interp_plugin.methods.attribution import gradient_x_input
 from lm_interp_plugin.methods.importance import ImportanceParams, instruction_importance, quantise
-from lm_interp_plugin.tiny import build_tiny_model
+from lm_interp_plugin.methods.model_state import in_float32
+from lm_interp_plugin.testing.tiny import build_tiny_model
 
 SETTINGS = {"attention": False, "ffn": False, "ablation": False}
 
@@ -85,12 +83,15 @@ def test_sampled_fp32_check_records_the_relative_error(bf16_model):
     params = ImportanceParams()
     mask = np.array([lab == "instruction" for lab in labels])
     assert check["instruction_importance_float32"] == pytest.approx(
-        instruction_importance(quantise(full, L=params.L, eps=params.eps), mask, b=params.b, p=params.p))
+        instruction_importance(quantise(full, L=params.L, eps=params.eps), mask, b=params.b, p=params.p)
+    )
     # unchecked requests carry no check; float32 models are never checked
     assert "fp32_check" not in run_pass(bf16_model, prompt.tolist(), target.tolist(), labels, settings).extras
     model32 = bf16_model.float()
-    assert "fp32_check" not in run_pass(model32, prompt.tolist(), target.tolist(), labels, settings,
-                                        check_fp32=True).extras
+    assert (
+        "fp32_check"
+        not in run_pass(model32, prompt.tolist(), target.tolist(), labels, settings, check_fp32=True).extras
+    )
 
 
 def test_float32_comparison_against_hand_computation():
@@ -132,7 +133,9 @@ def test_nan_in_float32_is_zeroed_with_a_note(lm_tokenizer):
     handle = model.model.layers[1].mlp.register_forward_hook(lambda m, a, o: o * float("nan"))
     prompt, target = _pair(2)
     try:
-        result = run_pass(model, prompt.tolist(), target.tolist(), _labels(len(prompt)), InterpSettings(**SETTINGS))
+        result = run_pass(
+            model, prompt.tolist(), target.tolist(), _labels(len(prompt)), InterpSettings(**SETTINGS)
+        )
     finally:
         handle.remove()
     assert "non-finite attribution values were set to 0" in result.notes
@@ -144,21 +147,37 @@ def test_api_reports_fp32_check(bf16_model, lm_tokenizer):
     from lm_interp_plugin import attribute
 
     prompt = "Translate the sentence into French. The cat sleeps."
-    out = attribute(bf16_model, lm_tokenizer, prompt, " Le chat dort.", instruction="Translate the sentence",
-                    check_fp32=True, attention=False, ffn=False, ablation=False)
+    out = attribute(
+        bf16_model,
+        lm_tokenizer,
+        prompt,
+        " Le chat dort.",
+        instruction="Translate the sentence",
+        check_fp32=True,
+        attention=False,
+        ffn=False,
+        ablation=False,
+    )
     assert out.fp32_check is not None and out.fp32_check["rel_error"] < 0.1
 
 
 def test_float16_does_not_underflow_with_a_large_vocabulary():
-    """With a 32k vocabulary p(y) is ~3e-5, and its gradient underflows in float16 when differentiated directly
+    """With a 32k vocabulary p(y) is ~3e-5, and its gradient underflows in float16 when differentiated
+    directly
     (the reference loop in float16 is ~35% off). The engine differentiates log p and multiplies by p in
     float32, which keeps float16 within a fraction of a percent of float32 in both modes."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from lm_interp_plugin.methods.attribution import reference_gradient_x_input
 
-    cfg = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=4, vocab_size=32000)
+    cfg = LlamaConfig(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=32000,
+    )
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).eval().to(torch.float16)

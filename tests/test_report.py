@@ -245,8 +245,9 @@ def test_per_request_mode_and_computation_settings_do_not_warn(tmp_path):
         rec["fingerprint"].setdefault("settings", {})["chunk_size"] = 4 + i
     path.write_text("".join(_json.dumps(rec) + "\n" for rec in lines))
     result = compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out", examples=0)
-    assert not [w for w in result.fingerprint_warnings if "mode" in w or "chunk_size" in w], \
+    assert not [w for w in result.fingerprint_warnings if "mode" in w or "chunk_size" in w], (
         result.fingerprint_warnings
+    )
 
 
 def test_jensen_shannon_against_scipy():
@@ -259,7 +260,7 @@ def test_jensen_shannon_against_scipy():
 
 
 def _heads_file(path: Path, words: list[str]) -> Path:
-    from lm_interp_plugin.explain_heads import write_heads_jsonl
+    from lm_interp_plugin.explain.heads import write_heads_jsonl
     from lm_interp_plugin.methods.attention import DimensionWords, HeadsExplanation, HeadWordPairs
 
     heads = [
@@ -276,8 +277,8 @@ def _heads_file(path: Path, words: list[str]) -> Path:
 
 
 def _ffn_files(tmp_path: Path) -> list[Path]:
-    from lm_interp_plugin.explain_ffn import explain_ffn, write_ffn_jsonl
-    from lm_interp_plugin.tiny import build_tiny_model, sample_corpus, train_tokenizer
+    from lm_interp_plugin.explain.ffn import explain_ffn, write_ffn_jsonl
+    from lm_interp_plugin.testing.tiny import build_tiny_model, sample_corpus, train_tokenizer
 
     tok = train_tokenizer(sample_corpus(), vocab_size=400)
     paths = []
@@ -289,8 +290,6 @@ def _ffn_files(tmp_path: Path) -> list[Path]:
 
 
 def test_global_sections_from_explain_files(tmp_path):
-    pytest.importorskip("lm_interp_plugin.explain_heads")
-    pytest.importorskip("lm_interp_plugin.explain_ffn")
     docs = make_docs(4, seed=0)
     runs = [
         write_run(tmp_path / name, name, {"t": scored(docs, i)}, records=False)
@@ -347,10 +346,14 @@ def test_findings_check_reads_the_paired_tests(tmp_path):
     assert by[("tuned", "instruction_attention")].verdict == "shows up"
     assert by[("same", "instruction_importance")].verdict == "not significant"
     row = by[("tuned", "instruction_importance")]
-    paired = next(p for p in result.task("t").paired if p.other == "tuned" and p.metric == "instruction_importance")
+    paired = next(
+        p for p in result.task("t").paired if p.other == "tuned" and p.metric == "instruction_importance"
+    )
     assert row.p_value == paired.paired_t["p_value"] and row.mean_diff == paired.mean_diff
     saved = json.loads((tmp_path / "out" / "results.json").read_text())["findings"]
-    assert {(f["other"], f["metric"], f["verdict"]) for f in saved} >= {("tuned", "instruction_importance", "shows up")}
+    assert {(f["other"], f["metric"], f["verdict"]) for f in saved} >= {
+        ("tuned", "instruction_importance", "shows up")
+    }
     for name in ("report.md", "report.html"):
         assert "Paper findings check" in (tmp_path / "out" / name).read_text()
     assert verdict(-0.2, 0.001, +1) == "opposite" and verdict(-0.2, 0.001, -1) == "shows up"
@@ -364,14 +367,21 @@ def test_half_precision_runs_get_the_float32_check_in_the_notes(tmp_path):
 
     docs = make_docs(6, seed=0)
     write_run(tmp_path / "base", "base", {"t": scored(docs, 1)})
-    tuned = write_run(tmp_path / "tuned", "tuned", {"t": scored(docs, 2)},
-                      fingerprint={"model": "tuned", "dtype": "bfloat16"})
+    tuned = write_run(
+        tmp_path / "tuned",
+        "tuned",
+        {"t": scored(docs, 2)},
+        fingerprint={"model": "tuned", "dtype": "bfloat16"},
+    )
     (path,) = tuned.glob("interp_records_t*.jsonl")
     lines = [_json.loads(line) for line in path.read_text().splitlines()]
     for i, rec in enumerate(lines[:3]):  # three checked requests: 2%, 4%, 6% off; importance 10%, 20%, 30%
-        rec["extras"]["fp32_check"] = {"dtype": "bfloat16", "rel_error": 0.02 * (i + 1),
-                                       "instruction_importance": 1.0 + 0.1 * (i + 1),
-                                       "instruction_importance_float32": 1.0}
+        rec["extras"]["fp32_check"] = {
+            "dtype": "bfloat16",
+            "rel_error": 0.02 * (i + 1),
+            "instruction_importance": 1.0 + 0.1 * (i + 1),
+            "instruction_importance_float32": 1.0,
+        }
     lines[4]["extras"]["precision"] = "float32 (re-run after non-finite bfloat16)"
     path.write_text("".join(_json.dumps(rec) + "\n" for rec in lines))
     result = compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out", examples=0)

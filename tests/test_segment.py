@@ -1,4 +1,5 @@
-"""Automatic segmentation on the REAL templates of the installed lm-eval tasks (local fixture docs, no model)."""
+"""Automatic segmentation on the REAL templates of the installed lm-eval tasks (local fixture docs, no
+model)."""
 
 from __future__ import annotations
 
@@ -7,29 +8,41 @@ from pathlib import Path
 
 import pytest
 
-from lm_interp_plugin.segment import CHAT_MARKUP, SegmentationError, segment_prompt, skeleton
+from lm_interp_plugin.harness.segment import CHAT_MARKUP, SegmentationError, segment_prompt, skeleton
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 VARIANTS = REPO / "tasks" / "variants"
-FIXTURE = {"arc_easy": "arc", "arc_challenge": "arc", "hellaswag": "hellaswag", "mmlu_anatomy": "mmlu",
-           "gsm8k": "gsm8k", "ifeval": "ifeval", "truthfulqa_mc2": "truthfulqa", "winogrande": "winogrande",
-           "boolq": "boolq", "piqa": "piqa"}
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+FIXTURE = {
+    "arc_easy": "arc",
+    "arc_challenge": "arc",
+    "hellaswag": "hellaswag",
+    "mmlu_anatomy": "mmlu",
+    "gsm8k": "gsm8k",
+    "ifeval": "ifeval",
+    "truthfulqa_mc2": "truthfulqa",
+    "winogrande": "winogrande",
+    "boolq": "boolq",
+    "piqa": "piqa",
+}
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def variant_task(name: str, **overrides):
-    """The shipped interp_<name> variant, on the local fixture (every split the config names -> the fixture)."""
+    """The shipped interp_<name> variant, on the local fixture (every split the config names -> the
+    fixture)."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
     from lm_interp_plugin.harness.tasks import InterpTask
-    from lm_interp_plugin.segment import variant_config
+    from lm_interp_plugin.harness.variants import variant_config
 
     variant = load_yaml(VARIANTS / f"interp_{name}.yaml", resolve_func=False)
     if name == "ifeval" and importlib.util.find_spec("langdetect") is None:
         # the stock scorer imports langdetect (not installed here); the template is what is under test
-        from lm_interp_plugin.segment import stock_yaml_path
+        from lm_interp_plugin.harness.variants import stock_yaml_path
 
         stock = load_yaml(stock_yaml_path("ifeval"), resolve_func=False)
         stock.update(process_results=None, metric_list=[{"metric": "exact_match"}], task=variant["task"])
@@ -37,7 +50,9 @@ def variant_task(name: str, **overrides):
         stock["metadata"] = {**stock["metadata"], "interp": {**interp, "auto": True}}
         variant = stock
     cfg = variant_config(variant)
-    splits = {cfg[k] for k in ("training_split", "validation_split", "test_split", "fewshot_split") if cfg.get(k)}
+    splits = {
+        cfg[k] for k in ("training_split", "validation_split", "test_split", "fewshot_split") if cfg.get(k)
+    }
     cfg["metadata"]["interp"]["data_files"] = {s: str(FIXTURES / f"{FIXTURE[name]}.jsonl") for s in splits}
     cfg.update(overrides)
     return InterpTask(config=cfg)
@@ -51,8 +66,10 @@ def text_of(context, spans, part):
 def chat_template(lm_tokenizer):
     tok = lm_tokenizer
     tok.chat_template = CHATML
+
     def render(messages, add_generation_prompt=True):
         return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
     return render
 
 
@@ -127,8 +144,9 @@ def test_chat_template_markup_is_the_chat_part(name, shots, chat_template):
         pytest.skip("ifeval has no few-shot split")
     task = variant_task(name, num_fewshot=shots)
     doc = task.eval_docs[-1]
-    for context in contexts(task, doc, apply_chat_template=True, chat_template=chat_template,
-                            system_instruction="Be brief."):
+    for context in contexts(
+        task, doc, apply_chat_template=True, chat_template=chat_template, system_instruction="Be brief."
+    ):
         spans = segment_prompt(task, doc, context, parts=task.interp_config.get("parts"))
         chat = text_of(context, spans, "chat")
         assert any("<|im_start|>user" in c for c in chat) and any("assistant" in c for c in chat)
@@ -156,6 +174,14 @@ def test_skeleton_of_callable_falls_back_and_overrides_apply():
 
 
 def test_chat_markup_regex_on_common_templates():
-    for markup in ("<|im_start|>user\n", "<|start_header_id|>assistant<|end_header_id|>\n\n", "[INST]", "<s>",
-                   "<start_of_turn>model\n"):
-        assert CHAT_MARKUP.fullmatch(markup) or "".join(m.group() for m in CHAT_MARKUP.finditer(markup)) == markup
+    for markup in (
+        "<|im_start|>user\n",
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        "[INST]",
+        "<s>",
+        "<start_of_turn>model\n",
+    ):
+        assert (
+            CHAT_MARKUP.fullmatch(markup)
+            or "".join(m.group() for m in CHAT_MARKUP.finditer(markup)) == markup
+        )

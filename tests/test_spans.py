@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lm_interp_plugin.spans import InstructionNotFoundError, label_tokens, locate_fields, token_offsets
-from lm_interp_plugin.tiny import sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
 PROMPT = "Rewrite the sentence in French.\n\nInput: the cat sat on the mat.\n\nOutput:"
 INSTRUCTION = "Rewrite the sentence in French."
@@ -27,13 +27,14 @@ def test_instruction_tokens_are_exactly_the_instruction(add_bos):
     # the instruction is one contiguous block at the start (after BOS)
     first = labels.index("instruction")
     assert first == (1 if add_bos else 0)
-    assert "instruction" not in labels[labels.index("template", first):]
+    assert "instruction" not in labels[labels.index("template", first) :]
 
 
 def test_several_spans_and_parts_with_priority(lm_tokenizer):
     text = "Answer briefly. Question: what is five? Be polite.\n\nOutput:"
-    spans = locate_fields(text, {"instruction": ["Answer briefly.", "Be polite."],
-                                 "content": ["Question: what is five?"]})
+    spans = locate_fields(
+        text, {"instruction": ["Answer briefly.", "Be polite."], "content": ["Question: what is five?"]}
+    )
     ids = lm_tokenizer(text)["input_ids"]
     labels = label_tokens(token_offsets(lm_tokenizer, text, ids, True), text, spans)
     got = lm_tokenizer.decode([i for i, lab in zip(ids, labels) if lab == "instruction"])
@@ -50,9 +51,14 @@ def test_last_occurrence_is_used_so_fewshot_copies_do_not_count():
 def test_chat_template_prompt(lm_tokenizer):
     chat = f"<|user|>\n{INSTRUCTION}\nthe cat sat.<|end|>\n<|assistant|>\n"
     ids = lm_tokenizer(chat)["input_ids"]
-    labels = label_tokens(token_offsets(lm_tokenizer, chat, ids, True), chat,
-                          locate_fields(chat, {"instruction": [INSTRUCTION]}))
-    assert lm_tokenizer.decode([i for i, lab in zip(ids, labels) if lab == "instruction"]).strip() == INSTRUCTION
+    labels = label_tokens(
+        token_offsets(lm_tokenizer, chat, ids, True),
+        chat,
+        locate_fields(chat, {"instruction": [INSTRUCTION]}),
+    )
+    assert (
+        lm_tokenizer.decode([i for i, lab in zip(ids, labels) if lab == "instruction"]).strip() == INSTRUCTION
+    )
 
 
 def test_offsets_by_decoding_when_reencoding_differs(lm_tokenizer):

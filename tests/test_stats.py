@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from lm_interp_plugin.stats import (
+from lm_interp_plugin.methods.stats import (
     TestResult,
     bootstrap_ci,
     paired_bootstrap_ci,

@@ -1,4 +1,5 @@
-"""The shipped interp_ variants: discoverable by name and wildcard, stock metrics plus interpretation metrics."""
+"""The shipped interp_ variants: discoverable by name and wildcard, stock metrics plus interpretation
+metrics."""
 
 from __future__ import annotations
 
@@ -6,13 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from lm_interp_plugin.segment import variant_config, write_variant
+from lm_interp_plugin.harness.variants import variant_config, write_variant
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = REPO / "tasks" / "variants"
 FIXTURES = REPO / "tests" / "fixtures"
-EXPECTED = {"arc_easy", "arc_challenge", "hellaswag", "gsm8k", "ifeval", "truthfulqa_mc2", "winogrande", "boolq",
-            "piqa"}
+EXPECTED = {
+    "arc_easy",
+    "arc_challenge",
+    "hellaswag",
+    "gsm8k",
+    "ifeval",
+    "truthfulqa_mc2",
+    "winogrande",
+    "boolq",
+    "piqa",
+}
 
 
 def test_every_listed_benchmark_has_a_variant_without_a_copied_config():
@@ -34,7 +44,7 @@ def test_write_variant_for_any_task(tmp_path):
     from lm_eval.tasks._yaml_loader import load_yaml
 
     path = write_variant("piqa", tmp_path, parts={"goal": "instruction"})
-    assert path.name == "interp_piqa.yaml" and (tmp_path / "interp_variant.py").is_file()
+    assert path.name == "interp_piqa.yaml" and (tmp_path / "interp_task.py").is_file()
     cfg = variant_config(load_yaml(path, resolve_func=True) | {})
     assert cfg["task"] == "interp_piqa" and cfg["metadata"]["interp"]["parts"] == {"goal": "instruction"}
     with pytest.raises(ValueError, match="no installed lm-eval task"):
@@ -56,8 +66,13 @@ def test_variants_report_stock_and_interpretation_metrics(tiny_llama_dir, tmp_pa
         cfg["metadata"]["interp"]["data_files"] = {s: str(FIXTURES / f"{fixture}.jsonl") for s in splits}
         tasks.append(InterpTask(config=cfg))
     out = lm_eval.simple_evaluate(
-        model="interp-hf", model_args=f"pretrained={tiny_llama_dir},records_dir={tmp_path}", tasks=tasks, limit=2,
-        log_samples=True, bootstrap_iters=0, device="cpu",
+        model="interp-hf",
+        model_args=f"pretrained={tiny_llama_dir},records_dir={tmp_path}",
+        tasks=tasks,
+        limit=2,
+        log_samples=True,
+        bootstrap_iters=0,
+        device="cpu",
     )
     for name in ("interp_arc_easy", "interp_winogrande", "interp_hellaswag"):
         table = out["results"][name]
@@ -67,3 +82,12 @@ def test_variants_report_stock_and_interpretation_metrics(tiny_llama_dir, tmp_pa
             assert "acc" in sample and sample["instruction_found"] in (0.0, 1.0)
     assert out["results"]["interp_arc_easy"]["instruction_found,none"] == 1.0
     assert "instruction_importance,none" in out["results"]["interp_arc_easy"]
+
+
+def test_shipped_shims_are_the_one_shim_text():
+    """Every task folder's `!function` shim is the text `write_shim` writes (one source, not copies)."""
+    from lm_interp_plugin.harness.tasks import tasks_dir
+    from lm_interp_plugin.harness.variants import SHIM, SHIM_TEXT
+
+    for folder in (tasks_dir(), tasks_dir() / "variants"):
+        assert (folder / SHIM).read_text(encoding="utf-8") == SHIM_TEXT

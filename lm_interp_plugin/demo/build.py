@@ -2,10 +2,12 @@
 
 `lm-interp demo` needs a base/tuned pair that differs the way a real pretrained model and its instruction-
 tuned version do, without downloading anything: a tiny Llama is pretrained on synthetic English-like text
-(`synthetic.pretraining_text`), saved as the base, then a copy is tuned on instruction -> answer pairs with the
+(`synthetic.pretraining_text`), saved as the base, then a copy is tuned on instruction -> answer pairs with
+the
 loss on the answer tokens only, and saved as the tuned model. Both load with `from_pretrained(path)`.
 
-The output folder is keyed by a hash of the recipe (every hyper-parameter, the seed and `RECIPE_VERSION`), so a
+The output folder is keyed by a hash of the recipe (every hyper-parameter, the seed and `RECIPE_VERSION`), so
+a
 second call with the same recipe returns at once, and a changed recipe never reuses stale weights. The
 manifest (`demo_manifest.json`) also records held-out accuracies of both models, so the demo can say how much
 better the tuned model follows instructions before any interpretation is run.
@@ -28,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lm_interp_plugin.demo import synthetic
-from lm_interp_plugin.tiny import build_tiny_model, save_tiny, train_tokenizer
+from lm_interp_plugin.testing.tiny import build_tiny_model, save_tiny, train_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ class DemoRecipe:
     """Every knob of the build; its hash names the cache folder.
 
     The defaults are sized so that the whole build (both trainings and the evaluation) takes one to two
-    minutes on two idle CPU cores (see demo/README.md); `small()` is a recipe for tests that builds in seconds.
+    minutes on two idle CPU cores (see demo/README.md); `small()` is a recipe for tests that builds in
+    seconds.
     """
 
     vocab_size: int = 1000
@@ -108,7 +111,8 @@ class DemoModels:
 
 @contextmanager
 def deterministic(seed: int) -> Iterator[None]:
-    """Seed torch and turn on deterministic algorithms, restoring the global RNG and the previous setting after."""
+    """Seed torch and turn on deterministic algorithms, restoring the global RNG and the previous setting
+    after."""
     import torch
 
     was_on = torch.are_deterministic_algorithms_enabled()

@@ -36,7 +36,8 @@ HELDOUT_EVERY = 8
 
 
 def _toy_dictionary() -> dict[str, str]:
-    """A fixed word-to-word dictionary into the "toy language" (same for every seed: it is part of the world)."""
+    """A fixed word-to-word dictionary into the "toy language" (same for every seed: it is part of the
+    world)."""
     rng = random.Random("toy-language")
     consonants, vowels = "bdgklmnprstvz", "aeiou"
     used: set[str] = set(INPUT_WORDS)
@@ -169,12 +170,14 @@ def _items(n: int, seed: int, heldout: bool, prefix: str) -> list[dict]:
 
 
 def instruction_examples(n: int, seed: int = 0) -> list[dict]:
-    """Training items for instruction tuning (`id, category, instruction, input, reference`), no held-out input."""
+    """Training items for instruction tuning (`id, category, instruction, input, reference`), no held-out
+    input."""
     return _items(n, seed, heldout=False, prefix="train")
 
 
 def heldout_instruct(n: int, seed: int = 0) -> list[dict]:
-    """Held-out generation items in the schema of `tasks/interp_instruct.jsonl`; inputs never seen in training."""
+    """Held-out generation items in the schema of `tasks/interp_instruct.jsonl`; inputs never seen in
+    training."""
     return _items(n, seed, heldout=True, prefix="heldout")
 
 
@@ -242,9 +245,15 @@ def _toy(words: str) -> str:
 
 
 def _sentence(rng: random.Random) -> str:
-    """One English-like sentence; some use the words of the instructions, none is an instruction with its answer."""
-    noun = lambda: rng.choice(ANIMALS + THINGS)
-    colour = lambda: rng.choice(COLOURS)
+    """One English-like sentence; some use the words of the instructions, none is an instruction with its
+    answer."""
+
+    def noun() -> str:
+        return rng.choice(ANIMALS + THINGS)
+
+    def colour() -> str:
+        return rng.choice(COLOURS)
+
     who, doc = rng.choice(_PEOPLE), rng.choice(_DOCS)
     n = rng.randint(2, 6)
     templates = (

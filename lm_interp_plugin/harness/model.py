@@ -22,7 +22,8 @@ from lm_eval.utils import sanitize_model_name
 from tqdm import tqdm
 
 from .. import __version__
-from ..interpret import InterpSettings, run_pass
+from ..interpret.passes import run_pass
+from ..interpret.settings import InterpSettings
 from ..records import InterpRecord, RecordWriter, load_records, record_files
 from ..spans import SPECIAL, label_tokens, token_offsets
 
@@ -115,7 +116,8 @@ class InterpHFLM(HFLM):
         }
 
     def _settings_key(self) -> str:
-        """Hash of what determines the results; how they are computed (chunking, memory) is left out, so a rerun
+        """Hash of what determines the results; how they are computed (chunking, memory) is left out, so a
+        rerun
         with a smaller memory budget after running out of memory still resumes."""
         how = {"chunk_size", "memory_budget", "checkpoint", "fp32_check"}
         settings = {k: v for k, v in self.fingerprint["settings"].items() if k not in how}
@@ -130,8 +132,11 @@ class InterpHFLM(HFLM):
                     if record.fingerprint.get("run_hash") == self._settings_key():
                         self._done[record.key] = record
             if self._done:
-                logger.info("interp-hf: resuming, %d finished interpretation records found in %s",
-                            len(self._done), self.records_dir)
+                logger.info(
+                    "interp-hf: resuming, %d finished interpretation records found in %s",
+                    len(self._done),
+                    self.records_dir,
+                )
         return self._done
 
     def _writer_handle(self) -> RecordWriter:
@@ -170,27 +175,38 @@ class InterpHFLM(HFLM):
             self._writer.flush()
         if self._fp32_errors:
             errors = sorted(self._fp32_errors)
-            logger.info("interp-hf: float32 check of %d half-precision attributions: median relative error "
-                        "%.2e, max %.2e", len(errors), errors[len(errors) // 2], errors[-1])
+            logger.info(
+                "interp-hf: float32 check of %d half-precision attributions: median relative error "
+                "%.2e, max %.2e",
+                len(errors),
+                errors[len(errors) // 2],
+                errors[-1],
+            )
 
     def _probe(self):
-        """The FFN concept probe, built on first use; None (with a warning once) if the model has no adapter."""
+        """The FFN concept probe, built on first use; None (with a warning once) if the model has no
+        adapter."""
         if not self.interp_settings.ffn or self._ffn_error:
             return None
         if self._ffn_probe is None:
             from ..arch import UnsupportedArchitectureError
-            from ..ffn_probe import FFNProbe
+            from ..interpret.ffn_probe import FFNProbe
 
             try:
                 self._ffn_probe = FFNProbe(
-                    self.model, self.tokenizer, k=self.interp_settings.ffn_k,
+                    self.model,
+                    self.tokenizer,
+                    k=self.interp_settings.ffn_k,
                     cache_dir=self.records_dir / "ffn_components",
                     model_identity=f"{self.pretrained_name}@{self.fingerprint['revision']}",
                 )
             except UnsupportedArchitectureError as err:
                 self._ffn_error = str(err)
-                logger.warning("interp-hf: FFN concepts disabled for this model (%s); pass interp_ffn=false "
-                               "to silence this", err)
+                logger.warning(
+                    "interp-hf: FFN concepts disabled for this model (%s); pass interp_ffn=false "
+                    "to silence this",
+                    err,
+                )
                 return None
         return self._ffn_probe
 
@@ -214,14 +230,22 @@ class InterpHFLM(HFLM):
             keep = self.max_length - len(target_ids)
             if keep < 1:
                 raise ValueError(
-                    f"{req.task_name} doc {req.doc_id}: the target alone ({len(target_ids)} tokens) is longer "
+                    f"{req.task_name} doc {req.doc_id}: the target alone ({len(target_ids)} tokens) is "
+                    "longer "
                     f"than the model's max_length {self.max_length}; raise max_length in --model_args"
                 )
             notes.append(f"prompt left-truncated from {len(prompt_ids)} to {keep} tokens (max_length)")
             prompt_ids = prompt_ids[-keep:]
-        add_special = bool(prompt_ids[:1] == [self.tokenizer.bos_token_id]) if self.tokenizer.bos_token_id is not None else False
-        offsets = token_offsets(self.tokenizer, context, prompt_ids, add_special_tokens=add_special) \
-            if not notes else [(0, 0)] * len(prompt_ids)
+        add_special = (
+            bool(prompt_ids[:1] == [self.tokenizer.bos_token_id])
+            if self.tokenizer.bos_token_id is not None
+            else False
+        )
+        offsets = (
+            token_offsets(self.tokenizer, context, prompt_ids, add_special_tokens=add_special)
+            if not notes
+            else [(0, 0)] * len(prompt_ids)
+        )
         spans = getattr(req, "interp_spans", None) or {}
         labels = label_tokens(offsets, context, spans)
         if getattr(req, "interp_spans", None) is None:
@@ -229,12 +253,24 @@ class InterpHFLM(HFLM):
         probe = self._probe()
         if probe is None and self.interp_settings.ffn:
             notes.append(f"no FFN concepts: {self._ffn_error}")
-        neutral = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        neutral = (
+            self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
+            else self.tokenizer.eos_token_id
+        )
         every = self.interp_settings.fp32_check
         check_fp32 = every > 0 and self._n_interpreted % every == 0
         self._n_interpreted += 1
-        result = run_pass(self.model, prompt_ids, target_ids, labels, self.interp_settings, probe,
-                          neutral_token_id=neutral, check_fp32=check_fp32)
+        result = run_pass(
+            self.model,
+            prompt_ids,
+            target_ids,
+            labels,
+            self.interp_settings,
+            probe,
+            neutral_token_id=neutral,
+            check_fp32=check_fp32,
+        )
         if "fp32_check" in result.extras:
             self._fp32_errors.append(result.extras["fp32_check"]["rel_error"])
         settings = self.interp_settings
@@ -244,14 +280,19 @@ class InterpHFLM(HFLM):
             doc_hash=key[1],
             request_index=int(req.idx),
             request_type=req.request_type,
-            role=getattr(req, "interp_role", None) or ("generated" if req.request_type == "generate_until" else "choice"),
+            role=getattr(req, "interp_role", None)
+            or ("generated" if req.request_type == "generate_until" else "choice"),
             prompt_tokens=self.tokenizer.convert_ids_to_tokens(prompt_ids),
             target_tokens=self.tokenizer.convert_ids_to_tokens(target_ids),
             token_parts=labels,
             raw=result.raw.tolist() if settings.store_matrices else [],
             quantised=result.quantised.tolist() if settings.store_matrices else [],
-            params={**settings.importance.__dict__, "objective": settings.objective, "mode": result.mode,
-                    "method": "gradient_x_input"},
+            params={
+                **settings.importance.__dict__,
+                "objective": settings.objective,
+                "mode": result.mode,
+                "method": "gradient_x_input",
+            },
             metrics=result.metrics,
             attention=result.attention,
             ffn=result.ffn,

@@ -12,8 +12,10 @@ metadata:
 ```
 
 It marks each request with its prompt parts (character spans of the final context string) and its role
-(`gold`, `choice`, `generated`), so the model knows what to interpret; after lm-eval's filters it re-attaches the
-model's interpretation output to the filtered responses (filters such as `regex` return plain strings), and its
+(`gold`, `choice`, `generated`), so the model knows what to interpret; after lm-eval's filters it re-attaches
+the
+model's interpretation output to the filtered responses (filters such as `regex` return plain strings), and
+its
 `process_results` adds the interpretation scalars next to the stock metrics.
 """
 
@@ -120,7 +122,7 @@ class InterpTask(ConfigurableTask):
         """Character spans of the prompt parts in `context`, from the fields named in metadata.interp.
 
         Without ``instruction_fields`` (or with ``auto: true``) the parts come from the task's own template
-        (`lm_interp_plugin.segment`), so any stock task works.
+        (`lm_interp_plugin.harness.segment`), so any stock task works.
         """
         if self.interp_config.get("auto") or not self.interp_config.get("instruction_fields"):
             return self._auto_segment(doc, context)
@@ -134,7 +136,7 @@ class InterpTask(ConfigurableTask):
         return locate_fields(context, fields, where=where)
 
     def _auto_segment(self, doc: dict, context: str) -> dict[str, list[tuple[int, int]]]:
-        from ..segment import SegmentationError, segment_prompt
+        from .segment import SegmentationError, segment_prompt
 
         try:
             return segment_prompt(self, doc, context, parts=self.interp_config.get("parts"))
@@ -164,7 +166,9 @@ class InterpTask(ConfigurableTask):
         for inst in batch:
             context = inst.arguments[0]
             if self.OUTPUT_TYPE == "multiple_choice":
-                if inst.idx >= n_choices and not self.multiple_input:  # acc_mutual_info's unconditional requests
+                if (
+                    inst.idx >= n_choices and not self.multiple_input
+                ):  # acc_mutual_info's unconditional requests
                     inst.interp_skip = "unconditional request (acc_mutual_info)"
                     continue
                 inst.interp_role = "gold" if inst.idx == gold else "choice"
@@ -179,7 +183,9 @@ class InterpTask(ConfigurableTask):
                     raise
                 self._skipped += 1
                 if self._skipped == 1:
-                    logger.warning("%s (skipping its interpretation; samples carry %s=0)", err, INSTRUCTION_FOUND)
+                    logger.warning(
+                        "%s (skipping its interpretation; samples carry %s=0)", err, INSTRUCTION_FOUND
+                    )
                 inst.interp_skip = str(err)
         return requests
 
@@ -194,8 +200,11 @@ class InterpTask(ConfigurableTask):
             for key, value in list(inst.filtered_resps.items()):
                 inst.filtered_resps[key] = attach(value, interp, role)
         if self._skipped:
-            logger.warning("task %s: %d requests skipped by the interpretation (instruction not found)",
-                           self.config.task, self._skipped)
+            logger.warning(
+                "task %s: %d requests skipped by the interpretation (instruction not found)",
+                self.config.task,
+                self._skipped,
+            )
         return out
 
     def process_results(self, doc: dict, results: list) -> dict:

@@ -20,21 +20,21 @@ Shapes: ``prompt_len`` (M) prompt tokens, BOS included where the tokenizer adds 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from .model_state import eval_mode
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "AblationResult",
     "check_request",
-    "eval_mode",
     "instruction_ablation",
     "model_device",
     "target_logprobs",
@@ -44,17 +44,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------------
 # helpers shared by the faithful methods (ablation, integrated gradients, deletion curves)
 # --------------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Put `model` in eval mode for the block (no dropout, deterministic) and restore its mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -90,7 +79,8 @@ def check_request(
             raise ValueError(
                 f"{what}: {name} must be a 1-D LongTensor of token ids; got "
                 f"{type(ids).__name__}{tuple(ids.shape) if isinstance(ids, torch.Tensor) else ''}"
-                f"{' ' + str(ids.dtype) if isinstance(ids, torch.Tensor) else ''}. Pass tokenizer(...).input_ids[0]."
+                f"{' ' + str(ids.dtype) if isinstance(ids, torch.Tensor) else ''}. Pass "
+                "tokenizer(...).input_ids[0]."
             )
         if ids.numel() == 0:
             raise ValueError(
@@ -100,14 +90,16 @@ def check_request(
         vocab = _vocab_size(model)
         if int(ids.min()) < 0 or int(ids.max()) >= vocab:
             raise ValueError(
-                f"{what}: {name} holds ids outside the model's vocabulary [0, {vocab}); was it tokenised with "
+                f"{what}: {name} holds ids outside the model's vocabulary [0, {vocab}); was it tokenised "
+                "with "
                 "this model's tokenizer?"
             )
     limit = _max_positions(model)
     total = prompt_ids.numel() + target_ids.numel()
     if limit is not None and total > limit:
         raise ValueError(
-            f"{what}: prompt ({prompt_ids.numel()}) + target ({target_ids.numel()}) = {total} tokens exceeds the "
+            f"{what}: prompt ({prompt_ids.numel()}) + target ({target_ids.numel()}) = {total} tokens exceeds "
+            "the "
             f"model's {limit} positions; truncate the prompt from the left or use fewer few-shot examples."
         )
 
@@ -215,7 +207,8 @@ def _neutral_id(model: torch.nn.Module, neutral_token_id: int | None) -> int:
         if neutral_token_id is None:
             raise ValueError(
                 "neutral_token_id is None and the model's config has no pad_token_id; pass "
-                "neutral_token_id=tokenizer.pad_token_id (or any token that carries no instruction, e.g. a space)."
+                "neutral_token_id=tokenizer.pad_token_id (or any token that carries no instruction, e.g. a "
+                "space)."
             )
     if not isinstance(neutral_token_id, int) or not 0 <= neutral_token_id < _vocab_size(model):
         raise ValueError(
@@ -228,7 +221,8 @@ def _check_mask(prompt_ids: torch.Tensor, mask: torch.Tensor, what: str) -> torc
     if not isinstance(mask, torch.Tensor) or mask.dim() != 1 or mask.numel() != prompt_ids.numel():
         raise ValueError(
             f"{what}: instruction_mask must be a 1-D BoolTensor with one entry per prompt token "
-            f"({prompt_ids.numel()}); got {tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask)}."
+            f"({prompt_ids.numel()}); got "
+            f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask)}."
         )
     mask = mask.to(torch.bool).cpu()
     if not bool(mask.any()):
@@ -238,7 +232,8 @@ def _check_mask(prompt_ids: torch.Tensor, mask: torch.Tensor, what: str) -> torc
         )
     if bool(mask.all()):
         raise ValueError(
-            f"{what}: instruction_mask covers the whole prompt, so removing it leaves nothing to condition on; "
+            f"{what}: instruction_mask covers the whole prompt, so removing it leaves nothing to condition "
+            "on; "
             "leave at least the BOS token outside the mask."
         )
     return mask
@@ -285,7 +280,8 @@ def instruction_ablation(
     masks = [instruction_mask] if isinstance(instruction_mask, torch.Tensor) else list(instruction_mask)
     if not (len(prompts) == len(targets) == len(masks)) or (single and len(targets) != 1):
         raise ValueError(
-            f"prompt_ids, target_ids and instruction_mask must all be single tensors or lists of equal length; "
+            "prompt_ids, target_ids and instruction_mask must all be single tensors or lists of equal "
+            "length; "
             f"got {len(prompts)}, {len(targets)}, {len(masks)}."
         )
     neutral = _neutral_id(model, neutral_token_id)

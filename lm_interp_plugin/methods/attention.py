@@ -1,4 +1,5 @@
-"""Attention-side methods: instruction attention per example, head word pairs and the instruction-verb analysis.
+"""Attention-side methods: instruction attention per example, head word pairs and the instruction-verb
+analysis.
 
 Pure torch/numpy: tensors in, dataclasses out; module names live in `lm_interp_plugin.arch`.
 
@@ -40,9 +41,9 @@ LAYER_GROUPS = ("first", "middle", "last")
 _RELATIVE_FLOOR = 1e-5  # projections below this fraction of a dimension's largest |projection| count as zero
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Instruction attention (per example)
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def target_query_positions(prompt_len: int, target_len: int) -> list[int]:
     """Query positions that predict the target tokens: ``prompt_len - 1 .. prompt_len + target_len - 2``.
 
@@ -62,7 +63,8 @@ class InstructionAttention:
     Attributes:
         mass: ``layers x heads``: mean over target query positions of the attention probability summed over
             instruction key positions.
-        lift: ``layers x heads``: ``mass / uniform_share``; 1.0 is what uniform attention over the prompt gives.
+        lift: ``layers x heads``: ``mass / uniform_share``; 1.0 is what uniform attention over the prompt
+        gives.
         uniform_share: ``|instruction| / prompt_len``.
         mean_mass: mean of `mass` over layers and heads.
         mean_lift: mean of `lift` over layers and heads.
@@ -109,7 +111,8 @@ def instruction_attention(
         top_n: how many heads to list in ``top_heads``.
 
     Returns:
-        An `InstructionAttention` with per-head mass and lift over the uniform share ``|instruction| / prompt_len``.
+        An `InstructionAttention` with per-head mass and lift over the uniform share ``|instruction| /
+        prompt_len``.
     """
     if attn.dim() != 4 or attn.shape[-1] != attn.shape[-2]:
         raise ValueError(f"attn must be layers x heads x seq x seq, got shape {tuple(attn.shape)}")
@@ -152,9 +155,9 @@ def instruction_attention(
     )
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Word vocabularies
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 _BOUNDARY_MARKERS = ("\u0120", "\u2581", " ")  # byte-level BPE "Ġ", SentencePiece "▁", plain space
 
 
@@ -174,7 +177,8 @@ def whole_word_vocab(tokenizer, min_len: int = 2, max_words: int | None = None) 
     """Tokens that are a whole alphabetic word starting at a word boundary, deduplicated by lower case.
 
     A token qualifies when its raw piece starts with a boundary marker (``Ġ`` of byte-level BPE, ``▁`` of
-    SentencePiece, or a space) and the rest is alphabetic with at least `min_len` letters; word-internal pieces
+    SentencePiece, or a space) and the rest is alphabetic with at least `min_len` letters; word-internal
+    pieces
     ("ing") are left out. Of words equal up to case the lowest token id (usually the most frequent) is kept.
     """
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -198,11 +202,11 @@ def whole_word_vocab(tokenizer, min_len: int = 2, max_words: int | None = None) 
             break
     if not ids:
         raise ValueError(
-            f"the tokenizer {type(tokenizer).__name__} has no whole-word tokens (pieces starting with 'Ġ', '▁' "
+            f"the tokenizer {type(tokenizer).__name__} has no whole-word tokens (pieces starting with 'Ġ', "
+            "'▁' "
             "or a space followed by letters); pass an explicit word list (vocab=[...]) instead"
         )
     return WordVocab(ids, words)
-
 
 
 def resolve_word_vocab(tokenizer, vocab, max_words: int | None = None) -> tuple[WordVocab, str]:
@@ -219,8 +223,11 @@ def resolve_word_vocab(tokenizer, vocab, max_words: int | None = None) -> tuple[
         path = Path(vocab)
         if not path.is_file():
             raise FileNotFoundError(f"word list {path} not found; give a text file with one word per line")
-        return word_list_vocab(tokenizer, path.read_text(encoding="utf-8").splitlines()), f"word list {path.name}"
+        return word_list_vocab(
+            tokenizer, path.read_text(encoding="utf-8").splitlines()
+        ), f"word list {path.name}"
     return word_list_vocab(tokenizer, list(vocab)), "given word list"
+
 
 def word_list_vocab(tokenizer, words: Sequence[str]) -> WordVocab:
     """Map a user's words to single tokens (the word-initial form, " word", is tried first).
@@ -248,9 +255,9 @@ def word_list_vocab(tokenizer, words: Sequence[str]) -> WordVocab:
     return WordVocab(ids, kept)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Head word pairs (global, per model)
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 class WordRelatedness:
     """Whether two vocabulary words are related in the model's own input-embedding space.
 
@@ -348,7 +355,8 @@ class HeadWordPairs:
 
     Attributes:
         layer, head: the head.
-        pairs: ``(query_word, key_word, count, score)`` aggregated over dimensions and signs: count = number of
+        pairs: ``(query_word, key_word, count, score)`` aggregated over dimensions and signs: count = number
+        of
             (dimension, sign) lists the pair was kept in, score = sum of its products ``q_e(a) * k_e(b)``;
             sorted by count then score, truncated to the explanation's ``max_pairs``.
         dims: per-dimension detail (dimensions with at least one kept pair unless all were requested).
@@ -473,7 +481,8 @@ def layer_word_pairs(
 
     Args:
         wq, wk: norm-folded query and key weights, ``heads x head_dim x d_model`` (key heads expanded).
-        words_normed: the vocabulary words as the layer sees them, ``vocab x d_model`` (`normalise_like_norm`).
+        words_normed: the vocabulary words as the layer sees them, ``vocab x d_model``
+        (`normalise_like_norm`).
         words: the word strings, ``vocab``.
         relatedness: a `WordRelatedness` over the same vocabulary (same order).
         layer: the layer index (recorded in the output).
@@ -529,11 +538,12 @@ def layer_word_pairs(
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Instruction-verb analysis (paper Table 3)
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def load_verbs(path: str | Path | None = None) -> tuple[list[str], list[str]]:
-    """Instruction and general verbs from ``data/verbs.json`` (keys ``instruction_verbs``, ``general_verbs``)."""
+    """Instruction and general verbs from ``data/verbs.json`` (keys ``instruction_verbs``,
+    ``general_verbs``)."""
     path = Path(path) if path is not None else VERBS_FILE
     if not path.is_file():
         raise FileNotFoundError(

@@ -22,7 +22,8 @@ prompts can also trade one extra forward per chunk for memory with activation ch
 
 Precision: half-precision models run in their own dtype; the scores (log-softmax at the targets) and the
 gradient x input products are accumulated in float32, and the derivative is always taken of log p (for the
-``prob`` objective the column is multiplied by p afterwards, in float32), so float16 gradients do not underflow. `interpret.run_pass` re-runs a request in float32
+``prob`` objective the column is multiplied by p afterwards, in float32), so float16 gradients do not
+underflow. `interpret.run_pass` re-runs a request in float32
 when half precision gives non-finite values, and checks a sample of requests against float32.
 """
 
@@ -30,11 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+
+from .model_state import activation_checkpointing, frozen_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -66,19 +69,6 @@ class AttributionOutput:
     attentions: torch.Tensor | None = None
 
 
-@contextlib.contextmanager
-def frozen_parameters(model: torch.nn.Module) -> Iterator[None]:
-    """Turn off parameter gradients for the duration (restored on exit, also on error)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def choose_mode(prompt_len: int, target_len: int, mode: Mode = "auto") -> str:
     """The cheaper exact mode: reverse when the target is shorter than the prompt, forward otherwise."""
     if mode not in ("auto", "reverse", "forward"):
@@ -108,7 +98,8 @@ def row_bytes(model: torch.nn.Module, seq_len: int, target_len: int, head: bool 
     """Estimated peak bytes one batched derivative row adds (one VJP or JVP).
 
     A batched backward (or tangent-carrying forward) works through one layer at a time, so one row holds about
-    one layer's activations: a few ``seq x hidden`` tensors, the MLP's ``seq x intermediate``, eager attention's
+    one layer's activations: a few ``seq x hidden`` tensors, the MLP's ``seq x intermediate``, eager
+    attention's
     ``heads x seq x seq`` probabilities; plus (`head`) the float32 log-softmax over the vocabulary at the
     target positions.
     """
@@ -150,8 +141,11 @@ def _is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
-def _chunked(run_chunk: Callable[[int, int], torch.Tensor], total: int, chunk: int, what: str) -> list[torch.Tensor]:
-    """Run `run_chunk(start, stop)` over ``range(total)`` in chunks; halve the chunk on out-of-memory and retry."""
+def _chunked(
+    run_chunk: Callable[[int, int], torch.Tensor], total: int, chunk: int, what: str
+) -> list[torch.Tensor]:
+    """Run `run_chunk(start, stop)` over ``range(total)`` in chunks; halve the chunk on out-of-memory and
+    retry."""
     parts, start = [], 0
     while start < total:
         stop = min(start + chunk, total)
@@ -161,48 +155,14 @@ def _chunked(run_chunk: Callable[[int, int], torch.Tensor], total: int, chunk: i
             if not _is_out_of_memory(err) or chunk == 1:
                 raise
             chunk = max(1, chunk // 2)
-            logger.warning("attribution: out of memory with %d %s per pass; retrying with %d", stop - start, what,
-                           chunk)
+            logger.warning(
+                "attribution: out of memory with %d %s per pass; retrying with %d", stop - start, what, chunk
+            )
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             continue
         start = stop
     return parts
-
-
-@contextlib.contextmanager
-def activation_checkpointing(model: torch.nn.Module) -> Iterator[int]:
-    """Checkpoint every decoder layer for the duration: keep only its input, recompute it in the backward.
-
-    Works on any transformers model whose decoder layers derive from ``GradientCheckpointingLayer`` (all
-    current causal LMs). Unlike ``model.gradient_checkpointing_enable()`` it needs no training mode (which would
-    switch dropout on). Yields the number of layers wrapped; restores the original ``forward`` on exit.
-    """
-    import functools
-
-    from torch.utils.checkpoint import checkpoint
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
-    if not layers:
-        raise AttributionError(
-            f"activation checkpointing found no decoder layers (transformers GradientCheckpointingLayer) in "
-            f"{type(model).__name__}; run without interp_checkpoint"
-        )
-
-    def wrap(original):
-        def forward(*args, **kwargs):
-            return checkpoint(functools.partial(original, **kwargs), *args, use_reentrant=False)
-
-        return forward
-
-    try:
-        for layer in layers:
-            layer.forward = wrap(layer.forward)
-        yield len(layers)
-    finally:
-        for layer in layers:
-            layer.__dict__.pop("forward", None)
 
 
 def _target_scores(
@@ -276,7 +236,9 @@ def gradient_x_input(
         return chunk_size or default_chunk_size(model, seq_len, target_len, memory_budget)
 
     capture = capture or contextlib.nullcontext
-    checkpointing = activation_checkpointing(model) if checkpoint and run_mode == "reverse" else contextlib.nullcontext()
+    checkpointing = (
+        activation_checkpointing(model) if checkpoint and run_mode == "reverse" else contextlib.nullcontext()
+    )
 
     with frozen_parameters(model), checkpointing:
         embed = model.get_input_embeddings()
@@ -286,11 +248,25 @@ def gradient_x_input(
         target_embeds = all_embeds[:, prompt_len:].detach()
         if run_mode == "reverse":
             raw, logprobs, attentions = _reverse(
-                model, prompt_embeds, target_embeds, target_ids, objective, chunk_now, output_attentions, capture
+                model,
+                prompt_embeds,
+                target_embeds,
+                target_ids,
+                objective,
+                chunk_now,
+                output_attentions,
+                capture,
             )
         else:
             raw, logprobs, attentions = _forward(
-                model, prompt_embeds, target_embeds, target_ids, objective, chunk_now, output_attentions, capture
+                model,
+                prompt_embeds,
+                target_embeds,
+                target_ids,
+                objective,
+                chunk_now,
+                output_attentions,
+                capture,
             )
     return AttributionOutput(
         raw=raw.float().cpu(),
@@ -309,7 +285,8 @@ def _stack_attentions(attentions) -> torch.Tensor | None:
 
 
 def _reverse(model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture):
-    """Columns: one forward with a graph, then batched input-only VJPs, ``chunk()`` target tokens at a time."""
+    """Columns: one forward with a graph, then batched input-only VJPs, ``chunk()`` target tokens at a
+    time."""
     leaf = prompt_embeds.clone().requires_grad_(True)
     with torch.enable_grad(), capture():  # differentiate log p, scaled by p afterwards (`_prob_factor`)
         _, logprobs, attentions = _target_scores(
@@ -324,8 +301,9 @@ def _reverse(model, prompt_embeds, target_embeds, target_ids, objective, chunk, 
         if stop - start == 1:  # a plain backward: no vmap machinery for a batch of one
             (grad,) = torch.autograd.grad(logprobs[start], leaf, retain_graph=True)
             return torch.einsum("bmh,bmh->m", grad.float(), inputs)[:, None]
-        (grads,) = torch.autograd.grad(logprobs, leaf, grad_outputs=eye[start:stop], is_grads_batched=True,
-                                       retain_graph=True)
+        (grads,) = torch.autograd.grad(
+            logprobs, leaf, grad_outputs=eye[start:stop], is_grads_batched=True, retain_graph=True
+        )
         # grads: [chunk, 1, prompt_len, hidden] -> [prompt_len, chunk], accumulated in float32
         return torch.einsum("cbmh,bmh->mc", grads.float(), inputs)
 
@@ -360,8 +338,9 @@ def _forward(model, prompt_embeds, target_embeds, target_ids, objective, chunk, 
 
     def rows(start: int, stop: int) -> torch.Tensor:
         idx = torch.arange(start, stop, device=prompt_embeds.device)
-        tangents = torch.zeros(len(idx), 1, prompt_len, hidden, device=prompt_embeds.device,
-                               dtype=prompt_embeds.dtype)
+        tangents = torch.zeros(
+            len(idx), 1, prompt_len, hidden, device=prompt_embeds.device, dtype=prompt_embeds.dtype
+        )
         tangents[torch.arange(len(idx)), 0, idx] = prompt_embeds[0, idx]
         try:
             with torch.no_grad():
@@ -371,7 +350,8 @@ def _forward(model, prompt_embeds, target_embeds, target_ids, objective, chunk, 
         except NotImplementedError as err:
             raise AttributionError(
                 "forward-mode attribution needs an attention implementation with forward-mode derivatives "
-                f"({err}); run it under eager attention (lm_interp_plugin.attribute does) or use mode='reverse'"
+                f"({err}); run it under eager attention (lm_interp_plugin.attribute does) or use "
+                "mode='reverse'"
             ) from err
 
     parts = _chunked(rows, prompt_len, chunk(), "prompt tokens")
@@ -392,7 +372,7 @@ def reference_gradient_x_input(
     with torch.no_grad():
         all_embeds = embed(torch.cat([prompt_ids, target_ids[:-1]])[None])
     leaf = all_embeds[:, : len(prompt_ids)].clone().requires_grad_(True)
-    scores, _, _ = _target_scores(model, leaf, all_embeds[:, len(prompt_ids):], target_ids, objective)
+    scores, _, _ = _target_scores(model, leaf, all_embeds[:, len(prompt_ids) :], target_ids, objective)
     columns = []
     for n in range(len(target_ids)):
         (grad,) = torch.autograd.grad(scores[n], leaf, retain_graph=n < len(target_ids) - 1)

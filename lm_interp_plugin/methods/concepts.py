@@ -67,7 +67,8 @@ class ConceptLabel:
         )
 
 
-# -- registry ----------------------------------------------------------------------------------------------------
+# -- registry
+# ----------------------------------------------------------------------------------------------------
 LABELLERS: dict[str, type[ConceptLabeller]] = {}
 
 
@@ -121,7 +122,8 @@ def build_labeller(
     return get_labeller_class(name).create(embeddings=embeddings, tokenizer=tokenizer, **options)
 
 
-# -- lexicons ----------------------------------------------------------------------------------------------------
+# -- lexicons
+# ----------------------------------------------------------------------------------------------------
 def load_lexicons(path: str | Path | None = None) -> Lexicons:
     """Read and validate a concept lexicon file (default: the packaged ``data/concepts.json``).
 
@@ -147,14 +149,15 @@ def validate_lexicons(data: Any, where: str = "lexicons") -> Lexicons:
     """Check the lexicon schema; return a clean copy (words stripped, empty ones dropped, order kept)."""
     if not isinstance(data, Mapping) or not any(g in data for g in LEXICON_GROUPS):
         raise ValueError(
-            f"{where} must be a JSON object with keys {list(LEXICON_GROUPS)}, each mapping a name to a word list"
+            f"{where} must be a JSON object with keys {list(LEXICON_GROUPS)}, each mapping a name to a word "
+            "list"
         )
     clean: Lexicons = {}
     for group in LEXICON_GROUPS:
         entries = data.get(group, {})
         if not isinstance(entries, Mapping):
             # a malformed file is a bad value, like the other schema errors
-            raise ValueError(  # noqa: TRY004
+            raise ValueError(
                 f"{where}: {group!r} must map each name to a list of words, got {type(entries).__name__}"
             )
         clean[group] = {}
@@ -167,7 +170,8 @@ def validate_lexicons(data: Any, where: str = "lexicons") -> Lexicons:
     return clean
 
 
-# -- lexicon labeller --------------------------------------------------------------------------------------------
+# -- lexicon labeller
+# --------------------------------------------------------------------------------------------
 def _encoder(tokenizer: Any) -> Callable[[str], list[int]]:
     if callable(getattr(tokenizer, "encode", None)):
         return lambda text: list(tokenizer.encode(text, add_special_tokens=False))
@@ -237,7 +241,8 @@ class LexiconLabeller(ConceptLabeller):
 
     @classmethod
     def create(cls, *, embeddings: torch.Tensor | None, tokenizer: Any, **options) -> LexiconLabeller:
-        """Options: ``lexicons`` (dict or path to a JSON file), ``threshold``, ``exact_weight``, ``center``."""
+        """Options: ``lexicons`` (dict or path to a JSON file), ``threshold``, ``exact_weight``,
+        ``center``."""
         if embeddings is None or tokenizer is None:
             raise ValueError("the lexicon labeller needs the model's output embeddings and its tokenizer")
         lexicons = options.pop("lexicons", None)
@@ -309,7 +314,8 @@ class LexiconLabeller(ConceptLabeller):
         return result
 
 
-# -- local LM labeller -------------------------------------------------------------------------------------------
+# -- local LM labeller
+# -------------------------------------------------------------------------------------------
 def parse_category(answer: str, categories: Sequence[str]) -> str:
     """The category a free-text answer names, or ``"other"``.
 

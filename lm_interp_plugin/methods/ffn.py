@@ -1,4 +1,5 @@
-"""FFN concepts: PCA of the FFN value vectors, their top words, rotation between models, per-example activation.
+"""FFN concepts: PCA of the FFN value vectors, their top words, rotation between models, per-example
+activation.
 
 Pure torch/numpy (no lm-eval, no model module names): every function takes weight or activation tensors.
 

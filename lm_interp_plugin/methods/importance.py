@@ -51,7 +51,8 @@ class ImportanceParams:
         L: number of quantisation levels (the paper uses 10).
         b: sparsification threshold: levels ``<= b`` are dropped (the paper's scores use 7; 0 keeps all,
             which is what a heatmap shows).
-        p: the norm in the density's denominator, ``||.||_1 / ||.||_p`` (the paper uses 4; ``np.inf`` allowed).
+        p: the norm in the density's denominator, ``||.||_1 / ||.||_p`` (the paper uses 4; ``np.inf``
+        allowed).
         eps: added to each column maximum so an all-zero column stays zero instead of dividing by zero.
     """
 
@@ -229,7 +230,8 @@ def _as_mask(instruction_mask: npt.ArrayLike, prompt_len: int) -> np.ndarray:
         raise ValueError(f"instruction_mask must be 1-D (one flag per prompt token); got shape {mask.shape}.")
     if mask.size != prompt_len:
         raise ValueError(
-            f"instruction_mask has length {mask.size} but S has prompt_len = {prompt_len} rows; build the mask "
+            f"instruction_mask has length {mask.size} but S has prompt_len = {prompt_len} rows; build the "
+            "mask "
             f"from the same tokenisation as the attribution matrix."
         )
     if mask.size and not np.isin(mask, (0, 1)).all():

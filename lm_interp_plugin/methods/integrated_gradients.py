@@ -2,7 +2,8 @@
 
 The paper's gradient x input takes the derivative at the real embeddings only. Pre-norm models normalise each
 embedding before the first layer, and a normalised input does not change along the embedding's own
-direction, so gradient x input gives no credit for what the first layer reads (issue 8). Integrated gradients (Sundararajan et al., 2017) integrates
+direction, so gradient x input gives no credit for what the first layer reads (issue 8). Integrated gradients
+(Sundararajan et al., 2017) integrates
 the gradient along the straight path from a baseline ``e'`` to the real embeddings ``e`` and satisfies
 *completeness*: the attributions of a target column add up to ``f_n(e) - f_n(e')``, the whole change of that
 target's score when the prompt goes from baseline to real. Nothing can be lost to the normalisation.
@@ -11,24 +12,25 @@ target's score when the prompt goes from baseline to real. Nothing can be lost t
 
 summed over the hidden dimension, with quadrature nodes ``alpha_k`` and weights ``w_k`` on [0, 1] (Gauss-
 Legendre on decade panels by default, see `quadrature`; plain Gauss-Legendre, trapezoid and midpoint
-Riemann available). ``f_n`` is ``log p(y_n | x, y_<n)`` (or the probability, the paper's form). Only PROMPT embeddings move; the target's own embeddings stay real, so the
+Riemann available). ``f_n`` is ``log p(y_n | x, y_<n)`` (or the probability, the paper's form). Only PROMPT
+embeddings move; the target's own embeddings stay real, so the
 matrix has the paper's layout ``prompt_len x target_len`` and the paper's density and score apply to it.
 
 Cost: ``steps`` forward rows (batched, `batch_size` rows per pass) and, per chunk of steps, one input-only
 vector-Jacobian product per target token. Measured on CPU (1 thread, tiny llama, M=40, N=12, 16 steps; best of
-6): a Python loop of ``torch.autograd.grad(retain_graph=True)`` took 0.060 s (hidden 64) / 1.39 s (hidden 256),
+6): a Python loop of ``torch.autograd.grad(retain_graph=True)`` took 0.060 s (hidden 64) / 1.39 s (hidden
+256),
 ``is_grads_batched=True`` 0.063 s / 1.43 s -- the same speed, while the batched form holds N backward graphs'
 intermediates at once. The loop is therefore the default (``vjp="loop"``); ``vjp="batched"`` is offered for
 accelerators, chunked to `batch_size` target columns at a time to keep memory bounded.
-No parameter gradient is ever computed: parameters' ``requires_grad`` is switched off for the call and restored.
+No parameter gradient is ever computed: parameters' ``requires_grad`` is switched off for the call and
+restored.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,35 +38,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lm_interp_plugin.methods.ablation import check_request, eval_mode, forward_kwargs, model_device
+from lm_interp_plugin.methods.ablation import check_request, forward_kwargs, model_device
+from lm_interp_plugin.methods.model_state import inputs_only_grad
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OBJECTIVES", "RULES", "IGResult", "inputs_only_grad", "integrated_gradients", "quadrature"]
+__all__ = ["OBJECTIVES", "RULES", "IGResult", "integrated_gradients", "quadrature"]
 
 RULES = ("gauss_legendre_log", "gauss_legendre", "trapezoid", "midpoint")
 LOG_PANELS = 5
 OBJECTIVES = ("logprob", "prob")
 VJP_MODES = ("loop", "batched")
-
-
-@contextlib.contextmanager
-def inputs_only_grad(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Eval mode, gradients enabled, and every parameter's ``requires_grad`` off for the block (restored after).
-
-    Autograd then builds graphs only back to the input embeddings: no parameter ``.grad`` is written and no
-    memory is spent on weight gradients.
-    """
-    params = list(model.parameters())
-    saved = [p.requires_grad for p in params]
-    try:
-        for p in params:
-            p.requires_grad_(False)
-        with eval_mode(model), torch.enable_grad():
-            yield model
-    finally:
-        for p, flag in zip(params, saved):
-            p.requires_grad_(flag)
 
 
 def quadrature(steps: int, rule: str = "gauss_legendre_log") -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,7 +121,8 @@ class IGResult:
     baseline: str
 
     def prompt_scores(self) -> torch.Tensor:
-        """Per prompt token ``[prompt_len]``: the row sums (total credit over all targets), e.g. for a deletion curve."""
+        """Per prompt token ``[prompt_len]``: the row sums (total credit over all targets), e.g. for a
+        deletion curve."""
         return self.attributions.sum(1)
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,7 +156,7 @@ def _baseline_embeddings(
             f"unknown baseline {baseline!r}; use 'zero', 'pad', or a tensor of ids or embeddings."
         )
     if not isinstance(baseline, torch.Tensor):
-        raise ValueError(f"baseline must be 'zero', 'pad' or a tensor; got {type(baseline).__name__}.")  # noqa: TRY004
+        raise ValueError(f"baseline must be 'zero', 'pad' or a tensor; got {type(baseline).__name__}.")
     if baseline.dtype == torch.long:
         if baseline.shape != real.shape[:1]:
             raise ValueError(
@@ -231,7 +216,8 @@ def integrated_gradients(
         prompt_ids: LongTensor[M], BOS included where the tokenizer adds one.
         target_ids: LongTensor[N]; their embeddings stay real.
         baseline: ``"zero"`` (all-zero embeddings), ``"pad"`` (the config's pad token at every prompt
-            position, BOS included), LongTensor[M] of baseline ids, or embeddings ``[hidden]`` / ``[M, hidden]``.
+            position, BOS included), LongTensor[M] of baseline ids, or embeddings ``[hidden]`` / ``[M,
+            hidden]``.
         steps: quadrature nodes on the path (more = smaller completeness error).
         objective: ``"logprob"`` (log p(y_n | ...), nats) or ``"prob"`` (the paper's probability).
         batch_size: most path points per forward pass (and, with ``vjp="batched"``, target columns per

@@ -1,4 +1,5 @@
-"""`lm-interp compare`: read lm-eval output dirs, pair runs per task on doc_hash, write md/html/json reports."""
+"""`lm-interp compare`: read lm-eval output dirs, pair runs per task on doc_hash, write md/html/json
+reports."""
 
 from .compare import ComparisonResult, compare
 from .errors import NoOverlapError, NoSharedTaskError, ReportInputError, RunDirError

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lm_interp_plugin import stats
+from lm_interp_plugin.methods import stats
 from lm_interp_plugin.metric_names import INSTRUCTION_IMPORTANCE, is_interp_metric
 
 from .errors import NoOverlapError, NoSharedTaskError
@@ -25,8 +25,13 @@ CORRECTNESS_METRICS = ("acc", "exact_match", "acc_norm")
 EXPECTED_TO_DIFFER = ("model", "revision", "weight", "hash", "path", "name", "commit", "date", "time", "host")
 # not settings but per-request outcomes (``auto`` picks the mode per request; "none" for an empty target), or
 # settings of how the values are computed that do not change them
-NOT_COMPARED = ("params.mode", "settings.chunk_size", "settings.memory_budget", "settings.checkpoint",
-                "settings.fp32_check")
+NOT_COMPARED = (
+    "params.mode",
+    "settings.chunk_size",
+    "settings.memory_budget",
+    "settings.checkpoint",
+    "settings.fp32_check",
+)
 PROMPT_CHARS = 300
 
 
@@ -177,7 +182,8 @@ def _values(task_run: TaskRun, keys: list[str], metric: str) -> np.ndarray:
 def compare_pair(
     task: str, base_label: str, base: TaskRun, other_label: str, other: TaskRun, metrics: list[str]
 ) -> list[PairedComparison]:
-    """Paired tests (t, Wilcoxon, bootstrap CI of the mean difference) on shared examples, plus Welch on all."""
+    """Paired tests (t, Wilcoxon, bootstrap CI of the mean difference) on shared examples, plus Welch on
+    all."""
     shared = sorted(set(base.samples) & set(other.samples))
     out = []
     for metric in metrics:
@@ -365,7 +371,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def run_fingerprint(task_run: TaskRun) -> tuple[dict[str, str], list[str]]:
-    """The fingerprint (plus ``params.*``) shared by a run's records of one task, and fields that vary inside."""
+    """The fingerprint (plus ``params.*``) shared by a run's records of one task, and fields that vary
+    inside."""
     seen: dict[str, set[str]] = {}
     for recs in task_run.records.values():
         for rec in recs:
@@ -379,7 +386,8 @@ def run_fingerprint(task_run: TaskRun) -> tuple[dict[str, str], list[str]]:
 
 
 def fingerprint_warnings(task: str, runs: dict[str, TaskRun], baseline: str) -> list[str]:
-    """Warnings for fingerprint fields that differ between runs but should not (plugin version, L/b/p, ...)."""
+    """Warnings for fingerprint fields that differ between runs but should not (plugin version, L/b/p,
+    ...)."""
     warnings = []
     prints = {}
     for label, task_run in runs.items():
@@ -421,22 +429,34 @@ def precision_notes(task: str, runs: dict[str, TaskRun]) -> list[str]:
         dtypes = {rec.fingerprint.get("dtype") for rec in records} & set(HALF_PRECISION)
         if not dtypes:
             continue
-        checks = [rec.extras["fp32_check"] for rec in records if isinstance(rec.extras.get("fp32_check"), dict)]
+        checks = [
+            rec.extras["fp32_check"] for rec in records if isinstance(rec.extras.get("fp32_check"), dict)
+        ]
         reruns = sum(1 for rec in records if rec.extras.get("precision"))
         dtype = "/".join(sorted(dtypes))
         if not checks:
-            notes.append(f"{label} ran in {dtype} and its records carry no float32 check (interp_fp32_check=0): "
-                         f"the size of the precision effect on {task} is unknown")
+            notes.append(
+                f"{label} ran in {dtype} and its records carry no float32 check (interp_fp32_check=0): "
+                f"the size of the precision effect on {task} is unknown"
+            )
             continue
         matrix = float(np.median([c["rel_error"] for c in checks]))
-        moves = [abs(c["instruction_importance"] - c["instruction_importance_float32"])
-                 / max(abs(c["instruction_importance_float32"]), 1e-12)
-                 for c in checks if "instruction_importance" in c and "instruction_importance_float32" in c]
-        text = (f"{label} ran in {dtype}: on {len(checks)} requests checked against float32 the attribution matrix "
-                f"was off by a median {matrix:.1%}")
+        moves = [
+            abs(c["instruction_importance"] - c["instruction_importance_float32"])
+            / max(abs(c["instruction_importance_float32"]), 1e-12)
+            for c in checks
+            if "instruction_importance" in c and "instruction_importance_float32" in c
+        ]
+        text = (
+            f"{label} ran in {dtype}: on {len(checks)} requests checked against float32 the attribution "
+            "matrix "
+            f"was off by a median {matrix:.1%}"
+        )
         if moves:
-            text += (f" and the instruction importance by a median {float(np.median(moves)):.1%} (max "
-                     f"{max(moves):.1%}); differences between runs of that size may be precision, not the model")
+            text += (
+                f" and the instruction importance by a median {float(np.median(moves)):.1%} (max "
+                f"{max(moves):.1%}); differences between runs of that size may be precision, not the model"
+            )
         if reruns:
             text += f"; {reruns} requests gave NaN/inf and were re-run in float32"
         notes.append(text)
@@ -511,7 +531,8 @@ def analyse(runs: list[Run], baseline: str) -> tuple[list[TaskAnalysis], list[st
                 if len(shared) < max(len(base.samples), len(task_run.samples)):
                     analysis.notes.append(
                         f"partial overlap on {task}: {len(shared)} shared documents ({baseline} has "
-                        f"{len(base.samples)}, {label} has {len(task_run.samples)}); paired statistics use the "
+                        f"{len(base.samples)}, {label} has {len(task_run.samples)}); paired statistics use "
+                        "the "
                         "shared ones only"
                     )
                 analysis.paired.extend(compare_pair(task, baseline, base, label, task_run, metrics))

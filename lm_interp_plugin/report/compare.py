@@ -397,15 +397,42 @@ def compare(
         blocks += [
             R.Heading("The paper's findings on these runs"),
             R.Paragraph(
-                "Wu et al. (NAACL 2024): instruction tuning (1) raises attribution to the instruction, (2) makes "
-                "heads attend more to it, (3) moves FFN knowledge toward user tasks. Each row is a paired test on "
-                f"the shared examples; 'shows up' needs p < {ALPHA} in the paper's direction. Findings 2 and 3 "
+                "Wu et al. (NAACL 2024): instruction tuning (1) raises attribution to the instruction, (2) "
+                "makes "
+                "heads attend more to it, (3) moves FFN knowledge toward user tasks. Each row is a paired "
+                "test on "
+                f"the shared examples; 'shows up' needs p < {ALPHA} in the paper's direction. Findings 2 and "
+                "3 "
                 "are per-example proxies (the global Table 3 / Table 5 views are below when given)."
             ),
             R.Table(
-                ["finding", "task", "metric", "runs", "baseline", "other", "diff", "p (paired t)", "n", "verdict"],
-                [[f.finding, f.task, f.metric, f"{f.baseline} \u2192 {f.other}", f.mean_baseline, f.mean_other,
-                  f.mean_diff, f.p_value, f.n_pairs, f.verdict] for f in result.findings],
+                [
+                    "finding",
+                    "task",
+                    "metric",
+                    "runs",
+                    "baseline",
+                    "other",
+                    "diff",
+                    "p (paired t)",
+                    "n",
+                    "verdict",
+                ],
+                [
+                    [
+                        f.finding,
+                        f.task,
+                        f.metric,
+                        f"{f.baseline} \u2192 {f.other}",
+                        f.mean_baseline,
+                        f.mean_other,
+                        f.mean_diff,
+                        f.p_value,
+                        f.n_pairs,
+                        f.verdict,
+                    ]
+                    for f in result.findings
+                ],
                 "Paper findings check",
             ),
         ]

@@ -49,13 +49,15 @@ class FindingCheck:
 
     def sentence(self) -> str:
         p = "n/a" if self.p_value is None else f"{self.p_value:.3g}"
-        return (f"{self.finding}. {self.claim} [{self.task}, {self.metric}]: {self.baseline} "
-                f"{self.mean_baseline:.3f} -> {self.other} {self.mean_other:.3f} (paired t p={p}, "
-                f"n={self.n_pairs}): {self.verdict}")
+        return (
+            f"{self.finding}. {self.claim} [{self.task}, {self.metric}]: {self.baseline} "
+            f"{self.mean_baseline:.3f} -> {self.other} {self.mean_other:.3f} (paired t p={p}, "
+            f"n={self.n_pairs}): {self.verdict}"
+        )
 
 
 def verdict(diff: float, p_value: float | None, direction: int) -> str:
-    """"shows up", "opposite" (significant the other way), "not significant" or "untested" (no p-value)."""
+    """ "shows up", "opposite" (significant the other way), "not significant" or "untested" (no p-value)."""
     if p_value is None or math.isnan(p_value) or math.isnan(diff):
         return "untested"
     if p_value >= ALPHA or diff == 0:
@@ -75,10 +77,21 @@ def check_findings(tasks: list[TaskAnalysis]) -> list[FindingCheck]:
             for row in _row(task, metric):
                 p = (row.paired_t or {}).get("p_value")
                 p = None if p is None or (isinstance(p, float) and math.isnan(p)) else float(p)
-                checks.append(FindingCheck(
-                    finding=number, claim=claim, task=task.task, metric=metric, direction=direction,
-                    baseline=row.baseline, other=row.other, n_pairs=row.n_pairs,
-                    mean_baseline=row.mean_baseline, mean_other=row.mean_other, mean_diff=row.mean_diff,
-                    p_value=p, verdict=verdict(row.mean_diff, p, direction),
-                ))
+                checks.append(
+                    FindingCheck(
+                        finding=number,
+                        claim=claim,
+                        task=task.task,
+                        metric=metric,
+                        direction=direction,
+                        baseline=row.baseline,
+                        other=row.other,
+                        n_pairs=row.n_pairs,
+                        mean_baseline=row.mean_baseline,
+                        mean_other=row.mean_other,
+                        mean_diff=row.mean_diff,
+                        p_value=p,
+                        verdict=verdict(row.mean_diff, p, direction),
+                    )
+                )
     return checks

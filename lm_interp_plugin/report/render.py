@@ -200,7 +200,9 @@ def _cell(value: Any) -> str:
     """A table cell; numbers (and their formatted strings, CIs included) are right-aligned, text is not."""
     text = fmt(value)
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    numeric = numeric or (isinstance(value, str) and bool(text) and text.lstrip("-\u2212").replace(".", "", 1)[:1].isdigit())
+    numeric = numeric or (
+        isinstance(value, str) and bool(text) and text.lstrip("-\u2212").replace(".", "", 1)[:1].isdigit()
+    )
     return f'<td class="num">{_e(text)}</td>' if numeric else f"<td>{_e(text)}</td>"
 
 

@@ -2,8 +2,10 @@
 
 Why: the interpretation metrics need to know which prompt characters are instruction, content, choices, ...;
 hand-written spans per benchmark do not scale. Instead the task's ``doc_to_text`` is rendered on a copy of the
-doc whose every string (and every list element) is replaced by a unique marker. What is left between markers is
-the template's own text. The real rendering is then matched against that skeleton and located (last occurrence)
+doc whose every string (and every list element) is replaced by a unique marker. What is left between markers
+is
+the template's own text. The real rendering is then matched against that skeleton and located (last
+occurrence)
 in the final context, which may also hold the description, a system instruction, few-shot demonstrations and
 chat-template markup.
 
@@ -15,11 +17,14 @@ Parts (names from `spans.PART_PRIORITY`):
   instruction (text before the few-shot examples).
 - ``cue``: template text after the last doc field (e.g. "\\nAnswer:"), and a ``gen_prefix`` after the prompt.
 - ``fewshot``: the demonstrations, from the first example up to the evaluated example.
-- ``chat``: chat-template markup (``<|im_start|>user``, ``[INST]``, ``<s>`` ...) outside the evaluated example.
+- ``chat``: chat-template markup (``<|im_start|>user``, ``[INST]``, ``<s>`` ...) outside the evaluated
+example.
 
 A task overrides parts with ``metadata.interp.parts``: ``{doc_field: part}`` for doc fields (top-level key),
-plus the keys ``template`` (template text other than the cue) and ``cue``; e.g. IFEval's ``{prompt: instruction}``.
-When ``doc_to_text`` cannot be rendered on markers (callables such as Winogrande's, which return an index), the
+plus the keys ``template`` (template text other than the cue) and ``cue``; e.g. IFEval's ``{prompt:
+instruction}``.
+When ``doc_to_text`` cannot be rendered on markers (callables such as Winogrande's, which return an index),
+the
 doc's strings are searched in the context instead (longest found prefix, at least 12 characters).
 
 Variants: `stock_task_config(name)` loads an installed task's config (YAML found by a fast text scan of the
@@ -32,12 +37,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from copy import deepcopy
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from .spans import Span
+from ..spans import Span
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +53,17 @@ CHAT_MARKUP = re.compile(
     r"(?:[ \t]*(?:system|user|assistant|model)\b)?\n*"
 )
 _MIN_PREFIX = 12
-SHIM = "interp_variant.py"
 
 
 class SegmentationError(ValueError):
     """A prompt could not be segmented."""
 
 
-# ---------------------------------------------------------------------------------------------------- skeleton
-def _marker_doc(value: Any, fields: list[tuple[str, bool]], root: str | None = None, in_list: bool = False) -> Any:
+# ----------------------------------------------------------------------------------------------------
+# skeleton
+def _marker_doc(
+    value: Any, fields: list[tuple[str, bool]], root: str | None = None, in_list: bool = False
+) -> Any:
     if isinstance(value, str):
         fields.append((root or "", in_list))
         return _MARK.format(len(fields) - 1)
@@ -71,7 +75,8 @@ def _marker_doc(value: Any, fields: list[tuple[str, bool]], root: str | None = N
 
 
 def skeleton(task: Any, doc: Mapping[str, Any]) -> list[tuple[str, str]] | None:
-    """The rendered template as pieces ``("template", text)`` / ``("field:<root key>", "")`` or ``("list:<key>", "")``.
+    """The rendered template as pieces ``("template", text)`` / ``("field:<root key>", "")`` or
+    ``("list:<key>", "")``.
 
     None when ``doc_to_text`` does not render on markers to a string (then the caller falls back to search).
     """
@@ -88,7 +93,7 @@ def skeleton(task: Any, doc: Mapping[str, Any]) -> list[tuple[str, str]] | None:
     pos = 0
     for m in _MARK_RE.finditer(rendered):
         if m.start() > pos:
-            pieces.append(("template", rendered[pos:m.start()]))
+            pieces.append(("template", rendered[pos : m.start()]))
         root, in_list = fields[int(m.group(1))]
         pieces.append((("list:" if in_list else "field:") + root, ""))
         pos = m.end()
@@ -124,8 +129,12 @@ def _piece_parts(pieces: list[tuple[str, str]], overrides: Mapping[str, str]) ->
             parts.append(overrides.get(root) or ("choices" if kind.startswith("list:") else "content"))
         elif i > last_field and field_idx:
             parts.append(overrides.get("cue", "cue"))
-        elif (i + 1 < len(pieces) and pieces[i + 1][0].startswith("list:") and _OPTION_LABEL.match(text)
-              and "choices" == (overrides.get(pieces[i + 1][0].split(":", 1)[1]) or "choices")):
+        elif (
+            i + 1 < len(pieces)
+            and pieces[i + 1][0].startswith("list:")
+            and _OPTION_LABEL.match(text)
+            and "choices" == (overrides.get(pieces[i + 1][0].split(":", 1)[1]) or "choices")
+        ):
             parts.append("choices")
         else:
             parts.append(overrides.get("template", "instruction"))
@@ -138,7 +147,7 @@ def _final_region(task: Any, doc: Mapping[str, Any], context: str, overrides: Ma
     pieces = skeleton(task, doc)
     try:
         real = task.doc_to_text(doc)
-    except Exception:  # noqa: BLE001 - a failing template is reported by lm-eval itself
+    except Exception:
         real = None
     if pieces is not None and isinstance(real, str) and real:
         match = _skeleton_regex(pieces, anchored=True).match(real)
@@ -190,7 +199,9 @@ def _search_region(doc: Mapping[str, Any], context: str, overrides: Mapping[str,
     if not found:
         return None
     kept: list[tuple[int, int, str]] = []
-    for s, e, part in sorted(found, key=lambda f: f[0] - f[1]):  # longest first; a short value inside is dropped
+    for s, e, part in sorted(
+        found, key=lambda f: f[0] - f[1]
+    ):  # longest first; a short value inside is dropped
         if all(e <= ks or s >= ke for ks, ke, _ in kept):
             kept.append((s, e, part))
     found = sorted(kept)
@@ -262,7 +273,7 @@ def _description(task: Any, doc: Mapping[str, Any]) -> str:
         return ""
     try:
         return str(task.resolve_field(doc, desc) or "")
-    except Exception:  # noqa: BLE001
+    except Exception:
         return desc
 
 
@@ -272,7 +283,8 @@ def segment_prompt(
     """Character spans of the parts of `context` (the final prompt lm-eval built for `doc`).
 
     Args:
-        task: the lm-eval `ConfigurableTask` that built the prompt (its doc_to_text, description, num_fewshot).
+        task: the lm-eval `ConfigurableTask` that built the prompt (its doc_to_text, description,
+        num_fewshot).
         doc: the evaluated doc (after process_docs).
         context: the request's context string.
         parts: overrides, ``{doc_field | "template" | "cue": part}`` (metadata.interp.parts).
@@ -293,7 +305,9 @@ def segment_prompt(
     start, end, spans, pieces = region
     prefix = context[:start]
     chat = [m.span() for m in CHAT_MARKUP.finditer(prefix) if m.end() > m.start()]
-    chat += [(end + m.start(), end + m.end()) for m in CHAT_MARKUP.finditer(context[end:]) if m.end() > m.start()]
+    chat += [
+        (end + m.start(), end + m.end()) for m in CHAT_MARKUP.finditer(context[end:]) if m.end() > m.start()
+    ]
 
     instr_end = 0
     desc = _description(task, doc).strip()
@@ -326,103 +340,3 @@ def segment_prompt(
     if chat:
         spans["chat"] = chat
     return {k: sorted(v) for k, v in spans.items() if v}
-
-
-# ---------------------------------------------------------------------------------------------------- variants
-def _stock_tasks_dir() -> Path:
-    import lm_eval.tasks
-
-    return Path(lm_eval.tasks.__file__).parent
-
-
-@lru_cache(maxsize=1)
-def _stock_text_index() -> dict[str, list[Path]]:
-    pattern = re.compile(r"""^["']?task["']?\s*:\s*["']?([\w\-\.]+)["']?\s*$""", re.MULTILINE)
-    index: dict[str, list[Path]] = {}
-    for path in sorted(_stock_tasks_dir().rglob("*.yaml")):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        for name in pattern.findall(text):
-            index.setdefault(name, []).append(path)
-    return index
-
-
-def stock_yaml_path(name: str) -> Path:
-    """The installed lm-eval YAML that defines task `name` (a text scan, ~10x faster than the TaskManager)."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    for path in _stock_text_index().get(name, []):
-        if load_yaml(path, resolve_func=False).get("task") == name:
-            return path
-    from lm_eval.tasks import TaskManager  # slow path: generated names
-
-    entry = getattr(TaskManager(), "_index", {}).get(name)
-    if entry is not None and getattr(entry, "yaml_path", None):
-        return Path(entry.yaml_path)
-    raise SegmentationError(f"no installed lm-eval task named {name!r}; check `lm_eval ls tasks`")
-
-
-def stock_task_config(name: str) -> dict[str, Any]:
-    """The stock config of task `name` (includes merged, `!function`s resolved against the stock folder)."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    cfg = deepcopy(load_yaml(stock_yaml_path(name), resolve_func=True))
-    for key in ("tag", "group", "task_list", "class"):
-        cfg.pop(key, None)
-    return cfg
-
-
-def variant_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Stock config of ``metadata.interp.base`` overlaid with `config` (its task name, metadata, overrides)."""
-    config = dict(config)
-    metadata = dict(config.get("metadata") or {})
-    interp = dict(metadata.get("interp") or {})
-    base = interp.get("base")
-    if not base:
-        return config
-    stock = stock_task_config(base)
-    merged = {**stock, **{k: v for k, v in config.items() if k not in ("metadata", "class")}}
-    merged["metadata"] = {**(stock.get("metadata") or {}), **metadata, "interp": {"auto": True, **interp}}
-    return merged
-
-
-def variant_name(task_name: str) -> str:
-    """The interp_ name of a stock task."""
-    return task_name if task_name.startswith("interp_") else f"interp_{task_name}"
-
-
-def write_variant(task_name: str, out_dir: str | Path, parts: Mapping[str, str] | None = None) -> Path:
-    """Write ``interp_<task>.yaml`` (and the class shim) into `out_dir`; use it with ``--include_path out_dir``.
-
-    Works for any installed lm-eval task; the YAML holds no copy of the stock config, only its name.
-    """
-    stock_yaml_path(task_name)  # fail early on an unknown name
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    shim = out / SHIM
-    if not shim.exists():
-        shim.write_text(SHIM_TEXT, encoding="utf-8")
-    lines = [f"task: {variant_name(task_name)}", "class: !function interp_variant.InterpVariant",
-             "metadata:", "  interp:", f"    base: {task_name}"]
-    if parts:
-        lines.append("    parts: {" + ", ".join(f"{k}: {v}" for k, v in parts.items()) + "}")
-    path = out / f"{variant_name(task_name)}.yaml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-SHIM_TEXT = '''"""Shim for lm-eval's `!function` loader: the interp_ variant class (stock config + interpretation)."""
-
-import lm_interp_plugin.harness.model  # noqa: F401  (registers interp-hf)
-from lm_interp_plugin.harness.tasks import InterpTask
-from lm_interp_plugin.segment import variant_config
-
-
-class InterpVariant(InterpTask):
-    """An installed lm-eval task (metadata.interp.base) with the interpretation metrics."""
-
-    def __init__(self, config=None, **kwargs):
-        super().__init__(config=variant_config(config or {}), **kwargs)
-'''

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from .interpret import InterpSettings, run_pass
-from .spans import label_tokens, locate_fields, token_offsets
+from ..spans import label_tokens, locate_fields, token_offsets
+from .passes import run_pass
+from .settings import InterpSettings
 
 
 @dataclass
@@ -54,7 +55,7 @@ def encode_pair(tokenizer, prompt: str, target: str) -> tuple[list[int], list[in
         raise ValueError("the prompt is empty: there is nothing to attribute to")
     whole = tokenizer(prompt + target)["input_ids"]
     context = tokenizer(prompt)["input_ids"]
-    return list(context), list(whole[len(context):]), prompt
+    return list(context), list(whole[len(context) :]), prompt
 
 
 def attribute(

@@ -8,7 +8,6 @@ base and tuned, feed the instruction-verb analysis (`format_table3`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -18,10 +17,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
-from .arch import get_adapter
-from .explain_io import read_header_jsonl
-from .methods.attention import (
+from ..arch import get_adapter
+from ..methods.attention import (
     HeadsExplanation,
     HeadWordPairs,
     VerbAnalysis,
@@ -33,13 +30,14 @@ from .methods.attention import (
     resolve_word_vocab,
     verb_analysis,
 )
-from .methods.attention import format_table3 as _format_analysis
+from ..methods.attention import format_table3 as _format_analysis
+from .io import read_header_jsonl
+from .loading import load_model_for_explain, model_fingerprint, parse_layers
 
 logger = logging.getLogger(__name__)
 
 HEADS_SCHEMA_VERSION = 1
 DEFAULT_TOP_K = 10
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 __all__ = [
     "HeadWordPairs",
@@ -47,98 +45,9 @@ __all__ = [
     "compare_heads",
     "explain_heads",
     "format_table3",
-    "load_model_for_explain",
-    "parse_layers",
     "read_heads_jsonl",
     "write_heads_jsonl",
 ]
-
-
-def load_model_for_explain(
-    path_or_hub_id: str | Path,
-    dtype: str | torch.dtype = "auto",
-    device: str | None = None,
-    revision: str | None = None,
-):
-    """Load a causal LM and its tokenizer (local folder or hub id) in eval mode on `device`.
-
-    Args:
-        path_or_hub_id: a folder written by ``save_pretrained`` or a hub id.
-        dtype: ``"auto"`` (the checkpoint's dtype on GPU, float32 on CPU), ``"float32"``, ``"bfloat16"``,
-            ``"float16"`` or a `torch.dtype`.
-        device: ``"cuda"``, ``"cpu"``, ... (default: cuda when available).
-        revision: hub revision (branch, tag or commit).
-
-    Returns:
-        ``(model, tokenizer)``.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(dtype, str):
-        if dtype == "auto":
-            torch_dtype: Any = "auto" if device != "cpu" else torch.float32
-        elif dtype in _DTYPES:
-            torch_dtype = _DTYPES[dtype]
-        else:
-            raise ValueError(f"dtype {dtype!r} is not one of auto, {', '.join(_DTYPES)}")
-    else:
-        torch_dtype = dtype
-    kwargs: dict[str, Any] = {"revision": revision} if revision else {}
-    tokenizer = AutoTokenizer.from_pretrained(str(path_or_hub_id), **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(str(path_or_hub_id), dtype=torch_dtype, **kwargs)
-    model.to(device)
-    model.eval()
-    return model, tokenizer
-
-
-def parse_layers(layers: str | Sequence[int] | None, num_layers: int) -> list[int]:
-    """Layer selection: None (all), a list of ints, or a CLI string such as ``"0-3,7"``."""
-    if layers is None:
-        return list(range(num_layers))
-    if isinstance(layers, str):
-        out: list[int] = []
-        for part in layers.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                if "-" in part:
-                    lo, hi = (int(x) for x in part.split("-", 1))
-                    out.extend(range(lo, hi + 1))
-                else:
-                    out.append(int(part))
-            except ValueError:
-                raise ValueError(f"cannot read layers {layers!r}; write e.g. '0-3,7'") from None
-    else:
-        out = [int(x) for x in layers]
-    bad = [x for x in out if not 0 <= x < num_layers]
-    if bad:
-        raise ValueError(
-            f"layers {bad} are out of range: the model has {num_layers} layers (0..{num_layers - 1})"
-        )
-    return sorted(set(out))
-
-
-def model_fingerprint(model, tokenizer, adapter=None) -> dict[str, Any]:
-    """Identity of the explained model: id, type, dtype, size, tokenizer, and a hash of sampled weights."""
-    adapter = adapter or get_adapter(model)
-    h = hashlib.sha256()
-    emb = adapter.input_embedding_matrix()
-    h.update(emb[:256].float().cpu().numpy().tobytes())
-    for layer in sorted({0, adapter.num_layers - 1}):
-        for w in adapter.qk_weights(layer):
-            h.update(w.float().cpu().numpy().tobytes())
-    first = next(model.parameters())
-    return {
-        "model": getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None),
-        "model_type": getattr(model.config, "model_type", None),
-        "dtype": str(first.dtype).replace("torch.", ""),
-        "n_parameters": int(sum(p.numel() for p in model.parameters())),
-        "tokenizer": getattr(tokenizer, "name_or_path", None),
-        "weight_hash": h.hexdigest()[:16],
-        "plugin_version": __version__,
-    }
 
 
 @torch.no_grad()
@@ -250,7 +159,9 @@ def write_heads_jsonl(path: str | Path, expl: HeadsExplanation) -> Path:
 
 def read_heads_jsonl(path: str | Path) -> HeadsExplanation:
     """Read a file written by `write_heads_jsonl`."""
-    header, heads = read_header_jsonl(path, "explain-heads", "head", HeadWordPairs.from_dict, HEADS_SCHEMA_VERSION)
+    header, heads = read_header_jsonl(
+        path, "explain-heads", "head", HeadWordPairs.from_dict, HEADS_SCHEMA_VERSION
+    )
     return HeadsExplanation(
         fingerprint=header["fingerprint"],
         params=header["params"],
@@ -288,3 +199,19 @@ def format_table3(*args: VerbAnalysis | HeadsExplanation) -> str:
         "format_table3 takes one VerbAnalysis or two HeadsExplanation (base, tuned); "
         f"got {[type(a).__name__ for a in args]}"
     )
+
+
+def explain_heads_to_file(
+    model_path: str | Path,
+    out: str | Path,
+    *,
+    dtype: str = "auto",
+    device: str | None = None,
+    revision: str | None = None,
+    **options: Any,
+) -> HeadsExplanation:
+    """Load `model_path`, explain its heads (`explain_heads` options) and write them to `out` (JSONL)."""
+    model, tokenizer = load_model_for_explain(model_path, dtype, device, revision)
+    explanation = explain_heads(model, tokenizer, **{k: v for k, v in options.items() if v is not None})
+    write_heads_jsonl(out, explanation)
+    return explanation

@@ -1,7 +1,7 @@
 """Per-example FFN concept activation, recorded inside the interpretation pass (no extra forward).
 
 The model's FFN components (PCA of each layer's value vectors) and their concept labels are computed once per
-model and cached on disk (`explain_ffn.load_or_compute_concepts`); during the pass's one primal forward,
+model and cached on disk (`explain.ffn_cache.load_or_compute_concepts`); during the pass's one primal forward,
 hooks on each layer's MLP record its output, and `metrics` turns the outputs at the target positions into a
 distribution over components and over concept categories.
 """
@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from . import metric_names as names
-from .arch import get_adapter
-from .explain_ffn import load_or_compute_concepts
-from .methods.concepts import OTHER, load_lexicons
-from .methods.ffn import concept_activation, concept_shares
+from .. import metric_names as names
+from ..arch import get_adapter
+from ..explain.ffn_cache import load_or_compute_concepts
+from ..methods.concepts import OTHER, load_lexicons
+from ..methods.ffn import concept_activation, concept_shares
 
 logger = logging.getLogger(__name__)
 

@@ -83,7 +83,9 @@ def tiny_config(
     kv = kv_heads or heads
     common = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=1, pad_token_id=2)
     if family == "gpt2":
-        kw = dict(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=max_positions, n_inner=intermediate)
+        kw = dict(
+            n_embd=hidden, n_layer=layers, n_head=heads, n_positions=max_positions, n_inner=intermediate
+        )
     elif family == "gpt_neox":
         kw = dict(
             hidden_size=hidden,

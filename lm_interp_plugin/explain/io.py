@@ -46,5 +46,7 @@ def read_header_jsonl(
     if header is None:
         raise ValueError(f"{path} is empty; it is not an {command} output")
     if header.get("schema_version", 0) > schema_version:
-        raise ValueError(f"{path} has schema version {header['schema_version']}; upgrade lm-interp to read it")
+        raise ValueError(
+            f"{path} has schema version {header['schema_version']}; upgrade lm-interp to read it"
+        )
     return header, items

@@ -75,7 +75,8 @@ def _as_sample(x: npt.ArrayLike, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be a 1-D sample of numbers; got shape {arr.shape}.")
     if not np.all(np.isfinite(arr)):
         raise ValueError(
-            f"{name} holds NaN or inf; drop them first (e.g. {name}[np.isfinite({name})]) so the exclusion is "
+            f"{name} holds NaN or inf; drop them first (e.g. {name}[np.isfinite({name})]) so the exclusion "
+            "is "
             f"explicit."
         )
     return arr
@@ -85,7 +86,8 @@ def _as_pair(a: npt.ArrayLike, b: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray
     x, y = _as_sample(a, "a"), _as_sample(b, "b")
     if x.size != y.size:
         raise ValueError(
-            f"paired samples must have the same length; got len(a) = {x.size} and len(b) = {y.size}. Join the "
+            f"paired samples must have the same length; got len(a) = {x.size} and len(b) = {y.size}. Join "
+            "the "
             f"two runs on the example key before testing."
         )
     return x, y

@@ -1,0 +1,1 @@
+"""Global explanations, one model at a time: attention heads as word pairs, FFN layers as concepts."""

@@ -1,0 +1,1 @@
+"""One interpretation pass of one (prompt, target) request: settings, precision policy, probes, the pass."""

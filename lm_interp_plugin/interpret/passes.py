@@ -1,0 +1,226 @@
+"""One interpretation pass over a (prompt, target) pair: attribution, instruction attention, FFN concepts.
+
+This is the model-agnostic core shared by the lm-eval model (`harness.model`) and the Python API
+(`lm_interp_plugin.attribute`). It never imports lm-eval. Every temporary change it makes to a model
+(attention
+implementation, hooks, requires_grad) is undone on exit, also on error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import metric_names as names
+from ..methods.attribution import gradient_x_input
+from ..methods.importance import ImportanceParams, instruction_importance, part_shares, quantise
+from ..methods.model_state import HALF_DTYPES, eager_attention, in_float32
+from .precision import float32_comparison
+from .settings import InterpSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PassResult:
+    """What one pass computed for a request, before it becomes a record."""
+
+    metrics: dict[str, float]
+    raw: np.ndarray
+    quantised: np.ndarray
+    target_logprobs: np.ndarray
+    mode: str
+    attention: dict[str, Any] = field(default_factory=dict)
+    ffn: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def faithful_metrics(
+    model, prompt, target, labels, raw, settings, metrics, neutral_token_id
+) -> dict[str, Any]:
+    """Issue-8 signals beside the paper's score: instruction ablation, integrated gradients, deletion curves.
+
+    Adds scalars to `metrics` in place; returns the per-token detail for the record's ``extras``.
+    """
+    from ..methods.importance import importance_density
+
+    extras: dict[str, Any] = {}
+    mask = torch.tensor([label == "instruction" for label in labels], dtype=torch.bool)
+    if len(target) == 0:
+        return extras
+    if settings.ablation and bool(mask.any()) and not bool(mask.all()):
+        from ..methods.ablation import instruction_ablation
+
+        ablation = instruction_ablation(model, prompt, target, mask, neutral_token_id=neutral_token_id)
+        metrics["ablation_drop_removed"] = float(ablation.drop_removed)
+        metrics["ablation_drop_replaced"] = float(ablation.drop_replaced)
+        metrics["ablation_drop_removed_per_token"] = float(ablation.drop_removed) / len(target)
+        extras["ablation"] = ablation.to_dict()
+    scores = {"gxi": importance_density(quantise(raw, L=settings.L, eps=settings.eps), b=0, p=settings.p)}
+    if settings.ig:
+        from ..methods.integrated_gradients import integrated_gradients
+
+        ig = integrated_gradients(
+            model, prompt, target, baseline="zero", steps=settings.ig_steps, objective=settings.objective
+        )
+        ig_raw = (
+            ig.attributions.float().numpy()
+            if hasattr(ig.attributions, "numpy")
+            else np.asarray(ig.attributions)
+        )
+        S_ig = quantise(ig_raw, L=settings.L, eps=settings.eps)
+        for key, value in attribution_metrics(S_ig, labels, settings.importance).items():
+            metrics["ig_" + key] = value
+        metrics["ig_completeness_error"] = float(ig.completeness_rel_error_total)
+        scores["ig"] = importance_density(S_ig, b=0, p=settings.p)
+        extras["ig"] = {
+            "raw": ig_raw.tolist(),
+            "completeness_rel_error_total": float(ig.completeness_rel_error_total),
+        }
+    if settings.deletion:
+        from ..methods.faithfulness import deletion_curve
+
+        for method, density in scores.items():
+            curve = deletion_curve(model, prompt, target, torch.as_tensor(density, dtype=torch.float32))
+            metrics[f"deletion_area_{method}"] = float(curve.area)
+            if curve.area_gain is not None:
+                metrics[f"deletion_gain_{method}"] = float(curve.area_gain)
+            extras[f"deletion_{method}"] = curve.to_dict()
+    return extras
+
+
+def attribution_metrics(S: np.ndarray, labels: Sequence[str], params: ImportanceParams) -> dict[str, float]:
+    """The paper's instruction importance plus the share of density mass on each prompt part."""
+    mask = np.array([label == "instruction" for label in labels], dtype=bool)
+    metrics: dict[str, float] = {}
+    if mask.any():
+        metrics[names.INSTRUCTION_IMPORTANCE] = float(instruction_importance(S, mask, b=params.b, p=params.p))
+    for part, share in part_shares(S, list(labels), b=params.b, p=params.p).items():
+        metrics[names.ATTRIBUTION_SHARE_PREFIX + part] = float(share)
+    return metrics
+
+
+def attention_metrics(attentions: torch.Tensor, labels: Sequence[str], prompt_len: int):
+    """Instruction attention per layer x head from the primal forward's attention probabilities."""
+    from ..methods.attention import instruction_attention, target_query_positions
+
+    mask = torch.tensor([label == "instruction" for label in labels], dtype=torch.bool)
+    if not bool(mask.any()):
+        return {}, {}
+    target_len = attentions.shape[-1] - prompt_len + 1
+    result = instruction_attention(attentions, mask, target_query_positions(prompt_len, target_len))
+    per_head = {
+        names.INSTRUCTION_ATTENTION: result.mass.tolist(),
+        names.INSTRUCTION_ATTENTION_LIFT: result.lift.tolist(),
+    }
+    scalars = {
+        names.INSTRUCTION_ATTENTION: float(result.mean_mass),
+        names.INSTRUCTION_ATTENTION_LIFT: float(result.mean_lift),
+    }
+    return scalars, per_head
+
+
+def run_pass(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[int],
+    target_ids: Sequence[int],
+    labels: Sequence[str],
+    settings: InterpSettings,
+    ffn_probe: Any | None = None,
+    neutral_token_id: int | None = None,
+    check_fp32: bool = False,
+) -> PassResult:
+    """Attribute `target_ids` onto `prompt_ids` and derive the per-example metrics.
+
+    Args:
+        model: a Hugging Face causal LM.
+        prompt_ids / target_ids: token ids as the model scored them (BOS included where added).
+        labels: one part label per prompt token (see `spans.label_tokens`).
+        settings: what to compute.
+        ffn_probe: an object with ``capture()`` (context manager recording FFN outputs at target positions)
+            and ``metrics(target_len)`` (per-example concept activation), or None.
+        check_fp32: for a half-precision model, also attribute in float32 and record the relative error
+            (``extras["fp32_check"]``). Independently of it, a half-precision pass that gives NaN or inf is
+            re-run in float32 and says so in ``notes`` and ``extras["precision"]``.
+    """
+    prompt = torch.as_tensor(list(prompt_ids), dtype=torch.long)
+    target = torch.as_tensor(list(target_ids), dtype=torch.long)
+    if len(labels) != len(prompt):
+        raise ValueError(f"got {len(labels)} part labels for {len(prompt)} prompt tokens")
+    params = settings.importance
+    notes: list[str] = []
+    precision: dict[str, Any] = {}
+
+    def attribute(**extra: Any):
+        with eager_attention(model):
+            return gradient_x_input(
+                model,
+                prompt,
+                target,
+                objective=settings.objective,
+                mode=settings.mode,
+                chunk_size=settings.chunk_size,
+                memory_budget=settings.memory_budget_bytes,
+                checkpoint=settings.checkpoint,
+                **extra,
+            )
+
+    out = attribute(
+        output_attentions=settings.attention and len(target) > 0,
+        capture=ffn_probe.capture if (ffn_probe is not None and len(target) > 0) else None,
+    )
+    raw, target_logprobs = out.raw.numpy(), out.target_logprobs
+    dtype = next(model.parameters()).dtype
+    if dtype in HALF_DTYPES and len(target) > 0:
+        dtype_name = str(dtype).replace("torch.", "")
+        finite = bool(np.isfinite(raw).all()) and bool(torch.isfinite(target_logprobs).all())
+        if not finite or check_fp32:
+            try:
+                with in_float32(model):
+                    full = attribute()
+            except (torch.OutOfMemoryError, RuntimeError) as err:
+                if "out of memory" not in str(err).lower():
+                    raise
+                notes.append(
+                    f"float32 {'re-run' if not finite else 'check'} skipped: out of memory ({err})"[:300]
+                )
+                full = None
+            if full is not None and not finite:
+                notes.append(f"{dtype_name} attribution gave NaN/inf: this request was re-run in float32")
+                raw, target_logprobs = full.raw.numpy(), full.target_logprobs
+                precision["precision"] = "float32 (re-run after non-finite " + dtype_name + ")"
+            elif full is not None:
+                precision["fp32_check"] = float32_comparison(
+                    raw, full.raw.numpy(), labels, params, dtype_name
+                )
+    if not np.isfinite(raw).all():
+        notes.append("non-finite attribution values were set to 0")
+        raw = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+    S = quantise(raw, L=params.L, eps=params.eps)
+    metrics = attribution_metrics(S, labels, params)
+    attention: dict[str, Any] = {}
+    if out.attentions is not None:
+        scalars, attention = attention_metrics(out.attentions, labels, len(prompt))
+        metrics.update(scalars)
+    ffn: dict[str, Any] = {}
+    if ffn_probe is not None and len(target) > 0:
+        scalars, ffn = ffn_probe.metrics(len(target))
+        metrics.update(scalars)
+    extras = faithful_metrics(model, prompt, target, labels, raw, settings, metrics, neutral_token_id)
+    return PassResult(
+        extras={**precision, **extras},
+        metrics=metrics,
+        raw=raw,
+        quantised=S,
+        target_logprobs=target_logprobs.numpy(),
+        mode=out.mode,
+        attention=attention,
+        ffn=ffn,
+        notes=notes,
+    )

@@ -1,0 +1,153 @@
+"""What the interpretation pass computes: `InterpSettings`, one field per ``interp_<name>`` model argument."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..methods.importance import ImportanceParams
+
+
+@dataclass
+class InterpSettings:
+    """What the interpretation pass computes; each field is a `--model_args` key of `interp-hf`.
+
+    Attributes:
+        L: quantisation levels of the normalised matrix (paper: 10).
+        b: sparsification threshold for the scores (paper: 7).
+        p: norm of the importance density (paper: 4).
+        eps: the normaliser's epsilon (paper: 1e-7).
+        objective: ``prob`` (the paper's gradient of the probability) or ``logprob``.
+        mode: ``auto`` (cheaper of reverse/forward), ``reverse`` or ``forward``.
+        chunk_size: VJPs/JVPs per batched pass (default: from `memory_budget`, else half the free memory on a
+            GPU and at most 8 on a CPU, fewer for long prompts); halved and retried on out-of-memory.
+        memory_budget: memory the batched derivative passes may use, e.g. ``8GB``, ``512MiB`` or bytes.
+        checkpoint: activation checkpointing of the decoder layers in reverse mode (long prompts: less memory,
+            one extra forward per chunk).
+        fp32_check: half-precision models only: every `fp32_check`-th interpreted request (the first one
+            included) is attributed again in float32 and the relative error goes into its record; 0 = never.
+        attention: compute per-example instruction attention (layers x heads).
+        ffn: compute per-example FFN concept activation (needs the FFN components of the model).
+        ffn_k: number of principal components per layer for the FFN concepts.
+        ablation: instruction ablation: the target's log-prob drop when the instruction is removed / replaced.
+        ig: integrated gradients (zero baseline) as a second attribution method, with the paper's score on it.
+        ig_steps: interpolation steps of integrated gradients.
+        deletion: deletion curves (faithfulness) of each attribution method, against random orders.
+        choices: ``gold`` interprets the reference answer of multiple-choice docs (and every generation);
+            ``all`` interprets every choice.
+        store_matrices: keep the raw and quantised matrices in the records (they dominate the file size).
+    """
+
+    L: int = 10
+    b: int = 7
+    p: float = 4.0
+    eps: float = 1e-7
+    objective: str = "prob"
+    mode: str = "auto"
+    chunk_size: int | None = None
+    memory_budget: str | None = None
+    checkpoint: bool = False
+    fp32_check: int = 50
+    attention: bool = True
+    ffn: bool = True
+    ffn_k: int = 8
+    choices: str = "gold"
+    store_matrices: bool = True
+    ablation: bool = True
+    ig: bool = False
+    ig_steps: int = 32
+    deletion: bool = False
+
+    def __post_init__(self) -> None:
+        ImportanceParams(L=self.L, b=self.b, p=self.p, eps=self.eps)  # validates
+        allowed = {
+            "objective": ("prob", "logprob"),
+            "mode": ("auto", "reverse", "forward"),
+            "choices": ("gold", "all"),
+        }
+        for key, values in allowed.items():
+            if getattr(self, key) not in values:
+                raise ValueError(f"interp_{key}={getattr(self, key)!r} is not valid; use one of {values}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"interp_chunk_size must be a positive integer, got {self.chunk_size}")
+        if self.fp32_check < 0:
+            raise ValueError(
+                f"interp_fp32_check must be 0 (never) or a positive N (every N-th request), "
+                f"got {self.fp32_check}"
+            )
+        _ = self.memory_budget_bytes  # validates the size string
+
+    @property
+    def memory_budget_bytes(self) -> int | None:
+        return None if self.memory_budget in (None, "", "none", "None") else parse_bytes(self.memory_budget)
+
+    @property
+    def importance(self) -> ImportanceParams:
+        return ImportanceParams(L=self.L, b=self.b, p=self.p, eps=self.eps)
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any], prefix: str = "interp_") -> InterpSettings:
+        """Build from ``interp_<field>`` keyword arguments; unknown ``interp_`` keys get a did-you-mean
+        error."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in kwargs.items():
+            name = key[len(prefix) :]
+            if name not in fields:
+                options = [prefix + f for f in fields]
+                guess = difflib.get_close_matches(key, options, n=1)
+                hint = f" Did you mean {guess[0]!r}?" if guess else ""
+                raise ValueError(
+                    f"unknown model argument {key!r} for interp-hf.{hint} Valid: {', '.join(options)}"
+                )
+            values[name] = _coerce(value, fields[name].type)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_bytes(text: str | int) -> int:
+    """``"8GB"``, ``"512MiB"``, ``"1.5gb"`` or a plain number of bytes -> bytes."""
+    if isinstance(text, int):
+        value = text
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _UNITS:
+            raise ValueError(
+                f"interp_memory_budget={text!r} is not a size; write it like 8GB, 512MiB or 2000000000"
+            )
+        value = int(float(match.group(1)) * _UNITS[unit])
+    if value < 1:
+        raise ValueError(f"interp_memory_budget must be positive, got {text!r}")
+    return value
+
+
+def _coerce(value: Any, annotation: str) -> Any:
+    if value is None or not isinstance(value, str):
+        return value
+    if "bool" in annotation:
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if annotation.startswith("int"):
+        return None if value.lower() == "none" else int(value)
+    if annotation.startswith("float"):
+        return float(value)
+    return value
