@@ -35,7 +35,7 @@ from attribution import build_model as build_llama  # the benchmarks' one random
 
 from lm_interp_plugin.explain.ffn import explain_ffn
 from lm_interp_plugin.explain.heads import explain_heads
-from lm_interp_plugin.methods.attention import WordVocab
+from lm_interp_plugin.methods.vocab import WordVocab
 from lm_interp_plugin.testing.tiny import train_tokenizer
 
 logger = logging.getLogger("benchmarks.explain")

@@ -9,6 +9,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _seed_every_test():
+    """Every test starts from the same global RNG state, whatever ran before it (order-independent inputs)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session")
 def lm_tokenizer():
     """A byte-level BPE tokenizer with BOS, trained on the shipped task text (vocab 800)."""

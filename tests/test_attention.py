@@ -9,23 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from lm_interp_plugin.methods.attention import (
+from lm_interp_plugin.explain.heads import format_table3
+from lm_interp_plugin.methods.attention import instruction_attention, target_query_positions
+from lm_interp_plugin.methods.head_pairs import (
     DimensionWords,
     HeadsExplanation,
     HeadWordPairs,
-    WordRelatedness,
     fold_norm,
-    format_table3,
-    instruction_attention,
-    layer_groups,
     layer_word_pairs,
-    load_verbs,
     normalise_like_norm,
-    target_query_positions,
-    verb_analysis,
-    whole_word_vocab,
-    word_list_vocab,
 )
+from lm_interp_plugin.methods.verbs import layer_groups, load_verbs, verb_analysis
+from lm_interp_plugin.methods.vocab import WordRelatedness, whole_word_vocab, word_list_vocab
 from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
 
@@ -192,6 +187,26 @@ def test_planted_word_pair_is_recovered_with_both_signs():
     d0 = next(dw for dw in full[1].dims if dw.dim == 0 and dw.sign == 1)
     assert (d0.query_words, d0.key_words, d0.pairs) == (["write"], ["cat"], [])
     assert HeadWordPairs.from_dict(h0.to_dict()) == h0
+
+
+def test_every_kth_neighbour_is_related_whatever_the_reduction_order():
+    """The k-th neighbour sits exactly on its word's threshold: `related` (elementwise sum) and
+    `related_lists` (einsum) must keep it although they round differently from the matrix product the
+    threshold came from."""
+    g = torch.Generator().manual_seed(3)
+    emb = torch.randn(300, 96, generator=g)
+    k = 7
+    rel = WordRelatedness(emb, mode="neighbors", neighbors=k)
+    sims = rel.unit @ rel.unit.T
+    sims.fill_diagonal_(-math.inf)
+    kth = sims.topk(k, dim=-1).indices  # 300 x k, the last column is each word's k-th neighbour
+    words = torch.arange(300)[:, None].expand_as(kth)
+    assert bool(rel.related(words, kth).all())
+    lists = rel.related_lists(words[:, :1], kth)  # 300 x 1 x k
+    assert bool(lists.all())
+    # and far words stay unrelated: the tolerance is a few ulps, not a loosened cut
+    far = sims.topk(k + 40, dim=-1).indices[:, -1:]
+    assert not bool(rel.related(words[:, :1], far).any())
 
 
 def test_layer_word_pairs_checks_shapes():

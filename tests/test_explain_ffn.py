@@ -27,9 +27,9 @@ from lm_interp_plugin.explain.ffn_compare import (
     plot_concept_proportions,
     plot_rotation,
 )
-from lm_interp_plugin.methods.attention import whole_word_vocab
 from lm_interp_plugin.methods.concepts import ConceptLabel
 from lm_interp_plugin.methods.ffn import FFNComponents, ffn_pca
+from lm_interp_plugin.methods.vocab import whole_word_vocab
 from lm_interp_plugin.testing.tiny import TINY_FAMILIES, build_tiny_model, sample_corpus, train_tokenizer
 
 LEX = {

@@ -16,7 +16,7 @@ from lm_interp_plugin.explain.heads import (
     read_heads_jsonl,
     write_heads_jsonl,
 )
-from lm_interp_plugin.methods.attention import normalise_like_norm
+from lm_interp_plugin.methods.head_pairs import normalise_like_norm
 from lm_interp_plugin.testing.tiny import (
     TINY_FAMILIES,
     build_tiny_model,

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import torch
+from tolerances import assert_matrix_close
 
 from lm_interp_plugin.interpret.settings import InterpSettings, parse_bytes
 from lm_interp_plugin.methods import attribution as attr
@@ -15,7 +16,7 @@ from lm_interp_plugin.methods.attribution import (
     gradient_x_input,
     row_bytes,
 )
-from lm_interp_plugin.methods.model_state import activation_checkpointing
+from lm_interp_plugin.methods.model_state import ModelStateError, activation_checkpointing
 from lm_interp_plugin.testing.tiny import build_tiny_model
 
 
@@ -136,7 +137,7 @@ def test_activation_checkpointing_recomputes_layers_and_keeps_the_result(model):
         )
     finally:
         handle.remove()
-    torch.testing.assert_close(out.raw, plain.raw, rtol=1e-5, atol=1e-9)
+    assert_matrix_close(out.raw, plain.raw, rtol=1e-5)
     torch.testing.assert_close(out.attentions, plain.attentions)
     # one primal forward + one recomputation per batched backward (3 chunks of 2 targets)
     assert len(calls) == 1 + 3
@@ -154,7 +155,7 @@ def test_activation_checkpointing_restores_on_error(model):
 
 def test_activation_checkpointing_needs_decoder_layers():
     with (
-        pytest.raises(attr.AttributionError, match="interp_checkpoint"),
+        pytest.raises(ModelStateError, match="interp_checkpoint"),
         activation_checkpointing(torch.nn.Linear(2, 2)),
     ):
         pass

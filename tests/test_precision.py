@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tolerances import assert_matrix_close
 
 from lm_interp_plugin.interpret.passes import run_pass
 from lm_interp_plugin.interpret.precision import float32_comparison
@@ -122,7 +123,7 @@ def test_nan_in_half_precision_reruns_the_request_in_float32(bf16_model):
         handle.remove()
     assert any("re-run in float32" in note for note in result.notes), result.notes
     assert result.extras["precision"].startswith("float32")
-    np.testing.assert_allclose(result.raw, expected, rtol=1e-5, atol=1e-9)
+    assert_matrix_close(result.raw, expected, rtol=1e-5)
     np.testing.assert_allclose(result.target_logprobs, expected_logprobs, rtol=1e-5)
     assert np.isfinite(result.raw).all() and np.abs(result.raw).max() > 0
     assert next(bf16_model.parameters()).dtype == torch.bfloat16

@@ -261,7 +261,7 @@ def test_jensen_shannon_against_scipy():
 
 def _heads_file(path: Path, words: list[str]) -> Path:
     from lm_interp_plugin.explain.heads import write_heads_jsonl
-    from lm_interp_plugin.methods.attention import DimensionWords, HeadsExplanation, HeadWordPairs
+    from lm_interp_plugin.methods.head_pairs import DimensionWords, HeadsExplanation, HeadWordPairs
 
     heads = [
         HeadWordPairs(

@@ -21,13 +21,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..arch import get_adapter
-from ..methods.attention import WordVocab, resolve_word_vocab
 from ..methods.concepts import OTHER, ConceptLabel, ConceptLabeller
 from ..methods.ffn import (
     FFNComponents,
     component_top_words,
     normalise_rows,
 )
+from ..methods.vocab import WordVocab, resolve_word_vocab
 from .ffn_cache import (
     components_to_arrays,
     compute_components,

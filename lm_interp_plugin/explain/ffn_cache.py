@@ -22,7 +22,6 @@ import torch
 from tqdm.auto import tqdm
 
 from ..arch import ArchAdapter, get_adapter
-from ..methods.attention import resolve_word_vocab
 from ..methods.concepts import ConceptLabel, ConceptLabeller, build_labeller
 from ..methods.ffn import (
     FFNComponents,
@@ -30,6 +29,7 @@ from ..methods.ffn import (
     ffn_pca,
     normalise_rows,
 )
+from ..methods.vocab import resolve_word_vocab
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``lm-interp explain-heads``: every attention head of a model as word pairs, saved as JSONL.
 
 This module joins the architecture adapter (weights by family) with the pure method in
-`lm_interp_plugin.methods.attention` (projection of whole words through the norm-folded W_Q / W_K). The JSONL
+`lm_interp_plugin.methods.head_pairs` (projection of whole words through the norm-folded W_Q / W_K). The JSONL
 file has one header line (model fingerprint, parameters, shape) and one line per (layer, head); two files,
 base and tuned, feed the instruction-verb analysis (`format_table3`).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,19 +19,15 @@ import torch
 from tqdm.auto import tqdm
 
 from ..arch import get_adapter
-from ..methods.attention import (
+from ..methods.head_pairs import (
     HeadsExplanation,
     HeadWordPairs,
-    VerbAnalysis,
-    WordRelatedness,
-    WordVocab,
     fold_norm,
     layer_word_pairs,
     normalise_like_norm,
-    resolve_word_vocab,
-    verb_analysis,
 )
-from ..methods.attention import format_table3 as _format_analysis
+from ..methods.verbs import LAYER_GROUPS, VerbAnalysis, verb_analysis
+from ..methods.vocab import WordRelatedness, WordVocab, resolve_word_vocab
 from .io import read_header_jsonl
 from .loading import load_model_for_explain, model_fingerprint, parse_layers
 
@@ -177,7 +174,7 @@ def compare_heads(
     instruction_verbs: Sequence[str] | None = None,
     general_verbs: Sequence[str] | None = None,
 ) -> VerbAnalysis:
-    """The instruction-verb analysis of a base and a tuned model (see `methods.attention.verb_analysis`)."""
+    """The instruction-verb analysis of a base and a tuned model (see `methods.verbs.verb_analysis`)."""
     if base.params.get("vocab_source") != tuned.params.get("vocab_source") or base.params.get(
         "top_k"
     ) != tuned.params.get("top_k"):
@@ -215,3 +212,35 @@ def explain_heads_to_file(
     explanation = explain_heads(model, tokenizer, **{k: v for k, v in options.items() if v is not None})
     write_heads_jsonl(out, explanation)
     return explanation
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
+
+
+def _format_analysis(analysis: VerbAnalysis) -> str:
+    """Markdown table in the form of the paper's Table 3: share of heads where verb counts rise, per group."""
+    cols = []
+    for name in LAYER_GROUPS:
+        layers = analysis.groups[name]
+        span = f"{layers[0]}-{layers[-1]}" if layers else "none"
+        cols.append(f"{name} layers ({span})")
+    lines = [
+        "| verbs | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+        f"| instruction verbs (n={len(analysis.instruction_verbs)}) | "
+        + " | ".join(_pct(analysis.instruction_mean[g]) for g in LAYER_GROUPS)
+        + " |",
+        f"| general verbs (n={len(analysis.general_verbs)}) | "
+        + " | ".join(_pct(analysis.general_mean[g]) for g in LAYER_GROUPS)
+        + " |",
+        "| Welch t-test (t, p) | "
+        + " | ".join(
+            "n/a"
+            if math.isnan(analysis.t_stat[g])
+            else f"t = {analysis.t_stat[g]:.2f}, p = {analysis.p_value[g]:.3g}"
+            for g in LAYER_GROUPS
+        )
+        + " |",
+    ]
+    return "\n".join(lines) + "\n"
