@@ -17,6 +17,17 @@ INSTRUCTION_ATTENTION = "instruction_attention"  # mean over layers, heads, targ
 INSTRUCTION_ATTENTION_LIFT = "instruction_attention_lift"  # the same over the uniform share |instr| / M
 # FFN concepts
 FFN_CONCEPT_PREFIX = "ffn_concept_"  # + concept: share of the concept-activation mass on that concept
+FFN_CONCEPT_OTHER = FFN_CONCEPT_PREFIX + "other"  # the share on components of no user-task concept
+# whether the instruction was located in the prompt (1/0); the instruction metrics exist only where it was
+INSTRUCTION_FOUND = "instruction_found"
+# faithfulness signals beside the paper's score
+ABLATION_DROP_REMOVED = "ablation_drop_removed"  # log p(target) with the instruction minus without it
+ABLATION_DROP_REPLACED = "ablation_drop_replaced"  # ... minus with it replaced by neutral tokens
+ABLATION_DROP_REMOVED_PER_TOKEN = "ablation_drop_removed_per_token"  # the removed drop / target length
+IG_PREFIX = "ig_"  # + an attribution metric name: the same metric from integrated gradients
+IG_COMPLETENESS_ERROR = "ig_completeness_error"  # relative gap of integrated gradients' completeness check
+DELETION_AREA_PREFIX = "deletion_area_"  # + method: area of the log-prob drop along the deletion curve
+DELETION_GAIN_PREFIX = "deletion_gain_"  # + method: that area's gain over random deletion orders
 
 
 def is_interp_metric(name: str) -> bool:

@@ -15,11 +15,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
 RECORD_FILE_PREFIX = "interp_records_"
+
+Role = Literal["gold", "choice", "generated"]  # which continuation of a request was interpreted
 SCHEMA_VERSION = 1
 
 
@@ -55,7 +57,7 @@ class InterpRecord:
     doc_hash: str
     request_index: int
     request_type: str
-    role: str
+    role: Role
     prompt_tokens: list[str]
     target_tokens: list[str]
     token_parts: list[str]

@@ -35,7 +35,7 @@ from ..spans import InstructionNotFoundError, locate_fields
 logger = logging.getLogger(__name__)
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
-INSTRUCTION_FOUND = "instruction_found"
+INSTRUCTION_FOUND = names.INSTRUCTION_FOUND
 
 
 def tasks_dir() -> Path:

@@ -58,9 +58,9 @@ def faithful_metrics(
         from ..methods.ablation import instruction_ablation
 
         ablation = instruction_ablation(model, prompt, target, mask, neutral_token_id=neutral_token_id)
-        metrics["ablation_drop_removed"] = float(ablation.drop_removed)
-        metrics["ablation_drop_replaced"] = float(ablation.drop_replaced)
-        metrics["ablation_drop_removed_per_token"] = float(ablation.drop_removed) / len(target)
+        metrics[names.ABLATION_DROP_REMOVED] = float(ablation.drop_removed)
+        metrics[names.ABLATION_DROP_REPLACED] = float(ablation.drop_replaced)
+        metrics[names.ABLATION_DROP_REMOVED_PER_TOKEN] = float(ablation.drop_removed) / len(target)
         extras["ablation"] = ablation.to_dict()
     scores = {"gxi": importance_density(quantise(raw, L=settings.L, eps=settings.eps), b=0, p=settings.p)}
     if settings.ig:
@@ -76,8 +76,8 @@ def faithful_metrics(
         )
         S_ig = quantise(ig_raw, L=settings.L, eps=settings.eps)
         for key, value in attribution_metrics(S_ig, labels, settings.importance).items():
-            metrics["ig_" + key] = value
-        metrics["ig_completeness_error"] = float(ig.completeness_rel_error_total)
+            metrics[names.IG_PREFIX + key] = value
+        metrics[names.IG_COMPLETENESS_ERROR] = float(ig.completeness_rel_error_total)
         scores["ig"] = importance_density(S_ig, b=0, p=settings.p)
         extras["ig"] = {
             "raw": ig_raw.tolist(),
@@ -88,9 +88,9 @@ def faithful_metrics(
 
         for method, density in scores.items():
             curve = deletion_curve(model, prompt, target, torch.as_tensor(density, dtype=torch.float32))
-            metrics[f"deletion_area_{method}"] = float(curve.area)
+            metrics[names.DELETION_AREA_PREFIX + method] = float(curve.area)
             if curve.area_gain is not None:
-                metrics[f"deletion_gain_{method}"] = float(curve.area_gain)
+                metrics[names.DELETION_GAIN_PREFIX + method] = float(curve.area_gain)
             extras[f"deletion_{method}"] = curve.to_dict()
     return extras
 

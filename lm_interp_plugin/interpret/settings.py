@@ -6,9 +6,12 @@ import dataclasses
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
+from ..methods.attribution import Mode, Objective
 from ..methods.importance import ImportanceParams
+
+Choices = Literal["gold", "all"]
 
 
 @dataclass
@@ -45,8 +48,8 @@ class InterpSettings:
     b: int = 7
     p: float = 4.0
     eps: float = 1e-7
-    objective: str = "prob"
-    mode: str = "auto"
+    objective: Objective = "prob"
+    mode: Mode = "auto"
     chunk_size: int | None = None
     memory_budget: str | None = None
     checkpoint: bool = False
@@ -54,7 +57,7 @@ class InterpSettings:
     attention: bool = True
     ffn: bool = True
     ffn_k: int = 8
-    choices: str = "gold"
+    choices: Choices = "gold"
     store_matrices: bool = True
     ablation: bool = True
     ig: bool = False
@@ -64,9 +67,9 @@ class InterpSettings:
     def __post_init__(self) -> None:
         ImportanceParams(L=self.L, b=self.b, p=self.p, eps=self.eps)  # validates
         allowed = {
-            "objective": ("prob", "logprob"),
-            "mode": ("auto", "reverse", "forward"),
-            "choices": ("gold", "all"),
+            "objective": get_args(Objective),
+            "mode": get_args(Mode),
+            "choices": get_args(Choices),
         }
         for key, values in allowed.items():
             if getattr(self, key) not in values:

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import metric_names as names
+
 logger = logging.getLogger(__name__)
 
 
@@ -59,8 +61,8 @@ class InstructionAttention:
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (for records)."""
         return {
-            "instruction_attention": self.mass.tolist(),
-            "instruction_attention_lift": self.lift.tolist(),
+            names.INSTRUCTION_ATTENTION: self.mass.tolist(),
+            names.INSTRUCTION_ATTENTION_LIFT: self.lift.tolist(),
             "uniform_share": self.uniform_share,
             "mean_mass": self.mean_mass,
             "mean_lift": self.mean_lift,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from lm_interp_plugin.methods import stats
-from lm_interp_plugin.metric_names import INSTRUCTION_IMPORTANCE, is_interp_metric
+from lm_interp_plugin.metric_names import INSTRUCTION_ATTENTION, INSTRUCTION_IMPORTANCE, is_interp_metric
 
 from .errors import NoOverlapError, NoSharedTaskError
 from .loading import Run, TaskRun
@@ -345,7 +345,7 @@ def _record_aggregates(analysis: TaskAnalysis, label: str, task_run: TaskRun, ke
     """Mean instruction-attention map and mean FFN concept shares over `keys` (the shared examples)."""
     recs = [task_run.primary_record(k) for k in keys]
     recs = [r for r in recs if r is not None]
-    att = _mean_matrix([r.attention.get("instruction_attention") for r in recs if r.attention])
+    att = _mean_matrix([r.attention.get(INSTRUCTION_ATTENTION) for r in recs if r.attention])
     if att is not None:
         analysis.attention_means[label] = att
     shares = [r.ffn["concept_shares"] for r in recs if isinstance(r.ffn.get("concept_shares"), dict)]

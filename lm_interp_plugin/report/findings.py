@@ -18,14 +18,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .. import metric_names as names
 from .analysis import PairedComparison, TaskAnalysis
 
 ALPHA = 0.05
 
 FINDINGS: tuple[tuple[int, str, str, int], ...] = (
-    (1, "tuned models attribute their responses more to the instruction", "instruction_importance", +1),
-    (2, "tuned models attend more from the answer to the instruction", "instruction_attention", +1),
-    (3, "tuned FFN activation moves toward user-task concepts", "ffn_concept_other", -1),
+    (1, "tuned models attribute their responses more to the instruction", names.INSTRUCTION_IMPORTANCE, +1),
+    (2, "tuned models attend more from the answer to the instruction", names.INSTRUCTION_ATTENTION, +1),
+    (3, "tuned FFN activation moves toward user-task concepts", names.FFN_CONCEPT_OTHER, -1),
 )
 
 
