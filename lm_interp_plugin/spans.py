@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 Span = tuple[int, int]
@@ -18,6 +20,7 @@ Span = tuple[int, int]
 #: Part labels, in priority order when a token overlaps several parts.
 PART_PRIORITY = ("instruction", "fewshot", "content", "choices", "cue", "template", "system", "chat")
 SPECIAL = "special"
+INSTRUCTION = "instruction"
 DEFAULT_PART = "template"
 
 
@@ -129,6 +132,6 @@ def label_tokens(
     return labels
 
 
-def instruction_mask(labels: Sequence[str]) -> list[bool]:
-    """True for the tokens labelled ``instruction``."""
-    return [label == "instruction" for label in labels]
+def instruction_mask(labels: Sequence[str]) -> np.ndarray:
+    """Boolean ``prompt_len`` array, True on the tokens labelled ``instruction`` (the one place saying so)."""
+    return np.array([label == INSTRUCTION for label in labels], dtype=bool)

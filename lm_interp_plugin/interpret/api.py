@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..spans import label_tokens, locate_fields, token_offsets
+from ..spans import instruction_mask, label_tokens, locate_fields, token_offsets
 from .passes import run_pass
 from .settings import InterpSettings
 
@@ -42,7 +42,7 @@ class Attribution:
 
     @property
     def instruction_mask(self) -> np.ndarray:
-        return np.array([p == "instruction" for p in self.token_parts], dtype=bool)
+        return instruction_mask(self.token_parts)
 
 
 def encode_pair(tokenizer, prompt: str, target: str) -> tuple[list[int], list[int], str]:

@@ -20,6 +20,7 @@ from .. import metric_names as names
 from ..methods.attribution import gradient_x_input
 from ..methods.importance import ImportanceParams, instruction_importance, part_shares, quantise
 from ..methods.model_state import HALF_DTYPES, eager_attention, in_float32
+from ..spans import instruction_mask
 from .precision import float32_comparison
 from .settings import InterpSettings
 
@@ -51,7 +52,7 @@ def faithful_metrics(
     from ..methods.importance import importance_density
 
     extras: dict[str, Any] = {}
-    mask = torch.tensor([label == "instruction" for label in labels], dtype=torch.bool)
+    mask = torch.from_numpy(instruction_mask(labels))
     if len(target) == 0:
         return extras
     if settings.ablation and bool(mask.any()) and not bool(mask.all()):
@@ -97,7 +98,7 @@ def faithful_metrics(
 
 def attribution_metrics(S: np.ndarray, labels: Sequence[str], params: ImportanceParams) -> dict[str, float]:
     """The paper's instruction importance plus the share of density mass on each prompt part."""
-    mask = np.array([label == "instruction" for label in labels], dtype=bool)
+    mask = instruction_mask(labels)
     metrics: dict[str, float] = {}
     if mask.any():
         metrics[names.INSTRUCTION_IMPORTANCE] = float(instruction_importance(S, mask, b=params.b, p=params.p))
@@ -110,7 +111,7 @@ def attention_metrics(attentions: torch.Tensor, labels: Sequence[str], prompt_le
     """Instruction attention per layer x head from the primal forward's attention probabilities."""
     from ..methods.attention import instruction_attention, target_query_positions
 
-    mask = torch.tensor([label == "instruction" for label in labels], dtype=torch.bool)
+    mask = torch.from_numpy(instruction_mask(labels))
     if not bool(mask.any()):
         return {}, {}
     target_len = attentions.shape[-1] - prompt_len + 1

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..methods.importance import ImportanceParams, instruction_importance, quantise
+from ..spans import instruction_mask
 
 
 def float32_comparison(
@@ -23,7 +24,7 @@ def float32_comparison(
         if full.size
         else 0.0,
     }
-    mask = np.array([label == "instruction" for label in labels], dtype=bool)
+    mask = instruction_mask(labels)
     if mask.any() and full.size:
         result["instruction_importance"] = float(
             instruction_importance(quantise(half, L=params.L, eps=params.eps), mask, b=params.b, p=params.p)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..spans import instruction_mask
 from . import render as R
 from .analysis import TaskAnalysis, analyse, metric_kind, primary_metric, rank_shifts
 from .errors import ReportInputError
@@ -261,7 +262,7 @@ def _shift_blocks(
                         label,
                         [display_token(t) for t in rec.prompt_tokens[:n]],
                         list(dens[:n]),
-                        [p == "instruction" for p in rec.token_parts[:n]],
+                        instruction_mask(rec.token_parts[:n]),
                         [display_token(t) for t in rec.target_tokens],
                     )
                 )
