@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tolerances import assert_matrix_close
 
 from lm_interp_plugin.methods.attribution import (
     AttributionError,
@@ -14,6 +13,8 @@ from lm_interp_plugin.methods.attribution import (
 )
 from lm_interp_plugin.methods.model_state import frozen_parameters
 from lm_interp_plugin.testing.tiny import build_tiny_model
+
+from tolerances import assert_matrix_close
 
 
 def independent_column(model, prompt_ids, target_ids, n, objective):

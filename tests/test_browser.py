@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_report import make_docs, scored, write_run
 
 from lm_interp_plugin.report import compare
+
+from fixtures_report import make_docs, scored, write_run
 
 TIMEOUT_S = 60
 PWNED = "pwned"

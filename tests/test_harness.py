@@ -333,3 +333,23 @@ def test_data_parallel_on_two_cpu_processes_matches_one_process(tiny_llama_dir, 
             "ablation_drop_removed",
         ):
             assert two[doc_id][key] == pytest.approx(sample[key], rel=1e-5, abs=1e-7), (doc_id, key)
+
+
+def test_python_api_and_interp_hf_give_the_same_matrix(runs, tiny_llama_dir):
+    """`attribute()` on a request's (context, continuation) reproduces interp-hf's record for it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lm_interp_plugin import attribute
+
+    from tolerances import assert_matrix_close
+
+    _, interp, records_dir = runs
+    task = "interp_instruct_mc"
+    record = load_records(records_dir / f"interp_records_{task}.jsonl", strict=True)[0]
+    sample = next(s for s in interp["samples"][task] if s["doc_hash"] == record.doc_hash)
+    context, continuation = sample["arguments"][record.request_index][:2]  # in memory: (ctx, cont) tuples
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    result = attribute(model, tokenizer, context, continuation, attention=False, ffn=False, ablation=False)
+    assert result.prompt_tokens == record.prompt_tokens and result.target_tokens == record.target_tokens
+    assert_matrix_close(result.raw, record.raw)

@@ -6,7 +6,6 @@ import logging
 
 import pytest
 import torch
-from tolerances import assert_matrix_close
 
 from lm_interp_plugin.interpret.settings import InterpSettings, parse_bytes
 from lm_interp_plugin.methods import attribution as attr
@@ -18,6 +17,8 @@ from lm_interp_plugin.methods.attribution import (
 )
 from lm_interp_plugin.methods.model_state import ModelStateError, activation_checkpointing
 from lm_interp_plugin.testing.tiny import build_tiny_model
+
+from tolerances import assert_matrix_close
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tolerances import assert_matrix_close
 
 from lm_interp_plugin.interpret.passes import run_pass
 from lm_interp_plugin.interpret.precision import float32_comparison
@@ -15,6 +14,8 @@ from lm_interp_plugin.methods.attribution import gradient_x_input
 from lm_interp_plugin.methods.importance import ImportanceParams, instruction_importance, quantise
 from lm_interp_plugin.methods.model_state import in_float32
 from lm_interp_plugin.testing.tiny import build_tiny_model
+
+from tolerances import assert_matrix_close
 
 SETTINGS = {"attention": False, "ffn": False, "ablation": False}
 

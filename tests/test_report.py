@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_report import doc_hash, make_docs, scored, write_run
 from scipy import stats as sps
 from scipy.spatial.distance import jensenshannon
 
@@ -16,6 +15,8 @@ from lm_interp_plugin.report import NoOverlapError, NoSharedTaskError, RunDirErr
 from lm_interp_plugin.report.analysis import jensen_shannon
 from lm_interp_plugin.report.loading import resolve_runs
 from lm_interp_plugin.report.render import _md
+
+from fixtures_report import doc_hash, make_docs, scored, write_run
 
 N = 14
 TASKS = ("interp_alpha", "interp_beta")

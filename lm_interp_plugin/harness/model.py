@@ -22,6 +22,7 @@ from lm_eval.utils import sanitize_model_name
 from tqdm import tqdm
 
 from .. import __version__
+from ..interpret.encoding import encode_pair
 from ..interpret.passes import run_pass
 from ..interpret.settings import InterpSettings
 from ..records import InterpRecord, RecordWriter, load_records, record_files
@@ -212,14 +213,12 @@ class InterpHFLM(HFLM):
 
     def _prompt_target_ids(self, context: str, continuation: str) -> tuple[list[int], list[int], str]:
         """Tokenise exactly as HFLM scores: trailing context spaces move to the continuation."""
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces:
-            continuation = context[-n_spaces:] + continuation
-            context = context[:-n_spaces]
-        if not context:
-            return [self.prefix_token_id], self.tok_encode(continuation, add_special_tokens=False), context
-        prompt_ids, target_ids = self._encode_pair(context, continuation)
-        return list(prompt_ids), list(target_ids), context
+        return encode_pair(
+            lambda text, special: self.tok_encode(text, add_special_tokens=special),
+            context,
+            continuation,
+            self.prefix_token_id,
+        )
 
     def _interpret_one(self, req, target: str, key) -> InterpRecord:
         context = req.args[0]

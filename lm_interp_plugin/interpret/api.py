@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..spans import instruction_mask, label_tokens, locate_fields, token_offsets
+from .encoding import encode_pair, prefix_token, tokenizer_encoder
 from .passes import run_pass
 from .settings import InterpSettings
 
@@ -45,19 +46,6 @@ class Attribution:
         return instruction_mask(self.token_parts)
 
 
-def encode_pair(tokenizer, prompt: str, target: str) -> tuple[list[int], list[int], str]:
-    """Tokenise as lm-eval's HFLM does: encode prompt+target, split at the prompt's length, with trailing
-    prompt spaces moved to the target (so a word keeps its leading-space token)."""
-    n_spaces = len(prompt) - len(prompt.rstrip())
-    if n_spaces:
-        target, prompt = prompt[-n_spaces:] + target, prompt[:-n_spaces]
-    if not prompt:
-        raise ValueError("the prompt is empty: there is nothing to attribute to")
-    whole = tokenizer(prompt + target)["input_ids"]
-    context = tokenizer(prompt)["input_ids"]
-    return list(context), list(whole[len(context) :]), prompt
-
-
 def attribute(
     model,
     tokenizer,
@@ -80,7 +68,9 @@ def attribute(
             checkpoint, attention, ...).
     """
     config = InterpSettings(**settings)
-    prompt_ids, target_ids, prompt = encode_pair(tokenizer, prompt, target)
+    prompt_ids, target_ids, prompt = encode_pair(
+        tokenizer_encoder(tokenizer), prompt, target, prefix_token(tokenizer)
+    )
     offsets = token_offsets(tokenizer, prompt, prompt_ids, add_special_tokens=True)
     needles = [instruction] if isinstance(instruction, str) else list(instruction or [])
     spans = locate_fields(prompt, {"instruction": needles}, where="the prompt") if needles else {}
