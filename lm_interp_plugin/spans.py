@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +74,9 @@ def locate_fields(
     return spans
 
 
-def token_offsets(tokenizer, text: str, ids: Sequence[int], add_special_tokens: bool) -> list[Span]:
+def token_offsets(
+    tokenizer: PreTrainedTokenizerBase, text: str, ids: Sequence[int], add_special_tokens: bool
+) -> list[Span]:
     """Character span of each token of `ids` (the encoding of `text`) inside `text`; (0, 0) for specials.
 
     Uses the fast tokenizer's offset mapping when re-encoding `text` gives exactly `ids`; otherwise falls back
@@ -88,7 +94,7 @@ def token_offsets(tokenizer, text: str, ids: Sequence[int], add_special_tokens: 
     return _offsets_by_decoding(tokenizer, text, ids)
 
 
-def _offsets_by_decoding(tokenizer, text: str, ids: list[int]) -> list[Span]:
+def _offsets_by_decoding(tokenizer: PreTrainedTokenizerBase, text: str, ids: list[int]) -> list[Span]:
     special = set(getattr(tokenizer, "all_special_ids", []))
     offsets: list[Span] = []
     consumed = 0

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -39,6 +39,9 @@ from .ffn_cache import (
 )
 from .io import read_header_jsonl
 from .loading import load_model_for_explain, model_fingerprint, parse_layers
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +131,8 @@ class FFNExplanation:
 
 @torch.no_grad()
 def explain_ffn(
-    model,
-    tokenizer,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     k: int = 10,
     top_n: int = 15,
     labeller: str | ConceptLabeller = "lexicon",

@@ -13,9 +13,9 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,12 +31,20 @@ from ..methods.ffn import (
 )
 from ..methods.vocab import resolve_word_vocab
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 logger = logging.getLogger(__name__)
 
 _CACHE_FORMAT = 1
 
 
-def make_labeller(labeller, labeller_options, embeddings, tokenizer) -> ConceptLabeller:
+def make_labeller(
+    labeller: str | ConceptLabeller,
+    labeller_options: dict[str, Any] | None,
+    embeddings: torch.Tensor | None,
+    tokenizer: PreTrainedTokenizerBase,
+) -> ConceptLabeller:
     if isinstance(labeller, ConceptLabeller):
         return labeller
     if not isinstance(labeller, str):
@@ -84,7 +92,7 @@ def arrays_to_components(data: Any) -> list[FFNComponents]:
     return [FFNComponents(*(a[i] for a in arrays)) for i in range(arrays[0].shape[0])]
 
 
-def atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write through a temporary file in the same folder, then rename: a killed run leaves no half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
@@ -141,7 +149,9 @@ def component_cache_path(
     return Path(cache_dir) / f"ffn_components_{safe}_k{k}_{digest}.npz"
 
 
-def _load_or_compute(model, k: int, cache_dir: str | Path, model_identity: str, progress: bool):
+def _load_or_compute(
+    model: torch.nn.Module, k: int, cache_dir: str | Path, model_identity: str, progress: bool
+):
     if not model_identity:
         raise ValueError("model_identity is empty; pass the model's name or path (it keys the cache)")
     adapter = get_adapter(model)
@@ -175,7 +185,7 @@ def _load_or_compute(model, k: int, cache_dir: str | Path, model_identity: str, 
 
 @torch.no_grad()
 def load_or_compute_components(
-    model, k: int, cache_dir: str | Path, model_identity: str, progress: bool = True
+    model: torch.nn.Module, k: int, cache_dir: str | Path, model_identity: str, progress: bool = True
 ) -> list[FFNComponents]:
     """Every layer's top-k FFN components, from ``cache_dir`` when cached, else computed and cached.
 
@@ -200,8 +210,8 @@ def _labels_path(
 
 @torch.no_grad()
 def load_or_compute_concepts(
-    model,
-    tokenizer,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     k: int,
     cache_dir: str | Path,
     model_identity: str,

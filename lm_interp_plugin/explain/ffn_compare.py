@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..methods.concepts import OTHER
+from ..methods.concepts import OTHER, ConceptLabel
 from ..methods.ffn import (
     match_components,
     principal_angles,
@@ -146,10 +146,17 @@ def two_proportion_p(x1: int, n1: int, x2: int, n2: int) -> float:
     return float(2 * norm.sf(abs(z)))
 
 
-def _group_proportions(kind, group, layers, categories, base_labels, tuned_labels) -> GroupProportions:
+def _group_proportions(
+    kind: str,
+    group: str,
+    layers: list[int],
+    categories: list[str],
+    base_labels: dict[int, list[ConceptLabel]],
+    tuned_labels: dict[int, list[ConceptLabel]],
+) -> GroupProportions:
     from scipy.stats import chi2_contingency
 
-    def counts(labels_by_layer):
+    def counts(labels_by_layer: dict[int, list[ConceptLabel]]) -> list[int]:
         c = dict.fromkeys(categories, 0)
         for layer in layers:
             for lab in labels_by_layer[layer]:

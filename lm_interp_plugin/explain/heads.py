@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -30,6 +30,9 @@ from ..methods.verbs import LAYER_GROUPS, VerbAnalysis, verb_analysis
 from ..methods.vocab import WordRelatedness, WordVocab, resolve_word_vocab
 from .io import read_header_jsonl
 from .loading import load_model_for_explain, model_fingerprint, parse_layers
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +52,8 @@ __all__ = [
 
 @torch.no_grad()
 def explain_heads(
-    model,
-    tokenizer,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     top_k: int | None = 10,
     vocab: str | Path | Sequence[str] | WordVocab | None = None,
     layers: str | Sequence[int] | None = None,

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .._version import __version__
-from ..arch import get_adapter
+from ..arch import ArchAdapter, get_adapter
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -81,7 +84,9 @@ def parse_layers(layers: str | Sequence[int] | None, num_layers: int) -> list[in
     return sorted(set(out))
 
 
-def model_fingerprint(model, tokenizer, adapter=None) -> dict[str, Any]:
+def model_fingerprint(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, adapter: ArchAdapter | None = None
+) -> dict[str, Any]:
     """Identity of the explained model: id, type, dtype, size, tokenizer, and a hash of sampled weights."""
     adapter = adapter or get_adapter(model)
     h = hashlib.sha256()

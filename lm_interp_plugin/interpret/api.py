@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from ..spans import instruction_mask, label_tokens, locate_fields, token_offsets
 from .encoding import encode_pair, prefix_token, tokenizer_encoder
 from .passes import run_pass
 from .settings import InterpSettings
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -47,8 +51,8 @@ class Attribution:
 
 
 def attribute(
-    model,
-    tokenizer,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     prompt: str,
     target: str,
     instruction: str | Sequence[str] | None = None,

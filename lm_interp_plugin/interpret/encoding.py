@@ -10,12 +10,16 @@ matrix.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 # (text, add_special_tokens) -> ids; None means "the tokenizer's (or HFLM's) default"
 Encoder = Callable[[str, "bool | None"], list[int]]
 
 
-def tokenizer_encoder(tokenizer) -> Encoder:
+def tokenizer_encoder(tokenizer: PreTrainedTokenizerBase) -> Encoder:
     """An `Encoder` from a Hugging Face tokenizer, adding its special tokens (BOS) by default as HFLM does."""
 
     def encode(text: str, add_special_tokens: bool | None) -> list[int]:
@@ -25,7 +29,7 @@ def tokenizer_encoder(tokenizer) -> Encoder:
     return encode
 
 
-def prefix_token(tokenizer) -> int | None:
+def prefix_token(tokenizer: PreTrainedTokenizerBase) -> int | None:
     """The token HFLM conditions on when the prompt is empty: BOS, else EOS (None if the tokenizer has
     neither)."""
     bos = getattr(tokenizer, "bos_token_id", None)

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,13 +22,23 @@ from ..explain.ffn_cache import load_or_compute_concepts
 from ..methods.concepts import OTHER, load_lexicons
 from ..methods.ffn import concept_activation, concept_shares
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 logger = logging.getLogger(__name__)
 
 
 class FFNProbe:
     """Hooks and per-example concept metrics for one model (see module docstring)."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, k: int, cache_dir: str | Path, model_identity: str):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        k: int,
+        cache_dir: str | Path,
+        model_identity: str,
+    ):
         self.adapter = get_adapter(model)
         self.components, self.labels = load_or_compute_concepts(
             model, tokenizer, k=k, cache_dir=cache_dir, model_identity=model_identity, progress=False
@@ -43,7 +53,7 @@ class FFNProbe:
         handles = []
 
         def hook_for(layer: int):
-            def hook(_module, _inputs, output):
+            def hook(_module: torch.nn.Module, _inputs: tuple[Any, ...], output: Any):
                 out = output[0] if isinstance(output, tuple) else output
                 self._outputs[layer] = out.detach()
 

@@ -11,10 +11,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +37,9 @@ class WordVocab:
             raise ValueError(f"{len(self.token_ids)} token ids but {len(self.words)} words")
 
 
-def whole_word_vocab(tokenizer, min_len: int = 2, max_words: int | None = None) -> WordVocab:
+def whole_word_vocab(
+    tokenizer: PreTrainedTokenizerBase, min_len: int = 2, max_words: int | None = None
+) -> WordVocab:
     """Tokens that are a whole alphabetic word starting at a word boundary, deduplicated by lower case.
 
     A token qualifies when its raw piece starts with a boundary marker (``Ġ`` of byte-level BPE, ``▁`` of
@@ -70,7 +75,11 @@ def whole_word_vocab(tokenizer, min_len: int = 2, max_words: int | None = None) 
     return WordVocab(ids, words)
 
 
-def resolve_word_vocab(tokenizer, vocab, max_words: int | None = None) -> tuple[WordVocab, str]:
+def resolve_word_vocab(
+    tokenizer: PreTrainedTokenizerBase,
+    vocab: str | Path | Sequence[str] | WordVocab | None,
+    max_words: int | None = None,
+) -> tuple[WordVocab, str]:
     """The vocabulary an explanation draws its words from, and a description of it for the output header.
 
     `vocab`: None (the tokenizer's whole words, at most `max_words`), a `WordVocab`, a text file with one word
@@ -90,7 +99,7 @@ def resolve_word_vocab(tokenizer, vocab, max_words: int | None = None) -> tuple[
     return word_list_vocab(tokenizer, list(vocab)), "given word list"
 
 
-def word_list_vocab(tokenizer, words: Sequence[str]) -> WordVocab:
+def word_list_vocab(tokenizer: PreTrainedTokenizerBase, words: Sequence[str]) -> WordVocab:
     """Map a user's words to single tokens (the word-initial form, " word", is tried first).
 
     Words that are not one token are dropped with a warning that lists them.

@@ -10,6 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +117,7 @@ def tiny_config(
     return AutoConfig.for_model(family, **{**common, **kw})
 
 
-def build_tiny_model(family: str, tokenizer, seed: int = 0, **config_kwargs):
+def build_tiny_model(family: str, tokenizer: PreTrainedTokenizerBase, seed: int = 0, **config_kwargs):
     """A randomly initialised causal LM of `family` sized for `tokenizer` (float32, eval mode)."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -127,7 +132,7 @@ def build_tiny_model(family: str, tokenizer, seed: int = 0, **config_kwargs):
     return model
 
 
-def save_tiny(model, tokenizer, path: str | Path) -> Path:
+def save_tiny(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:
     """Save model and tokenizer so that `AutoModelForCausalLM.from_pretrained(path)` loads them."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
