@@ -1,8 +1,7 @@
 """Benchmark: the interpretation overhead of a whole lm-eval run, `--model interp-hf` vs `--model hf`.
 
 A tiny-but-not-trivial random Llama (with a tokenizer trained locally on the task text) is saved to a
-temporary
-folder; then `lm_eval.simple_evaluate` runs the same task with ``limit`` documents as
+temporary folder; then `lm_eval.simple_evaluate` runs the same task with ``limit`` documents as
 
 * ``hf``                  - stock lm-eval;
 * ``interp-hf``           - answers as ``hf`` plus one interpretation pass per gold request;

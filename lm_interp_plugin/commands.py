@@ -1,8 +1,7 @@
 """Handlers of lm-interp's own subcommands (argparse namespaces in, exit codes out).
 
 Each handler turns its arguments into one library call and prints what the user needs; the work itself lives
-in
-`report`, `explain` and `demo`, which never import this module.
+in `report`, `explain` and `demo`, which never import this module.
 """
 
 from __future__ import annotations

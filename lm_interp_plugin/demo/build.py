@@ -3,12 +3,10 @@
 `lm-interp demo` needs a base/tuned pair that differs the way a real pretrained model and its instruction-
 tuned version do, without downloading anything: a tiny Llama is pretrained on synthetic English-like text
 (`synthetic.pretraining_text`), saved as the base, then a copy is tuned on instruction -> answer pairs with
-the
-loss on the answer tokens only, and saved as the tuned model. Both load with `from_pretrained(path)`.
+the loss on the answer tokens only, and saved as the tuned model. Both load with `from_pretrained(path)`.
 
 The output folder is keyed by a hash of the recipe (every hyper-parameter, the seed and `RECIPE_VERSION`), so
-a
-second call with the same recipe returns at once, and a changed recipe never reuses stale weights. The
+a second call with the same recipe returns at once, and a changed recipe never reuses stale weights. The
 manifest (`demo_manifest.json`) also records held-out accuracies of both models, so the demo can say how much
 better the tuned model follows instructions before any interpretation is run.
 """

@@ -1,9 +1,9 @@
 """The FFN components of every layer (PCA of the value vectors) and their concept labels, cached on disk.
 
 Both explain-ffn and the per-example FFN probe of the interpretation pass need every layer's components once
-per
-model. They are computed here and cached as ``.npz`` (no pickle), keyed by model identity, k, weight dtype and
-a cheap checksum of the down-projection weights, so new weights under the same name are never served stale.
+per model. They are computed here and cached as ``.npz`` (no pickle), keyed by model identity, k, weight dtype
+and a cheap checksum of the down-projection weights, so new weights under the same name are never served
+stale.
 """
 
 from __future__ import annotations

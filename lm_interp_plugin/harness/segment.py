@@ -3,11 +3,9 @@
 Why: the interpretation metrics need to know which prompt characters are instruction, content, choices, ...;
 hand-written spans per benchmark do not scale. Instead the task's ``doc_to_text`` is rendered on a copy of the
 doc whose every string (and every list element) is replaced by a unique marker. What is left between markers
-is
-the template's own text. The real rendering is then matched against that skeleton and located (last
-occurrence)
-in the final context, which may also hold the description, a system instruction, few-shot demonstrations and
-chat-template markup.
+is the template's own text. The real rendering is then matched against that skeleton and located (last
+occurrence) in the final context, which may also hold the description, a system instruction, few-shot
+demonstrations and chat-template markup.
 
 Parts (names from `spans.PART_PRIORITY`):
 
@@ -22,10 +20,9 @@ example.
 
 A task overrides parts with ``metadata.interp.parts``: ``{doc_field: part}`` for doc fields (top-level key),
 plus the keys ``template`` (template text other than the cue) and ``cue``; e.g. IFEval's ``{prompt:
-instruction}``.
-When ``doc_to_text`` cannot be rendered on markers (callables such as Winogrande's, which return an index),
-the
-doc's strings are searched in the context instead (longest found prefix, at least 12 characters).
+instruction}``. When ``doc_to_text`` cannot be rendered on markers (callables such as Winogrande's, which
+return an index), the doc's strings are searched in the context instead (longest found prefix, at least 12
+characters).
 
 Variants: `stock_task_config(name)` loads an installed task's config (YAML found by a fast text scan of the
 stock task folder) and `variant_config` turns a short YAML ``{task: interp_x, metadata: {interp: {base: x}}}``

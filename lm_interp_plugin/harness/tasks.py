@@ -13,10 +13,8 @@ metadata:
 
 It marks each request with its prompt parts (character spans of the final context string) and its role
 (`gold`, `choice`, `generated`), so the model knows what to interpret; after lm-eval's filters it re-attaches
-the
-model's interpretation output to the filtered responses (filters such as `regex` return plain strings), and
-its
-`process_results` adds the interpretation scalars next to the stock metrics.
+the model's interpretation output to the filtered responses (filters such as `regex` return plain strings),
+and its `process_results` adds the interpretation scalars next to the stock metrics.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """`interp_` variants of installed lm-eval tasks, and the task YAML files the plugin writes.
 
 A variant YAML names its stock task (``metadata.interp.base``) and holds no copy of its config:
-`InterpVariant`
-loads the stock config at construction and adds the interpretation metrics. Every YAML the plugin writes
-(variants,
-the demo's tasks) goes through `write_task_yaml`, which also puts the one class shim (`SHIM_TEXT`) beside it,
-because lm-eval's ``!function`` loader imports a ``.py`` file next to the YAML, not a package.
+`InterpVariant` loads the stock config at construction and adds the interpretation metrics. Every YAML the
+plugin writes (variants, the demo's tasks) goes through `write_task_yaml`, which also puts the one class shim
+(`SHIM_TEXT`) beside it, because lm-eval's ``!function`` loader imports a ``.py`` file next to the YAML, not a
+package.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 request.
 
 Both the lm-eval model (`harness.model`, with HFLM's own encoder) and the Python API (`interpret.api`, with
-the
-tokenizer's defaults) go through `encode_pair`, so that the same text gives the same ids, hence the same
+the tokenizer's defaults) go through `encode_pair`, so that the same text gives the same ids, hence the same
 matrix.
 """
 

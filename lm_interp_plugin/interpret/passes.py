@@ -2,8 +2,7 @@
 
 This is the model-agnostic core shared by the lm-eval model (`harness.model`) and the Python API
 (`lm_interp_plugin.attribute`). It never imports lm-eval. Every temporary change it makes to a model
-(attention
-implementation, hooks, requires_grad) is undone on exit, also on error.
+(attention implementation, hooks, requires_grad) is undone on exit, also on error.
 """
 
 from __future__ import annotations

@@ -99,9 +99,8 @@ def row_bytes(model: torch.nn.Module, seq_len: int, target_len: int, head: bool 
 
     A batched backward (or tangent-carrying forward) works through one layer at a time, so one row holds about
     one layer's activations: a few ``seq x hidden`` tensors, the MLP's ``seq x intermediate``, eager
-    attention's
-    ``heads x seq x seq`` probabilities; plus (`head`) the float32 log-softmax over the vocabulary at the
-    target positions.
+    attention's ``heads x seq x seq`` probabilities; plus (`head`) the float32 log-softmax over the vocabulary
+    at the target positions.
     """
     hidden, inter, heads, vocab = _config_size(model)
     element = next(model.parameters()).element_size()

@@ -3,8 +3,8 @@
 The paper's gradient x input takes the derivative at the real embeddings only. Pre-norm models normalise each
 embedding before the first layer, and a normalised input does not change along the embedding's own
 direction, so gradient x input gives no credit for what the first layer reads (issue 8). Integrated gradients
-(Sundararajan et al., 2017) integrates
-the gradient along the straight path from a baseline ``e'`` to the real embeddings ``e`` and satisfies
+(Sundararajan et al., 2017) integrates the gradient along the straight path from a baseline ``e'`` to the real
+embeddings ``e`` and satisfies
 *completeness*: the attributions of a target column add up to ``f_n(e) - f_n(e')``, the whole change of that
 target's score when the prompt goes from baseline to real. Nothing can be lost to the normalisation.
 
@@ -19,10 +19,9 @@ matrix has the paper's layout ``prompt_len x target_len`` and the paper's densit
 Cost: ``steps`` forward rows (batched, `batch_size` rows per pass) and, per chunk of steps, one input-only
 vector-Jacobian product per target token. Measured on CPU (1 thread, tiny llama, M=40, N=12, 16 steps; best of
 6): a Python loop of ``torch.autograd.grad(retain_graph=True)`` took 0.060 s (hidden 64) / 1.39 s (hidden
-256),
-``is_grads_batched=True`` 0.063 s / 1.43 s -- the same speed, while the batched form holds N backward graphs'
-intermediates at once. The loop is therefore the default (``vjp="loop"``); ``vjp="batched"`` is offered for
-accelerators, chunked to `batch_size` target columns at a time to keep memory bounded.
+256), ``is_grads_batched=True`` 0.063 s / 1.43 s -- the same speed, while the batched form holds N backward
+graphs' intermediates at once. The loop is therefore the default (``vjp="loop"``); ``vjp="batched"`` is
+offered for accelerators, chunked to `batch_size` target columns at a time to keep memory bounded.
 No parameter gradient is ever computed: parameters' ``requires_grad`` is switched off for the call and
 restored.
 """

@@ -2,8 +2,8 @@
 
 Attribution needs gradients to the input embeddings only, eval mode, sometimes eager attention (attention
 probabilities, forward-mode AD), float32 weights (the precision check) or checkpointed decoder layers
-(memory).
-Each change lives here once, with ``try/finally``, so that an exception never leaves the model altered.
+(memory). Each change lives here once, with ``try/finally``, so that an exception never leaves the model
+altered.
 """
 
 from __future__ import annotations
@@ -78,8 +78,7 @@ def in_float32(model: torch.nn.Module) -> Iterator[None]:
     dtype.
 
     bf16/fp16 -> float32 -> bf16/fp16 is exact, so the model comes back bit-identical. Costs the float32
-    copy's
-    memory while it lasts (twice the half-precision weights).
+    copy's memory while it lasts (twice the half-precision weights).
     """
     params: list[tuple[torch.nn.Parameter, torch.dtype]] = []
     buffers: list[tuple[torch.nn.Module, str, torch.dtype]] = []
@@ -107,8 +106,7 @@ def activation_checkpointing(model: torch.nn.Module) -> Iterator[int]:
 
     Works on any transformers model whose decoder layers derive from ``GradientCheckpointingLayer`` (all
     current causal LMs). Unlike ``model.gradient_checkpointing_enable()`` it needs no training mode (which
-    would
-    switch dropout on). Yields the number of layers wrapped; restores the original ``forward`` on exit.
+    would switch dropout on). Yields the number of layers wrapped; restores the original ``forward`` on exit.
     """
     from torch.utils.checkpoint import checkpoint
     from transformers.modeling_layers import GradientCheckpointingLayer

@@ -44,8 +44,8 @@ def whole_word_vocab(
 
     A token qualifies when its raw piece starts with a boundary marker (``Ġ`` of byte-level BPE, ``▁`` of
     SentencePiece, or a space) and the rest is alphabetic with at least `min_len` letters; word-internal
-    pieces
-    ("ing") are left out. Of words equal up to case the lowest token id (usually the most frequent) is kept.
+    pieces ("ing") are left out. Of words equal up to case the lowest token id (usually the most frequent) is
+    kept.
     """
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     seen: set[str] = set()
@@ -170,9 +170,8 @@ class WordRelatedness:
             self.floor = 1e-6
         # The k-th neighbour's cosine (the threshold, from a matrix product) and the same cosine recomputed
         # elsewhere (an elementwise sum or an einsum) differ by rounding in the float32 reduction order, so
-        # the
-        # k-th neighbour itself could fail `>=` against its own threshold. A float32 dot product of two unit
-        # vectors of dimension d is off by about sqrt(d) ulps of 1 (random-walk rounding); 4x that is the
+        # the k-th neighbour itself could fail `>=` against its own threshold. A float32 dot product of two
+        # unit vectors of dimension d is off by about sqrt(d) ulps of 1 (random-walk rounding); 4x that is the
         # tolerance of every comparison against a threshold. Cosines closer than that to the cut are ties.
         self.tolerance = 4.0 * math.sqrt(self.unit.shape[-1]) * torch.finfo(torch.float32).eps
 

@@ -3,9 +3,8 @@
 Layout (see ``lm_eval/loggers/evaluation_tracker.py``): ``<output_path>/<model_name_sanitized>/`` holds
 ``results_<date_id>.json`` and, with ``--log_samples``, ``samples_<task>_<date_id>.jsonl`` per task, where
 ``date_id`` is ``datetime.now().isoformat()`` with ``:`` replaced by ``-`` (so it sorts as text). The plugin
-adds
-``interp_records_<task>.jsonl`` in the same folder. A folder may hold several evaluations; per task the newest
-samples file is used and a note says so.
+adds ``interp_records_<task>.jsonl`` in the same folder. A folder may hold several evaluations; per task the
+newest samples file is used and a note says so.
 """
 
 from __future__ import annotations

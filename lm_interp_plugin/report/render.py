@@ -14,8 +14,8 @@ from typing import Any
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1150px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}
-h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #ccc;margin-top:2em}
+padding:0 1em;color:#222;line-height:1.45} h1{border-bottom:2px solid #444}h2{border-bottom:1px solid
+#ccc;margin-top:2em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.88em}
 th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left}
 th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
