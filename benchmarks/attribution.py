@@ -74,13 +74,11 @@ class PassFlops:
 def pass_flops(config, seq_len: int, head_positions: int) -> PassFlops:
     """Approximate matmul FLOPs of one forward and one input-only backward of a Llama-style decoder.
 
-    forward  = 2 * seq * params_nonembedding            (every linear layer: 2 FLOPs per weight per token)
-             + 4 * layers * seq^2 * hidden_q            (Q K^T and A V, full square as eager attention
-             computes)
-             + 2 * head_positions * hidden * vocab      (LM head, only where a target is scored)
-    backward = 2 * seq * params_nonembedding            (input gradient dX = dY W^T; no dW)
-             + 8 * layers * seq^2 * hidden_q            (dQ, dK from Q K^T and dA, dV from A V: twice the
-             forward)
+    forward  = 2 * seq * params_nonembedding          (every linear layer: 2 FLOPs per weight per token)
+             + 4 * layers * seq^2 * hidden_q          (Q K^T and A V, the full square, as eager computes it)
+             + 2 * head_positions * hidden * vocab    (LM head, only where a target is scored)
+    backward = 2 * seq * params_nonembedding          (input gradient dX = dY W^T; no dW)
+             + 8 * layers * seq^2 * hidden_q          (dQ, dK from Q K^T, dA, dV from A V: twice the forward)
              + 2 * head_positions * hidden * vocab
 
     with hidden_q = heads x head_dim and params_nonembedding = layers x (q, k, v, o projections + 3 MLP
