@@ -299,6 +299,7 @@ def test_explain_benchmark_toy(tmp_path):
     assert len(set(vocab.token_ids)) == len(vocab.token_ids) == 300 and max(vocab.token_ids) < 1000
 
 
+@pytest.mark.slow
 def test_memory_benchmark_toy(tmp_path):
     """benchmarks/memory.py at toy size: one fresh process per configuration, a positive peak for each."""
     memory = _load("memory")

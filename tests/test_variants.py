@@ -40,6 +40,7 @@ def test_every_listed_benchmark_has_a_variant_without_a_copied_config():
     assert merged["doc_to_text"] == "Question: {{question}}\nAnswer:" and merged["metadata"]["interp"]["auto"]
 
 
+@pytest.mark.slow  # the unknown-name check builds the whole stock task index
 def test_write_variant_for_any_task(tmp_path):
     from lm_eval.tasks._yaml_loader import load_yaml
 
