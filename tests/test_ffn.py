@@ -147,3 +147,11 @@ def test_concept_shares_pools_unknown_labels_under_other():
     )
     with pytest.raises(ValueError, match="one label per component"):
         concept_shares([0.5, 0.5], ["math"], ["math"])
+
+
+def test_ffn_probe_is_a_pass_probe():
+    from lm_interp_plugin.interpret.ffn_probe import FFNProbe
+    from lm_interp_plugin.interpret.probes import Probe
+
+    assert issubclass(FFNProbe, Probe)  # structural: run_pass relies on capture() and metrics()
+    assert not issubclass(int, Probe)

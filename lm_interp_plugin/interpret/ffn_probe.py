@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 class FFNProbe:
-    """Hooks and per-example concept metrics for one model (see module docstring)."""
+    """Hooks and per-example concept metrics for one model (see module docstring); a `probes.Probe`."""
 
     def __init__(
         self,
@@ -52,8 +52,8 @@ class FFNProbe:
         self._outputs.clear()
         handles = []
 
-        def hook_for(layer: int):
-            def hook(_module: torch.nn.Module, _inputs: tuple[Any, ...], output: Any):
+        def hook_for(layer: int) -> Callable[[torch.nn.Module, tuple[Any, ...], Any], None]:
+            def hook(_module: torch.nn.Module, _inputs: tuple[Any, ...], output: Any) -> None:
                 out = output[0] if isinstance(output, tuple) else output
                 self._outputs[layer] = out.detach()
 

@@ -21,6 +21,7 @@ from ..methods.importance import ImportanceParams, instruction_importance, part_
 from ..methods.model_state import HALF_DTYPES, eager_attention, in_float32
 from ..spans import instruction_mask
 from .precision import float32_comparison
+from .probes import Probe
 from .settings import InterpSettings
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def run_pass(
     target_ids: Sequence[int],
     labels: Sequence[str],
     settings: InterpSettings,
-    ffn_probe: Any | None = None,
+    ffn_probe: Probe | None = None,
     neutral_token_id: int | None = None,
     check_fp32: bool = False,
 ) -> PassResult:
