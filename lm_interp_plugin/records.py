@@ -451,6 +451,6 @@ def load_records(path: str | Path, strict: bool = False) -> list[InterpRecord]:
     loaded = read_records(path)
     for lineno, _, reason in loaded.invalid:
         if strict:
-            raise ValueError(f"{path}:{lineno}: invalid interpretation record ({reason})")
-        logger.warning("%s:%d: skipping an invalid interpretation record (%s)", path, lineno, reason)
+            raise ValueError(f"{path}:{lineno}: corrupt interpretation record ({reason})")
+        logger.warning("%s:%d: skipping a corrupt interpretation record (%s)", path, lineno, reason)
     return loaded.records
