@@ -78,7 +78,7 @@ def components_to_arrays(components: Sequence[FFNComponents]) -> dict[str, np.nd
 
 def arrays_to_components(data: Any) -> list[FFNComponents]:
     arrays = [
-        torch.from_numpy(np.array(data[name]))
+        torch.from_numpy(np.ascontiguousarray(data[name]))  # one memory layout: matmuls round alike
         for name in ("components", "explained_variance", "explained_variance_ratio", "mean")
     ]
     return [FFNComponents(*(a[i] for a in arrays)) for i in range(arrays[0].shape[0])]
