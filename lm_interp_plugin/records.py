@@ -211,22 +211,23 @@ def validate_record(record: InterpRecord) -> list[str]:
 
 # -- one line per record
 # ------------------------------------------------------------------------------------------------
-def _canonical(data: dict[str, Any]) -> str:
-    return json.dumps(data, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+def _body(data: dict[str, Any]) -> str:
+    """The JSON text a record's checksum covers: keys in their stored order (the samples list metrics in the
+    order the record holds them), compact. Parsing a line and dumping it again gives the same text."""
+    return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def _checksum(data: dict[str, Any]) -> str:
-    return hashlib.sha256(_canonical(data).encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(_body(data).encode("utf-8")).hexdigest()[:16]
 
 
 def record_line(record: InterpRecord) -> str:
-    """The JSONL line of a record (newline included), with a checksum over its content: an edited or
+    """The JSONL line of a record (newline included), ending with a checksum of its content: an edited or
     garbled value no longer matches it, and the record is recomputed instead of reused."""
-    data = record.to_dict()
-    # keys in their natural order (the samples list metrics in the order the record holds them); the checksum
-    # is over the sorted form, so it does not depend on the order
-    line = json.dumps({**data, CHECKSUM_KEY: _checksum(data)}, ensure_ascii=False, allow_nan=False)
-    return line + "\n"
+    data = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}  # no deep copy
+    body = _body(data)
+    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
+    return f'{body[:-1]},"{CHECKSUM_KEY}":"{digest}"}}\n'
 
 
 class InvalidRecordError(ValueError):
