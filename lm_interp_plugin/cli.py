@@ -93,8 +93,54 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
+    """Whether ``--verbosity DEBUG`` (or ``-v DEBUG``) was given, and argv without it for lm-interp's own
+    commands (lm-eval's commands take the flag themselves)."""
+    debug, rest, i = False, [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--verbosity", "-v") and i + 1 < len(argv):
+            value, step = argv[i + 1], 2
+        elif arg.startswith("--verbosity="):
+            value, step = arg.split("=", 1)[1], 1
+        else:
+            rest.append(arg)
+            i += 1
+            continue
+        debug = debug or value.upper() == "DEBUG"
+        if argv[:1] and argv[0] in LMEVAL_COMMANDS:
+            rest.extend(argv[i : i + step])
+        i += step
+    return debug, rest
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if not isinstance(err, (ValueError, RuntimeError, OSError, LookupError)) or isinstance(err, KeyError):
+        text = f"{type(err).__name__}: {text}"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. A failure prints one ``lm-interp: error: ...`` line (exit status 1); the traceback
+    only with ``--verbosity DEBUG``."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug, argv = _debug_requested(argv)
+    try:
+        return _main(argv, debug)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:
+        if debug:
+            raise
+        print(
+            f"lm-interp: error: {_one_line(err)} (rerun with --verbosity DEBUG for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _main(argv: list[str], debug: bool) -> int:
     if argv and argv[0] in LMEVAL_COMMANDS:
         from .harness.launcher import run_lmeval
 
@@ -105,7 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 1
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     from . import commands
 
     handler = getattr(commands, args.command.replace("-", "_"))

@@ -11,8 +11,12 @@ Shapes are named once here and used everywhere: ``prompt_len x target_len`` for 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import math
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +26,8 @@ logger = logging.getLogger(__name__)
 RECORD_FILE_PREFIX = "interp_records_"
 
 Role = Literal["gold", "choice", "generated"]  # which continuation of a request was interpreted
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: input_hash, context_sha256, continuation_sha256 and a per-line checksum
+CHECKSUM_KEY = "checksum"
 
 
 @dataclass
@@ -50,6 +55,10 @@ class InterpRecord:
         extras: optional method-specific data (ablation curves, integrated-gradients checks, ...).
         fingerprint: the model/run identity (model id, revision or weight hash, dtype, plugin version, ...).
         notes: human-readable remarks (e.g. "re-run in float32 after NaN").
+        input_hash: hash of exactly what was interpreted: prompt and target token ids, the prompt parts and
+            the role. A rerun reuses a record only if this and ``fingerprint["run_hash"]`` match.
+        context_sha256: sha256 of the context string as lm-eval sent it (equals the samples' ``prompt_hash``).
+        continuation_sha256: sha256 of the continuation (the choice text, or the generation).
     """
 
     task: str
@@ -70,6 +79,9 @@ class InterpRecord:
     extras: dict[str, Any] = field(default_factory=dict)
     fingerprint: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    input_hash: str = ""
+    context_sha256: str = ""
+    continuation_sha256: str = ""
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -78,8 +90,14 @@ class InterpRecord:
 
     @property
     def key(self) -> tuple[str, str, int]:
-        """The identity of the request across reruns: (task, doc_hash, request_index)."""
+        """The request across reruns: (task, doc_hash, request_index); several records (stale ones from
+        earlier configurations) may share it, `full_key` tells them apart."""
         return (self.task, self.doc_hash, self.request_index)
+
+    @property
+    def full_key(self) -> tuple[str, str, int, str, str]:
+        """The computation: `key` plus the input hash and the run hash (model identity and settings)."""
+        return (*self.key, self.input_hash, str(self.fingerprint.get("run_hash", "")))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -101,6 +119,171 @@ class InterpRecord:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+# -- validation
+# ------------------------------------------------------------------------------------------------
+_STR_FIELDS = (
+    "task",
+    "doc_hash",
+    "request_type",
+    "role",
+    "input_hash",
+    "context_sha256",
+    "continuation_sha256",
+)
+_DICT_FIELDS = ("params", "metrics", "attention", "ffn", "extras", "fingerprint")
+_STR_LIST_FIELDS = ("prompt_tokens", "target_tokens", "token_parts", "notes")
+_REQUEST_TYPES = ("loglikelihood", "generate_until")
+_TOLERANCE = 1e-6
+# metrics that are shares or probabilities: [0, 1]
+_UNIT_METRICS = ("attribution_share_", "ffn_concept_", "instruction_found", "instruction_attention")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _matrix_problem(name: str, value: Any, rows: int, cols: int, integer: bool) -> str | None:
+    if value == []:
+        return None  # interp_store_matrices=false
+    if not isinstance(value, list) or len(value) != rows:
+        return f"{name} is not a {rows} x {cols} matrix"
+    for row in value:
+        if not isinstance(row, list) or len(row) != cols:
+            return f"{name} is not a {rows} x {cols} matrix"
+        for x in row:
+            if not (_is_int(x) if integer else _is_number(x)):
+                return f"{name} holds {x!r}, not a finite {'integer' if integer else 'number'}"
+    return None
+
+
+def validate_record(record: InterpRecord) -> list[str]:
+    """What is wrong with a record read from disk (types, shapes, finite values in range); empty if nothing.
+
+    A record that fails is not reused: its request is recomputed.
+    """
+    problems = []
+    for name in _STR_FIELDS:
+        if not isinstance(getattr(record, name), str):
+            problems.append(f"{name} is not a string")
+    if not record.task or not record.doc_hash:
+        problems.append("task or doc_hash is empty")
+    for name in ("doc_id", "request_index", "schema_version"):
+        value = getattr(record, name)
+        if not _is_int(value) or value < 0:
+            problems.append(f"{name}={value!r} is not a non-negative integer")
+    if record.request_type not in _REQUEST_TYPES:
+        problems.append(f"request_type={record.request_type!r} is not one of {_REQUEST_TYPES}")
+    for name in _DICT_FIELDS:
+        if not isinstance(getattr(record, name), dict):
+            problems.append(f"{name} is {type(getattr(record, name)).__name__}, not an object")
+    for name in _STR_LIST_FIELDS:
+        value = getattr(record, name)
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            problems.append(f"{name} is not a list of strings")
+    if problems:
+        return problems
+    if len(record.token_parts) != len(record.prompt_tokens):
+        problems.append(
+            f"{len(record.token_parts)} token_parts for {len(record.prompt_tokens)} prompt_tokens"
+        )
+    shape = (len(record.prompt_tokens), len(record.target_tokens))
+    for name, integer in (("raw", False), ("quantised", True)):
+        problem = _matrix_problem(name, getattr(record, name), *shape, integer=integer)
+        if problem:
+            problems.append(problem)
+    for name, value in record.metrics.items():
+        if not isinstance(name, str) or not _is_number(value):
+            problems.append(f"metric {name!r}={value!r} is not a finite number")
+        elif name.startswith(_UNIT_METRICS) and name != "instruction_attention_lift":
+            if not -_TOLERANCE <= value <= 1 + _TOLERANCE:
+                problems.append(f"metric {name}={value!r} is outside [0, 1]")
+        elif name == "instruction_importance" and not -_TOLERANCE <= value <= len(record.prompt_tokens):
+            # sum of densities (each <= 1) over instruction tokens / log2(2 + n) < number of prompt tokens
+            problems.append(f"metric {name}={value!r} is outside [0, {len(record.prompt_tokens)}]")
+    if record.quantised and "L" in record.params and _is_int(record.params["L"]):
+        top = max((max(row) for row in record.quantised if row), default=0)
+        if top > record.params["L"] or min((min(row) for row in record.quantised if row), default=0) < 0:
+            problems.append(f"quantised values outside [0, L={record.params['L']}]")
+    return problems
+
+
+# -- one line per record
+# ------------------------------------------------------------------------------------------------
+def _body(data: dict[str, Any]) -> str:
+    """The JSON text a record's checksum covers: keys in their stored order (the samples list metrics in the
+    order the record holds them), compact. Parsing a line and dumping it again gives the same text."""
+    return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _checksum(data: dict[str, Any]) -> str:
+    return hashlib.sha256(_body(data).encode("utf-8")).hexdigest()[:16]
+
+
+def record_line(record: InterpRecord) -> str:
+    """The JSONL line of a record (newline included), ending with a checksum of its content: an edited or
+    garbled value no longer matches it, and the record is recomputed instead of reused."""
+    data = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}  # no deep copy
+    body = _body(data)
+    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
+    return f'{body[:-1]},"{CHECKSUM_KEY}":"{digest}"}}\n'
+
+
+class InvalidRecordError(ValueError):
+    """A line of a records file that is not a valid record (truncated, garbled, edited, wrong types)."""
+
+    def __init__(self, message: str, key: tuple[str, str, int] | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+def parse_record_line(line: str) -> InterpRecord:
+    """One JSONL line -> a validated record.
+
+    Raises:
+        InvalidRecordError: the line is not JSON, lacks fields, fails its checksum or `validate_record`;
+            ``.key`` is the request's key when the line was readable enough to tell it.
+    """
+    try:
+        data = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise InvalidRecordError(f"not JSON ({err.msg if hasattr(err, 'msg') else err})") from None
+    if not isinstance(data, dict):
+        raise InvalidRecordError("not a JSON object")
+    key = None
+    if isinstance(data.get("task"), str) and isinstance(data.get("doc_hash"), str):
+        index = data.get("request_index")
+        if _is_int(index):
+            key = (data["task"], data["doc_hash"], index)
+    stored = data.pop(CHECKSUM_KEY, None)
+    version = data.get("schema_version", 1)
+    if stored is None and version != 1:
+        raise InvalidRecordError("no checksum", key)
+    if stored is not None:
+        try:
+            actual = _checksum(data)
+        except (TypeError, ValueError) as err:
+            raise InvalidRecordError(f"unserialisable content ({err})", key) from None
+        if actual != stored:
+            raise InvalidRecordError("checksum mismatch: the record was edited or garbled", key)
+    try:
+        record = InterpRecord.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise InvalidRecordError(str(err), key) from None
+    try:
+        problems = validate_record(record)
+    except Exception as err:  # a record of unexpected shape must never crash a run
+        problems = [f"unreadable ({type(err).__name__}: {err})"]
+    if problems:
+        raise InvalidRecordError("; ".join(problems[:3]), key)
+    return record
+
+
+# -- files
+# ------------------------------------------------------------------------------------------------
 def record_path(directory: str | Path, task: str, rank: int = 0, world_size: int = 1) -> Path:
     """Where the records of `task` live inside `directory` (one file per rank under data parallel)."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in task)
@@ -116,29 +299,114 @@ def record_files(directory: str | Path, rank: int = 0, world_size: int = 1) -> l
     return sorted(directory.glob(f"{RECORD_FILE_PREFIX}*.jsonl"))
 
 
-class RecordWriter:
-    """Appends records to one JSONL file per task, flushing each line, so nothing computed is lost."""
+def repair_partial_line(path: str | Path) -> int:
+    """Cut a partial last line (a write interrupted by a kill or a full disk) off `path`.
 
-    def __init__(self, directory: str | Path, rank: int = 0, world_size: int = 1):
+    Appending after such a line would glue the next record onto it and lose both. Returns the number of
+    bytes removed (0 when the file ends with a newline or does not exist).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    with open(path, "r+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return 0
+        end, block = size, 1 << 16
+        keep = 0
+        while end > 0:
+            start = max(0, end - block)
+            handle.seek(start)
+            chunk = handle.read(end - start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+    removed = size - keep
+    logger.warning(
+        "%s: removed a partial last line (%d bytes) left by an interrupted write; its request is recomputed",
+        path,
+        removed,
+    )
+    return removed
+
+
+# fsync at most this often (seconds): flush() alone survives a killed process; fsync also survives a crash of
+# the machine. Measured in benchmarks/RESULTS.md (section "Records: fsync cadence").
+FSYNC_INTERVAL_S = 5.0
+
+
+class RecordWriter:
+    """Appends records to one JSONL file per task.
+
+    Every line is flushed as it is written (a killed process loses nothing written), fsynced every
+    `fsync_interval` seconds and on close (a machine crash loses at most that much), and written whole or not
+    at all: a partial last line left by an earlier interrupted write is cut off before appending, and a write
+    that fails midway (a full disk) is rolled back to the end of the previous line.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        rank: int = 0,
+        world_size: int = 1,
+        fsync_interval: float | None = FSYNC_INTERVAL_S,
+    ):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.rank, self.world_size = rank, world_size
+        self.fsync_interval = fsync_interval
         self._handles: dict[str, Any] = {}
+        self._last_sync = time.monotonic()
+        self.n_fsync = 0
+
+    def _handle(self, task: str):
+        handle = self._handles.get(task)
+        if handle is None:
+            path = record_path(self.directory, task, self.rank, self.world_size)
+            repair_partial_line(path)
+            handle = open(path, "ab")
+            self._handles[task] = handle
+        return handle
 
     def write(self, record: InterpRecord) -> None:
-        handle = self._handles.get(record.task)
-        if handle is None:
-            path = record_path(self.directory, record.task, self.rank, self.world_size)
-            handle = open(path, "a", encoding="utf-8")
-            self._handles[record.task] = handle
-        handle.write(json.dumps(record.to_dict(), ensure_ascii=False, allow_nan=False) + "\n")
-        handle.flush()
+        data = record_line(record).encode("utf-8")
+        handle = self._handle(record.task)
+        start = handle.tell()
+        try:
+            handle.write(data)
+            handle.flush()
+        except BaseException:
+            try:  # leave no partial line behind (full disk, file-size limit)
+                handle.truncate(start)
+            except OSError:
+                pass  # the next run's repair_partial_line cuts it
+            raise
+        if self.fsync_interval is not None and time.monotonic() - self._last_sync >= self.fsync_interval:
+            self.sync()
+
+    def sync(self) -> None:
+        """Flush and fsync every open file."""
+        for handle in self._handles.values():
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.n_fsync += 1
+        self._last_sync = time.monotonic()
 
     def flush(self) -> None:
         for handle in self._handles.values():
             handle.flush()
 
     def close(self) -> None:
+        if self._handles:
+            self.sync()
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
@@ -150,22 +418,42 @@ class RecordWriter:
         self.close()
 
 
-def load_records(path: str | Path, strict: bool = False) -> list[InterpRecord]:
-    """Read a records JSONL file.
+@dataclass
+class LoadedRecords:
+    """What a records file held: the valid records in file order, and the lines that were not."""
 
-    A truncated or corrupt line (a run killed mid-write) is skipped with a warning naming the file and line,
-    unless `strict`, in which case it raises `ValueError`.
-    """
-    records = []
+    records: list[InterpRecord]
+    invalid: list[tuple[int, tuple[str, str, int] | None, str]]  # (line number, key if known, reason)
+
+
+def read_records(path: str | Path) -> LoadedRecords:
+    """Read a records JSONL file, validating each line; invalid lines are reported, never raised."""
     path = Path(path)
-    with open(path, encoding="utf-8") as handle:
+    records: list[InterpRecord] = []
+    invalid: list[tuple[int, tuple[str, str, int] | None, str]] = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
         for lineno, line in enumerate(handle, 1):
             if not line.strip():
                 continue
+            if not line.endswith("\n"):
+                invalid.append((lineno, None, "partial last line (an interrupted write)"))
+                continue
             try:
-                records.append(InterpRecord.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, ValueError, TypeError) as err:
-                if strict:
-                    raise ValueError(f"{path}:{lineno}: corrupt interpretation record ({err})") from err
-                logger.warning("%s:%d: skipping corrupt interpretation record (%s)", path, lineno, err)
-    return records
+                records.append(parse_record_line(line))
+            except InvalidRecordError as err:
+                invalid.append((lineno, err.key, str(err)))
+    return LoadedRecords(records, invalid)
+
+
+def load_records(path: str | Path, strict: bool = False) -> list[InterpRecord]:
+    """Read a records JSONL file: the valid records, in file order.
+
+    A truncated, garbled or edited line (a run killed mid-write, a full disk, a hand edit) is skipped with a
+    warning naming the file, line and reason, unless `strict`, in which case it raises `ValueError`.
+    """
+    loaded = read_records(path)
+    for lineno, _, reason in loaded.invalid:
+        if strict:
+            raise ValueError(f"{path}:{lineno}: corrupt interpretation record ({reason})")
+        logger.warning("%s:%d: skipping a corrupt interpretation record (%s)", path, lineno, reason)
+    return loaded.records

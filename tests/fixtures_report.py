@@ -171,3 +171,17 @@ def scored(docs: list[dict], seed: int, shift: float = 0.0) -> list[Doc]:
         shares = dict(zip(["writing", "math", "coding"], rng.dirichlet([2, 2, 2]).tolist()))
         out.append(Doc(doc, acc, imp, float(rng.uniform(0.1, 0.5) + shift / 4), shares))
     return out
+
+
+def rewrite_records(path: Path, lines: list[dict]) -> None:
+    """Write edited record dicts back as valid records (a fresh checksum): a test's way of making records with
+    particular contents, as the harness would have written them."""
+    from lm_interp_plugin.records import record_line
+
+    path.write_text(
+        "".join(
+            record_line(InterpRecord.from_dict({k: v for k, v in rec.items() if k != "checksum"}))
+            for rec in lines
+        ),
+        encoding="utf-8",
+    )

@@ -16,7 +16,7 @@ from lm_interp_plugin.report.analysis import jensen_shannon
 from lm_interp_plugin.report.loading import resolve_runs
 from lm_interp_plugin.report.render import _md
 
-from fixtures_report import doc_hash, make_docs, scored, write_run
+from fixtures_report import doc_hash, make_docs, rewrite_records, scored, write_run
 
 N = 14
 TASKS = ("interp_alpha", "interp_beta")
@@ -244,7 +244,7 @@ def test_per_request_mode_and_computation_settings_do_not_warn(tmp_path):
     for i, rec in enumerate(lines):
         rec["params"]["mode"] = ("reverse", "forward", "none")[i % 3]
         rec["fingerprint"].setdefault("settings", {})["chunk_size"] = 4 + i
-    path.write_text("".join(_json.dumps(rec) + "\n" for rec in lines))
+    rewrite_records(path, lines)
     result = compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out", examples=0)
     assert not [w for w in result.fingerprint_warnings if "mode" in w or "chunk_size" in w], (
         result.fingerprint_warnings
@@ -384,7 +384,7 @@ def test_half_precision_runs_get_the_float32_check_in_the_notes(tmp_path):
             "instruction_importance_float32": 1.0,
         }
     lines[4]["extras"]["precision"] = "float32 (re-run after non-finite bfloat16)"
-    path.write_text("".join(_json.dumps(rec) + "\n" for rec in lines))
+    rewrite_records(path, lines)
     result = compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out", examples=0)
     notes = [n for n in result.task("t").notes if "float32" in n]
     assert len(notes) == 1 and notes[0].startswith("tuned ran in bfloat16"), result.task("t").notes
@@ -393,6 +393,6 @@ def test_half_precision_runs_get_the_float32_check_in_the_notes(tmp_path):
     assert "tuned ran in bfloat16" in (tmp_path / "out" / "report.md").read_text()
     for rec in lines:
         rec["extras"].pop("fp32_check", None)
-    path.write_text("".join(_json.dumps(rec) + "\n" for rec in lines))
+    rewrite_records(path, lines)
     result = compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out2", examples=0)
     assert any("no float32 check" in n for n in result.task("t").notes)

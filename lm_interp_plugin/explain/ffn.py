@@ -105,7 +105,7 @@ class FFNExplanation:
     """A model's FFN concepts for the explained layers.
 
     Attributes:
-        fingerprint: model identity (see `explain_heads.model_fingerprint`).
+        fingerprint: model identity (see `lm_interp_plugin.fingerprint.model_fingerprint`).
         params: settings (k, top_n, vocabulary, labeller config, layers).
         num_layers: layers of the model (not only the explained ones).
         concepts: task concepts the labeller can assign (``"other"`` besides).
@@ -162,7 +162,7 @@ def explain_ffn(
     """
     adapter = get_adapter(model)
     chosen = parse_layers(layers, adapter.num_layers)
-    fingerprint = model_fingerprint(model, tokenizer, adapter)
+    fingerprint = model_fingerprint(model, tokenizer)
     if cache_dir is not None:
         identity = model_identity or str(fingerprint.get("model") or fingerprint.get("model_type"))
         every = load_or_compute_components(model, k, cache_dir, identity, progress=progress)

@@ -86,7 +86,7 @@ def components_to_arrays(components: Sequence[FFNComponents]) -> dict[str, np.nd
 
 def arrays_to_components(data: Any) -> list[FFNComponents]:
     arrays = [
-        torch.from_numpy(np.array(data[name]))
+        torch.from_numpy(np.ascontiguousarray(data[name]))  # one memory layout: matmuls round alike
         for name in ("components", "explained_variance", "explained_variance_ratio", "mean")
     ]
     return [FFNComponents(*(a[i] for a in arrays)) for i in range(arrays[0].shape[0])]
@@ -177,8 +177,11 @@ def _load_or_compute(
             )
         except (OSError, ValueError, KeyError) as err:
             logger.warning("FFN component cache %s is unreadable (%s); recomputing", path, err)
-    components = [to_cpu(c) for c in compute_components(adapter, k, range(adapter.num_layers), progress)]
-    save_npz(path, components_to_arrays(components), meta)
+    arrays = components_to_arrays(compute_components(adapter, k, range(adapter.num_layers), progress))
+    save_npz(path, arrays, meta)
+    # use exactly what a later run reads back from the cache (float32 arrays), so that a resumed run and an
+    # uninterrupted one compute with the same numbers, bit for bit
+    components = arrays_to_components(arrays)
     logger.info("FFN components of %s cached at %s", model_identity, path)
     return adapter, components, path
 

@@ -130,7 +130,7 @@ def explain_heads(
         "norm_type": adapter.spec.norm_type,
     }
     return HeadsExplanation(
-        fingerprint=model_fingerprint(model, tokenizer, adapter),
+        fingerprint=model_fingerprint(model, tokenizer),
         params=params,
         num_layers=adapter.num_layers,
         num_heads=adapter.num_heads,

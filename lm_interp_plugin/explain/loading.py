@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from .._version import __version__
-from ..arch import ArchAdapter, get_adapter
+from ..arch import UnsupportedArchitectureError, get_spec
+from ..fingerprint import model_fingerprint
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+__all__ = ["load_model_for_explain", "model_fingerprint", "parse_layers"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -49,11 +47,38 @@ def load_model_for_explain(
     else:
         torch_dtype = dtype
     kwargs: dict[str, Any] = {"revision": revision} if revision else {}
+    check_explainable(path_or_hub_id, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(str(path_or_hub_id), **kwargs)
     model = AutoModelForCausalLM.from_pretrained(str(path_or_hub_id), dtype=torch_dtype, **kwargs)
     model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def check_explainable(path_or_hub_id: str | Path, **kwargs: Any) -> None:
+    """Refuse, from the config alone (before any weight is read), a model that is not a causal LM of a
+    supported family (BERT, T5, OPT, ...): one clear message instead of a traceback after loading.
+
+    Raises:
+        UnsupportedArchitectureError: naming the model, its model_type and the supported families.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = AutoConfig.from_pretrained(str(path_or_hub_id), **kwargs)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    model_type = getattr(text, "model_type", None) or getattr(config, "model_type", None)
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    ):
+        raise UnsupportedArchitectureError(
+            f"{path_or_hub_id} is a {config.model_type!r} model, not a causal (decoder-only) language model; "
+            "lm-interp explains causal LMs"
+        )
+    try:
+        get_spec(model_type)
+    except UnsupportedArchitectureError as err:
+        raise UnsupportedArchitectureError(f"{path_or_hub_id}: {err}") from None
 
 
 def parse_layers(layers: str | Sequence[int] | None, num_layers: int) -> list[int]:
@@ -82,26 +107,3 @@ def parse_layers(layers: str | Sequence[int] | None, num_layers: int) -> list[in
             f"layers {bad} are out of range: the model has {num_layers} layers (0..{num_layers - 1})"
         )
     return sorted(set(out))
-
-
-def model_fingerprint(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, adapter: ArchAdapter | None = None
-) -> dict[str, Any]:
-    """Identity of the explained model: id, type, dtype, size, tokenizer, and a hash of sampled weights."""
-    adapter = adapter or get_adapter(model)
-    h = hashlib.sha256()
-    emb = adapter.input_embedding_matrix()
-    h.update(emb[:256].float().cpu().numpy().tobytes())
-    for layer in sorted({0, adapter.num_layers - 1}):
-        for w in adapter.qk_weights(layer):
-            h.update(w.float().cpu().numpy().tobytes())
-    first = next(model.parameters())
-    return {
-        "model": getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None),
-        "model_type": getattr(model.config, "model_type", None),
-        "dtype": str(first.dtype).replace("torch.", ""),
-        "n_parameters": int(sum(p.numel() for p in model.parameters())),
-        "tokenizer": getattr(tokenizer, "name_or_path", None),
-        "weight_hash": h.hexdigest()[:16],
-        "plugin_version": __version__,
-    }

@@ -11,8 +11,11 @@ same records_dir reuses finished records instead of recomputing them (resume).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,11 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.utils import sanitize_model_name
 from tqdm import tqdm
 
-from .. import __version__
+from ..fingerprint import identity_hash, model_fingerprint
 from ..interpret.encoding import encode_pair
 from ..interpret.passes import run_pass
-from ..interpret.settings import InterpSettings
-from ..records import InterpRecord, RecordWriter, load_records, record_files
+from ..interpret.settings import HOW_NOT_WHAT, InterpSettings
+from ..records import InterpRecord, RecordWriter, read_records, record_files
 from ..spans import SPECIAL, label_tokens, token_offsets
 
 logger = logging.getLogger(__name__)
@@ -53,9 +56,11 @@ class InterpHFLM(HFLM):
             or os.environ.get(RECORDS_DIR_ENV)
             or Path("lm_interp_records") / sanitize_model_name(self.pretrained_name)
         )
+        _follow_lm_eval_logging()
         self.fingerprint = self._fingerprint(kwargs)
         self._writer: RecordWriter | None = None
-        self._done: dict[tuple[str, str, int], InterpRecord] | None = None
+        self._done: dict[tuple[str, str, int], list[InterpRecord]] | None = None
+        self._invalid: dict[tuple[str, str, int], str] = {}
         self._ffn_probe = None
         self._ffn_error: str | None = None
         self._n_interpreted = 0  # requests interpreted by this process (picks the float32-checked ones)
@@ -103,42 +108,71 @@ class InterpHFLM(HFLM):
 
     # ------------------------------------------------------------------ the interpretation side
     def _fingerprint(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        model = self.model
-        n_params = sum(p.numel() for p in model.parameters())
+        """The model's identity (`fingerprint.model_fingerprint`: weights, config and tokenizer hashed), the
+        settings, and the hashes that decide whether a stored record may be reused."""
+        fingerprint = model_fingerprint(
+            self.model, self.tokenizer, revision=kwargs.get("revision", "main"), name=self.pretrained_name
+        )
+        settings = self.interp_settings.to_dict()
+        what = {k: v for k, v in settings.items() if k not in HOW_NOT_WHAT}
+        model_hash = identity_hash(fingerprint)
+        settings_hash = identity_hash({"settings": what}, ignore=())
+        run_hash = identity_hash(
+            {"model": model_hash, "settings": settings_hash, "plugin": fingerprint["plugin_version"]},
+            ignore=(),
+        )
         return {
-            "model": self.pretrained_name,
-            "revision": kwargs.get("revision", "main"),
-            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-            "n_parameters": int(n_params),
-            "model_type": getattr(model.config, "model_type", None),
-            "tokenizer_name": getattr(self.tokenizer, "name_or_path", None),
-            "plugin_version": __version__,
-            "settings": self.interp_settings.to_dict(),
+            **fingerprint,
+            "settings": settings,
+            "model_hash": model_hash,
+            "settings_hash": settings_hash,
+            "run_hash": run_hash,
         }
 
     def _settings_key(self) -> str:
-        """Hash of what determines the results; how they are computed (chunking, memory) is left out, so a
-        rerun
-        with a smaller memory budget after running out of memory still resumes."""
-        how = {"chunk_size", "memory_budget", "checkpoint", "fp32_check"}
-        settings = {k: v for k, v in self.fingerprint["settings"].items() if k not in how}
-        blob = repr(sorted({**self.fingerprint, "settings": sorted(settings.items())}.items()))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        """Hash of what determines the results (model identity, the settings that change the numbers, the
+        plugin version); how they are computed (chunking, memory) is left out, so a rerun with a smaller
+        memory budget after running out of memory still resumes."""
+        return str(self.fingerprint["run_hash"])
 
-    def _finished_records(self) -> dict[tuple[str, str, int], InterpRecord]:
+    def _finished_records(self) -> dict[tuple[str, str, int], list[InterpRecord]]:
+        """Every valid stored record, per request key, in file order (the last one is the newest)."""
         if self._done is None:
             self._done = {}
             for path in record_files(self.records_dir, rank=self.rank, world_size=self.world_size):
-                for record in load_records(path):
-                    if record.fingerprint.get("run_hash") == self._settings_key():
-                        self._done[record.key] = record
-            if self._done:
-                logger.info(
-                    "interp-hf: resuming, %d finished interpretation records found in %s",
-                    len(self._done),
-                    self.records_dir,
-                )
+                loaded = read_records(path)
+                for record in loaded.records:
+                    self._done.setdefault(record.key, []).append(record)
+                for lineno, key, reason in loaded.invalid:
+                    logger.warning(
+                        "interp-hf: %s:%d: invalid interpretation record (%s); its request is recomputed",
+                        path,
+                        lineno,
+                        reason,
+                    )
+                    if key is not None:
+                        self._invalid[key] = reason
         return self._done
+
+    def _stale_reason(self, newest: InterpRecord, input_hash: str) -> str:
+        """Why the newest stored record of a request does not match this computation."""
+        if newest.input_hash != input_hash:
+            return "prompt or target tokens changed" if newest.input_hash else "written by an older lm-interp"
+        old, new = newest.fingerprint, self.fingerprint
+        if old.get("model_hash") != new["model_hash"]:
+            fields = [
+                f
+                for f in ("weight_hash", "tokenizer_hash", "config_hash", "dtype")
+                if old.get(f) != new.get(f)
+            ]
+            return "model changed" + (f" ({', '.join(fields)})" if fields else "")
+        if old.get("settings_hash") != new["settings_hash"]:
+            before, after = old.get("settings") or {}, new["settings"]
+            changed = sorted(
+                k for k in set(before) | set(after) if k not in HOW_NOT_WHAT and before.get(k) != after.get(k)
+            )
+            return "settings changed" + (f" ({', '.join('interp_' + k for k in changed)})" if changed else "")
+        return "plugin version changed"
 
     def _writer_handle(self) -> RecordWriter:
         if self._writer is None:
@@ -164,16 +198,43 @@ class InterpHFLM(HFLM):
         if not todo:
             return
         finished = self._finished_records()
+        run_hash = self._settings_key()
+        reused, new, recomputed = 0, 0, Counter()
         for req, target in tqdm(todo, desc="Interpreting", disable=disable_tqdm or self.rank != 0):
-            key = (req.task_name, _doc_hash(req.doc), int(req.idx))
-            record = finished.get(key)
-            if record is None:
-                record = self._interpret_one(req, target, key)
+            prepared = self._prepare(req, target)
+            key = (req.task_name, prepared.doc_hash, int(req.idx))
+            stored = finished.setdefault(key, [])
+            record = next(
+                (
+                    r
+                    for r in reversed(stored)
+                    if r.input_hash == prepared.input_hash and r.fingerprint.get("run_hash") == run_hash
+                ),
+                None,
+            )
+            if record is not None:
+                reused += 1
+                if record is not stored[-1]:
+                    # a newer record of another configuration follows it in the file: append this one again,
+                    # so that the newest record of a request is always the one this run used
+                    self._writer_handle().write(record)
+                    stored.append(record)
+            else:
+                if stored:
+                    same_input = [r for r in stored if r.input_hash == prepared.input_hash]
+                    reference = (same_input or stored)[-1]
+                    recomputed[self._stale_reason(reference, prepared.input_hash)] += 1
+                elif key in self._invalid:
+                    recomputed["invalid record"] += 1
+                else:
+                    new += 1
+                record = self._interpret_one(req, prepared)
                 self._writer_handle().write(record)
-                finished[key] = record
+                stored.append(record)
             req.interp_output = dict(record.metrics)
         if self._writer is not None:
-            self._writer.flush()
+            self._writer.sync()
+        self._log_summary(reused, new, recomputed)
         if self._fp32_errors:
             errors = sorted(self._fp32_errors)
             logger.info(
@@ -183,6 +244,19 @@ class InterpHFLM(HFLM):
                 errors[len(errors) // 2],
                 errors[-1],
             )
+
+    def _log_summary(self, reused: int, new: int, recomputed: Counter) -> None:
+        """One line: how many records were reused, computed and recomputed, and why (a warning when stored
+        records no longer matched, so that it shows at every verbosity)."""
+        why = ", ".join(f"{n} {reason}" for reason, n in recomputed.most_common())
+        text = (
+            f"interp-hf: interpretation records in {self.records_dir}: {reused} reused, {new} computed, "
+            f"{sum(recomputed.values())} recomputed" + (f" ({why})" if why else "")
+        )
+        if recomputed:
+            logger.warning(text + "; the stale records stay in the file, superseded")
+        else:
+            logger.info(text)
 
     def _probe(self):
         """The FFN concept probe, built on first use; None (with a warning once) if the model has no
@@ -220,18 +294,17 @@ class InterpHFLM(HFLM):
             self.prefix_token_id,
         )
 
-    def _interpret_one(self, req, target: str, key) -> InterpRecord:
-        context = req.args[0]
-        prompt_ids, target_ids, context = self._prompt_target_ids(context, target)
-        total = len(prompt_ids) + len(target_ids)
+    def _prepare(self, req, target: str) -> _Prepared:
+        """Everything the pass will interpret, before any model call: token ids, part labels, and the hash
+        that identifies them (a changed prompt, few-shot set, system instruction or target changes it)."""
+        prompt_ids, target_ids, context = self._prompt_target_ids(req.args[0], target)
         notes: list[str] = []
-        if total > self.max_length:
+        if len(prompt_ids) + len(target_ids) > self.max_length:
             keep = self.max_length - len(target_ids)
             if keep < 1:
                 raise ValueError(
                     f"{req.task_name} doc {req.doc_id}: the target alone ({len(target_ids)} tokens) is "
-                    "longer "
-                    f"than the model's max_length {self.max_length}; raise max_length in --model_args"
+                    f"longer than the model's max_length {self.max_length}; raise max_length in --model_args"
                 )
             notes.append(f"prompt left-truncated from {len(prompt_ids)} to {keep} tokens (max_length)")
             prompt_ids = prompt_ids[-keep:]
@@ -245,10 +318,29 @@ class InterpHFLM(HFLM):
             if not notes
             else [(0, 0)] * len(prompt_ids)
         )
-        spans = getattr(req, "interp_spans", None) or {}
-        labels = label_tokens(offsets, context, spans)
-        if getattr(req, "interp_spans", None) is None:
+        spans = getattr(req, "interp_spans", None)
+        labels = label_tokens(offsets, context, spans or {})
+        if spans is None:
             notes.append("the task declared no prompt parts (not an interp_ task): no instruction metrics")
+        role = getattr(req, "interp_role", None) or (
+            "generated" if req.request_type == "generate_until" else "choice"
+        )
+        identity = json.dumps([prompt_ids, target_ids, labels, role, req.request_type], separators=(",", ":"))
+        return _Prepared(
+            doc_hash=_doc_hash(req.doc),
+            prompt_ids=prompt_ids,
+            target_ids=target_ids,
+            labels=labels,
+            role=role,
+            notes=notes,
+            input_hash=_sha256(identity)[:16],
+            context_sha256=_sha256(req.args[0]),
+            continuation_sha256=_sha256(target),
+        )
+
+    def _interpret_one(self, req, prepared: _Prepared) -> InterpRecord:
+        prompt_ids, target_ids, labels = prepared.prompt_ids, prepared.target_ids, prepared.labels
+        notes = list(prepared.notes)
         probe = self._probe()
         if probe is None and self.interp_settings.ffn:
             notes.append(f"no FFN concepts: {self._ffn_error}")
@@ -276,11 +368,10 @@ class InterpHFLM(HFLM):
         return InterpRecord(
             task=req.task_name,
             doc_id=int(req.doc_id),
-            doc_hash=key[1],
+            doc_hash=prepared.doc_hash,
             request_index=int(req.idx),
             request_type=req.request_type,
-            role=getattr(req, "interp_role", None)
-            or ("generated" if req.request_type == "generate_until" else "choice"),
+            role=prepared.role,
             prompt_tokens=self.tokenizer.convert_ids_to_tokens(prompt_ids),
             target_tokens=self.tokenizer.convert_ids_to_tokens(target_ids),
             token_parts=labels,
@@ -296,15 +387,52 @@ class InterpHFLM(HFLM):
             attention=result.attention,
             ffn=result.ffn,
             extras={"target_logprobs": result.target_logprobs.tolist(), **result.extras},
-            fingerprint={**self.fingerprint, "run_hash": self._settings_key()},
+            fingerprint=dict(self.fingerprint),
             notes=notes + result.notes,
+            input_hash=prepared.input_hash,
+            context_sha256=prepared.context_sha256,
+            continuation_sha256=prepared.continuation_sha256,
         )
+
+
+@dataclass
+class _Prepared:
+    """One request, tokenised and labelled, before its interpretation pass."""
+
+    doc_hash: str
+    prompt_ids: list[int]
+    target_ids: list[int]
+    labels: list[str]
+    role: str
+    notes: list[str]
+    input_hash: str
+    context_sha256: str
+    continuation_sha256: str
+
+
+def _sha256(text: str) -> str:
+    """lm-eval's `hash_string`: the samples' ``prompt_hash`` is this of the context."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _follow_lm_eval_logging() -> None:
+    """Show the plugin's log lines wherever lm-eval's own show, at lm-eval's level.
+
+    lm-eval's CLI gives only its ``lm_eval`` logger a handler (and stops it propagating), so the plugin's INFO
+    lines (resume counts, where records go) would reach nobody. When lm-eval's CLI has configured logging and
+    the plugin's logger has no handler of its own, use lm-eval's handler and level.
+    """
+    ours, theirs = logging.getLogger("lm_interp_plugin"), logging.getLogger("lm_eval")
+    if ours.handlers or not theirs.handlers or logging.getLogger().handlers:
+        return
+    for handler in theirs.handlers:
+        ours.addHandler(handler)
+    ours.setLevel(theirs.level or logging.INFO)
+    ours.propagate = False
 
 
 def _doc_hash(doc: dict) -> str:
     """lm-eval's own doc_hash (evaluator.py), so records join samples and other runs on it."""
-    import json
-
     from lm_eval.utils import handle_non_serializable, hash_string
 
     return hash_string(json.dumps(doc, indent=2, default=handle_non_serializable, ensure_ascii=False))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -12,6 +13,9 @@ from ..methods.attribution import Mode, Objective
 from ..methods.importance import ImportanceParams
 
 Choices = Literal["gold", "all"]
+# settings that change how the values are computed (speed, memory, extra checks), not the values: a record
+# computed under other values of these is still the same computation and is reused on resume
+HOW_NOT_WHAT = frozenset({"chunk_size", "memory_budget", "checkpoint", "fp32_check"})
 
 
 @dataclass
@@ -65,6 +69,8 @@ class InterpSettings:
     deletion: bool = False
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(getattr(self, f.name), str(f.type), "interp_" + f.name))
         ImportanceParams(L=self.L, b=self.b, p=self.p, eps=self.eps)  # validates
         allowed = {
             "objective": get_args(Objective),
@@ -76,6 +82,9 @@ class InterpSettings:
                 raise ValueError(f"interp_{key}={getattr(self, key)!r} is not valid; use one of {values}")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"interp_chunk_size must be a positive integer, got {self.chunk_size}")
+        for key in ("ig_steps", "ffn_k", "L"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"interp_{key} must be a positive integer, got {getattr(self, key)}")
         if self.fp32_check < 0:
             raise ValueError(
                 f"interp_fp32_check must be 0 (never) or a positive N (every N-th request), "
@@ -106,7 +115,7 @@ class InterpSettings:
                 raise ValueError(
                     f"unknown model argument {key!r} for interp-hf.{hint} Valid: {', '.join(options)}"
                 )
-            values[name] = _coerce(value, fields[name].type)
+            values[name] = _coerce(value, str(fields[name].type), key)
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,13 +153,48 @@ def parse_bytes(text: str | int) -> int:
     return value
 
 
-def _coerce(value: Any, annotation: str) -> Any:
-    if value is None or not isinstance(value, str):
-        return value
+_TRUE, _FALSE = ("true", "1"), ("false", "0")
+
+
+def _coerce(value: Any, annotation: str, key: str) -> Any:
+    """`value` (a string from --model_args, or what lm-eval already parsed) as the field's type, strictly.
+
+    Booleans are true/false/1/0 (any case); integers are whole numbers; a typo (``ture``) or a fraction for
+    an integer (``1.5``) is an error naming the key, not a silent default.
+    """
+    optional = "None" in annotation
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "")):
+        if optional:
+            return None
+        raise ValueError(f"{key} needs a value")
     if "bool" in annotation:
-        return value.strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(f"{key}={value!r} is not a boolean; write true, false, 1 or 0")
     if annotation.startswith("int"):
-        return None if value.lower() == "none" else int(value)
+        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{key}={value!r} is not an integer")
+        if isinstance(value, (int, float)):
+            return int(value)
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"{key}={value!r} is not an integer") from None
     if annotation.startswith("float"):
-        return float(value)
+        if isinstance(value, bool):
+            raise ValueError(f"{key}={value!r} is not a number")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}={value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{key}={value!r} is not a finite number")
+        return number
+    if annotation.startswith("str") and not isinstance(value, str):
+        return str(value)
     return value

@@ -413,6 +413,44 @@ def fingerprint_warnings(task: str, runs: dict[str, TaskRun], baseline: str) -> 
     return warnings
 
 
+def pairing_notes(
+    task: str, baseline: str, base: TaskRun, label: str, other: TaskRun, shared: set[str]
+) -> list[str]:
+    """What makes a pairing of two runs on `task` suspect: the same evaluation twice, documents shown with
+    different prompts, or different tokenizers."""
+    notes = []
+    if base.samples_file is not None and other.samples_file is not None:
+        if base.samples_file.resolve() == other.samples_file.resolve():
+            notes.append(
+                f"WARNING: {label} and {baseline} are the same evaluation of {task} ({base.samples_file}): "
+                "every difference is zero by construction; compare two different runs"
+            )
+    prompts = [
+        k
+        for k in shared
+        if base.samples[k].prompt_hash
+        and other.samples[k].prompt_hash
+        and base.samples[k].prompt_hash != other.samples[k].prompt_hash
+    ]
+    if prompts:
+        notes.append(
+            f"WARNING: {len(prompts)} of {len(shared)} shared documents of {task} were shown to {label} and "
+            f"{baseline} with different prompts (lm-eval's prompt_hash differs: another few-shot count, "
+            "system instruction or chat template?); their differences mix the prompt with the model"
+        )
+    tokenizers = {
+        name: {rec.fingerprint.get("tokenizer_hash") for recs in run.records.values() for rec in recs}
+        - {None}
+        for name, run in ((baseline, base), (label, other))
+    }
+    if tokenizers[baseline] and tokenizers[label] and tokenizers[baseline] != tokenizers[label]:
+        notes.append(
+            f"{label} and {baseline} tokenize {task} differently (tokenizer_hash differs): per-document "
+            "scores pair up, but token-level views (heatmaps, attribution per token) do not line up"
+        )
+    return notes
+
+
 HALF_PRECISION = ("bfloat16", "float16")
 
 
@@ -535,6 +573,7 @@ def analyse(runs: list[Run], baseline: str) -> tuple[list[TaskAnalysis], list[st
                         "the "
                         "shared ones only"
                     )
+                analysis.notes.extend(pairing_notes(task, baseline, base, label, task_run, shared))
                 analysis.paired.extend(compare_pair(task, baseline, base, label, task_run, metrics))
                 analysis.shifts.extend(example_shifts(task, base, label, task_run))
             keys = sorted(shared_all) if len(present) > 1 else list(base.samples)

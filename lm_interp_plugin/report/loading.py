@@ -4,11 +4,16 @@ Layout (see ``lm_eval/loggers/evaluation_tracker.py``): ``<output_path>/<model_n
 ``results_<date_id>.json`` and, with ``--log_samples``, ``samples_<task>_<date_id>.jsonl`` per task, where
 ``date_id`` is ``datetime.now().isoformat()`` with ``:`` replaced by ``-`` (so it sorts as text). The plugin
 adds ``interp_records_<task>.jsonl`` in the same folder. A folder may hold several evaluations; per task the
-newest samples file is used and a note says so.
+newest samples file is used (or the evaluation the user names by its results or samples file) and a note says
+so. Records are joined to that evaluation's samples by the full key (task, doc_hash, doc_id, request index,
+the context and target hashes, and the interpretation values the samples carry); records of other evaluations
+in the same folder (another prompt, model or setting, superseded by a rerun) are left out with a note, never
+mixed in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lm_interp_plugin.metric_names import is_interp_metric
 from lm_interp_plugin.records import RECORD_FILE_PREFIX, InterpRecord, load_records
 
 from .errors import RunDirError
@@ -38,6 +44,9 @@ class DocSample:
     prompt: str = ""
     target: str = ""
     response: str = ""
+    prompt_hash: str = ""  # lm-eval's sha256 of the context: records and other runs are checked against it
+    continuations: dict[int, str] = field(default_factory=dict)  # request index -> sha256 of its target
+    interp: dict[str, float] = field(default_factory=dict)  # the interpretation values the samples carry
 
 
 @dataclass
@@ -51,6 +60,7 @@ class TaskRun:
     samples_file: Path | None = None
     records_file: Path | None = None
     notes: list[str] = field(default_factory=list)
+    candidates: list[InterpRecord] = field(default_factory=list)  # every valid record read, in file order
 
     def primary_record(self, key: str) -> InterpRecord | None:
         """The record that stands for a document: the gold answer, else the generation, else the first."""
@@ -85,6 +95,13 @@ def discover_run_folders(path: Path) -> list[Path]:
         RunDirError: `path` is missing or holds no lm-eval output at either level.
     """
     path = Path(path)
+    if path.is_file():
+        if _selected_file(path) is None:
+            raise RunDirError(
+                f"{path} is a file but not lm-eval output: pass a run folder (the --output_path of an "
+                f"lm-eval run), a {RESULTS_PREFIX}<date>.json or a {SAMPLES_PREFIX}<task>_<date>.jsonl file"
+            )
+        return [path.parent]
     if not path.is_dir():
         raise RunDirError(f"run directory {path} does not exist; pass the --output_path of an lm-eval run")
     if _has_lm_eval_files(path):
@@ -97,6 +114,16 @@ def discover_run_folders(path: Path) -> list[Path]:
             "`lm-interp run` (with --log_samples)"
         )
     return subs
+
+
+def _selected_file(path: Path) -> tuple[str, str | None] | None:
+    """For a results or samples file given as a run: ``(date_id, task or None)``; None for other files."""
+    name = path.name
+    if name.startswith(RESULTS_PREFIX) and name.endswith(".json"):
+        return _date_id(name), None
+    if name.startswith(SAMPLES_PREFIX) and name.endswith(".jsonl"):
+        return _date_id(name), _sample_task(name)
+    return None
 
 
 def _date_id(name: str) -> str:
@@ -135,6 +162,35 @@ def _first_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _continuation_hashes(row: dict[str, Any]) -> dict[int, str]:
+    """sha256 of each request's target text: the continuation of a loglikelihood request, the raw generation
+    of a generate_until one."""
+    args = row.get("arguments")
+    out: dict[int, str] = {}
+    if isinstance(args, dict):
+        for name, value in args.items():
+            if (
+                name.startswith("gen_args_")
+                and isinstance(value, dict)
+                and isinstance(value.get("arg_1"), str)
+            ):
+                try:
+                    out[int(name[len("gen_args_") :])] = _sha256(value["arg_1"])
+                except ValueError:
+                    continue
+    resps = row.get("resps")
+    if not out and isinstance(resps, list) and resps and isinstance(resps[0], list) and resps[0]:
+        if isinstance(resps[0][0], str) and isinstance(args, dict):
+            first = args.get("gen_args_0")
+            if isinstance(first, dict) and isinstance(first.get("arg_1"), dict):  # generate_until
+                out[0] = _sha256(resps[0][0])
+    return out
+
+
 def read_samples(path: Path) -> tuple[dict[str, DocSample], list[str]]:
     """Parse one ``samples_<task>_<date>.jsonl`` into documents keyed for pairing, plus notes.
 
@@ -171,12 +227,16 @@ def read_samples(path: Path) -> tuple[dict[str, DocSample], list[str]]:
                 prompt,
                 str(row.get("target", "")),
                 _first_text(row.get("filtered_resps", row.get("resps"))),
+                prompt_hash=str(row.get("prompt_hash") or ""),
+                continuations=_continuation_hashes(row),
             )
             by_doc[(doc_hash, doc_id)] = sample
         for name in row.get("metrics", []):
             value = _finite(row.get(name))
             if value is not None:
                 sample.metrics[_metric_name(name, row.get("filter"), len(filters))] = value
+                if is_interp_metric(name):
+                    sample.interp[name] = value
     out: dict[str, DocSample] = {}
     seen: dict[str, int] = defaultdict(int)
     for (doc_hash, _), sample in sorted(by_doc.items(), key=lambda kv: (kv[0][0], kv[0][1])):
@@ -191,12 +251,18 @@ def read_samples(path: Path) -> tuple[dict[str, DocSample], list[str]]:
     return out, notes
 
 
-def _read_results(folder: Path) -> tuple[dict[str, dict[str, Any]], str | None, list[str]]:
-    """Per task, lm-eval's aggregated numbers from the newest results file that has the task."""
+def _read_results(
+    folder: Path, date_id: str | None = None
+) -> tuple[dict[str, dict[str, Any]], str | None, list[str]]:
+    """Per task, lm-eval's aggregated numbers from the newest results file that has the task (or from the
+    results file of evaluation `date_id`)."""
     reported: dict[str, dict[str, Any]] = {}
     model: str | None = None
     notes: list[str] = []
-    for path in sorted(folder.glob(f"{RESULTS_PREFIX}*.json"), key=lambda p: _date_id(p.name)):
+    paths = sorted(folder.glob(f"{RESULTS_PREFIX}*.json"), key=lambda p: _date_id(p.name))
+    if date_id is not None:
+        paths = [p for p in paths if _date_id(p.name) == date_id]
+    for path in paths:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -217,19 +283,16 @@ def _read_results(folder: Path) -> tuple[dict[str, dict[str, Any]], str | None, 
 
 
 def _read_records(folder: Path, tasks: dict[str, TaskRun], notes: list[str]) -> None:
-    """Attach the interpretation records to their tasks, keyed as the samples are."""
+    """Attach every valid interpretation record to its task as a candidate; `_join_records` picks."""
     for path in sorted(folder.glob(f"{RECORD_FILE_PREFIX}*.jsonl")):
         with _capture_warnings() as captured:
             records = load_records(path)
         for message in captured:
             notes.append(f"{path.name}: {message}")
-        latest: dict[tuple[str, str, int], InterpRecord] = {}
-        for rec in records:  # a resumed run appends; the last record of a request wins
-            latest[rec.key] = rec
-        for rec in latest.values():
+        for rec in records:
             task = tasks.setdefault(rec.task, TaskRun(rec.task))
             task.records_file = path
-            task.records.setdefault(rec.doc_hash, []).append(rec)
+            task.candidates.append(rec)
 
 
 class _capture_warnings:
@@ -252,34 +315,55 @@ class _capture_warnings:
         self.logger.removeHandler(self.handler)
 
 
-def load_run(folder: Path, label: str) -> Run:
-    """Read one model subfolder into a `Run` (newest samples file per task).
+def load_run(folder: Path, label: str, selected: Path | None = None) -> Run:
+    """Read one model subfolder into a `Run`: per task the newest samples file, or the evaluation of
+    `selected` (a results file: its evaluation's tasks; a samples file: that task only).
 
     Raises:
         RunDirError: the folder has neither samples nor interpretation records.
     """
     folder = Path(folder)
-    reported, model, notes = _read_results(folder)
+    date_id, only_task = _selected_file(selected) if selected is not None else (None, None)
+    reported, model, notes = _read_results(folder, date_id)
     tasks: dict[str, TaskRun] = {}
     by_task: dict[str, list[Path]] = defaultdict(list)
     for path in folder.glob(f"{SAMPLES_PREFIX}*.jsonl"):
+        if date_id is not None and _date_id(path.name) != date_id:
+            continue
+        if only_task is not None and _sample_task(path.name) != only_task:
+            continue
         by_task[_sample_task(path.name)].append(path)
+    if selected is not None:
+        notes.append(f"using the evaluation of {selected.name} only")
+        if not by_task:
+            raise RunDirError(
+                f"{selected} names an evaluation without samples files in {folder}; run lm-eval with "
+                "--log_samples"
+            )
     for task, paths in sorted(by_task.items()):
         paths.sort(key=lambda p: _date_id(p.name))
         newest = paths[-1]
         task_run = TaskRun(task, samples_file=newest, reported=reported.get(task, {}))
-        if len(paths) > 1:
+        others = len(list(folder.glob(f"{SAMPLES_PREFIX}{task}_*.jsonl"))) - 1
+        if others > 0 and selected is None:
             task_run.notes.append(
-                f"{len(paths)} evaluations of {task} in {folder}; using the newest ({_date_id(newest.name)})"
+                f"{others + 1} evaluations of {task} in {folder}; using the newest "
+                f"({_date_id(newest.name)}); name a results_/samples_ file instead of the folder for another"
             )
         task_run.samples, sample_notes = read_samples(newest)
         task_run.notes.extend(sample_notes)
         tasks[task] = task_run
-    _read_records(folder, tasks, notes)
+    candidates: dict[str, TaskRun] = {}
+    _read_records(folder, candidates, notes)
+    for name, found in candidates.items():
+        if name in tasks:
+            tasks[name].candidates, tasks[name].records_file = found.candidates, found.records_file
+        elif selected is None:
+            tasks[name] = found
     for task_run in tasks.values():
-        _rekey_records(task_run)
-        _fill_from_records(task_run)
+        _join_records(task_run)
         if task_run.samples_file is None:
+            _fill_from_records(task_run)
             task_run.notes.append(
                 f"no samples file for {task_run.task} in {folder}: metrics come from the "
                 "interpretation records (run lm-eval with --log_samples for stock metrics)"
@@ -297,27 +381,85 @@ def load_run(folder: Path, label: str) -> Run:
     return Run(label, folder, model, tasks, notes)
 
 
-def _rekey_records(task_run: TaskRun) -> None:
-    """Key records like the samples (``doc_hash#k`` for repeated documents), matching on doc_id."""
+def _matches_sample(rec: InterpRecord, sample: DocSample) -> bool:
+    """The record interpreted the prompt and target this sample was scored on (when both say so)."""
+    if rec.context_sha256 and sample.prompt_hash and rec.context_sha256 != sample.prompt_hash:
+        return False
+    target = sample.continuations.get(rec.request_index)
+    return not (rec.continuation_sha256 and target and rec.continuation_sha256 != target)
+
+
+def _same_values(rec: InterpRecord, sample: DocSample) -> bool:
+    """The record's metrics are the interpretation values the sample carries (the record it was given)."""
+    for name, value in sample.interp.items():
+        stored = rec.metrics.get(name)
+        if isinstance(stored, (int, float)) and not math.isclose(stored, value, rel_tol=1e-12, abs_tol=1e-12):
+            return False
+    return True
+
+
+def _join_records(task_run: TaskRun) -> None:
+    """Key the records like the samples (``doc_hash#k`` for repeated documents, matched on doc_id) and keep,
+    per request, the newest record of the evaluation these samples come from.
+
+    Without a samples file the newest record per request stands for it. With one, a record joins a sample
+    only if doc_hash, doc_id, the context hash (lm-eval's ``prompt_hash``) and the target hash agree, and the
+    document's primary record carries the values its sample reports; the rest (records of another
+    evaluation: another prompt, model or setting, or a superseded rerun) are left out with a note.
+    """
+    newest_first = list(reversed(task_run.candidates))
+    task_run.candidates = []
+    if not task_run.samples:
+        latest: dict[tuple[str, int, int], InterpRecord] = {}
+        for rec in newest_first:
+            latest.setdefault((rec.doc_hash, rec.doc_id, rec.request_index), rec)
+        for rec in reversed(list(latest.values())):
+            task_run.records.setdefault(rec.doc_hash, []).append(rec)
+        return
     by_id = {(s.doc_hash, s.doc_id): key for key, s in task_run.samples.items()}
-    rekeyed: dict[str, list[InterpRecord]] = {}
-    orphans = 0
-    for recs in task_run.records.values():
-        for rec in recs:
-            key = by_id.get((rec.doc_hash, rec.doc_id), rec.doc_hash)
-            if task_run.samples and key not in task_run.samples:
-                orphans += 1
-            rekeyed.setdefault(key, []).append(rec)
-    task_run.records = rekeyed
+    per_doc: dict[str, dict[int, list[InterpRecord]]] = {}
+    orphans = with_doc = 0
+    for rec in newest_first:
+        key = by_id.get((rec.doc_hash, rec.doc_id))
+        if key is None:
+            orphans += 1
+            continue
+        with_doc += 1
+        if _matches_sample(rec, task_run.samples[key]):
+            per_doc.setdefault(key, {}).setdefault(rec.request_index, []).append(rec)
+    joined: dict[str, list[InterpRecord]] = {}
+    for key, by_request in per_doc.items():
+        sample = task_run.samples[key]
+        chosen = {index: recs[0] for index, recs in by_request.items()}
+        while chosen:
+            primary = min(chosen.values(), key=lambda r: (_ROLE_ORDER.get(r.role, 3), r.request_index))
+            if _same_values(primary, sample):
+                joined[key] = sorted(chosen.values(), key=lambda r: r.request_index)
+                break
+            rest = by_request[primary.request_index]
+            rest.pop(0)
+            if rest:
+                chosen[primary.request_index] = rest[0]
+            else:
+                chosen = {}
+    stale = with_doc - sum(len(recs) for recs in joined.values())
+    task_run.records = joined
     if orphans:
         task_run.notes.append(
-            f"{orphans} interpretation records of {task_run.task} match no document of the "
-            "samples file used (records from another evaluation in the same folder?)"
+            f"{orphans} interpretation records of {task_run.task} match no document of the samples file "
+            f"used ({task_run.samples_file.name if task_run.samples_file else '?'}): records of another "
+            "evaluation in the same folder, left out"
+        )
+    if stale:
+        task_run.notes.append(
+            f"{stale} interpretation records of {task_run.task} belong to another evaluation of the same "
+            "documents (another prompt, model or setting, or superseded by a rerun): left out, only the "
+            "records of the evaluation used are joined"
         )
 
 
 def _fill_from_records(task_run: TaskRun) -> None:
-    """Documents with records but no sample (no --log_samples) take their metrics from the primary record."""
+    """Without a samples file (no --log_samples), documents take their metrics from their primary record."""
     for key in task_run.records:
         if key in task_run.samples:
             continue
@@ -335,9 +477,14 @@ def resolve_runs(run_dirs: list[Path], labels: list[str] | None) -> list[Run]:
         RunDirError: a directory has no lm-eval output, or `labels` does not match the number of runs.
     """
     folders: list[tuple[Path, str]] = []
+    selected: dict[int, Path] = {}
     for given in run_dirs:
         given = Path(given)
         found = discover_run_folders(given)
+        if given.is_file():
+            selected[len(folders)] = given
+            folders.append((given.parent, given.parent.name))
+            continue
         for folder in found:
             name = (
                 given.name
@@ -356,4 +503,7 @@ def resolve_runs(run_dirs: list[Path], labels: list[str] | None) -> list[Run]:
     for name in names:
         seen[name] += 1
         unique.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
-    return [load_run(folder, label) for (folder, _), label in zip(folders, unique)]
+    return [
+        load_run(folder, label, selected.get(i))
+        for i, ((folder, _), label) in enumerate(zip(folders, unique))
+    ]

@@ -142,8 +142,11 @@ def fmt_p(value: Any) -> str:
 
 
 def _md(text: Any) -> str:
-    """Text for a Markdown cell or line: HTML-escaped, pipes escaped, on one line."""
-    out = html.escape(str(text), quote=False).replace("|", "\\|")
+    """Text for a Markdown cell or line: HTML-escaped; backslashes, pipes and brackets escaped (so text from a
+    document cannot form a link or image such as ``[x](javascript:...)``); on one line."""
+    out = html.escape(str(text).replace("\\", "\\\\"), quote=False)
+    for char in "|[]":
+        out = out.replace(char, "\\" + char)
     return " ".join(out.split())
 
 
