@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,11 @@ from lm_eval.utils import sanitize_model_name
 from tqdm import tqdm
 
 from .. import __version__
+from .. import metric_names as names
 from ..interpret.passes import run_pass
 from ..interpret.settings import InterpSettings
 from ..records import InterpRecord, RecordWriter, load_records, record_files
-from ..spans import SPECIAL, label_tokens, token_offsets
+from ..spans import SPECIAL, label_tokens, token_offsets, truncated_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +164,7 @@ class InterpHFLM(HFLM):
                 todo.append((req, target))
         if not todo:
             return
+        events: dict[str, Counter] = {}  # per task: truncated prompts, empty targets (logged once below)
         finished = self._finished_records()
         for req, target in tqdm(todo, desc="Interpreting", disable=disable_tqdm or self.rank != 0):
             key = (req.task_name, _doc_hash(req.doc), int(req.idx))
@@ -170,9 +173,34 @@ class InterpHFLM(HFLM):
                 record = self._interpret_one(req, target, key)
                 self._writer_handle().write(record)
                 finished[key] = record
-            req.interp_output = dict(record.metrics)
+            counts = events.setdefault(req.task_name, Counter())
+            counts["truncated"] += any("left-truncated" in n for n in record.notes)
+            counts["empty"] += not record.target_tokens
+            counts["all"] += 1
+            req.interp_output = {
+                **record.metrics,
+                names.INSTRUCTION_FOUND: float("instruction" in record.token_parts),
+            }
         if self._writer is not None:
             self._writer.flush()
+        for task, counts in events.items():
+            if counts["truncated"]:
+                logger.warning(
+                    "interp-hf: task %s: %d of %d prompts were left-truncated to max_length %d; their part "
+                    "labels are those of the kept tokens (see the records' notes)",
+                    task,
+                    counts["truncated"],
+                    counts["all"],
+                    self.max_length,
+                )
+            if counts["empty"]:
+                logger.warning(
+                    "interp-hf: task %s: %d of %d targets are empty (empty generations); their attribution "
+                    "and instruction metrics are undefined and left out",
+                    task,
+                    counts["empty"],
+                    counts["all"],
+                )
         if self._fp32_errors:
             errors = sorted(self._fp32_errors)
             logger.info(
@@ -226,6 +254,11 @@ class InterpHFLM(HFLM):
         prompt_ids, target_ids, context = self._prompt_target_ids(context, target)
         total = len(prompt_ids) + len(target_ids)
         notes: list[str] = []
+        add_special = (
+            bool(prompt_ids[:1] == [self.tokenizer.bos_token_id])
+            if self.tokenizer.bos_token_id is not None
+            else False
+        )
         if total > self.max_length:
             keep = self.max_length - len(target_ids)
             if keep < 1:
@@ -234,18 +267,14 @@ class InterpHFLM(HFLM):
                     "longer "
                     f"than the model's max_length {self.max_length}; raise max_length in --model_args"
                 )
-            notes.append(f"prompt left-truncated from {len(prompt_ids)} to {keep} tokens (max_length)")
+            notes.append(
+                f"prompt left-truncated from {len(prompt_ids)} to {keep} tokens (max_length); part labels "
+                "are those of the kept tokens"
+            )
+            offsets = truncated_offsets(self.tokenizer, context, prompt_ids, keep, add_special)
             prompt_ids = prompt_ids[-keep:]
-        add_special = (
-            bool(prompt_ids[:1] == [self.tokenizer.bos_token_id])
-            if self.tokenizer.bos_token_id is not None
-            else False
-        )
-        offsets = (
-            token_offsets(self.tokenizer, context, prompt_ids, add_special_tokens=add_special)
-            if not notes
-            else [(0, 0)] * len(prompt_ids)
-        )
+        else:
+            offsets = token_offsets(self.tokenizer, context, prompt_ids, add_special_tokens=add_special)
         spans = getattr(req, "interp_spans", None) or {}
         labels = label_tokens(offsets, context, spans)
         if getattr(req, "interp_spans", None) is None:
