@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from test_segment import CHATML, text_of, variant_task
+from test_segment import CHATML, FIXTURES, text_of, variant_task
 
 from lm_interp_plugin.harness.sentences import is_instruction, is_label, split_request
 from lm_interp_plugin.spans import label_tokens, token_offsets, truncated_offsets
@@ -281,3 +281,53 @@ def test_system_instruction_few_shot_run_measures_the_instruction(tiny_llama_dir
         assert (
             math.isfinite(table["instruction_importance,none"]) and "attribution_share_fewshot,none" in table
         )
+
+
+# ------------------------------------------------------------------------------------ lm-interp parts
+@pytest.fixture(scope="module")
+def local_tasks(tmp_path_factory):
+    """interp_ variants of stock tasks on the local fixture docs, in a folder for --include_path."""
+    from lm_interp_plugin.harness.variants import write_task_yaml
+
+    folder = tmp_path_factory.mktemp("tasks")
+    for base, fixture in (("arc_easy", "arc"), ("boolq", "boolq")):
+        data = str(FIXTURES / f"{fixture}.jsonl")
+        interp = {"base": base, "data_files": {s: data for s in ("train", "validation", "test")}}
+        config = {"task": f"interp_{base}_local", "class": "InterpVariant", "metadata": {"interp": interp}}
+        write_task_yaml(folder / f"interp_{base}_local.yaml", config)
+    return folder
+
+
+def _parts_cli(capsys, *args):
+    from lm_interp_plugin.cli import main
+
+    assert main(["parts", *args]) == 0
+    return capsys.readouterr().out
+
+
+def test_parts_command_json(local_tasks, capsys):
+    out = _parts_cli(
+        capsys, "interp_arc_easy_local", "--include_path", str(local_tasks), "--limit", "2", "--json"
+    )
+    prompts = [json.loads(line) for line in out.splitlines()]
+    assert [p["doc_id"] for p in prompts] == [0, 1]
+    first = prompts[0]
+    assert first["prompt"] == "Question: Which gas do plants take in to make food?\nAnswer:"
+    assert first["instruction_found"] is False and "instruction" not in first["spans"]
+    assert [(p["part"], p["text"]) for p in first["pieces"]] == [
+        ("label", "Question: "),
+        ("content", "Which gas do plants take in to make food?"),
+        ("cue", "\nAnswer:"),
+    ]
+
+
+def test_parts_command_colours_system_instruction_fewshot_and_chat(local_tasks, capsys):
+    args = ["interp_boolq_local", "--include_path", str(local_tasks), "--limit", "1", "--num_fewshot", "2"]
+    out = _parts_cli(capsys, *args, "--system_instruction", SYSTEM)
+    assert f"\x1b[1;31m{SYSTEM}\x1b[0m\x1b[90m" in out  # instruction, then the demonstrations: defect 1
+    assert "instruction found" in out
+    out = _parts_cli(capsys, *args, "--apply_chat_template", "--system_instruction", SYSTEM, "--plain")
+    assert f"[instruction|{SYSTEM}]" in out and "<|im_end|>\n<|im_start|>user\n][fewshot|" in out
+    assert "[fewshot|" in out and "[label|\nQuestion: ]" in out
+    out = _parts_cli(capsys, *args[:5], "--plain")
+    assert "NO INSTRUCTION" in out
