@@ -36,6 +36,9 @@ STYLES = {
 }
 
 
+NO_INSTRUCTION_NOTE = "NO INSTRUCTION (its instruction metrics will be left out)"
+
+
 @dataclass
 class PromptParts:
     """One rendered prompt and its parts (character spans of ``prompt``)."""
@@ -187,7 +190,7 @@ def format_ansi(prompts: Sequence[PromptParts], color: bool = True) -> str:
             + (", system instruction" if p.settings.get("system_instruction") else "")
         )
         extra = f", context {p.context_index}" if p.context_index else ""
-        found = "instruction found" if p.instruction_found else "NO INSTRUCTION (instruction metrics left out)"
+        found = "instruction found" if p.instruction_found else NO_INSTRUCTION_NOTE
         lines.append(f"\n=== {p.task} doc {p.doc_id}{extra} ({setting}): {found}")
         if p.error:
             lines.append(f"segmentation failed: {p.error}")
