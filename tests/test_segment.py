@@ -31,7 +31,7 @@ CHATML = (
 )
 
 
-def variant_task(name: str, **overrides):
+def variant_task(name: str, fixture: str | None = None, **overrides):
     """The shipped interp_<name> variant, on the local fixture (every split the config names -> the
     fixture)."""
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -53,7 +53,8 @@ def variant_task(name: str, **overrides):
     splits = {
         cfg[k] for k in ("training_split", "validation_split", "test_split", "fewshot_split") if cfg.get(k)
     }
-    cfg["metadata"]["interp"]["data_files"] = {s: str(FIXTURES / f"{FIXTURE[name]}.jsonl") for s in splits}
+    fixture = fixture or FIXTURE[name]
+    cfg["metadata"]["interp"]["data_files"] = {s: str(FIXTURES / f"{fixture}.jsonl") for s in splits}
     cfg.update(overrides)
     return InterpTask(config=cfg)
 

@@ -5,14 +5,19 @@ with the material it acts on (the sentence); template text mixes field labels ("
 descriptions. A reader separates them by what each sentence *does*; this module writes that reading down as
 one rule, the same for every task:
 
-1. Quoted text ("...", “...”, ```...```) is material: ``content``.
+1. Quoted text ("...", “...”, ```...```) is material: ``content``; except a short quote (at most
+   `PARAMETER_WORDS` words, not introduced by a colon) inside an instruction sentence, which is a parameter of
+   the instruction ('end your response with the phrase "Any other questions?"').
 2. Text introduced by a colon (``...: TEXT``) is material up to the end of its sentence (inline) or, when the
-   colon ends a line, up to the next paragraph that opens with an instruction.
+   colon ends a line, up to the next paragraph that opens with an instruction. The clause before the colon
+   says what the material is ("Here is a product review:", "Summarize the text below:"): ``instruction``,
+   unless it is a field label ("Input:"), which is ``label``.
 3. A sentence is ``instruction`` when it is an imperative or a request: it opens (after an optional "Please",
    "Also", "First", a list bullet, ...) with a verb of the instruction-verb lexicon (``data/verbs.json``) or a
    directive verb (`DIRECTIVE_VERBS`: "use", "include", "avoid", "do not", ...); or it asks the reader to act
-   ("Can you ...", "I would like you to ...", "Help me ..."); or it constrains the response ("Your answer
-   must ...", "You are not allowed to ...", "The response should ...").
+   ("Can you ...", "I would like you to ...", "Help me ..."); or it states a requirement ("Your answer
+   must ...", "You are not allowed to ...", "The names should be funny.", "... in your response"). An
+   introductory phrase ("At the end of your response, please add ...") and adverbs may precede the verb.
 4. Every other sentence (statements, questions, the data) is ``content``.
 
 Field labels (``Question:``, ``Q:``, ``Passage:``; at most four words ending with a colon) are `is_label`.
@@ -51,18 +56,16 @@ _REQUEST = re.compile(
     r"|help me\b|i(?:'m| am) asking you\b)",
     re.I,
 )
-_RESPONSE_NOUN = (
-    r"(?:answer|response|reply|output|essay|poem|story|letter|email|summary|list|paragraphs?|sections?|title|"
-    r"sentences?|words?|text|rap|song|blog post|article|critique|rewrite|itinerary|resume|riddle|joke)"
-)
+#: A requirement: "You must ...", "The names should be funny.", "Each paragraph needs to ..." (an obligation
+#: stated in the sentence's first clause), or any mention of the response ("... in your response").
 _CONSTRAINT = re.compile(
-    rf"^(?:(?:you|thee) (?:must|should|need to|have to|are (?:not )?(?:allowed|required|expected|asked)|"
-    rf"cannot|can't|can not|may not|shall|will need)\b"
-    rf"|(?:(?:your|the|each|every|all|this|that) (?:\w+ )?{_RESPONSE_NOUN})\b[^.!?]{{0,60}}?"
-    rf"\b(?:must|should|needs? to|has to|have to|cannot|can't|is to|are to|will need)\b"
-    rf"|there should be\b|in your (?:entire )?(?:response|answer|reply)\b)",
+    r"^(?:(?:you|thee) (?:are (?:not )?(?:allowed|required|expected|asked)|cannot|can't|may not|shall)\b"
+    r"|[^.!?,;:]{0,60}?\b(?:must|should|needs? to|has to|have to|is to|are to|will need to)\b"
+    r"|there (?:should|must) be\b)",
     re.I,
 )
+_YOUR_RESPONSE = re.compile(r"\byour (?:entire |whole |final )?(?:response|answer|reply|output)\b", re.I)
+PARAMETER_WORDS = 5
 _LABEL = re.compile(r"^\s*[A-Za-z][\w'()/\- ]{0,30}:\s*$")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)]|\(?[a-z][.)])\s+")
 _QUOTE = re.compile(r"```.*?```|\"[^\"\n]{1,2000}\"|“[^”]{1,2000}”|«[^»]{1,2000}»", re.DOTALL)
@@ -90,11 +93,19 @@ def is_instruction(sentence: str) -> bool:
     text = _BULLET.sub("", sentence).strip().strip("\"'“”*#").strip()
     if not text or is_label(text):
         return False
-    if _NEGATIVE.match(text) or _REQUEST.search(text) or _CONSTRAINT.match(text):
+    if (
+        _NEGATIVE.match(text)
+        or _REQUEST.search(text)
+        or _CONSTRAINT.match(text)
+        or _YOUR_RESPONSE.search(text)
+    ):
+        return True
+    intro = re.match(r"^[^,.!?:;]{1,50},\s+", text)  # "At the end, please add ...": an introductory phrase
+    if intro and is_instruction(text[intro.end() :]):
         return True
     words = re.findall(r"[A-Za-z']+|[,:;]", text)
     i = 0
-    while i < len(words) - 1 and (words[i].lower() in _OPENERS or words[i] == ","):
+    while i < len(words) - 1 and (words[i].lower() in _OPENERS or words[i] == "," or words[i].endswith("ly")):
         i += 1
     if i >= len(words):
         return False
@@ -146,7 +157,7 @@ def split_request(text: str, start: int = 0, end: int | None = None) -> list[tup
             continue
         colon = _introducing_colon(text, s, e, material)
         if colon is not None:
-            head_part = "instruction" if is_instruction(text[s:colon]) else "content"
+            head_part = "label" if is_label(text[s : colon + 1]) else "instruction"
             pieces.append((s, colon + 1, head_part))
             rest = _trim(text, colon + 1, e)
             if rest[1] > rest[0]:
@@ -156,12 +167,14 @@ def split_request(text: str, start: int = 0, end: int | None = None) -> list[tup
             continue
         part = "instruction" if is_instruction(_outside(text, s, e, material)) else "content"
         pieces.append((s, e, part))
-    # quotes are material wherever they sit
+    # quotes are material wherever they sit, but for an instruction's short parameters
     out: list[tuple[int, int, str]] = []
     for s, e, part in pieces:
         cur = s
         for qs, qe in material:
             if qe <= cur or qs >= e or part == "content":
+                continue
+            if len(text[qs:qe].split()) <= PARAMETER_WORDS and not text[s:qs].rstrip().endswith(":"):
                 continue
             if qs > cur:
                 out.append((*_trim(text, cur, qs), part))
