@@ -331,3 +331,18 @@ def test_parts_command_colours_system_instruction_fewshot_and_chat(local_tasks, 
     assert "[fewshot|" in out and "[label|\nQuestion: ]" in out
     out = _parts_cli(capsys, *args[:5], "--plain")
     assert "NO INSTRUCTION" in out
+
+
+def test_compare_says_no_instruction_instead_of_averaging_zeros():
+    from lm_interp_plugin.report.analysis import instruction_notes
+    from lm_interp_plugin.report.loading import DocSample, TaskRun
+
+    def run(found: list[float]) -> TaskRun:
+        samples = {
+            str(i): DocSample(str(i), i, {"acc": 1.0, "instruction_found": f}) for i, f in enumerate(found)
+        }
+        return TaskRun("interp_arc_easy", samples=samples)
+
+    notes = instruction_notes("interp_arc_easy", {"base": run([0.0, 0.0]), "tuned": run([0.0, 1.0])})
+    assert len(notes) == 1 and notes[0].startswith("base: no instruction in this task's prompts")
+    assert "for all 2 examples" in notes[0]
