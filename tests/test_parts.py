@@ -256,6 +256,12 @@ def test_system_instruction_gives_such_tasks_an_instruction_to_measure(lm_tokeni
     for kwargs in ({}, {"apply_chat_template": True, "chat_template": render}):
         context, spans = _segment(task, task.eval_docs[0], system_instruction=SYSTEM, **kwargs)
         assert text_of(context, spans, "instruction") == [SYSTEM]
+    described = variant_task(
+        "arc_easy", num_fewshot=2, description="Pick the best answer to the science question."
+    )
+    context, spans = _segment(described, described.eval_docs[0])
+    assert text_of(context, spans, "instruction") == ["Pick the best answer to the science question."]
+    assert min(s for s, _ in spans["fewshot"]) >= max(e for _, e in spans["instruction"])
 
 
 @pytest.mark.slow
@@ -346,3 +352,15 @@ def test_compare_says_no_instruction_instead_of_averaging_zeros():
     notes = instruction_notes("interp_arc_easy", {"base": run([0.0, 0.0]), "tuned": run([0.0, 1.0])})
     assert len(notes) == 1 and notes[0].startswith("base: no instruction in this task's prompts")
     assert "for all 2 examples" in notes[0]
+
+
+def test_system_instruction_is_instruction_on_tasks_with_declared_fields():
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from lm_interp_plugin.harness.tasks import InterpTask, tasks_dir
+
+    task = InterpTask(config=load_yaml(tasks_dir() / "interp_instruct.yaml", resolve_func=False))
+    doc = task.eval_docs[0]
+    context = task.fewshot_context(doc, num_fewshot=0, system_instruction=SYSTEM)
+    spans = task.segment(doc, context)
+    assert text_of(context, spans, "instruction") == [SYSTEM, doc["instruction"]]

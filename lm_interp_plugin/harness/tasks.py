@@ -171,7 +171,11 @@ class InterpTask(ConfigurableTask):
                 values = value if isinstance(value, list) else [value]
                 fields.setdefault(part, []).extend(str(v) for v in values if v)
         where = f"task {self.config.task!r}, doc {self._doc_label(doc)}"
-        return locate_fields(context, fields, where=where)
+        spans = locate_fields(context, fields, where=where)
+        system = (self._system_instruction or "").strip()
+        if system and (at := context.find(system)) >= 0:  # a system prompt is an instruction too
+            spans.setdefault("instruction", []).insert(0, (at, at + len(system)))
+        return spans
 
     def _auto_segment(self, doc: dict, context: str) -> dict[str, list[tuple[int, int]]]:
         from .segment import SegmentationError, segment_prompt
