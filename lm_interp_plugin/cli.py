@@ -2,7 +2,7 @@
 
 `run`, `ls` and `validate` are lm-eval's own commands, argument for argument, with the plugin loaded (model
 `interp-hf`) and its task folder on the include path next to any `--include_path` of yours. The other commands
-are lm-interp's: `compare`, `explain-heads`, `explain-ffn`, `demo`.
+are lm-interp's: `compare`, `explain-heads`, `explain-ffn`, `demo`, `parts`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 logger = logging.getLogger("lm_interp_plugin")
 
 LMEVAL_COMMANDS = ("run", "ls", "validate")
-OWN_COMMANDS = ("compare", "explain-heads", "explain-ffn", "demo")
+OWN_COMMANDS = ("compare", "explain-heads", "explain-ffn", "demo", "parts")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -90,6 +90,22 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cache_dir", type=Path, default=None, help="where the built models are cached")
     demo.add_argument("--limit", type=int, default=None, help="examples per task (default: all)")
     demo.add_argument("--force", action="store_true", help="rebuild the models even if cached")
+
+    parts = sub.add_parser(
+        "parts", help="print a task's rendered prompts with their parts coloured (check before a run)"
+    )
+    parts.add_argument("task", help="an interp_ task, any stock lm-eval task, or a group")
+    parts.add_argument("--num_fewshot", type=int, default=None, help="demonstrations (default: the task's)")
+    parts.add_argument("--apply_chat_template", action="store_true", help="render with a chat template")
+    parts.add_argument(
+        "--tokenizer", default=None, help="tokenizer whose chat template to use (default: generic ChatML)"
+    )
+    parts.add_argument("--fewshot_as_multiturn", action="store_true", help="as lm-eval's flag")
+    parts.add_argument("--system_instruction", default=None, help="as lm-eval's --system_instruction")
+    parts.add_argument("--limit", type=int, default=3, help="documents per task (default: 3)")
+    parts.add_argument("--include_path", action="append", default=None, help="extra task folder(s)")
+    parts.add_argument("--json", action="store_true", help="one JSON object per prompt instead of colour")
+    parts.add_argument("--plain", action="store_true", help="no ANSI colour: parts as [part|text]")
     return parser
 
 

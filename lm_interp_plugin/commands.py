@@ -92,3 +92,30 @@ def demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
 
     return run_demo(out=args.out, cache_dir=args.cache_dir, limit=args.limit, force=args.force)
+
+
+def parts(args: argparse.Namespace) -> int:
+    """`lm-interp parts TASK`: the rendered prompts with their parts (ANSI colour, plain or JSON)."""
+    import json
+
+    from .harness.parts import format_ansi, render_parts
+
+    try:
+        prompts = render_parts(
+            args.task,
+            num_fewshot=args.num_fewshot,
+            apply_chat_template=args.apply_chat_template,
+            system_instruction=args.system_instruction,
+            limit=args.limit,
+            include_path=args.include_path,
+            tokenizer=args.tokenizer,
+            fewshot_as_multiturn=args.fewshot_as_multiturn,
+        )
+    except (KeyError, ValueError) as err:
+        return _fail(f"cannot build the prompts of {args.task!r}: {err}")
+    if args.json:
+        for prompt in prompts:
+            print(json.dumps(prompt.to_dict(), ensure_ascii=False))
+    else:
+        print(format_ansi(prompts, color=not args.plain))
+    return 0

@@ -12,6 +12,8 @@ PREFIXES = ("instruction_", "attribution_", "attention_", "ffn_", "ablation_", "
 # attribution (the paper's score and our normalised companions)
 INSTRUCTION_IMPORTANCE = "instruction_importance"  # paper: sum of densities on instruction / log2(2 + n)
 ATTRIBUTION_SHARE_PREFIX = "attribution_share_"  # + part: share of the density mass on that prompt part
+INSTRUCTION_FOUND = "instruction_found"  # 1 when the prompt has instruction tokens; else the instruction
+#                                         metrics are absent for the example (never 0)
 # attention
 INSTRUCTION_ATTENTION = "instruction_attention"  # mean over layers, heads, targets of mass on instruction
 INSTRUCTION_ATTENTION_LIFT = "instruction_attention_lift"  # the same over the uniform share |instr| / M

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 Span = tuple[int, int]
 
 #: Part labels, in priority order when a token overlaps several parts.
-PART_PRIORITY = ("instruction", "fewshot", "content", "choices", "cue", "template", "system", "chat")
+PART_PRIORITY = ("instruction", "fewshot", "content", "choices", "label", "cue", "template", "system", "chat")
 SPECIAL = "special"
 INSTRUCTION = "instruction"
 DEFAULT_PART = "template"
@@ -117,7 +117,8 @@ def label_tokens(
     """One part label per token: the highest-priority part whose span overlaps the token's visible characters.
 
     Leading whitespace of a token (byte-level BPE puts the space before a word into the word's token) does not
-    count as overlap, so the token before an instruction is not pulled into it.
+    count as overlap, so the token before an instruction is not pulled into it. A token that is only
+    whitespace belongs to the part whose span holds it (the blank line inside an instruction is instruction).
     """
     order = {p: i for i, p in enumerate(PART_PRIORITY)}
     ranked = sorted(spans.items(), key=lambda kv: order.get(kv[0], len(order)))
@@ -126,16 +127,30 @@ def label_tokens(
         if start == end:
             labels.append(SPECIAL if (start, end) == (0, 0) else default)
             continue
-        while start < end and text[start].isspace():
-            start += 1
+        visible = start
+        while visible < end and text[visible].isspace():
+            visible += 1
         label = default
-        if start < end:
-            for part, part_spans in ranked:
-                if any(s < end and start < e for s, e in part_spans):
-                    label = part
-                    break
+        for part, part_spans in ranked:
+            if visible == end:  # whitespace only: inside a span, not merely touching it
+                hit = any(s <= start and end <= e for s, e in part_spans)
+            else:
+                hit = any(s < end and visible < e for s, e in part_spans)
+            if hit:
+                label = part
+                break
         labels.append(label)
     return labels
+
+
+def truncated_offsets(tokenizer, text: str, ids: Sequence[int], keep: int, add_special_tokens: bool):
+    """Offsets of the last `keep` tokens of `ids` (the encoding of `text`), as after a left truncation.
+
+    Why: a prompt cut to the model's max_length keeps the part labels of the tokens it keeps; the offsets come
+    from the full encoding, where the tokenizer's offset mapping applies, then the cut is made.
+    """
+    offsets = token_offsets(tokenizer, text, ids, add_special_tokens)
+    return offsets[len(offsets) - keep :] if keep > 0 else []
 
 
 def instruction_mask(labels: Sequence[str]) -> np.ndarray:

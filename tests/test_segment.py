@@ -31,7 +31,7 @@ CHATML = (
 )
 
 
-def variant_task(name: str, **overrides):
+def variant_task(name: str, fixture: str | None = None, **overrides):
     """The shipped interp_<name> variant, on the local fixture (every split the config names -> the
     fixture)."""
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -53,7 +53,8 @@ def variant_task(name: str, **overrides):
     splits = {
         cfg[k] for k in ("training_split", "validation_split", "test_split", "fewshot_split") if cfg.get(k)
     }
-    cfg["metadata"]["interp"]["data_files"] = {s: str(FIXTURES / f"{FIXTURE[name]}.jsonl") for s in splits}
+    fixture = fixture or FIXTURE[name]
+    cfg["metadata"]["interp"]["data_files"] = {s: str(FIXTURES / f"{fixture}.jsonl") for s in splits}
     cfg.update(overrides)
     return InterpTask(config=cfg)
 
@@ -84,7 +85,8 @@ def test_zero_shot_parts_cover_the_example(name):
     doc = task.eval_docs[0]
     for context in contexts(task, doc):
         spans = segment_prompt(task, doc, context, parts=task.interp_config.get("parts"))
-        assert "fewshot" not in spans and "chat" not in spans
+        # issue 13: TruthfulQA's demonstrations are written into its template: fewshot even at 0-shot
+        assert ("fewshot" in spans) == (name == "truthfulqa_mc2") and "chat" not in spans
         for part, part_spans in spans.items():
             for s, e in part_spans:
                 assert 0 <= s < e <= len(context), (part, s, e)
@@ -98,7 +100,9 @@ def test_zero_shot_parts_cover_the_example(name):
         else:
             assert "".join(text_of(context, spans, "cue")).strip().endswith(("Answer:", "A:"))
             assert text_of(context, spans, "content")
-            assert text_of(context, spans, "instruction") or name == "boolq"
+            # issue 13: field labels are not instructions; only MMLU's description is one
+            assert bool(text_of(context, spans, "instruction")) == name.startswith("mmlu")
+            assert text_of(context, spans, "label") or name.startswith("mmlu")
 
 
 def test_arc_parts_exactly():
@@ -106,7 +110,7 @@ def test_arc_parts_exactly():
     doc = task.eval_docs[0]
     context = contexts(task, doc)[0]
     spans = segment_prompt(task, doc, context)
-    assert text_of(context, spans, "instruction") == ["Question: "]
+    assert text_of(context, spans, "label") == ["Question: "] and "instruction" not in spans  # issue 13
     assert text_of(context, spans, "content") == [doc["question"]]
     assert text_of(context, spans, "cue") == ["\nAnswer:"]
 
@@ -165,7 +169,9 @@ def test_skeleton_of_callable_falls_back_and_overrides_apply():
     arc = variant_task("arc_easy", num_fewshot=0)
     doc = arc.eval_docs[0]
     context = contexts(arc, doc)[0]
-    spans = segment_prompt(arc, doc, context, parts={"question": "instruction", "cue": "instruction"})
+    spans = segment_prompt(
+        arc, doc, context, parts={"question": "instruction", "cue": "instruction", "template": "instruction"}
+    )
     assert set(spans) == {"instruction"}
     with pytest.raises(SegmentationError, match="unknown parts"):
         segment_prompt(arc, doc, context, parts={"question": "nonsense"})

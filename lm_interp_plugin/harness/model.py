@@ -24,12 +24,13 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.utils import sanitize_model_name
 from tqdm import tqdm
 
+from .. import metric_names as names
 from ..fingerprint import identity_hash, model_fingerprint
 from ..interpret.encoding import encode_pair
 from ..interpret.passes import run_pass
 from ..interpret.settings import HOW_NOT_WHAT, InterpSettings
 from ..records import InterpRecord, RecordWriter, read_records, record_files
-from ..spans import SPECIAL, label_tokens, token_offsets
+from ..spans import SPECIAL, label_tokens, token_offsets, truncated_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ class InterpHFLM(HFLM):
                 todo.append((req, target))
         if not todo:
             return
+        events: dict[str, Counter] = {}  # per task: truncated prompts, empty targets (logged once below)
         finished = self._finished_records()
         run_hash = self._settings_key()
         reused, new, recomputed = 0, 0, Counter()
@@ -231,10 +233,35 @@ class InterpHFLM(HFLM):
                 record = self._interpret_one(req, prepared)
                 self._writer_handle().write(record)
                 stored.append(record)
-            req.interp_output = dict(record.metrics)
+            counts = events.setdefault(req.task_name, Counter())
+            counts["truncated"] += any("left-truncated" in n for n in record.notes)
+            counts["empty"] += not record.target_tokens
+            counts["all"] += 1
+            req.interp_output = {
+                **record.metrics,
+                names.INSTRUCTION_FOUND: float("instruction" in record.token_parts),
+            }
         if self._writer is not None:
             self._writer.sync()
         self._log_summary(reused, new, recomputed)
+        for task, counts in events.items():
+            if counts["truncated"]:
+                logger.warning(
+                    "interp-hf: task %s: %d of %d prompts were left-truncated to max_length %d; their part "
+                    "labels are those of the kept tokens (see the records' notes)",
+                    task,
+                    counts["truncated"],
+                    counts["all"],
+                    self.max_length,
+                )
+            if counts["empty"]:
+                logger.warning(
+                    "interp-hf: task %s: %d of %d targets are empty (empty generations); their attribution "
+                    "and instruction metrics are undefined and left out",
+                    task,
+                    counts["empty"],
+                    counts["all"],
+                )
         if self._fp32_errors:
             errors = sorted(self._fp32_errors)
             logger.info(
@@ -299,6 +326,11 @@ class InterpHFLM(HFLM):
         that identifies them (a changed prompt, few-shot set, system instruction or target changes it)."""
         prompt_ids, target_ids, context = self._prompt_target_ids(req.args[0], target)
         notes: list[str] = []
+        add_special = (
+            bool(prompt_ids[:1] == [self.tokenizer.bos_token_id])
+            if self.tokenizer.bos_token_id is not None
+            else False
+        )
         if len(prompt_ids) + len(target_ids) > self.max_length:
             keep = self.max_length - len(target_ids)
             if keep < 1:
@@ -306,21 +338,17 @@ class InterpHFLM(HFLM):
                     f"{req.task_name} doc {req.doc_id}: the target alone ({len(target_ids)} tokens) is "
                     f"longer than the model's max_length {self.max_length}; raise max_length in --model_args"
                 )
-            notes.append(f"prompt left-truncated from {len(prompt_ids)} to {keep} tokens (max_length)")
+            notes.append(
+                f"prompt left-truncated from {len(prompt_ids)} to {keep} tokens (max_length); part labels "
+                "are those of the kept tokens"
+            )
+            offsets = truncated_offsets(self.tokenizer, context, prompt_ids, keep, add_special)
             prompt_ids = prompt_ids[-keep:]
-        add_special = (
-            bool(prompt_ids[:1] == [self.tokenizer.bos_token_id])
-            if self.tokenizer.bos_token_id is not None
-            else False
-        )
-        offsets = (
-            token_offsets(self.tokenizer, context, prompt_ids, add_special_tokens=add_special)
-            if not notes
-            else [(0, 0)] * len(prompt_ids)
-        )
-        spans = getattr(req, "interp_spans", None)
-        labels = label_tokens(offsets, context, spans or {})
-        if spans is None:
+        else:
+            offsets = token_offsets(self.tokenizer, context, prompt_ids, add_special_tokens=add_special)
+        spans = getattr(req, "interp_spans", None) or {}
+        labels = label_tokens(offsets, context, spans)
+        if getattr(req, "interp_spans", None) is None:
             notes.append("the task declared no prompt parts (not an interp_ task): no instruction metrics")
         role = getattr(req, "interp_role", None) or (
             "generated" if req.request_type == "generate_until" else "choice"

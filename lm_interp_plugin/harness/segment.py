@@ -37,10 +37,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..spans import Span
+from .sentences import is_instruction, is_label, merge_pieces, sentences, split_request
 
 logger = logging.getLogger(__name__)
 
-PARTS = ("instruction", "content", "choices", "fewshot", "chat", "cue")
+PARTS = ("instruction", "content", "choices", "fewshot", "chat", "label", "cue")
+#: Override value for a doc field that mixes a request with its material (IFEval's ``prompt``): split by the
+#: sentence rule of `harness.sentences` into ``instruction`` and ``content``.
+MIXED = "mixed"
+_TEXT, _CUE = "_template_text", "_template_cue"  # provisional parts of template text, see `_read_template`
 _MARK = "\x00{}\x00"
 _MARK_RE = re.compile("\x00(\\d+)\x00")
 _OPTION_LABEL = re.compile(r"^\s*[\(\[]?[A-Za-z0-9]{1,2}[\.\):\]]\s*$")
@@ -117,6 +122,7 @@ def _skeleton_regex(pieces: list[tuple[str, str]], anchored: bool) -> re.Pattern
 
 
 def _piece_parts(pieces: list[tuple[str, str]], overrides: Mapping[str, str]) -> list[str]:
+    """Part of each skeleton piece; template text is left as `_TEXT` / `_CUE` for `_read_template`."""
     field_idx = [i for i, (k, _) in enumerate(pieces) if k != "template"]
     last_field = field_idx[-1] if field_idx else -1
     parts = []
@@ -125,7 +131,7 @@ def _piece_parts(pieces: list[tuple[str, str]], overrides: Mapping[str, str]) ->
             root = kind.split(":", 1)[1]
             parts.append(overrides.get(root) or ("choices" if kind.startswith("list:") else "content"))
         elif i > last_field and field_idx:
-            parts.append(overrides.get("cue", "cue"))
+            parts.append(overrides.get("cue", _CUE))
         elif (
             i + 1 < len(pieces)
             and pieces[i + 1][0].startswith("list:")
@@ -134,8 +140,75 @@ def _piece_parts(pieces: list[tuple[str, str]], overrides: Mapping[str, str]) ->
         ):
             parts.append("choices")
         else:
-            parts.append(overrides.get("template", "instruction"))
+            parts.append(overrides.get("template", _TEXT))
     return parts
+
+
+def _read_template(context: str, s: int, e: int, cue: bool) -> list[tuple[int, int, str]]:
+    """Template text of the example, read as a reader would (`sentences` rule).
+
+    Before the last field: field labels ("Question: ") are ``label``; paragraphs that open with the same
+    label as the example's last paragraph are demonstrations written into the template (TruthfulQA's six Q/A
+    pairs): ``fewshot``; other prose is a task description: ``instruction``. After the last field: labels and
+    punctuation are the answer ``cue``; imperative sentences ("Answer with yes or no.") are ``instruction``.
+    """
+    out: list[tuple[int, int, str]] = []
+    paragraphs = [(m.start(), m.end()) for m in re.finditer(r"(?:(?!\n\n).)+", context[s:e], re.DOTALL)]
+    paragraphs = [(s + a, s + b) for a, b in paragraphs]
+    demo_label = None
+    if not cue and len(paragraphs) > 1:
+        first_line = context[paragraphs[-1][0] : paragraphs[-1][1]].strip().split("\n")[0]
+        m = re.match(r"([A-Za-z][\w ]{0,20}):", first_line)
+        demo_label = m.group(1) + ":" if m else None
+    for k, (ps, pe) in enumerate(paragraphs):
+        para = context[ps:pe]
+        if demo_label and k < len(paragraphs) - 1 and para.strip().startswith(demo_label):
+            out.append((*_trim(context, ps, pe), "fewshot"))
+            continue
+        for ls, le in _lines(context, ps, pe):
+            line = context[ls:le]
+            if is_label(line) or not re.search(r"\w", line):
+                out.append((ls, le, "cue" if cue else "label"))
+            elif cue:
+                for a, b in sentences(context, ls, le):
+                    part = "instruction" if is_instruction(context[a:b]) else "cue"
+                    out.append((a, b, part))
+            else:
+                for a, b in sentences(context, ls, le):
+                    out.append((a, b, "label" if is_label(context[a:b]) else "instruction"))
+    merged = merge_pieces(out)
+    if len(merged) == 1:  # one part: it keeps the template's own whitespace ("\nAnswer:")
+        return [(s, e, merged[0][2])]
+    return merged
+
+
+def _lines(text: str, s: int, e: int) -> list[Span]:
+    """Non-blank lines of ``text[s:e]``; a line's trailing spaces stay with it (``"Question: "``)."""
+    out = []
+    for m in re.finditer(r"[^\n]+", text[s:e]):
+        if m.group().strip():
+            a = s + m.start()
+            while text[a].isspace():
+                a += 1
+            out.append((a, s + m.end()))
+    return out
+
+
+def _resolve(context: str, spans: dict[str, list[Span]]) -> dict[str, list[Span]]:
+    """Turn the provisional parts (`_TEXT`, `_CUE`, `MIXED`) into reader parts."""
+    out: dict[str, list[Span]] = {}
+    for part, part_spans in spans.items():
+        for s, e in part_spans:
+            if part == MIXED:
+                pieces = split_request(context, s, e)
+            elif part in (_TEXT, _CUE):
+                pieces = _read_template(context, s, e, cue=part == _CUE)
+            else:
+                pieces = [(s, e, part)]
+            for a, b, p in pieces:
+                if b > a:
+                    out.setdefault(p, []).append((a, b))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- locate
@@ -167,8 +240,9 @@ def _final_region(task: Any, doc: Mapping[str, Any], context: str, overrides: Ma
                 if e > s:
                     spans.setdefault(part, []).append((start + s, start + e))
                 pos = e
-            return start, start + len(real), spans, pieces
-    return _search_region(doc, context, overrides)
+            return start, start + len(real), _resolve(context, spans), pieces
+    region = _search_region(doc, context, overrides)
+    return None if region is None else (*region[:2], _resolve(context, region[2]), region[3])
 
 
 def _leaves(value: Any, root: str):
@@ -210,7 +284,7 @@ def _search_region(doc: Mapping[str, Any], context: str, overrides: Mapping[str,
     pos = start
     for s, e, part in tail:
         if s > pos and context[pos:s].strip():
-            spans.setdefault(overrides.get("template", "instruction"), []).append((pos, s))
+            spans.setdefault(overrides.get("template", _TEXT), []).append((pos, s))
         spans.setdefault(part, []).append((s, e))
         pos = max(pos, e)
     return start, end, spans, None
@@ -275,24 +349,35 @@ def _description(task: Any, doc: Mapping[str, Any]) -> str:
 
 
 def segment_prompt(
-    task: Any, doc: Mapping[str, Any], context: str, parts: Mapping[str, str] | None = None
+    task: Any,
+    doc: Mapping[str, Any],
+    context: str,
+    parts: Mapping[str, str] | None = None,
+    system_instruction: str | None = None,
 ) -> dict[str, list[Span]]:
     """Character spans of the parts of `context` (the final prompt lm-eval built for `doc`).
 
     Args:
         task: the lm-eval `ConfigurableTask` that built the prompt (its doc_to_text, description,
-        num_fewshot).
+            num_fewshot, fewshot_delimiter).
         doc: the evaluated doc (after process_docs).
         context: the request's context string.
-        parts: overrides, ``{doc_field | "template" | "cue": part}`` (metadata.interp.parts).
+        parts: overrides, ``{doc_field | "template" | "cue": part}`` (metadata.interp.parts); a doc field may
+            also be `MIXED` (split into instruction and content by the sentence rule).
+        system_instruction: the ``--system_instruction`` the prompt was built with. lm-eval writes it, joined
+            with the task description, before the few-shot examples; without a chat template nothing
+            separates it from the first example, so it must be known to be found.
 
     Raises:
         SegmentationError: the evaluated example cannot be found in `context`.
     """
     overrides = dict(parts or {})
-    bad = {k: v for k, v in overrides.items() if v not in PARTS}
+    bad = {k: v for k, v in overrides.items() if v not in PARTS and v != MIXED}
     if bad:
-        raise SegmentationError(f"metadata.interp.parts has unknown parts {bad}; use one of {PARTS}")
+        raise SegmentationError(
+            f"metadata.interp.parts has unknown parts {bad}; use one of {PARTS} "
+            f"(or {MIXED!r} for a doc field)"
+        )
     region = _final_region(task, doc, context, overrides)
     if region is None:
         raise SegmentationError(
@@ -306,11 +391,12 @@ def segment_prompt(
         (end + m.start(), end + m.end()) for m in CHAT_MARKUP.finditer(context[end:]) if m.end() > m.start()
     ]
 
+    # the system prompt: system instruction + fewshot_delimiter + description, before any example
     instr_end = 0
-    desc = _description(task, doc).strip()
-    if desc and (at := prefix.find(desc)) >= 0:
-        spans.setdefault("instruction", []).append((at, at + len(desc)))
-        instr_end = at + len(desc)
+    for text in ((system_instruction or "").strip(), _description(task, doc).strip()):
+        if text and (at := prefix.find(text, instr_end)) >= 0:
+            spans.setdefault("instruction", []).append((at, at + len(text)))
+            instr_end = at + len(text)
     fs_start = start
     if (getattr(task.config, "num_fewshot", 0) or 0) > 0:
         fs_start = instr_end
@@ -319,12 +405,12 @@ def segment_prompt(
             if m:
                 fs_start = m.start()
         else:  # no template text to find the first example by: it starts in the first user turn, if any
-            user = [e for s, e in chat if "user" in prefix[s:e] or "[INST]" in prefix[s:e]]
+            user = [e for s, e in chat if e >= instr_end and re.search(r"user|\[INST\]", prefix[s:e])]
             fs_start = max(fs_start, user[0]) if user else fs_start
         while fs_start < start and prefix[fs_start].isspace():
             fs_start += 1
         if fs_start < start:
-            spans["fewshot"] = _subtract([(fs_start, start)], chat)
+            spans.setdefault("fewshot", []).extend(_subtract([(fs_start, start)], chat))
     # system instruction / other text before the examples
     other = _subtract([(0, fs_start)], chat + spans.get("instruction", []))
     other = [_trim(prefix, s, e) for s, e in other if prefix[s:e].strip()]

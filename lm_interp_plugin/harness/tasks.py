@@ -34,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
 INSTRUCTION_FOUND = names.INSTRUCTION_FOUND
+NO_INSTRUCTION = (
+    "no instruction in this task's prompts: instruction_importance, instruction_attention and the ablation "
+    "drops are left out (not 0); to measure instruction reliance here, give one with --system_instruction "
+    "or a task description, or check the parts with `lm-interp parts TASK`"
+)
 
 
 def tasks_dir() -> Path:
@@ -50,12 +55,37 @@ def tasks_dir() -> Path:
 
 
 class _InterpMetrics(dict):
-    """Aggregation table that averages any interpretation metric it was not told about."""
+    """Aggregation table that averages any interpretation metric it was not told about.
+
+    lm-eval aggregates each metric over the samples that report it, so the instruction metrics, absent for a
+    prompt without an instruction, are means over the prompts that have one; ``instruction_found`` says how
+    many those are, and a task where none has one is named in a warning instead of a table of zeros.
+    """
+
+    def __init__(self, stock: Mapping[str, Any], task_name: str) -> None:
+        super().__init__(stock)
+        self.task_name = task_name
 
     def __missing__(self, key: str):
+        if key == INSTRUCTION_FOUND:
+            return self._found_share
         if names.is_interp_metric(key):
             return mean
         raise KeyError(key)
+
+    def _found_share(self, items: list[float]) -> float:
+        share = mean(items)
+        if items and share == 0:
+            logger.warning("task %s: %s", self.task_name, NO_INSTRUCTION)
+        elif items and share < 1:
+            logger.warning(
+                "task %s: %d of %d samples have no instruction; the instruction metrics average the other %d",
+                self.task_name,
+                round(len(items) * (1 - share)),
+                len(items),
+                round(len(items) * share),
+            )
+        return share
 
 
 def attach(value: Any, interp: dict[str, Any], role: str | None) -> Any:
@@ -94,6 +124,14 @@ class InterpTask(ConfigurableTask):
         self.interp_config: dict[str, Any] = dict(metadata.get("interp") or {})
         super().__init__(config=config, **kwargs)
         self._skipped = 0
+        self._first_skip = ""
+        self._system_instruction: str | None = None
+
+    def fewshot_context(self, doc: dict, num_fewshot: int, *args: Any, **kwargs: Any):
+        """lm-eval's context, remembering the ``--system_instruction`` it was built with: without a chat
+        template nothing else separates it from the first few-shot example (see `segment_prompt`)."""
+        self._system_instruction = kwargs.get("system_instruction", args[0] if args else None)
+        return super().fewshot_context(doc, num_fewshot, *args, **kwargs)
 
     # ------------------------------------------------------------------ data
     def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -131,13 +169,23 @@ class InterpTask(ConfigurableTask):
                 values = value if isinstance(value, list) else [value]
                 fields.setdefault(part, []).extend(str(v) for v in values if v)
         where = f"task {self.config.task!r}, doc {self._doc_label(doc)}"
-        return locate_fields(context, fields, where=where)
+        spans = locate_fields(context, fields, where=where)
+        system = (self._system_instruction or "").strip()
+        if system and (at := context.find(system)) >= 0:  # a system prompt is an instruction too
+            spans.setdefault("instruction", []).insert(0, (at, at + len(system)))
+        return spans
 
     def _auto_segment(self, doc: dict, context: str) -> dict[str, list[tuple[int, int]]]:
         from .segment import SegmentationError, segment_prompt
 
         try:
-            return segment_prompt(self, doc, context, parts=self.interp_config.get("parts"))
+            return segment_prompt(
+                self,
+                doc,
+                context,
+                parts=self.interp_config.get("parts"),
+                system_instruction=self._system_instruction,
+            )
         except SegmentationError as err:
             raise InstructionNotFoundError(f"{err} (doc {self._doc_label(doc)})") from err
 
@@ -180,10 +228,7 @@ class InterpTask(ConfigurableTask):
                 if self.interp_config.get("strict", False):
                     raise
                 self._skipped += 1
-                if self._skipped == 1:
-                    logger.warning(
-                        "%s (skipping its interpretation; samples carry %s=0)", err, INSTRUCTION_FOUND
-                    )
+                self._first_skip = self._first_skip or str(err)
                 inst.interp_skip = str(err)
         return requests
 
@@ -199,9 +244,13 @@ class InterpTask(ConfigurableTask):
                 inst.filtered_resps[key] = attach(value, interp, role)
         if self._skipped:
             logger.warning(
-                "task %s: %d requests skipped by the interpretation (instruction not found)",
+                "task %s: %d of %d requests skipped by the interpretation (prompt parts not found; samples "
+                "carry %s=0); the first: %s",
                 self.config.task,
                 self._skipped,
+                len(self._instances),
+                INSTRUCTION_FOUND,
+                self._first_skip,
             )
         return out
 
@@ -215,9 +264,9 @@ class InterpTask(ConfigurableTask):
         if "skipped" in interp:
             out[INSTRUCTION_FOUND] = 0.0
             return out
-        out[INSTRUCTION_FOUND] = float(names.INSTRUCTION_IMPORTANCE in interp)
+        out[INSTRUCTION_FOUND] = float(interp.get(INSTRUCTION_FOUND, names.INSTRUCTION_IMPORTANCE in interp))
         out.update({k: v for k, v in interp.items() if isinstance(v, (int, float))})
         return out
 
     def aggregation(self) -> dict:
-        return _InterpMetrics(super().aggregation())
+        return _InterpMetrics(super().aggregation(), self.config.task)

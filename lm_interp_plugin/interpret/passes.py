@@ -204,7 +204,9 @@ def run_pass(
         notes.append("non-finite attribution values were set to 0")
         raw = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
     S = quantise(raw, L=params.L, eps=params.eps)
-    metrics = attribution_metrics(S, labels, params)
+    metrics = attribution_metrics(S, labels, params) if len(target) else {}
+    if not len(target):  # nothing is attributed: every attribution score is undefined, not 0
+        notes.append("empty target (e.g. an empty generation): attribution and instruction metrics undefined")
     attention: dict[str, Any] = {}
     if out.attentions is not None:
         scalars, attention = attention_metrics(out.attentions, labels, len(prompt))

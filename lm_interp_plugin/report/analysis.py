@@ -14,7 +14,12 @@ from typing import Any
 import numpy as np
 
 from lm_interp_plugin.methods import stats
-from lm_interp_plugin.metric_names import INSTRUCTION_ATTENTION, INSTRUCTION_IMPORTANCE, is_interp_metric
+from lm_interp_plugin.metric_names import (
+    INSTRUCTION_ATTENTION,
+    INSTRUCTION_FOUND,
+    INSTRUCTION_IMPORTANCE,
+    is_interp_metric,
+)
 
 from .errors import NoOverlapError, NoSharedTaskError
 from .loading import Run, TaskRun
@@ -501,6 +506,24 @@ def precision_notes(task: str, runs: dict[str, TaskRun]) -> list[str]:
     return notes
 
 
+def instruction_notes(task: str, runs: dict[str, TaskRun]) -> list[str]:
+    """A note per run whose examples of `task` have no instruction: its instruction metrics are left out
+    (lm-interp reports none rather than zeros), so the findings on them are missing, not failed."""
+    notes = []
+    for label, task_run in runs.items():
+        found = [
+            s.metrics[INSTRUCTION_FOUND] for s in task_run.samples.values() if INSTRUCTION_FOUND in s.metrics
+        ]
+        if found and not any(found):
+            notes.append(
+                f"{label}: no instruction in this task's prompts (instruction_found=0 for all {len(found)} "
+                "examples): instruction_importance, instruction_attention and the ablation drops are left "
+                "out, not 0; rerun with --system_instruction or a task description to measure instruction "
+                "reliance"
+            )
+    return notes
+
+
 def analyse(runs: list[Run], baseline: str) -> tuple[list[TaskAnalysis], list[str], list[str]]:
     """Leaderboards, pairings, tests and shifts for every task; returns (tasks, notes, fingerprint warnings).
 
@@ -547,6 +570,7 @@ def analyse(runs: list[Run], baseline: str) -> tuple[list[TaskAnalysis], list[st
             ]
             analysis.correctness.extend(correctness_splits(task, label, task_run, metrics))
         analysis.notes.extend(precision_notes(task, present))
+        analysis.notes.extend(instruction_notes(task, present))
         base = present.get(baseline)
         if base is not None:
             warnings.extend(fingerprint_warnings(task, present, baseline))
