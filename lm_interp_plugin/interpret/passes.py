@@ -8,8 +8,9 @@ implementation, hooks, requires_grad) is undone on exit, also on error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,10 @@ import numpy as np
 import torch
 
 from .. import metric_names as names
-from ..methods.attribution import gradient_x_input
+from ..arch import UnsupportedArchitectureError
+from ..methods.attention import target_query_positions
+from ..methods.attention_probe import InstructionAttentionProbe
+from ..methods.attribution import choose_mode, gradient_x_input
 from ..methods.importance import ImportanceParams, instruction_importance, part_shares, quantise
 from ..methods.model_state import HALF_DTYPES, eager_attention, in_float32
 from .precision import float32_comparison
@@ -107,14 +111,20 @@ def attribution_metrics(S: np.ndarray, labels: Sequence[str], params: Importance
 
 
 def attention_metrics(attentions: torch.Tensor, labels: Sequence[str], prompt_len: int):
-    """Instruction attention per layer x head from the primal forward's attention probabilities."""
-    from ..methods.attention import instruction_attention, target_query_positions
+    """Instruction attention per layer x head from the primal forward's full attention probabilities (the
+    fallback for families the attention probe does not know)."""
+    from ..methods.attention import instruction_attention
 
     mask = torch.tensor([label == "instruction" for label in labels], dtype=torch.bool)
     if not bool(mask.any()):
         return {}, {}
     target_len = attentions.shape[-1] - prompt_len + 1
-    result = instruction_attention(attentions, mask, target_query_positions(prompt_len, target_len))
+    return _attention_outputs(
+        instruction_attention(attentions, mask, target_query_positions(prompt_len, target_len))
+    )
+
+
+def _attention_outputs(result) -> tuple[dict[str, float], dict[str, Any]]:
     per_head = {
         names.INSTRUCTION_ATTENTION: result.mass.tolist(),
         names.INSTRUCTION_ATTENTION_LIFT: result.lift.tolist(),
@@ -124,6 +134,25 @@ def attention_metrics(attentions: torch.Tensor, labels: Sequence[str], prompt_le
         names.INSTRUCTION_ATTENTION_LIFT: float(result.mean_lift),
     }
     return scalars, per_head
+
+
+def _attention_probe(model, labels: Sequence[str], prompt_len: int, target_len: int):
+    """The layer-by-layer probe, or None where the family is unknown to `arch` (then the pass falls back to
+    eager attention with every layer's probabilities)."""
+    mask = torch.tensor([label == "instruction" for label in labels], dtype=torch.bool)
+    try:
+        return InstructionAttentionProbe(model, mask, target_query_positions(prompt_len, target_len))
+    except UnsupportedArchitectureError as err:
+        logger.warning("instruction attention through eager attention probabilities: %s", err)
+        return None
+
+
+@contextlib.contextmanager
+def _all(captures: Sequence[Callable[[], contextlib.AbstractContextManager]]) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for capture in captures:
+            stack.enter_context(capture())
+        yield
 
 
 def run_pass(
@@ -157,8 +186,19 @@ def run_pass(
     notes: list[str] = []
     precision: dict[str, Any] = {}
 
+    n_targets = len(target)
+    run_mode = choose_mode(len(prompt), n_targets, settings.mode) if n_targets else "reverse"
+    has_instruction = any(label == "instruction" for label in labels)
+    probe = None
+    if settings.attention and n_targets and has_instruction:
+        probe = _attention_probe(model, labels, len(prompt), n_targets)
+    full_attentions = settings.attention and n_targets > 0 and has_instruction and probe is None
+    # Reverse mode runs under the model's own attention (SDPA/flash); forward mode (JVP) needs eager, and so
+    # does the fallback that reads every layer's probabilities.
+    eager = run_mode == "forward" or full_attentions
+
     def attribute(**extra: Any):
-        with eager_attention(model):
+        with eager_attention(model) if eager else contextlib.nullcontext():
             return gradient_x_input(
                 model,
                 prompt,
@@ -171,10 +211,8 @@ def run_pass(
                 **extra,
             )
 
-    out = attribute(
-        output_attentions=settings.attention and len(target) > 0,
-        capture=ffn_probe.capture if (ffn_probe is not None and len(target) > 0) else None,
-    )
+    captures = [c.capture for c in (ffn_probe, probe) if c is not None and n_targets > 0]
+    out = attribute(output_attentions=full_attentions, capture=(lambda: _all(captures)) if captures else None)
     raw, target_logprobs = out.raw.numpy(), out.target_logprobs
     dtype = next(model.parameters()).dtype
     if dtype in HALF_DTYPES and len(target) > 0:
@@ -205,7 +243,10 @@ def run_pass(
     S = quantise(raw, L=params.L, eps=params.eps)
     metrics = attribution_metrics(S, labels, params)
     attention: dict[str, Any] = {}
-    if out.attentions is not None:
+    if probe is not None:
+        scalars, attention = _attention_outputs(probe.result())
+        metrics.update(scalars)
+    elif out.attentions is not None:
         scalars, attention = attention_metrics(out.attentions, labels, len(prompt))
         metrics.update(scalars)
     ffn: dict[str, Any] = {}
