@@ -29,12 +29,14 @@ from typing import Any
 import torch
 
 from .model_state import eval_mode
+from .scoring import forward_kwargs, padded_logprobs
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "AblationResult",
     "check_request",
+    "forward_kwargs",
     "instruction_ablation",
     "model_device",
     "target_logprobs",
@@ -62,12 +64,6 @@ def _max_positions(model: torch.nn.Module) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
-
-
-def forward_kwargs(model: torch.nn.Module) -> dict[str, Any]:
-    """Extra keyword arguments for a scoring forward: no KV cache for HF models (it only costs memory)."""
-    config = getattr(model, "config", None)
-    return {"use_cache": False} if hasattr(config, "use_cache") else {}
 
 
 def check_request(
@@ -140,21 +136,9 @@ def target_logprobs(
     with eval_mode(model), torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            seqs = [torch.cat([requests[i][0], requests[i][1]]) for i in chunk]
-            width = max(s.numel() for s in seqs)
-            ids = torch.full((len(seqs), width), fill, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for row, seq in enumerate(seqs):
-                ids[row, : seq.numel()] = seq
-                mask[row, : seq.numel()] = 1
-            logits = model(
-                input_ids=ids.to(device), attention_mask=mask.to(device), **forward_kwargs(model)
-            ).logits
-            for row, i in enumerate(chunk):
-                prompt, target = requests[i]
-                m, n = prompt.numel(), target.numel()
-                logp = logits[row, m - 1 : m + n - 1].float().log_softmax(-1)
-                out[i] = logp.gather(-1, target.to(logp.device)[:, None]).squeeze(-1).cpu()
+            scored = padded_logprobs(model, [requests[i] for i in chunk], fill, device)
+            for i, logprobs in zip(chunk, scored):
+                out[i] = logprobs
     return out  # type: ignore[return-value]
 
 

@@ -38,10 +38,10 @@ from typing import Literal
 import torch
 
 from .model_state import activation_checkpointing, frozen_parameters
+from .scoring import Objective, derivative_scale, last_positions_logprobs, objective_values
 
 logger = logging.getLogger(__name__)
 
-Objective = Literal["prob", "logprob"]
 Mode = Literal["auto", "reverse", "forward"]
 
 
@@ -173,18 +173,13 @@ def _target_scores(
     objective: Objective,
     output_attentions: bool = False,
 ):
-    """f(y_n) for each target token from one forward; the LM head runs only at the target positions."""
-    n_targets = target_ids.shape[0]
-    embeds = torch.cat([prompt_embeds, target_embeds], dim=1)
-    kwargs = {"inputs_embeds": embeds, "use_cache": False, "logits_to_keep": n_targets}
-    if output_attentions:
-        kwargs["output_attentions"] = True
-    out = model(**kwargs)
-    logits = out.logits[0, -n_targets:].float()
-    # float32 log-softmax; the ids follow the logits (the LM head may sit on another device when sharded)
-    logprobs = logits.log_softmax(-1).gather(-1, target_ids.to(logits.device)[:, None])[:, 0]
-    scores = logprobs.exp() if objective == "prob" else logprobs
-    return scores, logprobs, (out.attentions if output_attentions else None)
+    """f(y_n) for each target token from one forward (`scoring`: the LM head only at the target positions)."""
+    extra = {"output_attentions": True} if output_attentions else {}
+    logprobs, out = last_positions_logprobs(
+        model, torch.cat([prompt_embeds, target_embeds], dim=1), target_ids, **extra
+    )
+    logprobs = logprobs[0]
+    return objective_values(logprobs, objective), logprobs, (out.attentions if output_attentions else None)
 
 
 def gradient_x_input(
@@ -288,7 +283,7 @@ def _reverse(model, prompt_embeds, target_embeds, target_ids, objective, chunk, 
     """Columns: one forward with a graph, then batched input-only VJPs, ``chunk()`` target tokens at a
     time."""
     leaf = prompt_embeds.clone().requires_grad_(True)
-    with torch.enable_grad(), capture():  # differentiate log p, scaled by p afterwards (`_prob_factor`)
+    with torch.enable_grad(), capture():  # differentiate log p, scaled by p afterwards (`derivative_scale`)
         _, logprobs, attentions = _target_scores(
             model, leaf, target_embeds, target_ids, "logprob", output_attentions
         )
@@ -308,16 +303,8 @@ def _reverse(model, prompt_embeds, target_embeds, target_ids, objective, chunk, 
         return torch.einsum("cbmh,bmh->mc", grads.float(), inputs)
 
     parts = _chunked(columns, target_len, chunk(), "target tokens")
-    raw = torch.cat(parts, dim=1).detach() * _prob_factor(logprobs, objective)[None, :]
+    raw = torch.cat(parts, dim=1).detach() * derivative_scale(logprobs, objective)[None, :]
     return raw, logprobs, _stack_attentions(attentions)
-
-
-def _prob_factor(logprobs: torch.Tensor, objective: str) -> torch.Tensor:
-    """The engine differentiates log p and, for the ``prob`` objective, multiplies by p afterwards in float32:
-    d p / d e = p * d log p / d e. Same value, but the half-precision backward carries well-scaled log-prob
-    gradients instead of ones scaled by p (about 1e-5 for a 32k vocabulary), which underflow in float16."""
-    detached = logprobs.detach().float()
-    return detached.exp() if objective == "prob" else torch.ones_like(detached)
 
 
 def _forward(model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture):
@@ -330,7 +317,7 @@ def _forward(model, prompt_embeds, target_embeds, target_ids, objective, chunk, 
             model, prompt_embeds, target_embeds, target_ids, objective, output_attentions
         )
 
-    def scores_of(prompt):  # log p; scaled by p afterwards (`_prob_factor`)
+    def scores_of(prompt):  # log p; scaled by p afterwards (`derivative_scale`)
         return _target_scores(model, prompt, target_embeds, target_ids, "logprob")[0]
 
     def directional(tangent):
@@ -355,7 +342,7 @@ def _forward(model, prompt_embeds, target_embeds, target_ids, objective, chunk, 
             ) from err
 
     parts = _chunked(rows, prompt_len, chunk(), "prompt tokens")
-    raw = torch.cat(parts, dim=0) * _prob_factor(logprobs, objective)[None, :]
+    raw = torch.cat(parts, dim=0) * derivative_scale(logprobs, objective)[None, :]
     return raw, logprobs, _stack_attentions(attentions)
 
 
