@@ -37,7 +37,14 @@ from typing import Literal
 
 import torch
 
-from .model_state import activation_checkpointing, frozen_parameters
+from .model_state import (
+    HeadReached,
+    HeadSplit,
+    activation_checkpointing,
+    frozen_parameters,
+    split_at_output_head,
+    stop_at_output_head,
+)
 from .scoring import Objective, derivative_scale, last_positions_logprobs, objective_values
 
 logger = logging.getLogger(__name__)
@@ -193,6 +200,7 @@ def gradient_x_input(
     capture: Callable[[], contextlib.AbstractContextManager] | None = None,
     memory_budget: int | None = None,
     checkpoint: bool = False,
+    head_shortcut: bool = True,
 ) -> AttributionOutput:
     """The raw gradient x input matrix of `target_ids` onto `prompt_ids` (1-D token id tensors).
 
@@ -210,6 +218,10 @@ def gradient_x_input(
         memory_budget: bytes the batched passes may use (sets the chunk when `chunk_size` is None).
         checkpoint: activation checkpointing of the decoder layers (reverse mode; less memory for long
             prompts, one extra forward per chunk).
+        head_shortcut: derivatives stop at the final hidden state and use d log p / d h from one backward
+            through the LM head: reverse mode seeds its VJPs there (no ``[chunk, N, vocab]`` softmax
+            backward per chunk), forward mode contracts its JVPs there (no tangent of the logits). False
+            differentiates through the head in every pass (the same matrix; for benchmarks).
     """
     if objective not in ("prob", "logprob"):
         raise AttributionError(f"unknown objective {objective!r}; use 'prob' (the paper) or 'logprob'")
@@ -251,6 +263,7 @@ def gradient_x_input(
                 chunk_now,
                 output_attentions,
                 capture,
+                head_shortcut,
             )
         else:
             raw, logprobs, attentions = _forward(
@@ -262,6 +275,7 @@ def gradient_x_input(
                 chunk_now,
                 output_attentions,
                 capture,
+                head_shortcut,
             )
     return AttributionOutput(
         raw=raw.float().cpu(),
@@ -279,46 +293,104 @@ def _stack_attentions(attentions) -> torch.Tensor | None:
     return torch.stack([a[0].detach().float().cpu() for a in attentions])
 
 
-def _reverse(model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture):
+def _reverse(
+    model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture, shortcut
+):
     """Columns: one forward with a graph, then batched input-only VJPs, ``chunk()`` target tokens at a
-    time."""
+    time, seeded at the final hidden state (`split_at_output_head`) where the model's head allows it."""
     leaf = prompt_embeds.clone().requires_grad_(True)
-    with torch.enable_grad(), capture():  # differentiate log p, scaled by p afterwards (`derivative_scale`)
+    splitting = split_at_output_head(model) if shortcut else contextlib.nullcontext(HeadSplit())
+    with torch.enable_grad(), capture(), splitting as split:
+        # differentiate log p, scaled by p afterwards (`derivative_scale`)
         _, logprobs, attentions = _target_scores(
             model, leaf, target_embeds, target_ids, "logprob", output_attentions
         )
     target_len = logprobs.shape[0]
-    eye = torch.eye(target_len, device=logprobs.device, dtype=logprobs.dtype)
     inputs = leaf.detach().float()
+    if split.hidden is not None and split.hidden.requires_grad:
+        outputs, seeds = _head_seeds(split, logprobs)
+    else:  # no separable head: seed at the log-probabilities themselves
+        outputs, seeds = logprobs, torch.eye(target_len, device=logprobs.device, dtype=logprobs.dtype)
 
     def columns(start: int, stop: int) -> torch.Tensor:
         # retain_graph always: a chunk halved after out-of-memory must be able to run the backward again
         if stop - start == 1:  # a plain backward: no vmap machinery for a batch of one
-            (grad,) = torch.autograd.grad(logprobs[start], leaf, retain_graph=True)
+            (grad,) = torch.autograd.grad(outputs, leaf, grad_outputs=seeds(start), retain_graph=True)
             return torch.einsum("bmh,bmh->m", grad.float(), inputs)[:, None]
         (grads,) = torch.autograd.grad(
-            logprobs, leaf, grad_outputs=eye[start:stop], is_grads_batched=True, retain_graph=True
+            outputs, leaf, grad_outputs=seeds(start, stop), is_grads_batched=True, retain_graph=True
         )
         # grads: [chunk, 1, prompt_len, hidden] -> [prompt_len, chunk], accumulated in float32
         return torch.einsum("cbmh,bmh->mc", grads.float(), inputs)
 
+    if not callable(seeds):
+        eye = seeds
+        seeds = lambda start, stop=None: eye[start] if stop is None else eye[start:stop]  # noqa: E731
     parts = _chunked(columns, target_len, chunk(), "target tokens")
     raw = torch.cat(parts, dim=1).detach() * derivative_scale(logprobs, objective)[None, :]
     return raw, logprobs, _stack_attentions(attentions)
 
 
-def _forward(model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture):
-    """Rows: batched JVPs, each along e_m at position m, ``chunk()`` prompt tokens at a time."""
+def _head_seeds(split, logprobs: torch.Tensor):
+    """The LM-head shortcut: d log p_n / d h_n for every target n from ONE backward through the head (each
+    target's log-probability depends on the final hidden state at its own position only), then a seed per
+    target that is zero except at that position. Returns (body output, seed factory)."""
+    logprobs.sum().backward(inputs=[split.detached])  # frees the head's graph; the body's stays
+    head_grad = split.detached.grad  # [1, kept, hidden]
+    hidden = split.hidden
+    target_len = logprobs.shape[0]
+    first = hidden.shape[1] - target_len  # the last target_len kept rows predict the targets
+
+    def seeds(start: int, stop: int | None = None) -> torch.Tensor:
+        if stop is None:
+            seed = torch.zeros_like(hidden)
+            seed[0, first + start] = head_grad[0, first + start]
+            return seed
+        count = stop - start
+        seed = hidden.new_zeros((count, *hidden.shape))
+        rows = torch.arange(count, device=hidden.device)
+        seed[rows, 0, first + start + rows] = head_grad[0, first + start : first + stop]
+        return seed
+
+    return hidden, seeds
+
+
+def _forward(
+    model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture, shortcut
+):
+    """Rows: batched JVPs, each along e_m at position m, ``chunk()`` prompt tokens at a time; with
+    `shortcut` the JVPs stop at the final hidden state and are contracted with d log p / d h (one backward
+    through the head after the primal forward), so no tangent of the ``[N, vocab]`` logits is formed."""
     from torch.func import jvp, vmap
 
     prompt_len, hidden = prompt_embeds.shape[1], prompt_embeds.shape[2]
-    with torch.no_grad(), capture():
+    target_len = target_ids.shape[0]
+    # the body builds no graph either way (frozen weights, embeddings without grad); with the shortcut only
+    # the head's graph is kept, for its one backward
+    splitting = (
+        split_at_output_head(model, leaf_grad=True) if shortcut else contextlib.nullcontext(HeadSplit())
+    )
+    with torch.enable_grad() if shortcut else torch.no_grad(), capture(), splitting as split:
         _, logprobs, attentions = _target_scores(
             model, prompt_embeds, target_embeds, target_ids, objective, output_attentions
         )
+    head_rows = None
+    if split.detached is not None and split.detached.requires_grad:
+        logprobs.sum().backward(inputs=[split.detached])
+        first = split.detached.shape[1] - target_len
+        head_rows = split.detached.grad[0, first:].float()  # [N, hidden]: d log p_n / d h_n
+    logprobs = logprobs.detach()
 
     def scores_of(prompt):  # log p; scaled by p afterwards (`derivative_scale`)
-        return _target_scores(model, prompt, target_embeds, target_ids, "logprob")[0]
+        if head_rows is None:
+            return _target_scores(model, prompt, target_embeds, target_ids, "logprob")[0]
+        with stop_at_output_head(model) as stop:
+            try:
+                _target_scores(model, prompt, target_embeds, target_ids, "logprob")
+            except HeadReached:
+                pass
+        rows_h = stop.hidden[0, stop.hidden.shape[1] - target_len :]
+        return (rows_h.float() * head_rows).sum(-1)  # linear in h: its JVP is <d log p_n / d h_n, dh_n>
 
     def directional(tangent):
         return jvp(scores_of, (prompt_embeds,), (tangent,))[1]
