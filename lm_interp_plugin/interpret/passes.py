@@ -46,11 +46,13 @@ class PassResult:
 
 
 def faithful_metrics(
-    model, prompt, target, labels, raw, settings, metrics, neutral_token_id
+    model, prompt, target, labels, raw, settings, metrics, neutral_token_id, original_logprobs=None
 ) -> dict[str, Any]:
     """Issue-8 signals beside the paper's score: instruction ablation, integrated gradients, deletion curves.
 
     Adds scalars to `metrics` in place; returns the per-token detail for the record's ``extras``.
+    `original_logprobs` (the attribution forward's own target log-probabilities, same model and dtype)
+    spares the ablation its forward of the unablated prompt.
     """
     from ..methods.importance import importance_density
 
@@ -61,7 +63,14 @@ def faithful_metrics(
     if settings.ablation and bool(mask.any()) and not bool(mask.all()):
         from ..methods.ablation import instruction_ablation
 
-        ablation = instruction_ablation(model, prompt, target, mask, neutral_token_id=neutral_token_id)
+        ablation = instruction_ablation(
+            model,
+            prompt,
+            target,
+            mask,
+            neutral_token_id=neutral_token_id,
+            original_logprobs=original_logprobs,
+        )
         metrics["ablation_drop_removed"] = float(ablation.drop_removed)
         metrics["ablation_drop_replaced"] = float(ablation.drop_replaced)
         metrics["ablation_drop_removed_per_token"] = float(ablation.drop_removed) / len(target)
@@ -153,6 +162,27 @@ def _all(captures: Sequence[Callable[[], contextlib.AbstractContextManager]]) ->
         for capture in captures:
             stack.enter_context(capture())
         yield
+
+
+def _precision_record(model, precision: dict[str, Any], mode: str, eager: bool) -> dict[str, Any]:
+    """How this request was computed, for its record: the dtype the attribution ran in (with float32
+    accumulation), its checked error against float32 where this request was checked, and the attention
+    implementation of the derivative passes."""
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    config = getattr(model, "config", None)
+    record: dict[str, Any] = {
+        "dtype": "float32" if "precision" in precision else dtype,
+        "accumulation": "float32",
+        "mode": mode,
+        "attention": "eager" if eager else str(getattr(config, "_attn_implementation", None) or "eager"),
+        "tf32": bool(torch.backends.cuda.matmul.allow_tf32) if torch.cuda.is_available() else False,
+    }
+    check = precision.get("fp32_check")
+    record["fp32_checked"] = check is not None  # half precision: every interp_fp32_check-th request
+    if check is not None:
+        record["checked_rel_error"] = check["rel_error"]
+        record["checked_max_abs_error_rel"] = check["max_abs_error_rel"]
+    return record
 
 
 def run_pass(
@@ -253,7 +283,12 @@ def run_pass(
     if ffn_probe is not None and len(target) > 0:
         scalars, ffn = ffn_probe.metrics(len(target))
         metrics.update(scalars)
-    extras = faithful_metrics(model, prompt, target, labels, raw, settings, metrics, neutral_token_id)
+    # the attribution forward scored the unablated prompt already (unless float32 replaced its numbers)
+    reuse = out.target_logprobs if "precision" not in precision else None
+    extras = faithful_metrics(
+        model, prompt, target, labels, raw, settings, metrics, neutral_token_id, original_logprobs=reuse
+    )
+    extras["precision_used"] = _precision_record(model, precision, run_mode, eager)
     return PassResult(
         extras={**precision, **extras},
         metrics=metrics,

@@ -239,6 +239,7 @@ def instruction_ablation(
     instruction_mask: torch.Tensor | Sequence[torch.Tensor],
     neutral_token_id: int | None = None,
     batch_size: int = 16,
+    original_logprobs: torch.Tensor | None = None,
 ) -> AblationResult | list[AblationResult]:
     """Score the target with the instruction as given, removed, and replaced by a neutral span.
 
@@ -251,6 +252,9 @@ def instruction_ablation(
             tokenizer's pad token matches for models saved with their tokenizer); a model without one needs it
             given, e.g. ``tokenizer.pad_token_id`` or the id of a space.
         batch_size: most sequences per forward pass (each request contributes three).
+        original_logprobs: for a single request, its per-token target log-probabilities as already scored
+            with the prompt as given (the attribution pass has them): then only the two ablated sequences
+            run. Same model, same dtype, or the drop mixes precisions.
 
     Returns:
         One `AblationResult`, or a list of them when lists were given.
@@ -269,6 +273,8 @@ def instruction_ablation(
             f"got {len(prompts)}, {len(targets)}, {len(masks)}."
         )
     neutral = _neutral_id(model, neutral_token_id)
+    if original_logprobs is not None and not single:
+        raise ValueError("original_logprobs applies to a single request; got lists of requests")
     sequences: list[tuple[torch.Tensor, torch.Tensor]] = []
     sizes = []
     for r, (prompt, target, mask) in enumerate(zip(prompts, targets, masks)):
@@ -276,9 +282,19 @@ def instruction_ablation(
         check_request(model, prompt, target, what)
         prompt, target = prompt.cpu(), target.cpu()
         mask = _check_mask(prompt, mask, what)
-        sequences.extend((variant, target) for variant in _ablate_variants(prompt, mask, neutral))
+        variants = _ablate_variants(prompt, mask, neutral)
+        if original_logprobs is not None:
+            if original_logprobs.shape != target.shape:
+                raise ValueError(
+                    f"original_logprobs has shape {tuple(original_logprobs.shape)}; the target has "
+                    f"{target.numel()} tokens"
+                )
+            variants = variants[1:]
+        sequences.extend((variant, target) for variant in variants)
         sizes.append(int(mask.sum()))
     scored = target_logprobs(model, sequences, batch_size=batch_size)
+    if original_logprobs is not None:
+        scored = [original_logprobs.detach().float().cpu(), *scored]
     results = []
     for r, size in enumerate(sizes):
         orig, removed, replaced = scored[3 * r : 3 * r + 3]
