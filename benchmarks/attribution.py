@@ -133,6 +133,10 @@ class Setting:
         }
         if self.floor_s:
             out["engine/floor"] = engine / self.floor_s
+        if "engine-fullhead" in self.times:
+            out["engine/fullhead"] = engine / self.times["engine-fullhead"]
+        if "pass" in self.times:
+            out["pass/engine"] = self.times["pass"] / engine
         return out
 
     @property
@@ -267,15 +271,73 @@ def prefix_loop(model, prompt_ids, target_ids, objective="prob") -> torch.Tensor
     return torch.stack(columns, dim=1).cpu()
 
 
-def engine(mode: str) -> Callable:
-    """`gradient_x_input` in `mode` (forward mode under eager attention, which it needs)."""
+def engine(mode: str, head_shortcut: bool = True) -> Callable:
+    """`gradient_x_input` in `mode` (forward mode under eager attention, which it needs); `head_shortcut`
+    False is the former route through the LM head in every derivative pass (``engine-fullhead``)."""
 
     def run(model, prompt_ids, target_ids, objective="prob") -> torch.Tensor:
-        context = eager_attention(model) if mode == "forward" else contextlib.nullcontext()
+        run_mode = choose_mode(len(prompt_ids), len(target_ids), mode)
+        context = eager_attention(model) if run_mode == "forward" else contextlib.nullcontext()
         with context:
-            return gradient_x_input(model, prompt_ids, target_ids, objective=objective, mode=mode).raw
+            extra = {} if head_shortcut else {"head_shortcut": False}  # the call runs on older engines too
+            return gradient_x_input(
+                model, prompt_ids, target_ids, objective=objective, mode=mode, **extra
+            ).raw
 
     return run
+
+
+def pass_labels(prompt_len: int) -> list[str]:
+    """Part labels for a random prompt: BOS, an instruction of a quarter of the prompt, content after it."""
+    n_instr = max(1, prompt_len // 4)
+    labels = ["special"] + ["instruction"] * n_instr + ["content"] * max(0, prompt_len - 1 - n_instr)
+    return labels[:prompt_len]
+
+
+def synthetic_ffn_probe(model, k: int = 8, seed: int = 0):
+    """The pass's FFN probe with random orthonormal components per layer (no tokenizer, no cache): its cost
+    inside the pass is the hooks and the projections, not the labels."""
+    from types import SimpleNamespace
+
+    from lm_interp_plugin.arch import get_adapter
+    from lm_interp_plugin.interpret.ffn_probe import FFNProbe
+
+    adapter = get_adapter(model)
+    gen = torch.Generator().manual_seed(seed)
+    components, labels = [], []
+    for _ in range(adapter.num_layers):
+        basis = torch.linalg.qr(torch.randn(adapter.hidden_size, k, generator=gen))[0].t().contiguous()
+        components.append(SimpleNamespace(components=basis))
+        labels.append([SimpleNamespace(concept="other") for _ in range(k)])
+    if hasattr(FFNProbe, "from_parts"):
+        return FFNProbe.from_parts(model, components, labels)
+    probe = FFNProbe.__new__(FFNProbe)  # an engine before from_parts (before/after runs of this script)
+    probe.adapter, probe.components, probe.labels = adapter, components, labels
+    probe.concepts, probe._outputs = ["other"], {}
+    return probe
+
+
+def whole_pass(model, prompt_ids, target_ids, objective="prob") -> torch.Tensor:
+    """`interpret.run_pass` with its defaults: attribution (auto mode), instruction attention, FFN concepts
+    (`synthetic_ffn_probe`), instruction ablation; returns its raw matrix."""
+    from lm_interp_plugin.interpret.passes import run_pass
+    from lm_interp_plugin.interpret.settings import InterpSettings
+
+    probe = getattr(model, "_bench_ffn_probe", None)
+    if probe is None:
+        probe = synthetic_ffn_probe(model)
+        model._bench_ffn_probe = probe
+    settings = InterpSettings(objective=objective)
+    result = run_pass(
+        model,
+        prompt_ids.tolist(),
+        target_ids.tolist(),
+        pass_labels(len(prompt_ids)),
+        settings,
+        ffn_probe=probe,
+        neutral_token_id=2,
+    )
+    return torch.from_numpy(result.raw)
 
 
 def one_pass(model, prompt_ids, target_ids, objective="prob") -> tuple[float, float]:
@@ -310,9 +372,11 @@ def _timed(fn: Callable, model, prompt_ids, target_ids, objective) -> tuple[floa
 
 
 # ------------------------------------------------------------------------------------------------ measurement
-def methods_for(prompt: int, targets: int, modes: str, skip: Sequence[str] = ()) -> dict[str, Callable]:
+def methods_for(
+    prompt: int, targets: int, modes: str, skip: Sequence[str] = (), levers: bool = False, whole: bool = False
+) -> dict[str, Callable]:
     """The methods to time for one cell: forced modes are added where their pass count is within 2x of
-    auto."""
+    auto; `levers` adds the engine without the LM-head shortcut, `whole` the product's whole pass."""
     bad = sorted(set(skip) - set(OPTIONAL))
     if bad:
         raise SystemExit(f"--skip {','.join(bad)}: only {', '.join(OPTIONAL)} can be skipped")
@@ -323,6 +387,10 @@ def methods_for(prompt: int, targets: int, modes: str, skip: Sequence[str] = ())
         sensible = passes <= 2 * best and mode != choose_mode(prompt, targets)
         if modes == "all" or (modes == "sensible" and sensible):
             chosen[f"engine-{mode}"] = engine(mode)
+    if levers:
+        chosen["engine-fullhead"] = engine("auto", head_shortcut=False)
+    if whole:
+        chosen["pass"] = whole_pass
     return chosen
 
 
@@ -340,6 +408,8 @@ def measure(
     seed: int = 0,
     skip: Sequence[str] = (),
     warmup: int = 1,
+    levers: bool = False,
+    whole: bool = False,
 ) -> Setting:
     """Median seconds per example of every method on one (prompt, targets) cell, methods interleaved.
 
@@ -351,7 +421,7 @@ def measure(
     gen = torch.Generator().manual_seed(seed + 1000 * prompt + targets)
     prompt_ids = torch.randint(3, vocab, (prompt,), generator=gen).to(device)
     target_ids = torch.randint(3, vocab, (targets,), generator=gen).to(device)
-    methods = methods_for(prompt, targets, modes, skip)
+    methods = methods_for(prompt, targets, modes, skip, levers, whole)
     setting = Setting(prompt=prompt, targets=targets, auto_mode=choose_mode(prompt, targets))
     flops = pass_flops(model.config, prompt + targets - 1, targets)
     passes = targets if setting.auto_mode == "reverse" else prompt
@@ -413,13 +483,17 @@ def format_table(settings: Sequence[Setting], max_memory: bool = False) -> str:
     With `max_memory`, a second table gives each method's peak allocated GiB (CUDA only; '-' elsewhere).
     """
     names = ("paper", "frozen", "prefix", "engine", "engine-reverse", "engine-forward")
-    short = {"engine-reverse": "reverse", "engine-forward": "forward"}
     ratios = ("engine/paper", "engine/frozen", "engine/prefix", "engine/floor")
+    if any("engine-fullhead" in s.times or "engine-fullhead" in s.failed for s in settings):
+        names, ratios = (*names, "engine-fullhead"), (*ratios, "engine/fullhead")
+    if any("pass" in s.times or "pass" in s.failed for s in settings):
+        names, ratios = (*names, "pass"), (*ratios, "pass/engine")
+    short = {"engine-reverse": "reverse", "engine-forward": "forward", "engine-fullhead": "fullhead"}
     header = (
         f"{'P':>5} {'N':>5} {'auto':>7} "
         + " ".join(f"{short.get(n, n) + ' s':>10}" for n in names)
         + f" {'floor s':>10} "
-        + " ".join(f"{r.replace('engine', 'eng'):>10}" for r in ratios)
+        + " ".join(f"{r.replace('engine', 'eng'):>11}" for r in ratios)
         + f" {'floor GFLOP':>11} {'eng GFLOP/s':>11} {'max rel diff':>12}"
     )
     lines = [header, "-" * len(header)]
@@ -430,7 +504,7 @@ def format_table(settings: Sequence[Setting], max_memory: bool = False) -> str:
             f"{s.prompt:>5} {s.targets:>5} {s.auto_mode:>7} "
             + " ".join(_cell(s.times.get(n), 10, ".4f") for n in names)
             + f" {s.floor_s:10.4f} "
-            + " ".join(_cell(r.get(k), 10, ".2f") for k in ratios)
+            + " ".join(_cell(r.get(k), 11, ".2f") for k in ratios)
             + f" {s.flops.get('floor', 0) / 1e9:11.4g} {_cell(s.engine_gflops, 11, '.2f')} "
             + _cell(max(diffs) if diffs else None, 12, ".2e")
         )
@@ -491,6 +565,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=_names,
         default=[],
         help="comma-separated loops not to run: paper, prefix (for cells where they take many minutes)",
+    )
+    parser.add_argument(
+        "--levers",
+        action="store_true",
+        help="also time the engine without the LM-head shortcut (engine-fullhead: the former route)",
+    )
+    parser.add_argument(
+        "--pass",
+        dest="whole_pass",
+        action="store_true",
+        help="also time the product's whole pass (run_pass defaults: attribution, instruction attention, "
+        "FFN concepts with a synthetic probe, ablation): column 'pass', ratio pass/engine",
     )
     parser.add_argument("--objective", choices=("prob", "logprob"), default="prob")
     parser.add_argument(
@@ -595,6 +681,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     args.seed,
                     args.skip,
                     args.warmup,
+                    args.levers,
+                    args.whole_pass,
                 )
             )
             result = {

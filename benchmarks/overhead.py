@@ -34,12 +34,24 @@ REPO = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("benchmarks.overhead")
 
 
-def save_model(folder: Path, hidden: int, layers: int, vocab: int) -> Path:
-    """Train a tokenizer, build a random Llama of the given size and save both as an HF folder."""
+def save_model(
+    folder: Path,
+    hidden: int,
+    layers: int,
+    vocab: int,
+    heads: int = 0,
+    kv_heads: int = 0,
+    intermediate: int = 0,
+    dtype: str = "float32",
+) -> Path:
+    """Train a tokenizer, build a random Llama of the given size and save both as an HF folder (weights in
+    `dtype`, so a 1B-class model is saved and loaded at its half-precision size)."""
+    import torch
+
     from lm_interp_plugin.testing.tiny import build_tiny_model, save_tiny, task_corpus, train_tokenizer
 
     tokenizer = train_tokenizer(task_corpus(), vocab_size=vocab)
-    heads = max(2, hidden // 64)
+    heads = heads or max(2, hidden // 64)
     model = build_tiny_model(
         "llama",
         tokenizer,
@@ -47,13 +59,14 @@ def save_model(folder: Path, hidden: int, layers: int, vocab: int) -> Path:
         hidden=hidden,
         layers=layers,
         heads=heads,
-        kv_heads=heads,
+        kv_heads=kv_heads or heads,
+        intermediate=intermediate or None,
         max_positions=2048,
     )
-    return save_tiny(model, tokenizer, folder / "llama")
+    return save_tiny(model.to(getattr(torch, dtype)), tokenizer, folder / "llama")
 
 
-def evaluate(model: str, model_args: str, task: str, limit: int) -> tuple[float, dict]:
+def evaluate(model: str, model_args: str, task: str, limit: int, device: str = "cpu") -> tuple[float, dict]:
     """Wall seconds of one in-process `simple_evaluate` on the plugin's task folder, and its result."""
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -70,7 +83,7 @@ def evaluate(model: str, model_args: str, task: str, limit: int) -> tuple[float,
         limit=limit,
         task_manager=manager,
         bootstrap_iters=0,
-        device="cpu",
+        device=device,
         log_samples=False,
     )
     return time.perf_counter() - start, result
@@ -103,6 +116,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=800, help="tokenizer vocabulary size")
+    parser.add_argument("--heads", type=int, default=0, help="attention heads (0: hidden / 64)")
+    parser.add_argument("--kv-heads", type=int, default=0, help="key/value heads (0: as many as --heads)")
+    parser.add_argument("--intermediate", type=int, default=0, help="MLP width (0: 2 x hidden)")
+    parser.add_argument("--device", default="cpu", help="lm-eval's device (cuda on a GPU machine)")
+    parser.add_argument(
+        "--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="weights' dtype"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (imports, caches)")
     parser.add_argument(
@@ -127,17 +147,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="lm_interp_overhead_") as tmp:
         tmp_path = Path(tmp)
-        folder = save_model(tmp_path, args.hidden, args.layers, args.vocab)
-        runs = {"hf": ("hf", f"pretrained={folder}"), "interp-hf": ("interp-hf", f"pretrained={folder}")}
+        folder = save_model(
+            tmp_path,
+            args.hidden,
+            args.layers,
+            args.vocab,
+            args.heads,
+            args.kv_heads,
+            args.intermediate,
+            args.dtype,
+        )
+        base = f"pretrained={folder},dtype={args.dtype}"
+        runs = {"hf": ("hf", base), "interp-hf": ("interp-hf", base)}
         if args.noattn:
-            runs["interp-hf-noattn"] = ("interp-hf", f"pretrained={folder},interp_attention=false")
+            runs["interp-hf-noattn"] = ("interp-hf", f"{base},interp_attention=false")
         samples: dict[str, list[float]] = {name: [] for name in runs}
         accuracy: dict[str, float | None] = {}
         for rep in range(args.warmup + args.repeats):  # the first `warmup` repetitions are not timed
             for name, (model, model_args) in runs.items():
                 if model == "interp-hf":
                     model_args += f",records_dir={tmp_path / f'records-{name}-{rep}'}"
-                seconds, result = evaluate(model, model_args, args.task, args.limit)
+                seconds, result = evaluate(model, model_args, args.task, args.limit, args.device)
                 accuracy[name] = _accuracy(result, args.task)
                 if rep >= args.warmup:
                     samples[name].append(seconds)
@@ -152,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "table": table,
     }
     print(
-        f"task={args.task} limit={args.limit} hidden={args.hidden} layers={args.layers} "
+        f"task={args.task} limit={args.limit} hidden={args.hidden} layers={args.layers} device={args.device} "
+        f"dtype={args.dtype} "
         f"repeats={args.repeats} "
         f"threads={args.threads or 'default'}"
     )

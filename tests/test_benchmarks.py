@@ -216,7 +216,14 @@ def test_overhead_benchmark_toy(tmp_path):
 
 
 def _gpu_stages() -> dict[str, list[str]]:
-    """benchmarks/gpu.sh's command line per stage, from its DRY_RUN mode."""
+    """benchmarks/gpu.sh's attribution.py command line per stage, from its print mode (DRY_RUN=1)."""
+    return {
+        name: argv for name, (script, argv) in _gpu_commands().items() if script.endswith("attribution.py")
+    }
+
+
+def _gpu_commands() -> dict[str, tuple[str, list[str]]]:
+    """benchmarks/gpu.sh's (script, argv) per Python-benchmark stage, from its print mode."""
     import os
     import subprocess
 
@@ -228,30 +235,48 @@ def _gpu_stages() -> dict[str, list[str]]:
         check=True,
         timeout=30,
     ).stdout
-    return {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    return {line.split()[0]: (line.split()[1], line.split()[2:]) for line in out.splitlines() if line.strip()}
 
 
 def test_gpu_script_stages_parse_and_run_at_toy_size(attribution):
-    """Every gpu.sh stage is a valid attribution.py command; the longest one runs here at toy size (CPU)."""
+    """Every gpu.sh stage is a valid benchmark command; the longest one runs here at toy size (CPU)."""
     stages = _gpu_stages()
-    assert set(stages) == {"llama1b_p512", "llama7b_p512", "llama7b_p4096_n256"}
+    assert {"llama1b_p512", "llama7b_p512", "llama7b_p4096_n256"} <= set(stages)
     for name, argv in stages.items():
         args = attribution.parse_args(argv)
         assert (args.device, args.dtype, args.max_memory) == ("cuda", "bfloat16", True), name
     big = attribution.parse_args(stages["llama7b_p4096_n256"])
     assert (big.hidden, big.layers, big.prompt, big.targets) == (4096, 32, 4096, [256])
+    assert big.attn == "sdpa" and big.whole_pass  # the product's pass at 7B/4k under the model's attention
     one_b = attribution.parse_args(stages["llama1b_p512"])
-    assert (one_b.kv_heads, one_b.intermediate, one_b.vocab, one_b.targets) == (
-        8,
-        8192,
-        128256,
-        [8, 32, 128, 512],
+    assert (one_b.kv_heads, one_b.intermediate, one_b.vocab) == (8, 8192, 128256)
+    assert one_b.targets == [8, 32, 128] and one_b.levers and one_b.whole_pass
+    others = {name: script for name, (script, _) in _gpu_commands().items() if name not in stages}
+    assert others == {
+        "precision_1b": "benchmarks/precision.py",
+        "overhead_1b": "benchmarks/overhead.py",
+        "explain_7b": "benchmarks/explain.py",
+    }
+    commands = _gpu_commands()
+    precision = _load("precision").parse_args(commands["precision_1b"][1])
+    assert (precision.hidden, precision.prompt, precision.targets, precision.device) == (
+        2048,
+        512,
+        128,
+        "cuda",
+    )
+    overhead = _load("overhead").parse_args(commands["overhead_1b"][1])
+    assert (overhead.hidden, overhead.layers, overhead.device, overhead.dtype) == (
+        2048,
+        16,
+        "cuda",
+        "bfloat16",
     )
 
     toy = "--hidden 32 --layers 1 --heads 4 --kv-heads 2 --intermediate 64 --vocab 97 --prompt 6 --targets 3"
-    result = attribution.main(stages["llama7b_p4096_n256"] + toy.split() + ["--threads", "1"])
+    result = attribution.main(stages["llama7b_p4096_n256"] + toy.split() + ["--threads", "1", "--skip", ""])
     (s,) = result["settings"]
-    assert {"paper", "frozen", "prefix", "engine"} <= set(s["times"])
+    assert {"frozen", "engine", "pass"} <= set(s["times"])
     assert max(s["rel_diff"].values()) < 1e-4
     assert "engine GiB" in result["table"]
     if not torch.cuda.is_available():
@@ -260,43 +285,21 @@ def test_gpu_script_stages_parse_and_run_at_toy_size(attribution):
         assert set(s["peak_bytes"]) == set(s["times"]) and min(s["peak_bytes"].values()) > 0
 
 
-def test_explain_benchmark_toy(tmp_path):
-    """benchmarks/explain.py at toy size: every head and layer explained, extrapolation is linear in depth."""
-    explain = _load("explain")
-    out = tmp_path / "explain.json"
-    result = explain.main(
-        [
-            "--hidden",
-            "64",
-            "--intermediate",
-            "128",
-            "--heads",
-            "4",
-            "--kv-heads",
-            "2",
-            "--vocab",
-            "900",
-            "--words",
-            "300",
-            "--layers",
-            "2",
-            "--full-layers",
-            "6",
-            "--k",
-            "3",
-            "--device",
-            "cpu",
-            "--json",
-            str(out),
-        ]
+def test_levers_and_whole_pass_columns(attribution):
+    """--levers times the engine without the LM-head shortcut, --pass the product's whole pass; both give
+    the frozen loop's matrix, and their ratios are quotients of the reported times."""
+    flags = "--hidden 32 --layers 1 --heads 4 --kv-heads 2 --vocab 97 --prompt 10 --targets 4,14 --repeats 1"
+    result = attribution.main(
+        [*flags.split(), "--levers", "--pass", "--skip", "paper,prefix", "--threads", "1"]
     )
-    assert result["explained"] == {"heads": 2 * 4, "ffn_layers": 2}
-    assert result["extrapolated_full_s"]["total"] == pytest.approx(
-        3 * (result["explain_heads_s"] + result["explain_ffn_s"])
-    )
-    assert json.loads(out.read_text())["config"]["hidden"] == 64
-    vocab = explain.synthetic_vocab(1000, 300)
-    assert len(set(vocab.token_ids)) == len(vocab.token_ids) == 300 and max(vocab.token_ids) < 1000
+    for s in result["settings"]:
+        assert set(s["times"]) >= {"engine-fullhead", "pass"}
+        assert max(s["rel_diff"].values()) < 1e-4, s["rel_diff"]
+        assert s["ratios"]["engine/fullhead"] == pytest.approx(
+            s["times"]["engine"] / s["times"]["engine-fullhead"]
+        )
+        assert s["ratios"]["pass/engine"] == pytest.approx(s["times"]["pass"] / s["times"]["engine"])
+    assert "fullhead s" in result["table"] and "pass/eng" in result["table"]
 
 
 @pytest.mark.slow
@@ -304,24 +307,108 @@ def test_memory_benchmark_toy(tmp_path):
     """benchmarks/memory.py at toy size: one fresh process per configuration, a positive peak for each."""
     memory = _load("memory")
     out = tmp_path / "mem.json"
-    rows = memory.main(
-        [
-            "--hidden",
-            "64",
-            "--layers",
-            "2",
-            "--vocab",
-            "500",
-            "--prompt",
-            "32",
-            "--targets",
-            "4",
-            "--chunks",
-            "2",
-            "--json",
-            str(out),
-        ]
-    )
+    flags = "--hidden 64 --layers 2 --vocab 500 --prompt 32 --targets 4 --chunks 2"
+    rows = memory.main([*flags.split(), "--json", str(out)])
     assert [(r["chunk"], r["checkpoint"]) for r in rows] == [(2, False), (2, True)]
     assert all(r["peak_extra_mib"] >= 0 and r["seconds"] > 0 for r in rows)
     assert json.loads(out.read_text())["rows"] == rows
+
+
+def test_precision_benchmark_toy(tmp_path):
+    precision = _load("precision")
+    flags = (
+        "--hidden 32 --layers 1 --heads 4 --kv-heads 2 --intermediate 64 --vocab 97 --prompt 40 --targets 4"
+    )
+    result = precision.main(
+        [*flags.split(), "--repeats", "1", "--threads", "1", "--json", str(tmp_path / "p.json")]
+    )
+    assert result["reference"] == "float64" and set(result["candidates"]) == {
+        "float32",
+        "bfloat16",
+        "float16",
+    }
+    f32 = result["candidates"]["float32"]
+    assert f32["max_entry_rel"] < 1e-5 and f32["frobenius_rel"] < 1e-5  # float32 against float64
+    for row in result["candidates"].values():
+        assert row["frobenius_rel"] >= 0 and row["x_reference"] == pytest.approx(
+            row["seconds"] / result["reference_seconds"]
+        )
+    within = [n for n, r in result["candidates"].items() if r["instruction_importance_rel"] <= 0.01]
+    assert result["chosen"] == (
+        min(within, key=lambda n: result["candidates"][n]["seconds"]) if within else None
+    )
+    assert json.loads((tmp_path / "p.json").read_text())["chosen"] == result["chosen"]
+
+
+@pytest.mark.slow
+def test_gpu_script_dry_run_writes_one_tarball_and_one_summary(tmp_path):
+    """`gpu.sh --dry-run`: every stage at toy size on the CPU; every JSON and log in ONE tarball, and ONE
+    summary."""
+    import subprocess
+    import tarfile
+
+    out = tmp_path / "results"
+    done = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu.sh"), "--dry-run", "--out", str(out), "--budget", "400"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_results.tar.gz", "summary.txt"]
+    with tarfile.open(out / "gpu_results.tar.gz") as tar:
+        names = {Path(n).name for n in tar.getnames()}
+        stages = tar.extractfile("./stages.tsv").read().decode().splitlines()[1:]
+    expected = {
+        "env", "deps", "llama1b_p512", "llama7b_p4096_n256", "precision_1b", "overhead_1b", "pytest_gpu",
+        "llama7b_p512", "explain_7b", "llama1b_p512_eager",
+    }  # fmt: skip
+    assert {row.split("\t")[0] for row in stages} == expected
+    assert all(row.split("\t")[1] == "ok" for row in stages), stages
+    assert {f"{name}.log" for name in expected} <= names and "summary.txt" in names
+    assert {f"{name}.json" for name in expected - {"env", "deps", "pytest_gpu"}} <= names
+    summary = (out / "summary.txt").read_text()
+    assert "DRY RUN" in summary and "eng/paper" in summary and "chosen default" in summary
+    assert "[pytest_gpu]" in summary
+
+
+def _stage_status(out: Path) -> dict[str, str]:
+    import tarfile
+
+    with tarfile.open(out / "gpu_results.tar.gz") as tar:
+        rows = tar.extractfile("./stages.tsv").read().decode().splitlines()[1:]
+    return {row.split("\t")[0]: row.split("\t")[1] for row in rows}
+
+
+def test_gpu_script_stage_timeout_and_budget(tmp_path):
+    """A stage past its time limit is killed and marked (exit 1), and a stage the budget cannot hold is
+    skipped, saying so; the tarball and the summary are written either way."""
+    import subprocess
+
+    script = str(REPO / "benchmarks" / "gpu.sh")
+    slow = subprocess.run(
+        [
+            "bash",
+            script,
+            "--dry-run",
+            "--only",
+            "pytest_gpu",
+            "--stage-timeout",
+            "1",
+            "--out",
+            str(tmp_path / "a"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert _stage_status(tmp_path / "a") == {"pytest_gpu": "timed out"}  # pytest cannot even import in 1 s
+    assert slow.returncode == 1 and "timed out" in (tmp_path / "a" / "summary.txt").read_text()
+    short = subprocess.run(
+        ["bash", script, "--dry-run", "--only", "env", "--budget", "10", "--out", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert _stage_status(tmp_path / "b")["env"].startswith("skipped (budget")
+    assert short.returncode == 0

@@ -39,12 +39,26 @@ class FFNProbe:
         cache_dir: str | Path,
         model_identity: str,
     ):
-        self.adapter = get_adapter(model)
-        self.components, self.labels = load_or_compute_concepts(
+        components, labels = load_or_compute_concepts(
             model, tokenizer, k=k, cache_dir=cache_dir, model_identity=model_identity, progress=False
         )
+        self._setup(model, components, labels)
+
+    def _setup(self, model: torch.nn.Module, components: list, labels: list) -> None:
+        self.adapter = get_adapter(model)
+        self.components, self.labels = components, labels
         self.concepts = [*load_lexicons()["task_concepts"].keys(), OTHER]
         self._outputs: dict[int, torch.Tensor] = {}
+
+    @classmethod
+    def from_parts(cls, model: torch.nn.Module, components: list, labels: list) -> FFNProbe:
+        """A probe from components and labels already at hand (benchmarks, tests): no cache, no tokenizer.
+
+        `components[layer].components` is ``k x d_model``; `labels[layer]` holds k objects with ``.concept``.
+        """
+        probe = cls.__new__(cls)
+        probe._setup(model, components, labels)
+        return probe
 
     @contextlib.contextmanager
     def capture(self) -> Iterator[None]:

@@ -7,8 +7,9 @@ This is the model-agnostic core shared by the lm-eval model (`harness.model`) an
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,10 @@ import numpy as np
 import torch
 
 from .. import metric_names as names
-from ..methods.attribution import gradient_x_input
+from ..arch import UnsupportedArchitectureError
+from ..methods.attention import target_query_positions
+from ..methods.attention_probe import InstructionAttentionProbe
+from ..methods.attribution import choose_mode, gradient_x_input
 from ..methods.importance import ImportanceParams, instruction_importance, part_shares, quantise
 from ..methods.model_state import HALF_DTYPES, eager_attention, in_float32
 from ..spans import instruction_mask
@@ -43,11 +47,13 @@ class PassResult:
 
 
 def faithful_metrics(
-    model, prompt, target, labels, raw, settings, metrics, neutral_token_id
+    model, prompt, target, labels, raw, settings, metrics, neutral_token_id, original_logprobs=None
 ) -> dict[str, Any]:
     """Issue-8 signals beside the paper's score: instruction ablation, integrated gradients, deletion curves.
 
     Adds scalars to `metrics` in place; returns the per-token detail for the record's ``extras``.
+    `original_logprobs` (the attribution forward's own target log-probabilities, same model and dtype)
+    spares the ablation its forward of the unablated prompt.
     """
     from ..methods.importance import importance_density
 
@@ -58,7 +64,14 @@ def faithful_metrics(
     if settings.ablation and bool(mask.any()) and not bool(mask.all()):
         from ..methods.ablation import instruction_ablation
 
-        ablation = instruction_ablation(model, prompt, target, mask, neutral_token_id=neutral_token_id)
+        ablation = instruction_ablation(
+            model,
+            prompt,
+            target,
+            mask,
+            neutral_token_id=neutral_token_id,
+            original_logprobs=original_logprobs,
+        )
         metrics[names.ABLATION_DROP_REMOVED] = float(ablation.drop_removed)
         metrics[names.ABLATION_DROP_REPLACED] = float(ablation.drop_replaced)
         metrics[names.ABLATION_DROP_REMOVED_PER_TOKEN] = float(ablation.drop_removed) / len(target)
@@ -108,14 +121,20 @@ def attribution_metrics(S: np.ndarray, labels: Sequence[str], params: Importance
 
 
 def attention_metrics(attentions: torch.Tensor, labels: Sequence[str], prompt_len: int):
-    """Instruction attention per layer x head from the primal forward's attention probabilities."""
-    from ..methods.attention import instruction_attention, target_query_positions
+    """Instruction attention per layer x head from the primal forward's full attention probabilities (the
+    fallback for families the attention probe does not know)."""
+    from ..methods.attention import instruction_attention
 
     mask = torch.from_numpy(instruction_mask(labels))
     if not bool(mask.any()):
         return {}, {}
     target_len = attentions.shape[-1] - prompt_len + 1
-    result = instruction_attention(attentions, mask, target_query_positions(prompt_len, target_len))
+    return _attention_outputs(
+        instruction_attention(attentions, mask, target_query_positions(prompt_len, target_len))
+    )
+
+
+def _attention_outputs(result) -> tuple[dict[str, float], dict[str, Any]]:
     per_head = {
         names.INSTRUCTION_ATTENTION: result.mass.tolist(),
         names.INSTRUCTION_ATTENTION_LIFT: result.lift.tolist(),
@@ -125,6 +144,46 @@ def attention_metrics(attentions: torch.Tensor, labels: Sequence[str], prompt_le
         names.INSTRUCTION_ATTENTION_LIFT: float(result.mean_lift),
     }
     return scalars, per_head
+
+
+def _attention_probe(model, labels: Sequence[str], prompt_len: int, target_len: int):
+    """The layer-by-layer probe, or None where the family is unknown to `arch` (then the pass falls back to
+    eager attention with every layer's probabilities)."""
+    mask = torch.tensor([label == "instruction" for label in labels], dtype=torch.bool)
+    try:
+        return InstructionAttentionProbe(model, mask, target_query_positions(prompt_len, target_len))
+    except UnsupportedArchitectureError as err:
+        logger.warning("instruction attention through eager attention probabilities: %s", err)
+        return None
+
+
+@contextlib.contextmanager
+def _all(captures: Sequence[Callable[[], contextlib.AbstractContextManager]]) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for capture in captures:
+            stack.enter_context(capture())
+        yield
+
+
+def _precision_record(model, precision: dict[str, Any], mode: str, eager: bool) -> dict[str, Any]:
+    """How this request was computed, for its record: the dtype the attribution ran in (with float32
+    accumulation), its checked error against float32 where this request was checked, and the attention
+    implementation of the derivative passes."""
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    config = getattr(model, "config", None)
+    record: dict[str, Any] = {
+        "dtype": "float32" if "precision" in precision else dtype,
+        "accumulation": "float32",
+        "mode": mode,
+        "attention": "eager" if eager else str(getattr(config, "_attn_implementation", None) or "eager"),
+        "tf32": bool(torch.backends.cuda.matmul.allow_tf32) if torch.cuda.is_available() else False,
+    }
+    check = precision.get("fp32_check")
+    record["fp32_checked"] = check is not None  # half precision: every interp_fp32_check-th request
+    if check is not None:
+        record["checked_rel_error"] = check["rel_error"]
+        record["checked_max_abs_error_rel"] = check["max_abs_error_rel"]
+    return record
 
 
 def run_pass(
@@ -158,8 +217,19 @@ def run_pass(
     notes: list[str] = []
     precision: dict[str, Any] = {}
 
+    n_targets = len(target)
+    run_mode = choose_mode(len(prompt), n_targets, settings.mode) if n_targets else "reverse"
+    has_instruction = any(label == "instruction" for label in labels)
+    probe = None
+    if settings.attention and n_targets and has_instruction:
+        probe = _attention_probe(model, labels, len(prompt), n_targets)
+    full_attentions = settings.attention and n_targets > 0 and has_instruction and probe is None
+    # Reverse mode runs under the model's own attention (SDPA/flash); forward mode (JVP) needs eager, and so
+    # does the fallback that reads every layer's probabilities.
+    eager = run_mode == "forward" or full_attentions
+
     def attribute(**extra: Any):
-        with eager_attention(model):
+        with eager_attention(model) if eager else contextlib.nullcontext():
             return gradient_x_input(
                 model,
                 prompt,
@@ -172,10 +242,8 @@ def run_pass(
                 **extra,
             )
 
-    out = attribute(
-        output_attentions=settings.attention and len(target) > 0,
-        capture=ffn_probe.capture if (ffn_probe is not None and len(target) > 0) else None,
-    )
+    captures = [c.capture for c in (ffn_probe, probe) if c is not None and n_targets > 0]
+    out = attribute(output_attentions=full_attentions, capture=(lambda: _all(captures)) if captures else None)
     raw, target_logprobs = out.raw.numpy(), out.target_logprobs
     dtype = next(model.parameters()).dtype
     if dtype in HALF_DTYPES and len(target) > 0:
@@ -208,14 +276,22 @@ def run_pass(
     if not len(target):  # nothing is attributed: every attribution score is undefined, not 0
         notes.append("empty target (e.g. an empty generation): attribution and instruction metrics undefined")
     attention: dict[str, Any] = {}
-    if out.attentions is not None:
+    if probe is not None:
+        scalars, attention = _attention_outputs(probe.result())
+        metrics.update(scalars)
+    elif out.attentions is not None:
         scalars, attention = attention_metrics(out.attentions, labels, len(prompt))
         metrics.update(scalars)
     ffn: dict[str, Any] = {}
     if ffn_probe is not None and len(target) > 0:
         scalars, ffn = ffn_probe.metrics(len(target))
         metrics.update(scalars)
-    extras = faithful_metrics(model, prompt, target, labels, raw, settings, metrics, neutral_token_id)
+    # the attribution forward scored the unablated prompt already (unless float32 replaced its numbers)
+    reuse = out.target_logprobs if "precision" not in precision else None
+    extras = faithful_metrics(
+        model, prompt, target, labels, raw, settings, metrics, neutral_token_id, original_logprobs=reuse
+    )
+    extras["precision_used"] = _precision_record(model, precision, run_mode, eager)
     return PassResult(
         extras={**precision, **extras},
         metrics=metrics,

@@ -29,12 +29,14 @@ from typing import Any
 import torch
 
 from .model_state import eval_mode
+from .scoring import forward_kwargs, padded_logprobs
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "AblationResult",
     "check_request",
+    "forward_kwargs",
     "instruction_ablation",
     "model_device",
     "target_logprobs",
@@ -62,12 +64,6 @@ def _max_positions(model: torch.nn.Module) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
-
-
-def forward_kwargs(model: torch.nn.Module) -> dict[str, Any]:
-    """Extra keyword arguments for a scoring forward: no KV cache for HF models (it only costs memory)."""
-    config = getattr(model, "config", None)
-    return {"use_cache": False} if hasattr(config, "use_cache") else {}
 
 
 def check_request(
@@ -140,21 +136,9 @@ def target_logprobs(
     with eval_mode(model), torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            seqs = [torch.cat([requests[i][0], requests[i][1]]) for i in chunk]
-            width = max(s.numel() for s in seqs)
-            ids = torch.full((len(seqs), width), fill, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for row, seq in enumerate(seqs):
-                ids[row, : seq.numel()] = seq
-                mask[row, : seq.numel()] = 1
-            logits = model(
-                input_ids=ids.to(device), attention_mask=mask.to(device), **forward_kwargs(model)
-            ).logits
-            for row, i in enumerate(chunk):
-                prompt, target = requests[i]
-                m, n = prompt.numel(), target.numel()
-                logp = logits[row, m - 1 : m + n - 1].float().log_softmax(-1)
-                out[i] = logp.gather(-1, target.to(logp.device)[:, None]).squeeze(-1).cpu()
+            scored = padded_logprobs(model, [requests[i] for i in chunk], fill, device)
+            for i, logprobs in zip(chunk, scored):
+                out[i] = logprobs
     return out  # type: ignore[return-value]
 
 
@@ -255,6 +239,7 @@ def instruction_ablation(
     instruction_mask: torch.Tensor | Sequence[torch.Tensor],
     neutral_token_id: int | None = None,
     batch_size: int = 16,
+    original_logprobs: torch.Tensor | None = None,
 ) -> AblationResult | list[AblationResult]:
     """Score the target with the instruction as given, removed, and replaced by a neutral span.
 
@@ -267,6 +252,9 @@ def instruction_ablation(
             tokenizer's pad token matches for models saved with their tokenizer); a model without one needs it
             given, e.g. ``tokenizer.pad_token_id`` or the id of a space.
         batch_size: most sequences per forward pass (each request contributes three).
+        original_logprobs: for a single request, its per-token target log-probabilities as already scored
+            with the prompt as given (the attribution pass has them): then only the two ablated sequences
+            run. Same model, same dtype, or the drop mixes precisions.
 
     Returns:
         One `AblationResult`, or a list of them when lists were given.
@@ -285,6 +273,8 @@ def instruction_ablation(
             f"got {len(prompts)}, {len(targets)}, {len(masks)}."
         )
     neutral = _neutral_id(model, neutral_token_id)
+    if original_logprobs is not None and not single:
+        raise ValueError("original_logprobs applies to a single request; got lists of requests")
     sequences: list[tuple[torch.Tensor, torch.Tensor]] = []
     sizes = []
     for r, (prompt, target, mask) in enumerate(zip(prompts, targets, masks)):
@@ -292,9 +282,19 @@ def instruction_ablation(
         check_request(model, prompt, target, what)
         prompt, target = prompt.cpu(), target.cpu()
         mask = _check_mask(prompt, mask, what)
-        sequences.extend((variant, target) for variant in _ablate_variants(prompt, mask, neutral))
+        variants = _ablate_variants(prompt, mask, neutral)
+        if original_logprobs is not None:
+            if original_logprobs.shape != target.shape:
+                raise ValueError(
+                    f"original_logprobs has shape {tuple(original_logprobs.shape)}; the target has "
+                    f"{target.numel()} tokens"
+                )
+            variants = variants[1:]
+        sequences.extend((variant, target) for variant in variants)
         sizes.append(int(mask.sum()))
     scored = target_logprobs(model, sequences, batch_size=batch_size)
+    if original_logprobs is not None:
+        scored = [original_logprobs.detach().float().cpu(), *scored]
     results = []
     for r, size in enumerate(sizes):
         orig, removed, replaced = scored[3 * r : 3 * r + 3]

@@ -110,8 +110,17 @@ def instruction_attention(
     key_mask[:prompt_len] = mask.to(attn.dtype)
     rows = attn.float()[:, :, pos, :]  # layers x heads x targets x seq
     mass = (rows * key_mask.float()).sum(-1).mean(-1).cpu()  # layers x heads
-    share = n_instr / prompt_len
-    lift = mass / share
+    return from_mass(mass, n_instr / prompt_len, pos.cpu().tolist(), top_n)
+
+
+def from_mass(
+    mass: Tensor, uniform_share: float, query_positions: Sequence[int], top_n: int = 5
+) -> InstructionAttention:
+    """The `InstructionAttention` of a ``layers x heads`` mass (mean over `query_positions` of the probability
+    summed over instruction keys), however it was reduced: from full probabilities (`instruction_attention`)
+    or layer by layer inside the forward (`attention_probe`)."""
+    mass = mass.float().cpu()
+    lift = mass / uniform_share
     flat = lift.flatten()
     order = torch.argsort(flat, descending=True)[: min(top_n, flat.numel())]
     n_heads = mass.shape[1]
@@ -122,10 +131,10 @@ def instruction_attention(
     return InstructionAttention(
         mass=mass,
         lift=lift,
-        uniform_share=share,
+        uniform_share=uniform_share,
         mean_mass=float(mass.mean()),
         mean_lift=float(lift.mean()),
         layer_mass=mass.mean(1).tolist(),
         top_heads=top,
-        query_positions=pos.cpu().tolist(),
+        query_positions=[int(p) for p in query_positions],
     )

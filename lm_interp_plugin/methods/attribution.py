@@ -37,11 +37,18 @@ from typing import Literal
 
 import torch
 
-from .model_state import activation_checkpointing, frozen_parameters
+from .model_state import (
+    HeadReached,
+    HeadSplit,
+    activation_checkpointing,
+    frozen_parameters,
+    split_at_output_head,
+    stop_at_output_head,
+)
+from .scoring import Objective, derivative_scale, last_positions_logprobs, objective_values
 
 logger = logging.getLogger(__name__)
 
-Objective = Literal["prob", "logprob"]
 Mode = Literal["auto", "reverse", "forward"]
 
 
@@ -172,18 +179,13 @@ def _target_scores(
     objective: Objective,
     output_attentions: bool = False,
 ):
-    """f(y_n) for each target token from one forward; the LM head runs only at the target positions."""
-    n_targets = target_ids.shape[0]
-    embeds = torch.cat([prompt_embeds, target_embeds], dim=1)
-    kwargs = {"inputs_embeds": embeds, "use_cache": False, "logits_to_keep": n_targets}
-    if output_attentions:
-        kwargs["output_attentions"] = True
-    out = model(**kwargs)
-    logits = out.logits[0, -n_targets:].float()
-    # float32 log-softmax; the ids follow the logits (the LM head may sit on another device when sharded)
-    logprobs = logits.log_softmax(-1).gather(-1, target_ids.to(logits.device)[:, None])[:, 0]
-    scores = logprobs.exp() if objective == "prob" else logprobs
-    return scores, logprobs, (out.attentions if output_attentions else None)
+    """f(y_n) for each target token from one forward (`scoring`: the LM head only at the target positions)."""
+    extra = {"output_attentions": True} if output_attentions else {}
+    logprobs, out = last_positions_logprobs(
+        model, torch.cat([prompt_embeds, target_embeds], dim=1), target_ids, **extra
+    )
+    logprobs = logprobs[0]
+    return objective_values(logprobs, objective), logprobs, (out.attentions if output_attentions else None)
 
 
 def gradient_x_input(
@@ -197,6 +199,7 @@ def gradient_x_input(
     capture: Callable[[], contextlib.AbstractContextManager] | None = None,
     memory_budget: int | None = None,
     checkpoint: bool = False,
+    head_shortcut: bool = True,
 ) -> AttributionOutput:
     """The raw gradient x input matrix of `target_ids` onto `prompt_ids` (1-D token id tensors).
 
@@ -214,6 +217,10 @@ def gradient_x_input(
         memory_budget: bytes the batched passes may use (sets the chunk when `chunk_size` is None).
         checkpoint: activation checkpointing of the decoder layers (reverse mode; less memory for long
             prompts, one extra forward per chunk).
+        head_shortcut: derivatives stop at the final hidden state and use d log p / d h from one backward
+            through the LM head: reverse mode seeds its VJPs there (no ``[chunk, N, vocab]`` softmax
+            backward per chunk), forward mode contracts its JVPs there (no tangent of the logits). False
+            differentiates through the head in every pass (the same matrix; for benchmarks).
     """
     if objective not in ("prob", "logprob"):
         raise AttributionError(f"unknown objective {objective!r}; use 'prob' (the paper) or 'logprob'")
@@ -255,6 +262,7 @@ def gradient_x_input(
                 chunk_now,
                 output_attentions,
                 capture,
+                head_shortcut,
             )
         else:
             raw, logprobs, attentions = _forward(
@@ -266,6 +274,7 @@ def gradient_x_input(
                 chunk_now,
                 output_attentions,
                 capture,
+                head_shortcut,
             )
     return AttributionOutput(
         raw=raw.float().cpu(),
@@ -283,54 +292,104 @@ def _stack_attentions(attentions) -> torch.Tensor | None:
     return torch.stack([a[0].detach().float().cpu() for a in attentions])
 
 
-def _reverse(model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture):
+def _reverse(
+    model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture, shortcut
+):
     """Columns: one forward with a graph, then batched input-only VJPs, ``chunk()`` target tokens at a
-    time."""
+    time, seeded at the final hidden state (`split_at_output_head`) where the model's head allows it."""
     leaf = prompt_embeds.clone().requires_grad_(True)
-    with torch.enable_grad(), capture():  # differentiate log p, scaled by p afterwards (`_prob_factor`)
+    splitting = split_at_output_head(model) if shortcut else contextlib.nullcontext(HeadSplit())
+    with torch.enable_grad(), capture(), splitting as split:
+        # differentiate log p, scaled by p afterwards (`derivative_scale`)
         _, logprobs, attentions = _target_scores(
             model, leaf, target_embeds, target_ids, "logprob", output_attentions
         )
     target_len = logprobs.shape[0]
-    eye = torch.eye(target_len, device=logprobs.device, dtype=logprobs.dtype)
     inputs = leaf.detach().float()
+    if split.hidden is not None and split.hidden.requires_grad:
+        outputs, seeds = _head_seeds(split, logprobs)
+    else:  # no separable head: seed at the log-probabilities themselves
+        outputs, seeds = logprobs, torch.eye(target_len, device=logprobs.device, dtype=logprobs.dtype)
 
     def columns(start: int, stop: int) -> torch.Tensor:
         # retain_graph always: a chunk halved after out-of-memory must be able to run the backward again
         if stop - start == 1:  # a plain backward: no vmap machinery for a batch of one
-            (grad,) = torch.autograd.grad(logprobs[start], leaf, retain_graph=True)
+            (grad,) = torch.autograd.grad(outputs, leaf, grad_outputs=seeds(start), retain_graph=True)
             return torch.einsum("bmh,bmh->m", grad.float(), inputs)[:, None]
         (grads,) = torch.autograd.grad(
-            logprobs, leaf, grad_outputs=eye[start:stop], is_grads_batched=True, retain_graph=True
+            outputs, leaf, grad_outputs=seeds(start, stop), is_grads_batched=True, retain_graph=True
         )
         # grads: [chunk, 1, prompt_len, hidden] -> [prompt_len, chunk], accumulated in float32
         return torch.einsum("cbmh,bmh->mc", grads.float(), inputs)
 
+    if not callable(seeds):
+        eye = seeds
+        seeds = lambda start, stop=None: eye[start] if stop is None else eye[start:stop]  # noqa: E731
     parts = _chunked(columns, target_len, chunk(), "target tokens")
-    raw = torch.cat(parts, dim=1).detach() * _prob_factor(logprobs, objective)[None, :]
+    raw = torch.cat(parts, dim=1).detach() * derivative_scale(logprobs, objective)[None, :]
     return raw, logprobs, _stack_attentions(attentions)
 
 
-def _prob_factor(logprobs: torch.Tensor, objective: str) -> torch.Tensor:
-    """The engine differentiates log p and, for the ``prob`` objective, multiplies by p afterwards in float32:
-    d p / d e = p * d log p / d e. Same value, but the half-precision backward carries well-scaled log-prob
-    gradients instead of ones scaled by p (about 1e-5 for a 32k vocabulary), which underflow in float16."""
-    detached = logprobs.detach().float()
-    return detached.exp() if objective == "prob" else torch.ones_like(detached)
+def _head_seeds(split, logprobs: torch.Tensor):
+    """The LM-head shortcut: d log p_n / d h_n for every target n from ONE backward through the head (each
+    target's log-probability depends on the final hidden state at its own position only), then a seed per
+    target that is zero except at that position. Returns (body output, seed factory)."""
+    logprobs.sum().backward(inputs=[split.detached])  # frees the head's graph; the body's stays
+    head_grad = split.detached.grad  # [1, kept, hidden]
+    hidden = split.hidden
+    target_len = logprobs.shape[0]
+    first = hidden.shape[1] - target_len  # the last target_len kept rows predict the targets
+
+    def seeds(start: int, stop: int | None = None) -> torch.Tensor:
+        if stop is None:
+            seed = torch.zeros_like(hidden)
+            seed[0, first + start] = head_grad[0, first + start]
+            return seed
+        count = stop - start
+        seed = hidden.new_zeros((count, *hidden.shape))
+        rows = torch.arange(count, device=hidden.device)
+        seed[rows, 0, first + start + rows] = head_grad[0, first + start : first + stop]
+        return seed
+
+    return hidden, seeds
 
 
-def _forward(model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture):
-    """Rows: batched JVPs, each along e_m at position m, ``chunk()`` prompt tokens at a time."""
+def _forward(
+    model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture, shortcut
+):
+    """Rows: batched JVPs, each along e_m at position m, ``chunk()`` prompt tokens at a time; with
+    `shortcut` the JVPs stop at the final hidden state and are contracted with d log p / d h (one backward
+    through the head after the primal forward), so no tangent of the ``[N, vocab]`` logits is formed."""
     from torch.func import jvp, vmap
 
     prompt_len, hidden = prompt_embeds.shape[1], prompt_embeds.shape[2]
-    with torch.no_grad(), capture():
+    target_len = target_ids.shape[0]
+    # the body builds no graph either way (frozen weights, embeddings without grad); with the shortcut only
+    # the head's graph is kept, for its one backward
+    splitting = (
+        split_at_output_head(model, leaf_grad=True) if shortcut else contextlib.nullcontext(HeadSplit())
+    )
+    with torch.enable_grad() if shortcut else torch.no_grad(), capture(), splitting as split:
         _, logprobs, attentions = _target_scores(
             model, prompt_embeds, target_embeds, target_ids, objective, output_attentions
         )
+    head_rows = None
+    if split.detached is not None and split.detached.requires_grad:
+        logprobs.sum().backward(inputs=[split.detached])
+        first = split.detached.shape[1] - target_len
+        head_rows = split.detached.grad[0, first:].float()  # [N, hidden]: d log p_n / d h_n
+    logprobs = logprobs.detach()
 
-    def scores_of(prompt):  # log p; scaled by p afterwards (`_prob_factor`)
-        return _target_scores(model, prompt, target_embeds, target_ids, "logprob")[0]
+    def scores_of(prompt):  # log p; scaled by p afterwards (`derivative_scale`)
+        if head_rows is None:
+            return _target_scores(model, prompt, target_embeds, target_ids, "logprob")[0]
+        with stop_at_output_head(model) as stop:
+            try:
+                _target_scores(model, prompt, target_embeds, target_ids, "logprob")
+            except HeadReached:
+                pass
+        rows_h = stop.hidden[0, stop.hidden.shape[1] - target_len :]
+        return (rows_h.float() * head_rows).sum(-1)  # linear in h: its JVP is <d log p_n / d h_n, dh_n>
 
     def directional(tangent):
         return jvp(scores_of, (prompt_embeds,), (tangent,))[1]
@@ -354,7 +413,7 @@ def _forward(model, prompt_embeds, target_embeds, target_ids, objective, chunk, 
             ) from err
 
     parts = _chunked(rows, prompt_len, chunk(), "prompt tokens")
-    raw = torch.cat(parts, dim=0) * _prob_factor(logprobs, objective)[None, :]
+    raw = torch.cat(parts, dim=0) * derivative_scale(logprobs, objective)[None, :]
     return raw, logprobs, _stack_attentions(attentions)
 
 

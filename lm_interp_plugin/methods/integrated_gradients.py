@@ -37,8 +37,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lm_interp_plugin.methods.ablation import check_request, forward_kwargs, model_device
+from lm_interp_plugin.methods.ablation import check_request, model_device
 from lm_interp_plugin.methods.model_state import inputs_only_grad
+from lm_interp_plugin.methods.scoring import derivative_scale, last_positions_logprobs, objective_values
 
 logger = logging.getLogger(__name__)
 
@@ -177,22 +178,15 @@ def _baseline_embeddings(
     )
 
 
-def _objective(
-    model: torch.nn.Module,
-    prompt_embeds: torch.Tensor,
-    target_embeds: torch.Tensor,
-    target_ids: torch.Tensor,
-    objective: str,
+def _logprobs(
+    model: torch.nn.Module, prompt_embeds: torch.Tensor, target_embeds: torch.Tensor, target_ids: torch.Tensor
 ) -> torch.Tensor:
-    """f_n for a batch of prompt embeddings ``[rows, M, hidden]``: ``[rows, N]``."""
-    rows, m = prompt_embeds.shape[:2]
-    n = target_ids.numel()
+    """log p(y_n) for a batch of prompt embeddings ``[rows, M, hidden]``: ``[rows, N]`` (`scoring`)."""
+    rows = prompt_embeds.shape[0]
     inputs = torch.cat([prompt_embeds, target_embeds.expand(rows, -1, -1)], dim=1)
     mask = torch.ones(inputs.shape[:2], dtype=torch.long, device=inputs.device)
-    logits = model(inputs_embeds=inputs, attention_mask=mask, **forward_kwargs(model)).logits
-    logp = logits[:, m - 1 : m + n - 1].float().log_softmax(-1)
-    values = logp.gather(-1, target_ids.expand(rows, n)[..., None]).squeeze(-1)
-    return values.exp() if objective == "prob" else values
+    # the whole target is fed, so the last position predicts nothing (trailing=1)
+    return last_positions_logprobs(model, inputs, target_ids, trailing=1, attention_mask=mask)[0]
 
 
 def integrated_gradients(
@@ -257,14 +251,19 @@ def integrated_gradients(
             a = alphas[start : start + batch_size].to(device=device, dtype=real.dtype)
             w = weights[start : start + batch_size].to(device)
             points = (base[None] + a[:, None, None] * diff[None]).requires_grad_(True)
-            values = _objective(model, points, target_embeds, target_ids, objective)  # [rows, N]
-            for cols, grads in _column_grads(values, points, vjp, batch_size):
+            # differentiate log p; the prob objective scales each (row, column) by p in float32 afterwards
+            logp = _logprobs(model, points, target_embeds, target_ids)  # [rows, N]
+            scale = derivative_scale(logp, objective)  # [rows, N]
+            for cols, grads in _column_grads(logp, points, vjp, batch_size):
                 # (e - e') . grad, summed over hidden, weighted over the path points of this chunk
-                dots = torch.einsum("crmd,md->crm", grads.float(), diff.float()).double()  # [cols, rows, M]
+                dots = torch.einsum("crmd,md->crm", grads.float(), diff.float())  # [cols, rows, M]
+                dots = (dots * scale[:, cols].t()[:, :, None]).double()
                 ig[:, cols] += torch.einsum("crm,r->mc", dots, w)
-            del values, points
+            del logp, points
         with torch.no_grad():
-            ends = _objective(model, torch.stack([real, base]), target_embeds, target_ids, objective).double()
+            ends = objective_values(
+                _logprobs(model, torch.stack([real, base]), target_embeds, target_ids), objective
+            ).double()
 
     ig = ig.cpu()
     target_values, baseline_values = ends[0].cpu(), ends[1].cpu()

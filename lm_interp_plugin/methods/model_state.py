@@ -131,3 +131,74 @@ def activation_checkpointing(model: torch.nn.Module) -> Iterator[int]:
     finally:
         for layer in layers:
             layer.__dict__.pop("forward", None)
+
+
+class HeadSplit:
+    """What `split_at_output_head` saw: the output head's input (``hidden``, still attached to the body's
+    graph) and the detached leaf the head computed from instead (``detached``)."""
+
+    def __init__(self) -> None:
+        self.hidden: torch.Tensor | None = None
+        self.detached: torch.Tensor | None = None
+
+
+def _output_head(model: torch.nn.Module) -> torch.nn.Module | None:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return head if isinstance(head, torch.nn.Module) else None
+
+
+@contextlib.contextmanager
+def split_at_output_head(model: torch.nn.Module, leaf_grad: bool = False) -> Iterator[HeadSplit]:
+    """Cut the autograd graph between the decoder body and the output head (LM head) for the block.
+
+    The head's input (the final hidden state at the kept positions) is recorded and replaced by a detached
+    leaf, so the logits' graph ends there: derivatives of the target scores with respect to the final hidden
+    state come from one small backward through the head, and the batched input derivatives are then seeded
+    at the final hidden state (no ``[chunk, N, vocab]`` softmax backward per chunk). ``hidden`` stays None
+    when the model has no output-embedding module or does not call it. With `leaf_grad` the leaf requires
+    grad even when the body built no graph (forward mode: only the head's derivative is wanted).
+    """
+    split = HeadSplit()
+    head = _output_head(model)
+    if head is None:
+        yield split
+        return
+
+    def pre_hook(_module, args):
+        if not args or not isinstance(args[0], torch.Tensor) or split.hidden is not None:
+            return None
+        split.hidden = args[0]
+        split.detached = args[0].detach().requires_grad_(leaf_grad or args[0].requires_grad)
+        return (split.detached, *args[1:])
+
+    handle = head.register_forward_pre_hook(pre_hook)
+    try:
+        yield split
+    finally:
+        handle.remove()
+
+
+class HeadReached(Exception):
+    """Raised by `stop_at_output_head` when the forward reaches the head (its input is recorded)."""
+
+
+@contextlib.contextmanager
+def stop_at_output_head(model: torch.nn.Module) -> Iterator[HeadSplit]:
+    """Record the output head's input and stop the forward there (`HeadReached`): the final hidden state
+    without the ``[N, vocab]`` logits. ``hidden`` stays None when the model has no output-embedding module.
+    """
+    split = HeadSplit()
+    head = _output_head(model)
+    if head is None:
+        yield split
+        return
+
+    def pre_hook(_module, args):
+        split.hidden = args[0]
+        raise HeadReached
+
+    handle = head.register_forward_pre_hook(pre_hook)
+    try:
+        yield split
+    finally:
+        handle.remove()

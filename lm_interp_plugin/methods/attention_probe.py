@@ -1,0 +1,182 @@
+"""Instruction attention reduced layer by layer inside the model's own forward: no ``seq x seq`` tensor kept.
+
+The per-example instruction attention (`attention.instruction_attention`) needs, per layer and head, only the
+attention probability that the target query rows put on the instruction keys. Collecting every layer's full
+probabilities (``output_attentions``) forces eager attention for the whole pass, and at a 4k prompt on a 7B
+model that is ~77 GB per example. This probe instead reduces each layer to ``heads`` numbers as the layer
+runs, and leaves the attention computation itself to the model's implementation:
+
+* under ``eager`` the attention module already returns its probabilities: a forward hook slices the target
+  rows and reduces them before the next layer runs (values identical to the full tensor's);
+* under any other implementation (SDPA, flash, flex) the model is switched, for the one primal forward, to a
+  registered attention function that calls the original implementation for the output and, without grad,
+  recomputes the probabilities of the target query rows only from the layer's queries and keys (eager's
+  arithmetic: scaled ``q k^T``, soft-capping, the mask, float32 softmax): ``heads x N x seq`` per layer.
+
+So the gradient passes run under SDPA/flash. Forward mode (JVP) still needs eager (no forward-mode
+derivative for the fused kernels); there the hook path applies. Which modules are the attention modules comes
+from `arch` (the only place that names them); the attention function finds its probe on the module.
+
+Shapes: ``layers x heads`` for the result; queries ``batch x heads x seq x head_dim``, keys
+``batch x kv_heads x seq x head_dim`` as transformers' `AttentionInterface` passes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..arch import get_adapter
+from .attention import InstructionAttention, from_mass
+
+logger = logging.getLogger(__name__)
+
+PROBE_PREFIX = "lm_interp_probe_"
+_SLOT = "_lm_interp_attention_probe"  # attribute set on each attention module while a probe is active
+
+
+class AttentionProbeError(RuntimeError):
+    """The probe did not see every layer (a family whose attention bypasses transformers' interface)."""
+
+
+def _register(base: str) -> str:
+    """Register (once) an attention function that wraps `base` and reports to the module's probe."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    name = PROBE_PREFIX + base
+    if name in AttentionInterface._global_mapping:
+        return name
+    functions = AttentionInterface()
+    if base not in functions:
+        raise AttentionProbeError(f"attention implementation {base!r} is not registered in transformers")
+    original = functions[base]
+
+    def probed(module, query, key, value, attention_mask, **kwargs):
+        out = original(module, query, key, value, attention_mask, **kwargs)
+        slot = getattr(module, _SLOT, None)
+        if slot is not None:
+            probe, layer = slot
+            with torch.no_grad():
+                probe._from_queries(layer, query, key, attention_mask, kwargs)
+        return out
+
+    AttentionInterface.register(name, probed)
+    if base in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:  # the same mask the original would get
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS._global_mapping[base])
+    return name
+
+
+class InstructionAttentionProbe:
+    """Per layer x head instruction mass of the target query rows, measured during one forward.
+
+    Args:
+        model: a Hugging Face causal LM of a family `arch` supports.
+        instruction_mask: one bool per prompt token (``prompt_len``), true on instruction tokens.
+        query_positions: the query rows to average over (`attention.target_query_positions`).
+    """
+
+    def __init__(self, model: nn.Module, instruction_mask: Tensor, query_positions: Sequence[int]):
+        adapter = get_adapter(model)
+        self.model = model
+        self.modules = [adapter.attention_module(layer) for layer in range(adapter.num_layers)]
+        self.mask = torch.as_tensor(instruction_mask).bool().flatten()
+        if not bool(self.mask.any()):
+            raise ValueError("instruction_mask marks no instruction token")
+        self.positions = [int(p) for p in query_positions]
+        self._mass: dict[int, Tensor] = {}
+
+    # -- reductions ----------------------------------------------------------------------------------------
+    def _reduce(self, layer: int, rows: Tensor) -> None:
+        """`rows`: probabilities ``batch x heads x targets x keys`` (batch 1) -> instruction mass per head."""
+        prompt_len = self.mask.numel()
+        keys = self.mask.to(device=rows.device, dtype=torch.float32)
+        mass = (rows[0, :, :, :prompt_len].float() * keys).sum(-1).mean(-1)
+        self._mass[layer] = mass.detach().cpu()
+
+    def _from_queries(self, layer: int, query: Tensor, key: Tensor, mask, kwargs: dict) -> None:
+        """Eager's probabilities of the target rows only, from the layer's (post-rotary) queries and keys."""
+        rows = torch.as_tensor(self.positions, device=query.device)
+        q = query[:, :, rows]
+        k = key
+        if k.shape[1] != q.shape[1]:  # grouped-query attention: query head h reads key head h // groups
+            k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        scaling = kwargs.get("scaling")
+        scaling = q.shape[-1] ** -0.5 if scaling is None else scaling
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
+        softcap = kwargs.get("softcap")
+        if softcap is not None:
+            scores = torch.tanh(scores / softcap) * softcap
+        kv = k.shape[-2]
+        if isinstance(mask, Tensor) and mask.dim() == 4:
+            part = mask[:, :, rows, :kv]
+            if part.dtype == torch.bool:
+                scores = scores.masked_fill(~part, torch.finfo(scores.dtype).min)
+            else:
+                scores = scores + part
+        else:  # the implementation runs causal without a mask tensor: build it for these rows
+            keys = torch.arange(kv, device=q.device)
+            allowed = keys[None, :] <= rows[:, None]
+            window = kwargs.get("sliding_window")
+            if window:
+                allowed &= rows[:, None] - keys[None, :] < window
+            scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # as eager rounds them
+        self._reduce(layer, probs)
+
+    # -- the context ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        """Measure during the forward run inside; the model's attention implementation is restored on exit."""
+        self._mass.clear()
+        config = self.model.config
+        base = getattr(config, "_attn_implementation", None) or "eager"
+        handles = []
+        switched = None
+        try:
+            for layer, module in enumerate(self.modules):
+                setattr(module, _SLOT, (self, layer))
+            if base == "eager":
+                for layer, module in enumerate(self.modules):
+                    handles.append(module.register_forward_hook(self._hook(layer)))
+            else:
+                name = _register(base)
+                self.model.set_attn_implementation(name)
+                switched = base
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            for module in self.modules:
+                module.__dict__.pop(_SLOT, None)
+            if switched is not None:
+                self.model.set_attn_implementation(switched)
+
+    def _hook(self, layer: int):
+        def hook(_module, _args, output):
+            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if weights is None:
+                raise AttentionProbeError(
+                    f"the attention module of layer {layer} returned no probabilities under eager attention"
+                )
+            rows = torch.as_tensor(self.positions, device=weights.device)
+            with torch.no_grad():
+                self._reduce(layer, weights.detach()[:, :, rows])
+
+        return hook
+
+    # -- the result ----------------------------------------------------------------------------------------
+    def result(self, top_n: int = 5) -> InstructionAttention:
+        """The measured `InstructionAttention`; raises if some layer was not seen."""
+        if len(self._mass) != len(self.modules):
+            raise AttentionProbeError(
+                f"the attention probe saw {len(self._mass)} of {len(self.modules)} layers; this family's "
+                "attention does not go through transformers' AttentionInterface"
+            )
+        mass = torch.stack([self._mass[layer] for layer in range(len(self.modules))])
+        share = int(self.mask.sum()) / self.mask.numel()
+        return from_mass(mass, share, self.positions, top_n)

@@ -1,0 +1,119 @@
+"""The one target scorer: ``log p(y_n | x, y_<n)`` from a causal LM, and the objectives built on it.
+
+Attribution, integrated gradients, ablation and deletion curves all score the same thing, so they share this
+code: a float32 log-softmax over the vocabulary at exactly the positions that predict the targets (the LM head
+runs only there, through transformers' ``logits_to_keep``), gathered at the target ids. Gradients are always
+taken of log p; for the ``prob`` objective (the paper's) the derivative is multiplied by p afterwards, in
+float32 (`derivative_scale`): d p / d e = p * d log p / d e, the same value, but a half-precision backward
+then carries well-scaled log-prob gradients instead of ones scaled by p (about 1e-5 for a 32k vocabulary),
+which underflow in float16.
+
+Shapes: ``rows x seq`` inputs (``rows x seq x hidden`` embeddings), ``target_len`` (N) targets per row.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+Objective = Literal["prob", "logprob"]
+OBJECTIVES: tuple[str, ...] = ("prob", "logprob")
+
+
+def token_logprobs(logits: Tensor, target_ids: Tensor) -> Tensor:
+    """Float32 ``log p`` of `target_ids` under `logits` (``... x N x vocab`` -> ``... x N``).
+
+    The ids follow the logits to their device (the LM head may sit on another device when sharded).
+    """
+    logp = logits.float().log_softmax(-1)
+    ids = target_ids.to(logp.device).expand(logp.shape[:-1])
+    return logp.gather(-1, ids[..., None]).squeeze(-1)
+
+
+def objective_values(logprobs: Tensor, objective: str) -> Tensor:
+    """f(y_n): the probability (``prob``) or the log-probability (``logprob``)."""
+    return logprobs.exp() if objective == "prob" else logprobs
+
+
+def derivative_scale(logprobs: Tensor, objective: str) -> Tensor:
+    """The float32 factor that turns d log p into d f: p for ``prob``, 1 for ``logprob`` (no grad)."""
+    detached = logprobs.detach().float()
+    return detached.exp() if objective == "prob" else torch.ones_like(detached)
+
+
+def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def forward_kwargs(model: torch.nn.Module) -> dict[str, Any]:
+    """Extra keyword arguments for a scoring forward: no KV cache for HF models (it only costs memory)."""
+    config = getattr(model, "config", None)
+    return {"use_cache": False} if hasattr(config, "use_cache") else {}
+
+
+def last_positions_logprobs(
+    model: torch.nn.Module,
+    inputs_embeds: Tensor,
+    target_ids: Tensor,
+    trailing: int = 0,
+    attention_mask: Tensor | None = None,
+    **kwargs: Any,
+) -> tuple[Tensor, Any]:
+    """``log p`` of N targets predicted by the positions ``seq - N - trailing .. seq - 1 - trailing`` of every
+    row (one forward); returns ``rows x N`` float32 and the model output (for its other fields).
+
+    Attribution feeds ``prompt + y_<N`` (``trailing=0``); integrated gradients feeds the whole target
+    (``trailing=1``: the last position predicts nothing). A model without ``logits_to_keep`` returns every
+    position's logits; the same positions are read from them.
+    """
+    n = int(target_ids.shape[-1])
+    keep = n + trailing
+    if _accepts_logits_to_keep(model):
+        kwargs["logits_to_keep"] = keep
+    if attention_mask is not None:
+        kwargs["attention_mask"] = attention_mask
+    out = model(inputs_embeds=inputs_embeds, **forward_kwargs(model), **kwargs)
+    logits = out.logits[:, -keep:][:, :n]
+    return token_logprobs(logits, target_ids), out
+
+
+def padded_logprobs(
+    model: torch.nn.Module, requests: Sequence[tuple[Tensor, Tensor]], fill: int, device: torch.device
+) -> list[Tensor]:
+    """Per-token ``log p`` of each (prompt, target) pair, all in one right-padded forward (``input_ids``).
+
+    With right padding and an attention mask a causal model's real tokens keep their unpadded positions, so
+    each row equals its single run. The LM head runs only at the positions that predict some row's targets
+    (their union), not at every position of every row.
+    """
+    seqs = [torch.cat([prompt, target]) for prompt, target in requests]
+    width = max(s.numel() for s in seqs)
+    ids = torch.full((len(seqs), width), fill, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, : seq.numel()] = seq
+        mask[row, : seq.numel()] = 1
+    spans = [(p.numel() - 1, p.numel() + t.numel() - 1) for p, t in requests]
+    kept = torch.unique(torch.cat([torch.arange(a, b) for a, b in spans]))
+    kwargs: dict[str, Any] = {}
+    if _accepts_logits_to_keep(model):
+        kwargs["logits_to_keep"] = kept.to(device)
+    logits = model(
+        input_ids=ids.to(device), attention_mask=mask.to(device), **forward_kwargs(model), **kwargs
+    )
+    logits = logits.logits
+    out = []
+    for row, ((a, b), (_, target)) in enumerate(zip(spans, requests)):
+        if logits.shape[1] == width:  # the model returned every position
+            rows = logits[row, a:b]
+        else:
+            rows = logits[row, torch.searchsorted(kept, torch.arange(a, b)).to(logits.device)]
+        out.append(token_logprobs(rows, target).cpu())
+    return out

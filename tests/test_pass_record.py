@@ -1,0 +1,83 @@
+"""The whole pass with fewer forwards (ablation reuses the attribution forward's log-probabilities) and the
+precision every record states (`extras.precision_used`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lm_interp_plugin.interpret.passes import run_pass
+from lm_interp_plugin.interpret.settings import InterpSettings
+from lm_interp_plugin.methods import ablation as ablation_module
+from lm_interp_plugin.methods.ablation import instruction_ablation
+from lm_interp_plugin.testing.tiny import build_tiny_model
+
+LOGPROB_ATOL = 1e-5  # the same log p from the attribution forward (embeddings, SDPA) and a padded batch
+
+
+def _request(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    prompt, target = torch.randint(5, 700, (15,), generator=g), torch.randint(5, 700, (4,), generator=g)
+    labels = ["special"] + ["instruction"] * 5 + ["content"] * 9
+    return prompt, target, labels
+
+
+def test_ablation_reuses_the_attribution_forward(lm_tokenizer, monkeypatch):
+    model = build_tiny_model("llama", lm_tokenizer, seed=1)
+    prompt, target, labels = _request(1)
+    mask = torch.tensor([label == "instruction" for label in labels])
+    expected = instruction_ablation(model, prompt, target, mask)  # three sequences scored
+    scored = []
+    original = ablation_module.target_logprobs
+
+    def spy(model, requests, batch_size=16):
+        scored.append(len(requests))
+        return original(model, requests, batch_size=batch_size)
+
+    monkeypatch.setattr(ablation_module, "target_logprobs", spy)
+    result = run_pass(model, prompt.tolist(), target.tolist(), labels, InterpSettings(ffn=False))
+    assert scored == [2]  # removed and replaced only; the original came from the attribution forward
+    got = result.extras["ablation"]
+    for key in ("drop_removed", "drop_replaced", "logprob_original"):
+        assert got[key] == pytest.approx(getattr(expected, key), abs=LOGPROB_ATOL * len(target)), key
+    torch.testing.assert_close(
+        torch.tensor(got["token_logprobs_original"]),
+        expected.token_logprobs_original,
+        rtol=0,
+        atol=LOGPROB_ATOL,
+    )
+
+
+def test_original_logprobs_must_match_the_target(lm_tokenizer):
+    model = build_tiny_model("llama", lm_tokenizer, seed=1)
+    prompt, target, labels = _request(2)
+    mask = torch.tensor([label == "instruction" for label in labels])
+    with pytest.raises(ValueError, match="original_logprobs has shape"):
+        instruction_ablation(model, prompt, target, mask, original_logprobs=torch.zeros(len(target) + 1))
+
+
+def test_every_record_states_its_precision(lm_tokenizer):
+    model = build_tiny_model("llama", lm_tokenizer, seed=2)
+    prompt, target, labels = _request(3)
+    settings = InterpSettings(ffn=False, ablation=False)
+    used = run_pass(model, prompt.tolist(), target.tolist(), labels, settings).extras["precision_used"]
+    assert used["dtype"] == "float32" and used["accumulation"] == "float32"
+    assert used["fp32_checked"] is False and "checked_rel_error" not in used
+    assert used["mode"] == "reverse" and used["attention"] == "sdpa"
+
+    model = model.to(torch.bfloat16)
+    checked = run_pass(model, prompt.tolist(), target.tolist(), labels, settings, check_fp32=True).extras
+    used = checked["precision_used"]
+    assert used["dtype"] == "bfloat16" and used["fp32_checked"] is True
+    assert used["checked_rel_error"] == checked["fp32_check"]["rel_error"] > 0
+    assert used["checked_max_abs_error_rel"] == checked["fp32_check"]["max_abs_error_rel"]
+
+    forward = run_pass(
+        model,
+        prompt.tolist(),
+        target.tolist(),
+        labels,
+        InterpSettings(ffn=False, ablation=False, mode="forward"),
+    ).extras["precision_used"]
+    assert forward["mode"] == "forward" and forward["attention"] == "eager"  # JVPs need eager
+    assert forward["fp32_checked"] is False
