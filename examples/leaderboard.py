@@ -4,9 +4,10 @@
 
 The third model is made on the fly: every weight halfway between the shipped tiny base model and its
 instruction-tuned version (a stand-in for an intermediate checkpoint). The three are run on the demo's two
-tasks with `lm-interp run --model interp-hf` (here through `lm_interp_plugin.cli.main`, the same thing
-in-process), then `compare` pairs them per example against the base and writes DIR/report/{report.md,
-report.html, results.json}. Any number of runs works the same way.
+tasks as `lm-interp run --model interp-hf ... --output_path DIR/runs/<label>` would run them (here in-process,
+through `run_lmeval`, which is what `lm-interp run` calls; `builtin_tasks=False` skips indexing lm-eval's own
+15,000 task configs, which these tasks do not need), then `compare` pairs them per example against the base
+and writes DIR/report/{report.md, report.html, results.json}. Any number of runs works the same way.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lm_interp_plugin.cli import main as lm_interp
 from lm_interp_plugin.demo.build import shipped_pair
 from lm_interp_plugin.demo.run import DEMO_TASKS, write_demo_tasks
+from lm_interp_plugin.harness.launcher import run_lmeval
 from lm_interp_plugin.report import compare
 
 
@@ -51,14 +52,15 @@ def main(argv: list[str] | None = None) -> dict:
     runs = []
     for label, path in models.items():
         run_dir = args.out / "runs" / label
-        code = lm_interp(
+        run_lmeval(
             ["run", "--model", "interp-hf", "--model_args", f"pretrained={path}", "--device", "cpu"]
             + ["--tasks", ",".join(DEMO_TASKS), "--include_path", str(tasks), "--limit", str(args.limit)]
-            + ["--log_samples", "--output_path", str(run_dir)]
+            + ["--log_samples", "--output_path", str(run_dir)],
+            builtin_tasks=False,
         )
-        assert code in (0, None), f"lm-interp run failed for {label}"
         runs.append(run_dir)
-    compare(runs, args.out / "report", labels=list(models))
+    # examples=1: token heatmaps for the one most-moved example per task and run (the default is 3)
+    compare(runs, args.out / "report", labels=list(models), examples=1)
     results = json.loads((args.out / "report" / "results.json").read_text())
 
     metrics = ("exact_match", "acc", "instruction_importance", "instruction_attention")
