@@ -26,6 +26,7 @@ def test_demo_writes_the_report(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "does this tiny pair show the paper's findings" in printed
     assert "instruction following on held-out items" in printed and "tuned exact match" in printed
+    assert f"(models: rebuilt in {tmp_path / 'demo' / 'models'}" in printed
     assert "instruction_importance" in printed
     assert sum(line.strip().startswith(("1. ", "2. ", "3. ")) for line in printed.splitlines()) == len(
         results["findings"]
@@ -168,6 +169,10 @@ def test_demo_on_the_shipped_pair(tmp_path, capsys):
     assert not (tmp_path / "demo" / "models").exists()  # nothing was trained
     printed = capsys.readouterr().out
     assert "tuned exact match 72.2% / multiple choice 87.5%" in printed  # the shipped pair's build numbers
+    assert (
+        "(models: the pair shipped with lm-interp, recipe demo-pair-v1, seed 0, trained with 1 thread"
+        in printed
+    )
     results = json.loads((tmp_path / "demo" / "report" / "results.json").read_text())
     assert {f["task"] for f in results["findings"]} == {"demo_instruct", "demo_instruct_mc"}
     not_shown = [f for f in results["findings"] if f["verdict"] != "shows up"]

@@ -27,7 +27,15 @@ from ..records import load_records, record_files
 from ..report import compare
 from ..report.findings import FindingCheck
 from ..report.tokens import display_token
-from .build import DemoModels, DemoRecipe, build_demo_pair, shipped_pair
+from .build import (
+    DemoModels,
+    DemoRecipe,
+    build_demo_pair,
+    shipped_pair,
+    shipped_pair_dir,
+    torch_threads,
+    training_threads,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +134,14 @@ def run_demo(
         out, cache_dir, rebuild=rebuild, force=force, recipe=recipe, seed=seed, threads=threads
     )
     logger.info("demo models: base %s, tuned %s", models.base_path, models.tuned_path)
+    n_threads, why = training_threads()  # the same rule as the training: no more threads than free cores
+    logger.info("demo runs with %d torch threads (%s)", n_threads, why)
+    with torch_threads(n_threads):
+        return _evaluate_and_report(out, models, limit)
+
+
+def _evaluate_and_report(out: Path, models: DemoModels, limit: int | None) -> int:
+    """Both lm-eval runs, the global explanations, the comparison report and the printed verdicts."""
     tasks = write_demo_tasks(out / "tasks", models.heldout_path, models.heldout_mc_path)
     runs = {}
     for label, path in (("base", models.base_path), ("tuned", models.tuned_path)):
@@ -171,6 +187,13 @@ def run_demo(
     results = json.loads((report_dir / "results.json").read_text())
     print("\nlm-interp demo: does this tiny pair show the paper's findings?")
     stats = models.stats or {}
+    folder = models.manifest_path.parent
+    ident = f"recipe {stats.get('version')}, seed {stats.get('seed')}"
+    ident += f", trained with {stats.get('threads', '?')} thread(s)"
+    if folder == shipped_pair_dir():
+        print(f"  (models: the pair shipped with lm-interp, {ident}; --rebuild trains one from the recipe)")
+    else:
+        print(f"  (models: rebuilt in {folder}, {ident})")
     evaluation = stats.get("evaluation") or {}
     if evaluation:
         scores = ", ".join(
