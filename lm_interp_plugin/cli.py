@@ -84,12 +84,35 @@ def _build_parser() -> argparse.ArgumentParser:
             )
 
     demo = sub.add_parser(
-        "demo", help="the whole story on a tiny base/tuned pair built locally (CPU, minutes)"
+        "demo",
+        help="the whole story on the tiny base/tuned pair shipped with lm-interp (CPU, under a minute)",
     )
     demo.add_argument("--out", type=Path, default=Path("lm_interp_demo"), help="output folder")
-    demo.add_argument("--cache_dir", type=Path, default=None, help="where the built models are cached")
     demo.add_argument("--limit", type=int, default=None, help="examples per task (default: all)")
-    demo.add_argument("--force", action="store_true", help="rebuild the models even if cached")
+    demo.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="train the pair again from its recipe (minutes) instead of using the shipped one; a finished "
+        "build of the same recipe and seed in --cache_dir is reused",
+    )
+    demo.add_argument(
+        "--force",
+        action="store_true",
+        help="train again even if a finished build is cached (implies --rebuild)",
+    )
+    demo.add_argument(
+        "--cache_dir", type=Path, default=None, help="where rebuilt pairs are kept (default: OUT/models)"
+    )
+    demo.add_argument(
+        "--seed", type=int, default=0, help="the build's seed (default 0; another implies --rebuild)"
+    )
+    demo.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for training (implies --rebuild; default: $LM_INTERP_DEMO_THREADS, else the "
+        "free cores, at most 4)",
+    )
 
     parts = sub.add_parser(
         "parts", help="print a task's rendered prompts with their parts coloured (check before a run)"

@@ -88,10 +88,19 @@ def explain_ffn(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    """`lm-interp demo`: build a tiny base/tuned pair, run the interp tasks on both, write the report."""
+    """`lm-interp demo`: run the interp tasks on the shipped (or a rebuilt) tiny base/tuned pair, write the
+    report."""
     from .demo.run import run_demo
 
-    return run_demo(out=args.out, cache_dir=args.cache_dir, limit=args.limit, force=args.force)
+    return run_demo(
+        out=args.out,
+        cache_dir=args.cache_dir,
+        limit=args.limit,
+        rebuild=args.rebuild,
+        force=args.force,
+        seed=args.seed,
+        threads=args.threads,
+    )
 
 
 def parts(args: argparse.Namespace) -> int:

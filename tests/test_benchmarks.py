@@ -238,7 +238,7 @@ def _gpu_commands() -> dict[str, tuple[str, list[str]]]:
     return {line.split()[0]: (line.split()[1], line.split()[2:]) for line in out.splitlines() if line.strip()}
 
 
-def test_gpu_script_stages_parse_and_run_at_toy_size(attribution):
+def test_gpu_script_stages_parse_and_run_at_toy_size(attribution, tmp_path):
     """Every gpu.sh stage is a valid benchmark command; the longest one runs here at toy size (CPU)."""
     stages = _gpu_stages()
     assert {"llama1b_p512", "llama7b_p512", "llama7b_p4096_n256"} <= set(stages)
@@ -274,7 +274,10 @@ def test_gpu_script_stages_parse_and_run_at_toy_size(attribution):
     )
 
     toy = "--hidden 32 --layers 1 --heads 4 --kv-heads 2 --intermediate 64 --vocab 97 --prompt 6 --targets 3"
-    result = attribution.main(stages["llama7b_p4096_n256"] + toy.split() + ["--threads", "1", "--skip", ""])
+    argv = list(stages["llama7b_p4096_n256"])
+    if "--json" in argv:  # the print mode's '$WORK/...' path: write into the test's folder instead
+        argv[argv.index("--json") + 1] = str(tmp_path / "stage.json")
+    result = attribution.main(argv + toy.split() + ["--threads", "1", "--skip", ""])
     (s,) = result["settings"]
     assert {"frozen", "engine", "pass"} <= set(s["times"])
     assert max(s["rel_diff"].values()) < 1e-4

@@ -26,7 +26,154 @@ def test_demo_writes_the_report(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "does this tiny pair show the paper's findings" in printed
     assert "instruction following on held-out items" in printed and "tuned exact match" in printed
+    assert f"(models: rebuilt in {tmp_path / 'demo' / 'models'}" in printed
     assert "instruction_importance" in printed
     assert sum(line.strip().startswith(("1. ", "2. ", "3. ")) for line in printed.splitlines()) == len(
         results["findings"]
     )
+
+
+def test_demo_uses_the_shipped_pair_unless_asked_to_rebuild(tmp_path, monkeypatch):
+    from lm_interp_plugin.demo import run
+
+    calls = []
+    monkeypatch.setattr(run, "shipped_pair", lambda: calls.append("shipped") or "pair")
+    monkeypatch.setattr(run, "build_demo_pair", lambda cache, **kw: calls.append((cache, kw)) or "built")
+    assert run.demo_pair(tmp_path) == "pair"
+    assert run.demo_pair(tmp_path, rebuild=True) == "built"
+    assert run.demo_pair(tmp_path, force=True, cache_dir=tmp_path / "c") == "built"  # --force alone rebuilds
+    assert run.demo_pair(tmp_path, rebuild=True, seed=2, threads=1) == "built"
+    assert calls[0] == "shipped"
+    assert calls[1] == (tmp_path / "models", {"force": False, "seed": 0, "recipe": None, "threads": None})
+    assert calls[2] == (tmp_path / "c", {"force": True, "seed": 0, "recipe": None, "threads": None})
+    assert calls[3][1]["seed"] == 2 and calls[3][1]["threads"] == 1
+
+
+def test_cli_demo_flags(monkeypatch, tmp_path):
+    from lm_interp_plugin import cli
+    from lm_interp_plugin.demo import run
+
+    seen = {}
+    monkeypatch.setattr(run, "run_demo", lambda **kw: seen.update(kw) or 0)
+    assert cli.main(["demo", "--out", str(tmp_path), "--force", "--seed", "3"]) == 0
+    assert seen["force"] and seen["seed"] == 3 and not seen["rebuild"] and seen["out"] == tmp_path
+    assert cli.main(["demo", "--out", str(tmp_path)]) == 0
+    assert not seen["force"] and not seen["rebuild"] and seen["seed"] == 0 and seen["threads"] is None
+
+
+def _paired(metric, base, tuned, ci=None):
+    lo, hi = ci or (tuned - base - 0.01, tuned - base + 0.01)
+    return {
+        "metric": metric,
+        "baseline": "base",
+        "other": "tuned",
+        "mean_baseline": base,
+        "mean_other": tuned,
+        "mean_diff": tuned - base,
+        "diff_ci_low": lo,
+        "diff_ci_high": hi,
+    }
+
+
+def _finding(number, metric, verdict, diff, n=10):
+    return {
+        "finding": number,
+        "task": "t",
+        "metric": metric,
+        "baseline": "base",
+        "other": "tuned",
+        "mean_diff": diff,
+        "n_pairs": n,
+        "verdict": verdict,
+    }
+
+
+def _record(doc_id, tokens, parts, quantised, role="gold"):
+    from lm_interp_plugin.records import InterpRecord
+
+    return InterpRecord(
+        task="t",
+        doc_id=doc_id,
+        doc_hash=f"h{doc_id}",
+        request_index=0,
+        request_type="loglikelihood",
+        role=role,
+        prompt_tokens=tokens,
+        target_tokens=["x", "y"],
+        token_parts=parts,
+        raw=[[0.0, 0.0]] * len(tokens),
+        quantised=quantised,
+        params={"L": 10, "b": 7},
+        metrics={},
+    )
+
+
+def test_why_not_says_where_the_evidence_went(tmp_path):
+    from lm_interp_plugin.demo.run import why_not
+    from lm_interp_plugin.records import RecordWriter
+
+    tokens, parts = (
+        ["<s>", "Do", "it", "Output", ":"],
+        ["special", "instruction", "instruction", "template", "template"],
+    )
+    runs = {}
+    for label, top in (("base", 1), ("tuned", 4)):
+        folder = tmp_path / label / "model"  # lm-eval's output_path/<model> layout
+        folder.mkdir(parents=True)
+        with RecordWriter(folder) as writer:
+            for doc in range(3):
+                q = [[0, 0]] * 5
+                q[top] = [10, 10]  # strong on both answer tokens: the highest density
+                q[2] = [9, 0] if doc == 0 else [0, 0]  # above b = 7 on one token only: lower density
+                writer.write(_record(doc, tokens, parts, q))
+            writer.write(
+                _record(9, tokens, parts, [[0, 0]] * 4 + [[10, 10]], role="choice")
+            )  # not the interpreted answer
+        runs[label] = tmp_path / label
+    results = {
+        "findings": [
+            _finding(1, "instruction_importance", "opposite", -0.3),
+            _finding(2, "instruction_attention", "not significant", -0.01),
+            _finding(3, "ffn_concept_other", "shows up", -0.1),
+        ],
+        "tasks": {
+            "t": {
+                "paired": [
+                    _paired("attribution_share_instruction", 0.5, 0.1),
+                    _paired("attribution_share_template", 0.4, 0.85),
+                    _paired("attribution_share_special", 0.1, 0.05),
+                    _paired("instruction_attention", 0.2, 0.19, ci=(-0.03, 0.01)),
+                    _paired("instruction_attention_lift", 1.5, 1.2),
+                ],
+                "attention_means": {"base": [[0.2, 0.4], [0.1, 0.1]], "tuned": [[0.3, 0.3], [0.0, 0.2]]},
+            }
+        },
+    }
+    lines = why_not(results, runs)
+    assert len(lines) == 2  # finding 3 shows up: nothing to explain
+    one, two = lines
+    assert one.startswith("why not 1 [t]: share of the importance density per prompt part: ")
+    # the largest move first
+    assert "template 0.40 -> 0.85, instruction 0.50 -> 0.10, special 0.10 -> 0.05" in one
+    assert "most often the top token: base 'Do' (instruction) in 3/3, tuned ':' (template) in 3/3" in one
+    assert two.startswith("why not 2 [t]: the per-example difference is -0.010 on n=10, 95% CI")
+    assert "[-0.03, 0.01] holds 0" in two and "1.50 -> 1.20" in two
+    assert "per layer, first to last: base 0.30 0.10; tuned 0.30 0.10" in two
+
+
+@pytest.mark.slow
+def test_demo_on_the_shipped_pair(tmp_path, capsys):
+    from lm_interp_plugin.demo.run import run_demo
+
+    assert run_demo(tmp_path / "demo", limit=3) == 0
+    assert not (tmp_path / "demo" / "models").exists()  # nothing was trained
+    printed = capsys.readouterr().out
+    assert "tuned exact match 72.2% / multiple choice 87.5%" in printed  # the shipped pair's build numbers
+    assert (
+        "(models: the pair shipped with lm-interp, recipe demo-pair-v1, seed 0, trained with 1 thread"
+        in printed
+    )
+    results = json.loads((tmp_path / "demo" / "report" / "results.json").read_text())
+    assert {f["task"] for f in results["findings"]} == {"demo_instruct", "demo_instruct_mc"}
+    not_shown = [f for f in results["findings"] if f["verdict"] != "shows up"]
+    assert sum(line.strip().startswith("why not ") for line in printed.splitlines()) == len(not_shown)

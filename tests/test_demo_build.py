@@ -9,8 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from lm_interp_plugin.demo import synthetic
-from lm_interp_plugin.demo.build import DemoRecipe, build_demo_pair, deterministic, encode_example
+from lm_interp_plugin.demo import build, synthetic
+from lm_interp_plugin.demo.build import (
+    DemoRecipe,
+    build_demo_pair,
+    check_hashes,
+    deterministic,
+    encode_example,
+    remove_stale_partials,
+    shipped_pair,
+    shipped_pair_dir,
+    training_threads,
+)
 
 INSTRUCT_FIELDS = {"id", "category", "instruction", "input", "reference"}
 MC_FIELDS = {"id", "group_id", "category", "instruction", "input", "choices", "label"}
@@ -198,6 +208,123 @@ def test_answer_tokens_follow_the_prompt_tokens(small_build):
     prompt = tok(synthetic.format_prompt("Write the first word.", "cat dog"))["input_ids"]
     assert ids[:n_prompt] == prompt and ids[-1] == tok.eos_token_id
     assert tok.decode(ids[n_prompt:-1]) == " cat"
+
+
+def test_build_log_and_hashes_beside_the_weights(small_build):
+    _, models = small_build
+    folder = models.manifest_path.parent
+    log = (folder / "build.log").read_text()
+    assert "torch threads" in log and "pretrain step 1/3: loss" in log and "instruct-tune step 3/3" in log
+    assert json.loads(models.manifest_path.read_text())["threads"] >= 1
+    assert check_hashes(folder) == []
+    listed = {line.split("  ", 1)[1] for line in (folder / "SHA256SUMS").read_text().splitlines()}
+    assert {"base/model.safetensors", "tuned/model.safetensors", "demo_manifest.json"} <= listed
+
+
+def test_hash_check_names_a_changed_file(small_build, tmp_path):
+    import shutil
+
+    _, models = small_build
+    copy = shutil.copytree(models.manifest_path.parent, tmp_path / "pair")
+    (copy / "heldout_instruct.jsonl").write_text("{}\n")
+    (copy / "tuned" / "model.safetensors").unlink()
+    assert check_hashes(copy) == ["heldout_instruct.jsonl", "tuned/model.safetensors"]
+
+
+def test_training_threads(monkeypatch):
+    monkeypatch.delenv(build.THREADS_ENV, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 0.0, 0.0))
+    assert training_threads()[0] == 4  # 7 free cores, capped at MAX_TRAINING_THREADS
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert training_threads()[0] == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 0.0, 0.0))
+    assert training_threads() == (1, "2 usable cores, load average 7.00, at most 4")  # busy: one thread
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert training_threads()[0] == 2
+    monkeypatch.setenv(build.THREADS_ENV, "3")
+    assert training_threads() == (3, "$LM_INTERP_DEMO_THREADS=3")
+
+
+def test_build_sets_and_restores_the_thread_count(tmp_path, monkeypatch):
+    seen = []
+
+    def fake(out, recipe, seed):
+        seen.append(torch.get_num_threads())
+        (out / "base").mkdir()
+        return {}
+
+    monkeypatch.setattr(build, "_build_into", fake)
+    before = torch.get_num_threads()
+    models = build_demo_pair(tmp_path, recipe=DemoRecipe.small(), threads=1)
+    assert seen == [1] and torch.get_num_threads() == before
+    assert json.loads(models.manifest_path.read_text())["threads"] == 1
+
+
+def test_partial_folders_are_cleaned(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that no longer runs: the leftover of a killed build
+    stale = tmp_path / f"demo-0123456789abcdef.partial-{proc.pid}"
+    live = tmp_path / f"demo-0123456789abcdef.partial-{os.getppid()}"  # a build still running elsewhere
+    for folder in (stale, live):
+        (folder / "base").mkdir(parents=True)
+    assert remove_stale_partials(tmp_path) == [stale]
+    assert not stale.exists() and live.is_dir()
+
+    def boom(out, recipe, seed):
+        (out / "base").mkdir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "_build_into", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build_demo_pair(tmp_path, recipe=DemoRecipe.small())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]  # the interrupted build left nothing
+
+
+# ---------------------------------------------------------------- the shipped pair
+def test_shipped_pair_is_intact_and_small():
+    models = shipped_pair()
+    folder = shipped_pair_dir()
+    assert models.manifest_path == folder / "demo_manifest.json" and check_hashes(folder) == []
+    manifest = json.loads(models.manifest_path.read_text())
+    assert manifest["key"] == DemoRecipe().key(0) and manifest["seed"] == 0
+    assert (folder / "build.log").read_text().count("loss") >= 10
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size < 8 * 2**20, size
+    ev = manifest["evaluation"]
+    assert ev["tuned"]["exact_match"]["overall"] >= ev["base"]["exact_match"]["overall"] + 0.5
+    assert ev["tuned"]["mc"]["overall"] >= ev["base"]["mc"]["overall"] + 0.4
+    rows = [json.loads(line) for line in models.heldout_mc_path.read_text().splitlines()]
+    assert rows == synthetic.heldout_instruct_mc(DemoRecipe().eval_mc_items, seed=0)
+
+
+def test_shipped_pair_loads_and_follows_an_instruction():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lm_interp_plugin.demo.build import greedy_answer
+
+    models = shipped_pair()
+    tok = AutoTokenizer.from_pretrained(models.tuned_path)
+    tuned = AutoModelForCausalLM.from_pretrained(models.tuned_path).eval()
+    base = AutoModelForCausalLM.from_pretrained(models.base_path).eval()
+    assert greedy_answer(tuned, tok, "Write the first word of the text.", "owl red cup") == "owl"
+    assert greedy_answer(base, tok, "Write the first word of the text.", "owl red cup") != "owl"
+
+
+def test_a_damaged_shipped_pair_is_refused(tmp_path, monkeypatch):
+    import shutil
+
+    copy = shutil.copytree(shipped_pair_dir(), tmp_path / "demo_pair")
+    monkeypatch.setattr(build, "shipped_pair_dir", lambda: copy)
+    (copy / "base" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"does not match its SHA256SUMS \(base/config.json\).*--rebuild"):
+        shipped_pair()
+    shutil.rmtree(copy)
+    with pytest.raises(FileNotFoundError, match="shipped demo pair is missing"):
+        shipped_pair()
 
 
 @pytest.mark.skipif(

@@ -5,6 +5,11 @@ tuned version do, without downloading anything: a tiny Llama is pretrained on sy
 (`synthetic.pretraining_text`), saved as the base, then a copy is tuned on instruction -> answer pairs with
 the loss on the answer tokens only, and saved as the tuned model. Both load with `from_pretrained(path)`.
 
+The pair this module built once is shipped with the package (`lm_interp_plugin/data/demo_pair`, see
+`shipped_pair`), because float sums in a different order (another CPU, another thread count) train a
+different pair, and the demo's verdicts should be the same everywhere. `lm-interp demo --rebuild` trains
+one again from the recipe.
+
 The output folder is keyed by a hash of the recipe (every hyper-parameter, the seed and `RECIPE_VERSION`), so
 a second call with the same recipe returns at once, and a changed recipe never reuses stale weights. The
 manifest (`demo_manifest.json`) also records held-out accuracies of both models, so the demo can say how much
@@ -37,6 +42,12 @@ RECIPE_VERSION = "demo-pair-v1"
 MANIFEST_NAME = "demo_manifest.json"
 HELDOUT_NAME = "heldout_instruct.jsonl"
 HELDOUT_MC_NAME = "heldout_instruct_mc.jsonl"
+BUILD_LOG_NAME = "build.log"
+HASHES_NAME = "SHA256SUMS"
+#: Sets the training's thread count, overriding `training_threads`' choice.
+THREADS_ENV = "LM_INTERP_DEMO_THREADS"
+#: More threads than this do not speed up a model this small (its matrices are 128 wide).
+MAX_TRAINING_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -124,8 +135,90 @@ def deterministic(seed: int) -> Iterator[None]:
             torch.use_deterministic_algorithms(was_on, warn_only=was_warn_only)
 
 
+def training_threads() -> tuple[int, str]:
+    """How many threads the build trains with, and why.
+
+    `$LM_INTERP_DEMO_THREADS` if set; otherwise the cores this process may run on (`sched_getaffinity`,
+    else `os.cpu_count()`) minus those the 1-minute load average says are busy, at least 1 and at most
+    `MAX_TRAINING_THREADS`. More threads than free cores make every step wait on a descheduled thread (on 2
+    shared cores torch's default took 1 to 6 s per step, one thread 0.2 s).
+    """
+    env = os.environ.get(THREADS_ENV)
+    if env:
+        return max(1, int(env)), f"${THREADS_ENV}={env}"
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    free = cores - int(load)
+    threads = max(1, min(MAX_TRAINING_THREADS, cores, free))
+    return threads, f"{cores} usable cores, load average {load:.2f}, at most {MAX_TRAINING_THREADS}"
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """`torch.set_num_threads(n)` for the duration, the previous count restored after."""
+    import torch
+
+    was = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(was)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_partials(cache_dir: Path) -> list[Path]:
+    """Delete `demo-*.partial-<pid>` folders whose building process is gone (a killed build's leftovers)."""
+    removed = []
+    for folder in Path(cache_dir).glob("demo-*.partial-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            logger.info("removed %s, left by a build that did not finish", folder)
+    return removed
+
+
+@contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    """Copy this package's INFO log lines into `path` (the build log kept beside the weights)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("lm_interp_plugin")
+    was = root.level
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(was)
+        handler.close()
+
+
 def build_demo_pair(
-    cache_dir: Path, force: bool = False, seed: int = 0, recipe: DemoRecipe | None = None
+    cache_dir: Path,
+    force: bool = False,
+    seed: int = 0,
+    recipe: DemoRecipe | None = None,
+    threads: int | None = None,
 ) -> DemoModels:
     """Build (or load from the cache) the demo's base and instruction-tuned models.
 
@@ -134,6 +227,8 @@ def build_demo_pair(
         force: rebuild even if a complete build with the same recipe exists.
         seed: seeds the data, the initial weights and the batch order.
         recipe: sizes and training lengths; `DemoRecipe()` by default.
+        threads: torch threads while training; `training_threads()` decides by default. The count can
+            change the weights in their last bits (float sums in another order); the manifest records it.
 
     Returns:
         The paths of both models, of the held-out JSONL files, of the manifest, and the manifest's stats.
@@ -146,23 +241,116 @@ def build_demo_pair(
         if manifest.get("key") == recipe.key(seed):
             logger.info("demo models found in cache at %s", out)
             return _models_from(out, manifest)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(cache_dir)
     tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")  # a crashed build never looks finished
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    with deterministic(seed):
-        stats = _build_into(tmp, recipe, seed)
-    manifest = {
-        "key": recipe.key(seed),
-        "version": RECIPE_VERSION,
-        "seed": seed,
-        "recipe": asdict(recipe),
-        **stats,
-    }
-    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    if threads is None:
+        threads, why = training_threads()
+    else:
+        why = "asked for"
+    try:
+        with _log_to(tmp / BUILD_LOG_NAME), torch_threads(threads), deterministic(seed):
+            logger.info(
+                "building demo pair %s (seed %d) with %d torch threads (%s)", out.name, seed, threads, why
+            )
+            stats = _build_into(tmp, recipe, seed)
+            stats["threads"] = threads
+            for part in ("base", "tuned"):
+                portable_tokenizer_config(tmp / part)
+            manifest = {
+                "key": recipe.key(seed),
+                "version": RECIPE_VERSION,
+                "seed": seed,
+                "recipe": asdict(recipe),
+                **stats,
+            }
+            (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+            write_hashes(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    except BaseException:  # interrupted or failed: leave nothing half-written behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     logger.info("demo models written to %s", out)
     return _models_from(out, manifest)
+
+
+def portable_tokenizer_config(model_dir: Path) -> None:
+    """Name the tokenizer class `PreTrainedTokenizerFast`, which transformers 4 and 5 both load (5 writes
+    `TokenizersBackend`, unknown to 4); the tokenizer itself (tokenizer.json) is unchanged."""
+    path = Path(model_dir) / "tokenizer_config.json"
+    if path.is_file():
+        config = json.loads(path.read_text())
+        if config.get("tokenizer_class") == "TokenizersBackend":
+            config["tokenizer_class"] = "PreTrainedTokenizerFast"
+            path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+
+
+def _hashed_files(folder: Path) -> list[Path]:
+    """Every file of a build whose bytes matter (weights, tokenizer, configs, data, manifest)."""
+    skip = {HASHES_NAME, BUILD_LOG_NAME}
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in skip)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_hashes(folder: Path) -> Path:
+    """`SHA256SUMS` (the `sha256sum -c` format) of every file of the build, beside them."""
+    lines = [f"{_sha256(p)}  {p.relative_to(folder).as_posix()}" for p in _hashed_files(folder)]
+    path = folder / HASHES_NAME
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def check_hashes(folder: Path) -> list[str]:
+    """The files of `folder` whose bytes differ from its `SHA256SUMS` (or are missing); empty when intact."""
+    bad = []
+    for line in (folder / HASHES_NAME).read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        path = folder / name
+        if not path.is_file() or _sha256(path) != digest:
+            bad.append(name)
+    return bad
+
+
+def shipped_pair_dir() -> Path:
+    """Where the package keeps the pair it ships (`lm_interp_plugin/data/demo_pair`)."""
+    from importlib.resources import files
+
+    return Path(str(files("lm_interp_plugin.data"))) / "demo_pair"
+
+
+def shipped_pair() -> DemoModels:
+    """The base/tuned pair built once by `build_demo_pair` (default recipe, seed 0) and shipped with the
+    package, after checking its files against their SHA-256 sums."""
+    folder = shipped_pair_dir()
+    manifest_path = folder / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"the shipped demo pair is missing ({manifest_path}); reinstall lm-interp, or train one with "
+            "`lm-interp demo --rebuild`"
+        )
+    bad = check_hashes(folder)
+    if bad:
+        raise ValueError(
+            f"the shipped demo pair in {folder} does not match its {HASHES_NAME} ({', '.join(bad)}); "
+            "reinstall lm-interp, or train one with `lm-interp demo --rebuild`"
+        )
+    return _models_from(folder, json.loads(manifest_path.read_text()))
+
+
+def export_pair(build: Path, dest: Path) -> Path:
+    """Copy a finished build (weights, tokenizers, held-out data, manifest, build log, hashes) to `dest`,
+    replacing what is there: how `data/demo_pair` is made (`python -m lm_interp_plugin.demo.build`)."""
+    build, dest = Path(build), Path(dest)
+    if check_hashes(build):
+        raise ValueError(f"{build} does not match its {HASHES_NAME}")
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(build, dest)
+    return dest
 
 
 def _models_from(out: Path, manifest: dict) -> DemoModels:
@@ -297,6 +485,8 @@ def _run_steps(model, batches, lr: float, steps: int, recipe: DemoRecipe, desc: 
             losses.append(loss.item())
             if step % 25 == 0:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if step % 100 == 0 or step == steps - 1:
+                logger.info("%s step %d/%d: loss %.4f", desc, step + 1, steps, losses[-1])
     logger.info("%s: loss %.3f -> %.3f over %d steps", desc, losses[0], _tail_mean(losses), steps)
     return losses
 
@@ -423,3 +613,32 @@ def mc_accuracy(model, tok, items: list[dict]) -> dict:
                 scores.append(float(logp[row, positions, targets].sum()))
             hits.append((x["category"], max(range(len(scores)), key=scores.__getitem__) == x["label"]))
     return _per_category(hits)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m lm_interp_plugin.demo.build [--seed S] [--threads N] [--export DEST]`: build a pair (and
+    optionally copy it to DEST, e.g. `lm_interp_plugin/data/demo_pair` to renew the shipped one)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lm_interp_plugin.demo.build", description=main.__doc__)
+    parser.add_argument("--cache_dir", type=Path, default=Path("lm_interp_demo/models"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: training_threads)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if cached")
+    parser.add_argument("--export", type=Path, default=None, help="copy the finished build here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    models = build_demo_pair(args.cache_dir, force=args.force, seed=args.seed, threads=args.threads)
+    folder = models.manifest_path.parent
+    if args.export:
+        export_pair(folder, args.export)
+        folder = args.export
+    logger.info("pair in %s: %s", folder, json.dumps(models.stats.get("evaluation")))
+    return 0
+
+
+if __name__ == "__main__":
+    # run the imported module's main, so the log lines carry its name and reach build.log
+    from lm_interp_plugin.demo.build import main as _main
+
+    raise SystemExit(_main())

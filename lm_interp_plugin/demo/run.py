@@ -1,11 +1,13 @@
 """`lm-interp demo`: the whole story on a tiny base/tuned pair built locally, through the real lm-eval path.
 
-1. Build (once; cached) a tiny Llama pretrained on synthetic text and its instruction-tuned copy.
+1. Take the tiny base/tuned pair shipped with the package (built once by `build.py`, so the verdicts are the
+   same on every machine), or with ``--rebuild`` train one again from the recipe (cached under OUT/models).
 2. Write two lm-eval tasks over the held-out synthetic instructions (generation and multiple choice) into
    ``OUT/tasks`` (they are demo-only, so they are not among the shipped ``interp_*`` tasks).
 3. Run both models through ``lm-interp run --model interp-hf`` (lm-eval's own CLI), then
    ``lm-interp compare`` and ``explain-heads`` / ``explain-ffn`` for the global views.
-4. Say plainly which of the paper's three findings show up in this pair.
+4. Say plainly which of the paper's three findings show up in this pair, and, for one that does not, where
+   the evidence went instead (read from the runs' records).
 """
 
 from __future__ import annotations
@@ -20,9 +22,20 @@ from ..explain.ffn import explain_ffn_to_file
 from ..explain.heads import explain_heads_to_file
 from ..harness.launcher import run_lmeval
 from ..harness.variants import write_task_yaml
+from ..methods.importance import importance_density
+from ..records import load_records, record_files
 from ..report import compare
 from ..report.findings import FindingCheck
-from .build import build_demo_pair
+from ..report.tokens import display_token
+from .build import (
+    DemoModels,
+    DemoRecipe,
+    build_demo_pair,
+    shipped_pair,
+    shipped_pair_dir,
+    torch_threads,
+    training_threads,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +99,49 @@ def findings(results: dict) -> list[str]:
     return [FindingCheck(**row).sentence() for row in results.get("findings", [])]
 
 
+def demo_pair(
+    out: Path,
+    cache_dir: Path | None = None,
+    rebuild: bool = False,
+    force: bool = False,
+    recipe: DemoRecipe | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+) -> DemoModels:
+    """The shipped pair, unless a rebuild is asked for (`rebuild`, `force`, a recipe or a seed of its own):
+    then one trained from the recipe into `cache_dir` (default OUT/models), reused from there when a finished
+    build of the same recipe and seed is there and `force` is off."""
+    if not (rebuild or force or recipe is not None or seed != 0 or threads is not None):
+        return shipped_pair()
+    cache_dir = Path(cache_dir) if cache_dir else Path(out) / "models"
+    return build_demo_pair(cache_dir, force=force, seed=seed, recipe=recipe, threads=threads)
+
+
 def run_demo(
-    out: Path, cache_dir: Path | None = None, limit: int | None = None, force: bool = False, recipe=None
+    out: Path,
+    cache_dir: Path | None = None,
+    limit: int | None = None,
+    force: bool = False,
+    recipe: DemoRecipe | None = None,
+    rebuild: bool = False,
+    seed: int = 0,
+    threads: int | None = None,
 ) -> int:
-    """Build the pair, evaluate both with interp-hf, write the report under `out`; returns an exit code."""
+    """Evaluate the demo pair (shipped, or rebuilt: see `demo_pair`) with interp-hf, write the report under
+    `out`; returns an exit code."""
     out = Path(out)
-    cache_dir = Path(cache_dir) if cache_dir else out / "models"
-    models = build_demo_pair(cache_dir, force=force, recipe=recipe)
+    models = demo_pair(
+        out, cache_dir, rebuild=rebuild, force=force, recipe=recipe, seed=seed, threads=threads
+    )
     logger.info("demo models: base %s, tuned %s", models.base_path, models.tuned_path)
+    n_threads, why = training_threads()  # the same rule as the training: no more threads than free cores
+    logger.info("demo runs with %d torch threads (%s)", n_threads, why)
+    with torch_threads(n_threads):
+        return _evaluate_and_report(out, models, limit)
+
+
+def _evaluate_and_report(out: Path, models: DemoModels, limit: int | None) -> int:
+    """Both lm-eval runs, the global explanations, the comparison report and the printed verdicts."""
     tasks = write_demo_tasks(out / "tasks", models.heldout_path, models.heldout_mc_path)
     runs = {}
     for label, path in (("base", models.base_path), ("tuned", models.tuned_path)):
@@ -119,7 +167,7 @@ def run_demo(
         ]
         if limit:
             argv += ["--limit", str(limit)]
-        run_lmeval(argv)
+        run_lmeval(argv, builtin_tasks=False)  # the demo's tasks are all in OUT/tasks: skip lm-eval's index
         runs[label] = run_dir
     globals_dir = out / "global"
     for label, path in (("base", models.base_path), ("tuned", models.tuned_path)):
@@ -139,6 +187,13 @@ def run_demo(
     results = json.loads((report_dir / "results.json").read_text())
     print("\nlm-interp demo: does this tiny pair show the paper's findings?")
     stats = models.stats or {}
+    folder = models.manifest_path.parent
+    ident = f"recipe {stats.get('version')}, seed {stats.get('seed')}"
+    ident += f", trained with {stats.get('threads', '?')} thread(s)"
+    if folder == shipped_pair_dir():
+        print(f"  (models: the pair shipped with lm-interp, {ident}; --rebuild trains one from the recipe)")
+    else:
+        print(f"  (models: rebuilt in {folder}, {ident})")
     evaluation = stats.get("evaluation") or {}
     if evaluation:
         scores = ", ".join(
@@ -149,6 +204,8 @@ def run_demo(
         print(f"  (instruction following on held-out items, measured at build time: {scores})")
     for line in findings(results):
         print("  " + line)
+    for line in why_not(results, runs):
+        print("  " + line)
     print(
         '  (the same table is in the report: "The paper\'s findings on these runs"; the global Table 3 and '
         "Table 5 views of heads and FFN rotation are at its end)"
@@ -158,3 +215,103 @@ def run_demo(
         f"        {report_dir / 'results.json'}"
     )
     return 0
+
+
+def _paired(results: dict, task: str, metric: str, baseline: str, other: str) -> dict | None:
+    for row in results.get("tasks", {}).get(task, {}).get("paired", []):
+        if row["metric"] == metric and row["baseline"] == baseline and row["other"] == other:
+            return row
+    return None
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def top_tokens(run_dir: Path, task: str) -> tuple[str, str, int, int] | None:
+    """The prompt token that most often carries an example's highest importance density (the metric's own
+    thresholded density), with its part, in how many examples, out of how many; None without records."""
+    counts: dict[tuple[str, str], int] = {}
+    total = 0
+    folders = [run_dir, *(p for p in sorted(Path(run_dir).iterdir()) if p.is_dir())]
+    for path in (f for folder in folders for f in record_files(folder)):
+        for record in load_records(path):
+            if record.task != task or record.role not in ("gold", "generated") or not record.quantised:
+                continue
+            if not record.quantised[0]:
+                continue
+            b, p = int(record.params.get("b", 7)), float(record.params.get("p", 4))
+            density = importance_density(record.quantised, b=b, p=p)
+            if not density.any():
+                continue
+            m = int(density.argmax())
+            key = (display_token(record.prompt_tokens[m]), record.token_parts[m])
+            counts[key] = counts.get(key, 0) + 1
+            total += 1
+    if not counts:
+        return None
+    (token, part), n = max(counts.items(), key=lambda kv: kv[1])
+    return token, part, n, total
+
+
+def _shares(results: dict, task: str, prefix: str, baseline: str, other: str) -> str:
+    """`part base -> other` for every paired metric named `prefix<part>`, largest move first."""
+    rows = [
+        row
+        for row in results.get("tasks", {}).get(task, {}).get("paired", [])
+        if row["metric"].startswith(prefix) and row["baseline"] == baseline and row["other"] == other
+    ]
+    rows.sort(key=lambda row: -abs(row["mean_diff"] or 0.0))
+    return ", ".join(
+        f"{row['metric'][len(prefix) :]} {_fmt(row['mean_baseline'])} -> {_fmt(row['mean_other'])}"
+        for row in rows
+    )
+
+
+def why_not(results: dict, runs: dict[str, Path]) -> list[str]:
+    """For each finding that does not show up, where the evidence went instead, read from the paired
+    per-example metrics and the records (demo text only; the report has its own tables)."""
+    lines = []
+    for row in results.get("findings", []):
+        if row["verdict"] == "shows up":
+            continue
+        task, base, other = row["task"], row["baseline"], row["other"]
+        head = f"why not {row['finding']} [{task}]: "
+        if row["verdict"] == "not significant":
+            paired = _paired(results, task, row["metric"], base, other) or {}
+            lo, hi = paired.get("diff_ci_low"), paired.get("diff_ci_high")
+            ci = f", 95% CI of the difference [{_fmt(lo)}, {_fmt(hi)}] holds 0" if lo is not None else ""
+            head += f"the per-example difference is {row['mean_diff']:+.3f} on n={row['n_pairs']}{ci}; "
+        if row["finding"] == 1:
+            text = _shares(results, task, "attribution_share_", base, other)
+            tops = []
+            for label in (base, other):
+                top = top_tokens(runs[label], task) if label in runs else None
+                if top:
+                    token, part, n, total = top
+                    tops.append(f"{label} {token!r} ({part}) in {n}/{total}")
+            line = f"share of the importance density per prompt part: {text}" if text else ""
+            if tops:
+                line += ("; " if line else "") + "most often the top token: " + ", ".join(tops)
+            lines.append(head + (line or "no per-part shares in the records"))
+        elif row["finding"] == 2:
+            lift = _paired(results, task, "instruction_attention_lift", base, other)
+            means = results.get("tasks", {}).get(task, {}).get("attention_means", {})
+            layers = []
+            for label in (base, other):
+                grid = means.get(label)
+                if grid:
+                    layers.append(f"{label} " + " ".join(f"{sum(r) / len(r):.2f}" for r in grid))
+            text = (
+                f"attention on the instruction relative to its share of the prompt (1 = no preference): "
+                f"{_fmt(lift['mean_baseline'])} -> {_fmt(lift['mean_other'])}"
+                if lift
+                else ""
+            )
+            if layers:
+                text += ("; " if text else "") + "per layer, first to last: " + "; ".join(layers)
+            lines.append(head + (text or "no attention records"))
+        elif row["finding"] == 3:
+            text = _shares(results, task, "ffn_concept_", base, other)
+            lines.append(head + f"FFN activation share per concept: {text or 'no concept records'}")
+    return lines
