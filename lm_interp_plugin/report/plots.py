@@ -42,31 +42,49 @@ def _plain(text: str, limit: int = 40) -> str:
     return text.replace("$", r"\$")
 
 
-def metric_bars(title: str, summaries: dict[str, list[Any]], metrics: list[str]) -> bytes:
-    """Grouped bars: one group per metric, one bar per run, whiskers at the bootstrap 95% CI."""
+def metric_bars(
+    title: str,
+    summaries: dict[str, list[Any]],
+    metrics: list[str],
+    unit: str = "",
+    limits: tuple[float, float] | None = None,
+) -> bytes:
+    """Horizontal grouped bars of one metric family: one group per metric, one bar per run, whiskers at the
+    bootstrap 95% CI; the metric names sit on the y axis in full, the family's `unit` on the x axis."""
     plt = _plt()
     labels = list(summaries)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(metrics) * max(1, len(labels)) / 2 + 2), 3.4))
-    width = 0.8 / max(1, len(labels))
-    x = np.arange(len(metrics))
+    n_runs = max(1, len(labels))
+    height = max(1.8, 0.28 * len(metrics) * n_runs + 0.35 * len(metrics) + 1.2)
+    fig, ax = plt.subplots(figsize=(7.5, height), layout="constrained")
+    bar = 0.8 / n_runs
+    y = np.arange(len(metrics))
+    values = []
     for i, label in enumerate(labels):
         cells = {s.metric: s for s in summaries[label]}
         means = np.array([cells[m].mean if m in cells else math.nan for m in metrics], dtype=float)
         lo = np.array([cells[m].ci_low if m in cells else math.nan for m in metrics], dtype=float)
         hi = np.array([cells[m].ci_high if m in cells else math.nan for m in metrics], dtype=float)
         err = np.nan_to_num(np.vstack([means - lo, hi - means]), nan=0.0).clip(min=0)
-        ax.bar(
-            x + (i - (len(labels) - 1) / 2) * width,
+        values += [v for v in np.concatenate([means, lo, hi]) if math.isfinite(v)]
+        ax.barh(
+            y + (i - (n_runs - 1) / 2) * bar,
             np.nan_to_num(means),
-            width,
-            yerr=err,
-            capsize=3,
+            bar,
+            xerr=err,
+            capsize=2,
             label=_plain(label),
         )
-    ax.set_xticks(x, [_plain(m, 28) for m in metrics], rotation=30, ha="right")
-    ax.set_title(_plain(title, 80))
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    ax.set_yticks(y, [_plain(m, 48) for m in metrics], fontsize=8)
+    ax.invert_yaxis()  # the first metric on top, as in the table
+    if limits is None and values and min(values) >= 0 and max(values) <= 1:
+        limits = (0.0, 1.0)
+    if limits is not None:
+        ax.set_xlim(*limits)
+    ax.axvline(0, color="#888", linewidth=0.8)
+    ax.set_xlabel(_plain(unit, 110), fontsize=8)
+    ax.set_title(_plain(title, 90), fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(axis="x", alpha=0.3)
     return _png(fig)
 
 
