@@ -41,6 +41,25 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--labels", type=str, default=None, help="comma-separated names for the runs")
     cmp.add_argument("--baseline", type=str, default=None, help="label of the baseline run (default: first)")
+    cmp.add_argument(
+        "--pair",
+        type=str,
+        action="append",
+        default=None,
+        metavar="BASE:TUNED",
+        help="declare that run TUNED is the instruction-tuned version of run BASE (labels); the paper's "
+        "findings are checked only for declared pairs (repeat for several tuned runs of one base). Runs "
+        "labelled base and tuned count as declared; any other runs get a neutral comparison",
+    )
+    cmp.add_argument(
+        "--records",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="each run's interpretation records folder (its records_dir), in run order, when they are "
+        "not in the run folder and its results file does not name them",
+    )
     cmp.add_argument("--heads", type=Path, nargs="*", default=None, help="explain-heads outputs, one per run")
     cmp.add_argument("--ffn", type=Path, nargs="*", default=None, help="explain-ffn outputs, one per run")
     cmp.add_argument("--examples", type=int, default=3, help="token heatmaps of this many examples per task")

@@ -25,6 +25,12 @@ def compare(args: argparse.Namespace) -> int:
     from .report.errors import ReportInputError
 
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    pairs = []
+    for text in args.pair or []:
+        base, sep, tuned = text.partition(":")
+        if not sep or not base.strip() or not tuned.strip():
+            return _fail(f"--pair {text!r} is not BASE:TUNED (two run labels joined by a colon)")
+        pairs.append((base.strip(), tuned.strip()))
     try:
         result = build_report(
             list(args.runs),
@@ -34,6 +40,8 @@ def compare(args: argparse.Namespace) -> int:
             ffn=args.ffn or None,
             examples=args.examples,
             baseline=args.baseline,
+            pairs=pairs or None,
+            records=args.records,
         )
     except ReportInputError as err:
         return _fail(str(err))

@@ -20,6 +20,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 RECORD_FILE_PREFIX = "interp_records_"
+#: key of lm-eval's results ``config`` (from the model's ``get_model_info``) that holds the records folder
+RECORDS_DIR_KEY = "interp_records_dir"
 SCHEMA_VERSION = 1
 
 

@@ -479,6 +479,7 @@ def compare(
     examples: int = 3,
     baseline: str | None = None,
     pairs: list[tuple[str, str]] | None = None,
+    records: list[Path] | None = None,
 ) -> ComparisonResult:
     """Compare lm-eval runs (base first) and write report.md, report.html, results.json and PNGs to `out`.
 
@@ -495,6 +496,8 @@ def compare(
         pairs: (base, tuned) labels of runs that are a base model and its instruction-tuned version; the
             paper's findings are checked only for them (without `pairs`, for runs labelled base and tuned).
             Other runs get a neutral comparison.
+        records: one records folder per run found, for records written outside the run folder whose
+            results file does not name them (runs of older versions, moved folders).
 
     Raises:
         ReportInputError: (and subclasses) unreadable run dirs, runs with no task or document in common, a
@@ -502,7 +505,7 @@ def compare(
     """
     if not run_dirs:
         raise ReportInputError("no run directories given; pass at least one lm-eval --output_path")
-    runs = resolve_runs([Path(p) for p in run_dirs], labels)
+    runs = resolve_runs([Path(p) for p in run_dirs], labels, [Path(p) for p in records] if records else None)
     pair = _pair_info([r.label for r in runs], pairs, baseline)
     base = _pick_baseline(runs, baseline if baseline is not None else pair.get("base"))
     tasks, notes, warnings = analyse(runs, base)
