@@ -143,7 +143,9 @@ def test_untrusted_text_is_escaped(pair, tmp_path):
     assert "&lt;" not in md and "&gt;" not in md and "&amp;" not in md
     assert _md("a|b\nc<d") == "a\\|b c\\<d"
     assert _md("a -> b < c & d") == "a -> b < c & d"
-    assert _md("[x](javascript:alert(1))") == "\\[x\\](javascript:alert(1))"
+    assert _md("[x](javascript:alert(1))") == "\\[x\\](javascript:alert(1))"  # at the start of a line
+    assert _md("see [x](javascript:1) ![i](y) [r][1]") == "see [x\\](javascript:1) ![i\\](y) [r\\][1]"
+    assert _md("mean [95% CI] (n)") == "mean [95% CI] (n)"
     assert _md("> quote") == "\\> quote" and _md("-0.5") == "-0.5" and _md("&amp;") == "\\&amp;"
     evil = "<img src=x onerror=alert(1)>"
     compare([pair["root"] / "base", pair["root"] / "tuned"], tmp_path, labels=["base&co", evil], examples=0)

@@ -157,5 +157,5 @@ def test_markdown_is_plain_text_and_inert(runs, tmp_path):
     compare([root / "base", root / "tuned"], tmp_path, labels=["base", "tuned"], examples=0)
     md = (tmp_path / "report.md").read_text()
     assert "&lt;" not in md and "&gt;" not in md and "&amp;" not in md
-    assert "\\[click\\](javascript:alert(1))" in md and "](javascript" not in md.replace("\\](", "")
+    assert "[click\\](javascript:alert(1))" in md and "](javascript" not in md.replace("\\](", "")
     assert "\\<b>bold\\</b> a -> b" in md

@@ -227,7 +227,12 @@ def fmt_p(value: Any) -> str:
 
 _MD_ESCAPES = (
     (re.compile(r"\\"), r"\\\\"),  # a backslash stays a backslash
-    (re.compile(r"([|\[\]])"), r"\\\1"),  # table cells; link and image syntax stays text
+    (re.compile(r"\|"), r"\\|"),  # table cells
+    (
+        re.compile(r"\](?=[(\[:])"),
+        r"\\]",
+    ),  # no link/image/reference; "[95% CI] (n)" kept
+    (re.compile(r"^\["), r"\\["),  # a reference definition "[x]: url" at the start of a line
     (re.compile(r"<(?=[A-Za-z/!?])"), r"\\<"),  # what could open an HTML tag or an autolink
     (re.compile(r"&(?=#?\w+;)"), r"\\&"),  # what could be read as an entity
     (re.compile(r"^(>|[#+*-](?=\s))"), r"\\\1"),  # block syntax at the start of a line (not "-0.5")
@@ -239,7 +244,7 @@ def _md(text: Any) -> str:
 
     Markup characters are backslash-escaped rather than turned into HTML entities: ``a -> b`` stays as it is,
     ``<script>`` becomes ``\\<script>`` (shown as text by a Markdown renderer), ``[x](javascript:..)`` becomes
-    ``\\[x\\](javascript:..)``, which no renderer turns into a link.
+    ``[x\\](javascript:..)``, which no renderer turns into a link.
     """
     out = " ".join(str(text).split())
     for pattern, repl in _MD_ESCAPES:
