@@ -4,7 +4,8 @@ One way, for every variant: ``LM_INTERP_DATA_DIR=DIR`` (or ``metadata.interp.loc
 YAML) and a folder ``DIR/<stock task name>/`` (``DIR/arc_easy``, ``DIR/mmlu_anatomy``) that holds either a
 Hugging Face ``datasets`` folder written by ``save_to_disk`` or one file per split (``test.jsonl``,
 ``validation.jsonl``, ``train.jsonl``; ``.json``, ``.parquet`` and ``.csv`` work too) with the stock dataset's
-fields. `variants.save_local_copy` writes such a folder on a machine that can reach the hub.
+fields. A variant with no folder there uses the hub. `variants.save_local_copy` writes such a folder on a
+machine that can reach the hub.
 
 Without a local copy the variant loads from the hub as the stock task does; when the hub cannot be reached it
 fails at once with one `DatasetUnavailableError` line that names the dataset and this way, instead of
@@ -35,25 +36,25 @@ class DatasetUnavailableError(RuntimeError):
 
 def local_data_path(base_task: str, interp_meta: Mapping[str, Any] | None = None) -> Path | None:
     """The local copy of `base_task`'s dataset: ``metadata.interp.local_data``, else
-    ``$LM_INTERP_DATA_DIR/<base_task>``; None when neither is set.
+    ``$LM_INTERP_DATA_DIR/<base_task>`` when that folder exists; None otherwise (the hub is used).
 
     Raises:
-        DatasetUnavailableError: the path is set but is not a folder.
+        DatasetUnavailableError: ``local_data`` is given but is not a folder.
     """
     given = (interp_meta or {}).get("local_data")
-    env = os.environ.get(DATA_DIR_ENV)
     if given:
-        path, how = Path(str(given)).expanduser(), "metadata.interp.local_data"
-    elif env:
-        path, how = Path(env).expanduser() / base_task, f"{DATA_DIR_ENV}={env}"
-    else:
-        return None
-    if not path.is_dir():
-        raise DatasetUnavailableError(
-            f"the local copy of {base_task}'s dataset is missing: {how} points at {path}, which is not a "
-            "folder; put the dataset there (a save_to_disk folder or <split>.jsonl files) or unset it"
-        )
-    return path
+        path = Path(str(given)).expanduser()
+        if not path.is_dir():
+            raise DatasetUnavailableError(
+                f"the local copy of {base_task}'s dataset is missing: metadata.interp.local_data points at "
+                f"{path}, which is not a folder; put the dataset there (a save_to_disk folder or "
+                "<split>.jsonl files) or remove the key"
+            )
+        return path
+    env = os.environ.get(DATA_DIR_ENV)
+    if env and (Path(env).expanduser() / base_task).is_dir():
+        return Path(env).expanduser() / base_task
+    return None
 
 
 def load_local_dataset(path: Path) -> Any:
