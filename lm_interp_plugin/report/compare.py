@@ -124,13 +124,14 @@ def _leaderboard_blocks(task: TaskAnalysis, figures: _Figures) -> list[Any]:
     blocks.append(R.Table(headers, rows, "Leaderboard: per-example means, percentile bootstrap 95% CI"))
     families = by_family(metrics)
     blocks.append(R.Definitions([(f"unit {family.key}", family.unit) for family, _ in families]))
-    for family, chosen in families:
-        png = plots.metric_bars(
-            f"{task.task}: {family.title}", task.leaderboard, chosen, family.unit, family.limits
-        )
+    if families:
+        title = f"{task.task}: per-example means by metric family"
+        png = plots.family_bars(title, task.leaderboard, families)
         blocks.append(
             figures.add(
-                f"{task.task}_{family.key}", png, f"{task.task}: {family.title} ({family.unit}), 95% CI"
+                f"{task.task}_metrics",
+                png,
+                f"{task.task}: means with 95% CI, one panel (and scale) per metric family",
             )
         )
     return blocks
