@@ -85,6 +85,9 @@ def family_bars(title: str, summaries: dict[str, list[Any]], families: list[tupl
         limits = family.limits
         if limits is None and family.key == "stock" and values and min(values) >= 0 and max(values) <= 1:
             limits = (0.0, 1.0)  # accuracies
+        if limits is None and values and min(values) >= 0:  # no empty negative half
+            top = max(values)
+            limits = (0.0, top * 1.05 if top > 0 else 1.0)
         if limits is not None:
             ax.set_xlim(*limits)
         ax.axvline(0, color="#888", linewidth=0.8)

@@ -39,12 +39,12 @@ background:linear-gradient(to right,rgba(33,113,181,0),rgba(33,113,181,1))}
 .defs{font-size:.9em;color:#333}.defs dt{font-weight:bold;margin-top:.3em}.defs dd{margin-left:1.2em}
 details.ex{margin:.3em 0;border:1px solid #eee;padding:.2em .5em}details.ex>summary{cursor:pointer}
 details.ex:target{border-color:#f0ad4e}
-table.sortable th{cursor:pointer;user-select:none;position:sticky;top:0}
-table.sortable td:nth-child(2){min-width:24em}
+table.sortable th{cursor:pointer;user-select:none;position:sticky;top:0;overflow-wrap:anywhere}
+table.sortable td:nth-child(2){min-width:18em}
 table.sortable th[data-dir=asc]::after{content:" \\25B2"}
 table.sortable th[data-dir=desc]::after{content:" \\25BC"}
 .search{margin:.5em 0;font-size:.9em}.search input{width:22em;padding:.2em}
-.scroll{max-height:32em;overflow-y:auto;border:1px solid #eee}
+.scroll{max-height:32em;overflow:auto;border:1px solid #eee}
 """
 
 #: The page's only script: sortable tables (click a header), a search box per example table (also from the
