@@ -159,3 +159,35 @@ def test_markdown_is_plain_text_and_inert(runs, tmp_path):
     assert "&lt;" not in md and "&gt;" not in md and "&amp;" not in md
     assert "[click\\](javascript:alert(1))" in md and "](javascript" not in md.replace("\\](", "")
     assert "\\<b>bold\\</b> a -> b" in md
+
+
+def test_an_opposite_finding_says_where_the_attribution_went():
+    """Finding 1 the other way round: the row names the prompt parts that took the tuned run's attribution
+    (the largest mean attribution shares), from the same paired rows."""
+    from lm_interp_plugin.report.analysis import PairedComparison, TaskAnalysis
+    from lm_interp_plugin.report.findings import check_findings
+
+    def row(metric, base, tuned, p):
+        return PairedComparison(
+            "t", metric, "base", "tuned", 40, base, tuned, tuned - base, 0, 0, {"p_value": p}, {}, {}
+        )
+
+    task = TaskAnalysis(
+        "t",
+        ["base", "tuned"],
+        paired=[
+            row("instruction_importance", 0.45, 0.05, 1e-10),
+            row("attribution_share_instruction", 0.60, 0.05, 1e-9),
+            row("attribution_share_template", 0.30, 0.85, 1e-9),
+            row("attribution_share_content", 0.10, 0.10, 0.9),
+        ],
+    )
+    (check,) = check_findings([task])
+    assert check.verdict == "opposite"
+    assert check.explanation == (
+        "tuned's attribution mass by prompt part: template 0.85 (baseline 0.30), content 0.10 (baseline "
+        "0.10), instruction 0.05 (baseline 0.60)"
+    )
+    assert check.sentence().endswith("opposite (" + check.explanation + ")")
+    task.paired[0] = row("instruction_importance", 0.05, 0.45, 1e-10)
+    assert check_findings([task])[0].explanation == ""  # shows up: nothing to explain
