@@ -24,13 +24,15 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="lm-interp",
         description="Explain lm-eval runs: attribution, instruction attention and FFN concepts per example, "
         "and base-vs-tuned comparison reports.",
-        epilog="run / ls / validate take exactly lm-eval's arguments (see `lm-interp run --help`).",
+        epilog="run / ls / validate take exactly lm-eval's arguments; `lm-interp run --help` ends with "
+        "interp-hf's model arguments and defaults, `lm-interp ls tasks --plugin-only` lists the plugin's "
+        "tasks in a second, `validate` also says where each interp_ variant's data comes from.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in (
-        ("run", "lm-eval run with interp-hf and the interp_* tasks available"),
-        ("ls", "lm-eval ls (tasks, groups, subtasks, tags), interp_* tasks included"),
-        ("validate", "lm-eval validate, interp_* tasks included"),
+        ("run", "lm-eval run with interp-hf and the interp_* tasks (--help: interp-hf's arguments)"),
+        ("ls", "the plugin's tasks, then lm-eval ls (tasks, groups, subtasks, tags); --plugin-only"),
+        ("validate", "lm-eval validate, interp_* tasks included, plus where each variant's data comes from"),
     ):
         sub.add_parser(name, help=text, add_help=False)
 

@@ -327,9 +327,9 @@ def _legend_text(legend: TokenLegend) -> str:
     return (
         "Token colour = importance density a_m / max a_m of the prompt token, computed exactly as the "
         f"instruction_importance score computes it: levels <= b = {legend.b} dropped, then "
-        f"||S[m,:]||_1 / ||S[m,:]||_{legend.p:g}, divided by the example's largest; white = 0 (nothing above "
-        "the threshold), dark blue = 1 (the example's most important token). Instruction tokens are "
-        "underlined in red, target tokens boxed."
+        f"\u2016S[m,:]\u2016_1 / \u2016S[m,:]\u2016_{legend.p:g}, divided by the example's largest; "
+        "white = 0 (nothing above the threshold), dark blue = 1 (the example's most important token). "
+        "Instruction tokens are underlined in red, target tokens boxed."
     )
 
 
