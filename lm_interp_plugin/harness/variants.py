@@ -190,6 +190,8 @@ class InterpVariant(InterpTask):
         """The stock dataset, from a local copy when one is configured (`local_data`); without one and
         without the hub, one `DatasetUnavailableError` line instead of retries and a long traceback."""
         interp = dict((self.config.metadata or {}).get("interp") or {})
+        if interp.get("data_files"):  # files named in the YAML: InterpTask reads them
+            return super().download(dataset_kwargs, **kwargs)
         base = str(interp.get("base") or self.config.task)
         local = local_data_path(base, interp)
         if local is not None:
