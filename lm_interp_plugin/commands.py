@@ -47,6 +47,11 @@ def compare(args: argparse.Namespace) -> int:
         return _fail(str(err))
     for path in ("report.md", "report.html", "results.json"):
         print(args.out / path)
+    if result.pair:
+        tuned = ", ".join(result.pair["tuned"])
+        print(f"paper findings checked for {result.pair['base']} -> {tuned} ({result.pair['how']})")
+    else:
+        print("no base/tuned pair declared (--pair BASE:TUNED): a neutral comparison, no paper findings")
     for note in result.notes[:20]:
         print(f"note: {note}")
     return 0

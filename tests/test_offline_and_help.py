@@ -72,6 +72,14 @@ def test_variant_reads_a_save_to_disk_copy_named_in_its_yaml(tmp_path, monkeypat
         _variant(local_data=str(tmp_path / "missing"))
 
 
+def test_data_files_named_in_the_yaml_need_no_hub(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(variants, "hub_reachable", lambda: pytest.fail("the hub must not be asked"))
+    path = _jsonl_copy(tmp_path) / "arc_easy" / "test.jsonl"
+    task = _variant(data_files={"test": str(path)})
+    assert len(list(task.test_docs())) == 3
+
+
 def test_a_copy_without_the_evaluated_split_says_which_file_to_add(tmp_path, monkeypatch):
     monkeypatch.setenv(DATA_DIR_ENV, str(_jsonl_copy(tmp_path, split="train")))
     with pytest.raises(DatasetUnavailableError, match="not 'test'.*add test.jsonl"):

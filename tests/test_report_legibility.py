@@ -191,3 +191,16 @@ def test_an_opposite_finding_says_where_the_attribution_went():
     assert check.sentence().endswith("opposite (" + check.explanation + ")")
     task.paired[0] = row("instruction_importance", 0.05, 0.45, 1e-10)
     assert check_findings([task])[0].explanation == ""  # shows up: nothing to explain
+
+
+def test_cli_pair_flag(runs, tmp_path, capsys):
+    from lm_interp_plugin.cli import main
+
+    root, _ = runs
+    args = ["compare", str(root / "base"), str(root / "tuned"), "--labels", "a,b", "--examples", "0"]
+    assert main([*args, "--out", str(tmp_path / "o1"), "--pair", "a:b"]) == 0
+    assert "paper findings checked for a -> b (declared with --pair)" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "o2")]) == 0
+    assert "no base/tuned pair declared" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "o3"), "--pair", "ab"]) == 2
+    assert "'ab' is not BASE:TUNED" in capsys.readouterr().err
