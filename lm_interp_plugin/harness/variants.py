@@ -191,13 +191,15 @@ class InterpVariant(InterpTask):
         without the hub, one `DatasetUnavailableError` line instead of retries and a long traceback."""
         interp = dict((self.config.metadata or {}).get("interp") or {})
         if interp.get("data_files"):  # files named in the YAML: InterpTask reads them
-            return super().download(dataset_kwargs, **kwargs)
+            super().download(dataset_kwargs, **kwargs)
+            self._fit_splits("metadata.interp.data_files")
+            return
         base = str(interp.get("base") or self.config.task)
         local = local_data_path(base, interp)
         if local is not None:
             logger.info("%s: dataset from the local copy %s", self.config.task, local)
             self.dataset = load_local_dataset(local)
-            self._fit_splits(local)
+            self._fit_splits(f"the local copy {local}")
             return
         dataset = "/".join(str(x) for x in (self.config.dataset_path, self.config.dataset_name) if x)
         if self.config.custom_dataset is None and not hub_reachable():
@@ -211,19 +213,19 @@ class InterpVariant(InterpTask):
                 unavailable_message(str(self.config.task), base, dataset, reason)
             ) from None
 
-    def _fit_splits(self, local: Path) -> None:
-        """A local copy may hold only the evaluated split: splits used for few-shot examples that it lacks
+    def _fit_splits(self, source: str) -> None:
+        """Local data may hold only the evaluated split: splits used for few-shot examples that it lacks
         are dropped (with a log line); a missing evaluated split is an error naming the file to add."""
         cfg = self.config
         have = set(self.dataset)
         evaluated = cfg.test_split or cfg.validation_split
         if evaluated not in have:
             raise DatasetUnavailableError(
-                f"{cfg.task}: the local copy {local} has splits {sorted(have)} but not {evaluated!r}, the "
+                f"{cfg.task}: {source} has splits {sorted(have)} but not {evaluated!r}, the "
                 f"split this task evaluates; add {evaluated}.jsonl (or save that split)"
             )
         for attr in ("training_split", "validation_split", "fewshot_split"):
             split = getattr(cfg, attr)
             if split is not None and split != evaluated and split not in have:
-                logger.info("%s: the local copy has no %r split; %s not used", cfg.task, split, attr)
+                logger.info("%s: %s has no %r split; %s not used", cfg.task, source, split, attr)
                 setattr(cfg, attr, None)
