@@ -26,8 +26,9 @@ from .tokens import density_params, display_token, importance_density
 logger = logging.getLogger(__name__)
 
 MAX_TOKENS_SHOWN = 400
-#: token views per task and run pair in report.html (every example up to this many; the table lists all)
-MAX_TOKEN_VIEWS = 500
+#: token views per task and run pair in report.html (every example up to this many, largest change first;
+#: the table lists all), which keeps a report of a large benchmark a few MB
+MAX_TOKEN_VIEWS = 200
 
 
 @dataclass

@@ -41,7 +41,7 @@ TABLE3_DEFINITIONS = [
         "share of the attention heads of the layer group in which a verb's count among the head's word pairs "
         "rises from base to tuned, averaged over the verbs of the row; 0-100%",
     ),
-    ("layer groups", "first, middle and last third of the layers (0-based layer indices in brackets)"),
+    ("layer groups", "first, middle and last third of the layers (0-based layer index range in parentheses)"),
     (
         "instruction verbs / general verbs",
         "the two verb lists of the paper (n = how many of each were found)",

@@ -369,10 +369,12 @@ def _token_html(view: TokenView) -> str:
     for tok, dens, ins in zip(view.tokens, view.density, view.instruction):
         alpha = min(max(float(dens), 0.0), 1.0) if math.isfinite(float(dens)) else 0.0
         cls = ' class="instr"' if ins else ""
-        colour = "#fff" if alpha >= 0.6 else "inherit"
+        style = ""
+        if alpha >= 0.005:  # white tokens (nothing above the threshold) need no style: smaller pages
+            colour = ";color:#fff" if alpha >= 0.6 else ""
+            style = f' style="background:rgba(33,113,181,{alpha:.2f}){colour}"'
         spans.append(
-            f'<span{cls} style="background:rgba(33,113,181,{alpha:.2f});color:{colour}" '
-            f'title="density {alpha:.2f}{" (instruction)" if ins else ""}">{_e(tok)}</span>'
+            f'<span{cls}{style} title="density {alpha:.2f}{" (instruction)" if ins else ""}">{_e(tok)}</span>'
         )
     target = "".join(f'<span class="target">{_e(t)}</span>' for t in view.target)
     return f'<div><b>{_e(view.label)}</b><div class="tokens">{"".join(spans)}<br>\u2192 {target}</div></div>'
