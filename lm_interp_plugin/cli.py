@@ -24,13 +24,15 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="lm-interp",
         description="Explain lm-eval runs: attribution, instruction attention and FFN concepts per example, "
         "and base-vs-tuned comparison reports.",
-        epilog="run / ls / validate take exactly lm-eval's arguments (see `lm-interp run --help`).",
+        epilog="run / ls / validate take exactly lm-eval's arguments; `lm-interp run --help` ends with "
+        "interp-hf's model arguments and defaults, `lm-interp ls tasks --plugin-only` lists the plugin's "
+        "tasks in a second, `validate` also says where each interp_ variant's data comes from.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in (
-        ("run", "lm-eval run with interp-hf and the interp_* tasks available"),
-        ("ls", "lm-eval ls (tasks, groups, subtasks, tags), interp_* tasks included"),
-        ("validate", "lm-eval validate, interp_* tasks included"),
+        ("run", "lm-eval run with interp-hf and the interp_* tasks (--help: interp-hf's arguments)"),
+        ("ls", "the plugin's tasks, then lm-eval ls (tasks, groups, subtasks, tags); --plugin-only"),
+        ("validate", "lm-eval validate, interp_* tasks included, plus where each variant's data comes from"),
     ):
         sub.add_parser(name, help=text, add_help=False)
 
@@ -41,6 +43,25 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--labels", type=str, default=None, help="comma-separated names for the runs")
     cmp.add_argument("--baseline", type=str, default=None, help="label of the baseline run (default: first)")
+    cmp.add_argument(
+        "--pair",
+        type=str,
+        action="append",
+        default=None,
+        metavar="BASE:TUNED",
+        help="declare that run TUNED is the instruction-tuned version of run BASE (labels); the paper's "
+        "findings are checked only for declared pairs (repeat for several tuned runs of one base). Runs "
+        "labelled base and tuned count as declared; any other runs get a neutral comparison",
+    )
+    cmp.add_argument(
+        "--records",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="each run's interpretation records folder (its records_dir), in run order, when they are "
+        "not in the run folder and its results file does not name them",
+    )
     cmp.add_argument("--heads", type=Path, nargs="*", default=None, help="explain-heads outputs, one per run")
     cmp.add_argument("--ffn", type=Path, nargs="*", default=None, help="explain-ffn outputs, one per run")
     cmp.add_argument("--examples", type=int, default=3, help="token heatmaps of this many examples per task")

@@ -24,6 +24,12 @@ def compare(args: argparse.Namespace) -> int:
     from .report.errors import ReportInputError
 
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    pairs = []
+    for text in args.pair or []:
+        base, sep, tuned = text.partition(":")
+        if not sep or not base.strip() or not tuned.strip():
+            return _fail(f"--pair {text!r} is not BASE:TUNED (two run labels joined by a colon)")
+        pairs.append((base.strip(), tuned.strip()))
     try:
         result = build_report(
             list(args.runs),
@@ -33,11 +39,18 @@ def compare(args: argparse.Namespace) -> int:
             ffn=args.ffn or None,
             examples=args.examples,
             baseline=args.baseline,
+            pairs=pairs or None,
+            records=args.records,
         )
     except ReportInputError as err:
         return _fail(str(err))
     for path in ("report.md", "report.html", "results.json"):
         print(args.out / path)
+    if result.pair:
+        tuned = ", ".join(result.pair["tuned"])
+        print(f"paper findings checked for {result.pair['base']} -> {tuned} ({result.pair['how']})")
+    else:
+        print("no base/tuned pair declared (--pair BASE:TUNED): a neutral comparison, no paper findings")
     for note in result.notes[:20]:
         print(f"note: {note}")
     return 0

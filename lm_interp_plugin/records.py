@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 RECORD_FILE_PREFIX = "interp_records_"
 
+#: key of lm-eval's results ``config`` (from the model's ``get_model_info``) that holds the records folder
+RECORDS_DIR_KEY = "interp_records_dir"
 Role = Literal["gold", "choice", "generated"]  # which continuation of a request was interpreted
 SCHEMA_VERSION = 2  # 2: input_hash, context_sha256, continuation_sha256 and a per-line checksum
 CHECKSUM_KEY = "checksum"

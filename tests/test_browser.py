@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from lm_interp_plugin.report import compare
+from lm_interp_plugin.report.render import SCRIPT
 
 from fixtures_report import make_docs, scored, write_run
 
@@ -52,8 +53,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def chromium(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess:
-    """Run headless Chromium on a local file with networking and extensions off; fails on a non-zero exit."""
+def chromium(page: Path, profile: Path, *extra: str, fragment: str = "") -> subprocess.CompletedProcess:
+    """Run headless Chromium on a local file (plus an address `fragment`, e.g. ``#q=x``) with networking and
+    extensions off; fails on a non-zero exit."""
     cmd = [
         CHROMIUM,
         "--headless",
@@ -69,16 +71,16 @@ def chromium(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProc
         "--mute-audio",
         f"--user-data-dir={profile}",
         *extra,
-        page.resolve().as_uri(),
+        page.resolve().as_uri() + fragment,
     ]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
     return proc
 
 
-def dump_dom(page: Path, profile: Path) -> str:
+def dump_dom(page: Path, profile: Path, fragment: str = "") -> str:
     """The DOM after scripts had 2 s of virtual time to run (so an injected handler would have fired)."""
-    return chromium(page, profile, "--virtual-time-budget=2000", "--dump-dom").stdout
+    return chromium(page, profile, "--virtual-time-budget=2000", "--dump-dom", fragment=fragment).stdout
 
 
 class _Elements(HTMLParser):
@@ -151,10 +153,13 @@ def test_dom_has_tables_headings_and_only_embedded_images(report, tmp_path):
         assert not re.search(r"""(src|href|action|poster)\s*=\s*["']?\s*(https?:)?//""", text, re.IGNORECASE)
         assert not re.search(r"url\(\s*['\"]?\s*(https?:)?//", text, re.IGNORECASE)
         assert "@import" not in text
+    ids = {attrs.get("id") for _, attrs in found.tags}
     for tag, attrs in found.tags:
         for name in ("src", "href"):
             value = attrs.get(name)
-            assert value is None or value.startswith("data:"), (tag, name, value[:80])
+            # embedded data, or a link to an element of this page (the example table -> its token view)
+            assert value is None or value.startswith("data:") or value[1:] in ids, (tag, name, value[:80])
+    assert any((a.get("href") or "").startswith("#ex-") for t, a in found.tags if t == "a")
 
 
 def test_every_embedded_image_decodes_in_the_browser(report, tmp_path):
@@ -164,7 +169,8 @@ def test_every_embedded_image_decodes_in_the_browser(report, tmp_path):
         "i=>i.complete&&i.naturalWidth>0?i.naturalWidth+'x'+i.naturalHeight:'broken');"
         "document.body.setAttribute('data-probe',r.join(' '));});</script></body>"
     )
-    page = report["page"].read_text(encoding="utf-8")
+    # the page's CSP runs only its own script: the probe runs on a copy without it
+    page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", report["page"].read_text("utf-8"))
     good = tmp_path / "probe.html"
     good.write_text(page.replace("</body>", probe), encoding="utf-8")
     sizes = re.search(r'data-probe="([^"]*)"', dump_dom(good, tmp_path / "p1")).group(1).split()
@@ -190,7 +196,9 @@ def test_untrusted_text_is_inert(report, tmp_path):
     # The title holds the hostile run label as text, exactly: no handler appended to it.
     assert found.title == "lm-interp comparison: base vs " + PAYLOADS[2]
     tags = [t for t, _ in found.tags]
-    assert "script" not in tags and "svg" not in tags
+    # one script, the report's own (sort/search), and it ran; no payload became an element
+    assert tags.count("script") == 1 and dom.count(SCRIPT[:60]) == 1 and "svg" not in tags
+    assert dict(found.tags[0][1]).get("data-js") == "ready"
     assert all((a.get("src") or "").startswith("data:") for t, a in found.tags if t == "img")
     assert not any(k.startswith("on") for _, attrs in found.tags for k in attrs)
     # The escaped text is shown to the reader verbatim.
@@ -227,3 +235,30 @@ def test_screenshot_is_a_real_render(report, tmp_path):
     # Colour appears (the bar plots and heatmaps), so the embedded figures were painted.
     saturation = rgb.max(axis=2) - rgb.min(axis=2)
     assert np.mean(saturation > 0.3) > 0.002
+
+
+def test_csp_stops_a_script_that_slipped_through(report, tmp_path):
+    """Defence in depth: a payload injected unescaped into the page does not run (the CSP allows only the
+    report's own script, by hash), while the report's script still does."""
+    page = report["page"].read_text(encoding="utf-8")
+    hacked = tmp_path / "hacked.html"
+    hacked.write_text(page.replace("</body>", PAYLOADS[1] + PAYLOADS[2] + "</body>"), encoding="utf-8")
+    found = elements(dump_dom(hacked, tmp_path / "profile"))
+    assert found.title == "lm-interp comparison: base vs " + PAYLOADS[2]  # nothing appended
+    assert dict(found.tags[0][1]).get("data-js") == "ready"
+
+
+def test_example_search_from_the_address(report, tmp_path):
+    """``report.html#q=TEXT`` filters the example table: only matching rows stay visible, and the count says
+    so; without a query every row is shown."""
+    dom = dump_dom(report["page"], tmp_path / "p0")
+    rows = re.findall(r'<tr(?: style="[^"]*")?><td><a href="#ex-', dom)
+    assert len(rows) == 8
+    assert re.search(r"8 of 8 shown", dom)
+    query = "3/3"  # doc 3 (doc ids base/run)
+    dom = dump_dom(report["page"], tmp_path / "p1", fragment="#q=" + query)
+    body = dom.split('class="sortable"', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr( style=\"[^\"]*\")?>(.*?)</tr>", body)
+    shown = [r for r in rows if "display: none" not in r[0]]
+    assert len(shown) == 2 and all(query in r[1] for r in shown[1:])  # header row + doc 3
+    assert "1 of 8 shown" in dom

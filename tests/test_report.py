@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from scipy.spatial.distance import jensenshannon
 from lm_interp_plugin.report import NoOverlapError, NoSharedTaskError, RunDirError, compare
 from lm_interp_plugin.report.analysis import jensen_shannon
 from lm_interp_plugin.report.loading import resolve_runs
-from lm_interp_plugin.report.render import _md
+from lm_interp_plugin.report.render import SCRIPT, SCRIPT_HASH, _md
 
 from fixtures_report import doc_hash, make_docs, rewrite_records, scored, write_run
 
@@ -133,9 +134,20 @@ def test_files_exist_and_carry_the_numbers(pair):
 def test_untrusted_text_is_escaped(pair, tmp_path):
     html_text = (pair["out"] / "report.html").read_text(encoding="utf-8")
     md = (pair["out"] / "report.md").read_text(encoding="utf-8")
-    assert "<script>" not in html_text and "&lt;script&gt;alert(1)&lt;/script&gt;" in html_text
-    assert "<script>" not in md and "pipe" in md and "\\| pipe" in md
-    assert _md("a|b\nc<d") == "a\\|b c&lt;d"
+    # the page's one script is the report's own (sorting/search), and the CSP lets only it run
+    assert html_text.count("<script") == 1 and f"<script>{SCRIPT}</script>" in html_text
+    assert f"script-src 'sha256-{SCRIPT_HASH}'" in html_text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_text
+    # Markdown: backslash escapes, no entities (plain text stays readable), no live tag or link syntax
+    assert not re.search(r"(?<!\\)<[A-Za-z/!?]", md)  # every '<' that could open a tag is escaped
+    assert "\\<script>alert(1)\\</script>" in md and "\\| pipe" in md
+    assert "&lt;" not in md and "&gt;" not in md and "&amp;" not in md
+    assert _md("a|b\nc<d") == "a\\|b c\\<d"
+    assert _md("a -> b < c & d") == "a -> b < c & d"
+    assert _md("[x](javascript:alert(1))") == "\\[x\\](javascript:alert(1))"  # at the start of a line
+    assert _md("see [x](javascript:1) ![i](y) [r][1]") == "see [x\\](javascript:1) ![i\\](y) [r\\][1]"
+    assert _md("mean [95% CI] (n)") == "mean [95% CI] (n)"
+    assert _md("> quote") == "\\> quote" and _md("-0.5") == "-0.5" and _md("&amp;") == "\\&amp;"
     evil = "<img src=x onerror=alert(1)>"
     compare([pair["root"] / "base", pair["root"] / "tuned"], tmp_path, labels=["base&co", evil], examples=0)
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
@@ -341,7 +353,13 @@ def test_findings_check_reads_the_paired_tests(tmp_path):
     write_run(tmp_path / "base", "base", {"t": scored(docs, 1)})
     write_run(tmp_path / "tuned", "tuned", {"t": scored(docs, 2, shift=0.8)})
     write_run(tmp_path / "same", "same", {"t": scored(docs, 4)})
-    result = compare([tmp_path / "base", tmp_path / "tuned", tmp_path / "same"], tmp_path / "out", examples=0)
+    # base with two "tuned" versions, one of them not really tuned: both declared pairs get checked
+    result = compare(
+        [tmp_path / "base", tmp_path / "tuned", tmp_path / "same"],
+        tmp_path / "out",
+        examples=0,
+        pairs=[("base", "tuned"), ("base", "same")],
+    )
     by = {(f.other, f.metric): f for f in result.findings}
     assert by[("tuned", "instruction_importance")].verdict == "shows up"
     assert by[("tuned", "instruction_attention")].verdict == "shows up"

@@ -305,6 +305,7 @@ def format_table5(cmp: FFNComparison, kind: str = "concept") -> str:
 def plot_concept_proportions(cmp: FFNComparison, path: str | Path, kind: str = "concept") -> Path:
     """The paper's Figure 3 form: per category, its share of the components at each layer, base vs tuned."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     if kind not in LABEL_KINDS:
         raise ValueError(f"kind {kind!r} is not one of {LABEL_KINDS}")
@@ -319,6 +320,7 @@ def plot_concept_proportions(cmp: FFNComparison, path: str | Path, kind: str = "
         ax.plot(cmp.layers, [100 * x for x in tuned[cat]], "o-", label="tuned", color="tab:blue")
         ax.set_title(cat)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
         ax.set_ylabel("% of components")
     for ax in list(axes.flat)[len(cats) :]:
         ax.axis("off")
@@ -333,6 +335,7 @@ def plot_concept_proportions(cmp: FFNComparison, path: str | Path, kind: str = "
 def plot_rotation(cmp: FFNComparison, path: str | Path) -> Path:
     """Rotation of each layer's top-k FFN subspace: mean principal angle with the min-max range."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(6, 3.2))
     ax = fig.subplots()
@@ -341,6 +344,7 @@ def plot_rotation(cmp: FFNComparison, path: str | Path) -> Path:
     ax.fill_between(cmp.layers, lo, hi, alpha=0.25, color="tab:blue", label="min-max")
     ax.plot(cmp.layers, cmp.mean_angles, "o-", color="tab:blue", label="mean")
     ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
     ax.set_ylabel("principal angle (degrees)")
     ax.set_ylim(0, 90)
     ax.set_title("FFN top-k subspace rotation, base -> tuned")

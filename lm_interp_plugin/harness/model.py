@@ -29,7 +29,7 @@ from ..fingerprint import identity_hash, model_fingerprint
 from ..interpret.encoding import encode_pair
 from ..interpret.passes import run_pass
 from ..interpret.settings import HOW_NOT_WHAT, InterpSettings
-from ..records import InterpRecord, RecordWriter, read_records, record_files
+from ..records import RECORDS_DIR_KEY, InterpRecord, RecordWriter, read_records, record_files
 from ..spans import SPECIAL, label_tokens, token_offsets, truncated_offsets
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,11 @@ class InterpHFLM(HFLM):
                 f"{self.records_dir} (rerun the same command)."
             )
         super().set_cache_hook(cache_hook)
+
+    def get_model_info(self) -> dict:
+        """lm-eval's model info plus the absolute records folder: lm-eval writes it into the results file's
+        ``config``, so `lm-interp compare` finds the records wherever ``records_dir`` pointed."""
+        return {**super().get_model_info(), RECORDS_DIR_KEY: str(self.records_dir.resolve())}
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         results = super().loglikelihood(requests, disable_tqdm=disable_tqdm)

@@ -9,6 +9,7 @@ package.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from copy import deepcopy
@@ -18,8 +19,17 @@ from typing import Any
 
 import yaml
 
+from .local_data import (
+    DatasetUnavailableError,
+    hub_reachable,
+    load_local_dataset,
+    local_data_path,
+    unavailable_message,
+)
 from .segment import SegmentationError
 from .tasks import InterpTask
+
+logger = logging.getLogger(__name__)
 
 SHIM = "interp_task.py"
 SHIM_TEXT = '''"""Shim for lm-eval's `!function` loader, which imports a .py file beside the YAML rather than
@@ -155,8 +165,66 @@ def write_variant(task_name: str, out_dir: str | Path, parts: Mapping[str, str] 
     return write_task_yaml(out / f"{variant_name(task_name)}.yaml", config)
 
 
+def save_local_copy(base_task: str, data_dir: str | Path) -> Path:
+    """Download `base_task`'s dataset as its stock config loads it into ``data_dir/<base_task>``
+    (``save_to_disk``), for ``LM_INTERP_DATA_DIR=data_dir`` on a machine without the hub. Needs the hub."""
+    import datasets
+
+    cfg = stock_task_config(base_task)
+    kwargs = dict(cfg.get("dataset_kwargs") or {})
+    kwargs.pop("trust_remote_code", None)
+    loaded = datasets.load_dataset(cfg["dataset_path"], cfg.get("dataset_name"), **kwargs)
+    out = Path(data_dir) / base_task
+    loaded.save_to_disk(str(out))
+    return out
+
+
 class InterpVariant(InterpTask):
     """An installed lm-eval task (``metadata.interp.base``) with the interpretation metrics."""
 
     def __init__(self, config: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(config=variant_config(config or {}), **kwargs)
+
+    def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        """The stock dataset, from a local copy when one is configured (`local_data`); without one and
+        without the hub, one `DatasetUnavailableError` line instead of retries and a long traceback."""
+        interp = dict((self.config.metadata or {}).get("interp") or {})
+        if interp.get("data_files"):  # files named in the YAML: InterpTask reads them
+            super().download(dataset_kwargs, **kwargs)
+            self._fit_splits("metadata.interp.data_files")
+            return
+        base = str(interp.get("base") or self.config.task)
+        local = local_data_path(base, interp)
+        if local is not None:
+            logger.info("%s: dataset from the local copy %s", self.config.task, local)
+            self.dataset = load_local_dataset(local)
+            self._fit_splits(f"the local copy {local}")
+            return
+        dataset = "/".join(str(x) for x in (self.config.dataset_path, self.config.dataset_name) if x)
+        if self.config.custom_dataset is None and not hub_reachable():
+            reason = "the Hugging Face hub is unreachable"
+            raise DatasetUnavailableError(unavailable_message(str(self.config.task), base, dataset, reason))
+        try:
+            super().download(dataset_kwargs, **kwargs)
+        except ConnectionError as err:  # datasets' own ConnectionError is a subclass
+            reason = " ".join(str(err).split())[:200]
+            raise DatasetUnavailableError(
+                unavailable_message(str(self.config.task), base, dataset, reason)
+            ) from None
+
+    def _fit_splits(self, source: str) -> None:
+        """Local data may hold only the evaluated split: splits used for few-shot examples that it lacks
+        are dropped (with a log line); a missing evaluated split is an error naming the file to add."""
+        cfg = self.config
+        have = set(self.dataset)
+        evaluated = cfg.test_split or cfg.validation_split
+        if evaluated not in have:
+            raise DatasetUnavailableError(
+                f"{cfg.task}: {source} has splits {sorted(have)} but not {evaluated!r}, the "
+                f"split this task evaluates; add {evaluated}.jsonl (or save that split)"
+            )
+        for attr in ("training_split", "validation_split", "fewshot_split"):
+            split = getattr(cfg, attr)
+            if split is not None and split != evaluated and split not in have:
+                logger.info("%s: %s has no %r split; %s not used", cfg.task, source, split, attr)
+                setattr(cfg, attr, None)

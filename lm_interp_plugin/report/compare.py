@@ -16,16 +16,20 @@ from typing import Any
 
 from ..spans import instruction_mask
 from . import render as R
-from .analysis import TaskAnalysis, analyse, metric_kind, primary_metric, rank_shifts
+from .analysis import ExampleShift, TaskAnalysis, analyse, metric_kind, primary_metric, rank_shifts
 from .errors import ReportInputError
-from .findings import ALPHA, FindingCheck, check_findings
+from .families import by_family, metric_family
+from .findings import ALPHA, FindingCheck, check_findings, declared_pairs, differences
 from .global_explanations import GlobalSection, global_sections
 from .loading import Run, resolve_runs
-from .tokens import display_token, importance_density
+from .tokens import density_params, display_token, importance_density
 
 logger = logging.getLogger(__name__)
 
 MAX_TOKENS_SHOWN = 400
+#: token views per task and run pair in report.html (every example up to this many, largest change first;
+#: the table lists all), which keeps a report of a large benchmark a few MB
+MAX_TOKEN_VIEWS = 200
 
 
 @dataclass
@@ -41,6 +45,8 @@ class ComparisonResult:
     chosen_examples: dict[str, list[str]] = field(default_factory=dict)
     files: dict[str, Any] = field(default_factory=dict)
     findings: list[FindingCheck] = field(default_factory=list)
+    differences: list[FindingCheck] = field(default_factory=list)
+    pair: dict[str, Any] = field(default_factory=dict)
 
     def task(self, name: str) -> TaskAnalysis:
         return next(t for t in self.tasks if t.task == name)
@@ -56,7 +62,9 @@ class ComparisonResult:
             "tasks": {t.task: t.to_dict() for t in self.tasks},
             "notes": self.notes,
             "fingerprint_warnings": self.fingerprint_warnings,
+            "pair": self.pair,
             "findings": [asdict(f) for f in self.findings],
+            "differences": [asdict(f) for f in self.differences],
             "global_sections": [asdict(s) for s in self.global_sections],
             "chosen_examples": self.chosen_examples,
             "files": self.files,
@@ -103,10 +111,10 @@ def _leaderboard_blocks(task: TaskAnalysis, figures: _Figures) -> list[Any]:
 
     blocks: list[Any] = []
     metrics = list(dict.fromkeys(s.metric for cells in task.leaderboard.values() for s in cells))
-    headers = ["metric", "kind"] + [f"{label} mean [95% CI] (n)" for label in task.leaderboard]
+    headers = ["metric", "kind", "unit"] + [f"{label} mean [95% CI] (n)" for label in task.leaderboard]
     rows = []
     for metric in metrics:
-        row: list[Any] = [metric, metric_kind(metric)]
+        row: list[Any] = [metric, metric_kind(metric), metric_family(metric).key]
         for cells in task.leaderboard.values():
             cell = next((s for s in cells if s.metric == metric), None)
             row.append(
@@ -116,11 +124,18 @@ def _leaderboard_blocks(task: TaskAnalysis, figures: _Figures) -> list[Any]:
             )
         rows.append(row)
     blocks.append(R.Table(headers, rows, "Leaderboard: per-example means, percentile bootstrap 95% CI"))
-    for kind in ("stock", "interp"):
-        chosen = [m for m in metrics if metric_kind(m) == kind]
-        if chosen:
-            png = plots.metric_bars(f"{task.task}: {kind} metrics", task.leaderboard, chosen)
-            blocks.append(figures.add(f"{task.task}_{kind}", png, f"{task.task}: {kind} metrics, 95% CI"))
+    families = by_family(metrics)
+    blocks.append(R.Definitions([(f"unit {family.key}", family.unit) for family, _ in families]))
+    if families:
+        title = f"{task.task}: per-example means by metric family"
+        png = plots.family_bars(title, task.leaderboard, families)
+        blocks.append(
+            figures.add(
+                f"{task.task}_metrics",
+                png,
+                f"{task.task}: means with 95% CI, one panel (and scale) per metric family",
+            )
+        )
     return blocks
 
 
@@ -166,7 +181,9 @@ def _paired_blocks(task: TaskAnalysis) -> list[Any]:
                 "Paired comparison on shared examples (Welch: all examples of each run, as in the paper)",
             )
         )
-    if task.correctness:
+    defined = [c for c in task.correctness if c.n_correct > 0 and c.n_incorrect > 0]
+    folded = _folded_correctness([c for c in task.correctness if c not in defined])
+    if defined:
         rows = [
             [
                 c.metric,
@@ -179,7 +196,7 @@ def _paired_blocks(task: TaskAnalysis) -> list[Any]:
                 c.welch["statistic"],
                 R.fmt_p(c.welch["p_value"]),
             ]
-            for c in task.correctness
+            for c in defined
         ]
         blocks.append(
             R.Table(
@@ -198,7 +215,53 @@ def _paired_blocks(task: TaskAnalysis) -> list[Any]:
                 "Does the metric separate correct from incorrect answers? (paper's Table 1 form)",
             )
         )
+    if folded:
+        blocks.append(R.Notes(folded))
     return blocks
+
+
+def _folded_correctness(rows: list[Any]) -> list[str]:
+    """One line per (run, correctness metric) whose split is undefined, instead of a row of dashes per
+    metric."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for c in rows:
+        groups.setdefault((c.run, c.correctness_metric), []).append(c)
+    lines = []
+    for (run, judge), cs in groups.items():
+        first = cs[0]
+        missing = "correct" if first.n_correct == 0 else "incorrect"
+        total = first.n_correct + first.n_incorrect
+        lines.append(
+            f"{run} has no {missing} answers by {judge} ({first.n_correct} of {total} correct), so the "
+            f"correct-vs-incorrect split is undefined for {len(cs)} metrics; their rows are left out"
+        )
+    return lines
+
+
+def _anchor(task: str, other: str, shift: ExampleShift) -> str:
+    return f"ex-{_slug(task)}-{_slug(other)}-{shift.doc_id_baseline}-{_slug(shift.key)[:12]}"
+
+
+def _token_pair(caption: str, recs: dict[str, Any], anchor: str, collapsed: bool) -> R.TokenPair:
+    pair = R.TokenPair(caption, anchor=anchor, collapsed=collapsed)
+    for label, rec in recs.items():
+        dens = importance_density(rec)
+        n = min(len(rec.prompt_tokens), MAX_TOKENS_SHOWN)
+        pair.views.append(
+            R.TokenView(
+                label,
+                [display_token(t) for t in rec.prompt_tokens[:n]],
+                list(dens[:n]),
+                instruction_mask(rec.token_parts[:n]),
+                [display_token(t) for t in rec.target_tokens],
+            )
+        )
+    return pair
+
+
+def _records(task: str, runs: dict[str, Run], labels: list[str], key: str) -> dict[str, Any] | None:
+    recs = {label: runs[label].tasks[task].primary_record(key) for label in labels}
+    return None if any(r is None for r in recs.values()) else recs
 
 
 def _shift_blocks(
@@ -209,6 +272,8 @@ def _shift_blocks(
     figures: _Figures,
     chosen: dict[str, list[str]],
 ) -> list[Any]:
+    """Per other run: every shared example in a searchable, sortable table linking to its token view; the
+    `n_examples` that moved most shown open with a heatmap, the rest folded."""
     from . import plots
 
     blocks: list[Any] = []
@@ -219,62 +284,59 @@ def _shift_blocks(
         ranked = rank_shifts([s for s in task.shifts if s.other == other], key_metric)
         if not ranked:
             continue
-        blocks.append(R.Heading(f"{task.task}: examples that moved most ({baseline} \u2192 {other})", 3))
-        headers = ["doc_id (base/run)", "prompt", f"\u0394 {key_metric}"]
+        labels = [baseline, other]
+        with_records = [s for s in ranked if _records(task.task, runs, labels, s.key) is not None]
+        viewable = {s.key for s in with_records[:MAX_TOKEN_VIEWS]}
+        blocks.append(R.Heading(f"{task.task}: every example ({baseline} \u2192 {other})", 3))
+        headers = ["doc_id (base/run)", "prompt", f"{key_metric} {baseline}", f"{key_metric} {other}"]
+        headers.append(f"\u0394 {key_metric}")
         if judge:
-            headers.append(f"{judge} base \u2192 run")
+            headers += [f"{judge} {baseline}", f"{judge} {other}"]
         headers.append("FFN concept JSD")
-        rows = []
-        for s in ranked[:10]:
+        rows, links = [], []
+        for s in ranked:
             row: list[Any] = [
                 f"{s.doc_id_baseline}/{s.doc_id_other}",
                 _clip(s.prompt, 90),
+                s.baseline_values.get(key_metric, math.nan),
+                s.other_values.get(key_metric, math.nan),
                 s.deltas.get(key_metric, math.nan),
             ]
             if judge:
-                row.append(f"{R.fmt(s.baseline_values.get(judge))} \u2192 {R.fmt(s.other_values.get(judge))}")
+                row += [s.baseline_values.get(judge, math.nan), s.other_values.get(judge, math.nan)]
             row.append(s.ffn_jsd)
             rows.append(row)
-        blocks.append(R.Table(headers, rows))
-        shown = 0
-        for s in ranked:
-            if shown >= n_examples:
-                break
-            recs = {
-                baseline: runs[baseline].tasks[task.task].primary_record(s.key),
-                other: runs[other].tasks[task.task].primary_record(s.key),
-            }
-            if any(r is None for r in recs.values()):
-                continue
-            shown += 1
-            chosen.setdefault(task.task, []).append(s.key)
+            links.append(_anchor(task.task, other, s) if s.key in viewable else "")
+        caption = (
+            f"All {len(rows)} shared examples, largest |\u0394 {key_metric}| first; the doc id links to the "
+            "example's tokens (report.html)"
+        )
+        if len(with_records) > len(viewable):
+            caption += f"; token views for the first {len(viewable)} of {len(with_records)}"
+        table_id = f"examples-{_slug(task.task)}-{_slug(other)}"
+        blocks.append(R.ExampleTable(headers, rows, links, caption, table_id))
+        if not with_records:
+            continue
+        b, p = density_params(_records(task.task, runs, labels, with_records[0].key)[baseline])
+        blocks.append(R.TokenLegend(b, p))
+        for i, s in enumerate(with_records[: len(viewable)]):
+            recs = _records(task.task, runs, labels, s.key)
+            top = i < n_examples
             caption = (
                 f"{task.task} doc {s.doc_id_baseline}/{s.doc_id_other}: \u0394 {key_metric} = "
-                f"{R.fmt(s.deltas.get(key_metric))}; colour = normalised importance density, "
-                "instruction tokens underlined"
+                f"{R.fmt(s.deltas.get(key_metric))}"
             )
-            pair = R.TokenPair(caption)
-            for label, rec in recs.items():
-                dens = importance_density(rec)
-                n = min(len(rec.prompt_tokens), MAX_TOKENS_SHOWN)
-                pair.views.append(
-                    R.TokenView(
-                        label,
-                        [display_token(t) for t in rec.prompt_tokens[:n]],
-                        list(dens[:n]),
-                        instruction_mask(rec.token_parts[:n]),
-                        [display_token(t) for t in rec.target_tokens],
+            blocks.append(_token_pair(caption, recs, _anchor(task.task, other, s), collapsed=not top))
+            if top:
+                chosen.setdefault(task.task, []).append(s.key)
+                blocks.append(
+                    figures.add(
+                        f"{task.task}_tokens_{i + 1}",
+                        plots.token_heatmaps(recs),
+                        f"{task.task} doc {s.doc_id_baseline}: attribution S (prompt x target), "
+                        "instruction tokens in red",
                     )
                 )
-            blocks.append(pair)
-            blocks.append(
-                figures.add(
-                    f"{task.task}_tokens_{shown}",
-                    plots.token_heatmaps(recs),
-                    f"{task.task} doc {s.doc_id_baseline}: attribution S (prompt x target), "
-                    "instruction tokens in red",
-                )
-            )
     return blocks
 
 
@@ -341,6 +403,76 @@ def _pick_baseline(runs: list[Run], baseline: str | None) -> str:
     return baseline
 
 
+_FINDING_HEADERS = ["finding", "task", "metric", "runs", "baseline", "other", "diff", "p (paired t)", "n"]
+
+
+def _finding_rows(checks: list[FindingCheck], with_explanation: bool) -> list[list[Any]]:
+    rows = []
+    for f in checks:
+        row: list[Any] = [
+            f.finding,
+            f.task,
+            f.metric,
+            f"{f.baseline} \u2192 {f.other}",
+            f.mean_baseline,
+            f.mean_other,
+            f.mean_diff,
+            f.p_value,
+            f.n_pairs,
+            f.verdict,
+        ]
+        if with_explanation:
+            row.append(f.explanation or "")
+        rows.append(row)
+    return rows
+
+
+def _findings_blocks(result: ComparisonResult) -> list[Any]:
+    """The paper's findings for a declared base/tuned pair, else a neutral comparison of the same metrics."""
+    if result.findings:
+        base, tuned = result.pair["base"], ", ".join(result.pair["tuned"])
+        return [
+            R.Heading("The paper's findings on these runs"),
+            R.Paragraph(
+                f"{base} is the base model and {tuned} its instruction-tuned version ({result.pair['how']}). "
+                "Wu et al. (NAACL 2024): instruction tuning (1) raises attribution to the instruction, (2) "
+                "makes heads attend more to it, (3) moves FFN knowledge toward user tasks. Each row is a "
+                f"paired test on the shared examples; 'shows up' needs p < {ALPHA} in the paper's direction, "
+                "'opposite' is significant the other way. Findings 2 and 3 are per-example proxies (the "
+                "global Table 3 / Table 5 views are below when given)."
+            ),
+            R.Table(
+                _FINDING_HEADERS + ["verdict", "where the attribution went instead"],
+                _finding_rows(result.findings, with_explanation=True),
+                "Paper findings check",
+            ),
+        ]
+    if result.differences:
+        return [
+            R.Heading("Differences on the paper's metrics"),
+            R.Paragraph(
+                "These runs are not declared as a base model and its instruction-tuned version, so the "
+                "paper's findings about instruction tuning are not claimed here; the table only says which "
+                "run is higher (paired t-test, p < 0.05). Declare a pair with `--pair BASE:TUNED` (or label "
+                "the runs base and tuned) to check the findings."
+            ),
+            R.Table(
+                _FINDING_HEADERS + ["reading"],
+                _finding_rows(result.differences, with_explanation=False),
+                "Paired differences (other run minus baseline)",
+            ),
+        ]
+    return []
+
+
+def _pair_info(labels: list[str], pairs: list[tuple[str, str]] | None, baseline: str | None) -> dict:
+    base, tuned = declared_pairs(labels, pairs, baseline)
+    if base is None:
+        return {}
+    how = "declared with --pair" if pairs else "labelled base and tuned"
+    return {"base": base, "tuned": tuned, "how": how}
+
+
 def compare(
     run_dirs: list[Path],
     out: Path,
@@ -349,6 +481,8 @@ def compare(
     ffn: list[Path] | None = None,
     examples: int = 3,
     baseline: str | None = None,
+    pairs: list[tuple[str, str]] | None = None,
+    records: list[Path] | None = None,
 ) -> ComparisonResult:
     """Compare lm-eval runs (base first) and write report.md, report.html, results.json and PNGs to `out`.
 
@@ -360,15 +494,23 @@ def compare(
         heads: optional ``explain-heads`` JSONL files (base, tuned) for the global heads section.
         ffn: optional ``explain-ffn`` JSONL files (base, tuned) for the global FFN section.
         examples: how many of the most-moved examples per task get token heatmaps.
-        baseline: label of the run the others are compared against (default: the first).
+        baseline: label of the run the others are compared against (default: the first, or the base of
+            `pairs`).
+        pairs: (base, tuned) labels of runs that are a base model and its instruction-tuned version; the
+            paper's findings are checked only for them (without `pairs`, for runs labelled base and tuned).
+            Other runs get a neutral comparison.
+        records: one records folder per run found, for records written outside the run folder whose
+            results file does not name them (runs of older versions, moved folders).
 
     Raises:
-        ReportInputError: (and subclasses) unreadable run dirs, runs with no task or document in common.
+        ReportInputError: (and subclasses) unreadable run dirs, runs with no task or document in common, a
+            pair that names no run.
     """
     if not run_dirs:
         raise ReportInputError("no run directories given; pass at least one lm-eval --output_path")
-    runs = resolve_runs([Path(p) for p in run_dirs], labels)
-    base = _pick_baseline(runs, baseline)
+    runs = resolve_runs([Path(p) for p in run_dirs], labels, [Path(p) for p in records] if records else None)
+    pair = _pair_info([r.label for r in runs], pairs, baseline)
+    base = _pick_baseline(runs, baseline if baseline is not None else pair.get("base"))
     tasks, notes, warnings = analyse(runs, base)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -380,6 +522,7 @@ def compare(
         notes,
         warnings,
         global_sections(heads, ffn, out),
+        pair=pair,
     )
     figures = _Figures(out)
     blocks: list[Any] = [
@@ -393,50 +536,11 @@ def compare(
             "Runs",
         ),
     ]
-    result.findings = check_findings(tasks)
-    if result.findings:
-        blocks += [
-            R.Heading("The paper's findings on these runs"),
-            R.Paragraph(
-                "Wu et al. (NAACL 2024): instruction tuning (1) raises attribution to the instruction, (2) "
-                "makes "
-                "heads attend more to it, (3) moves FFN knowledge toward user tasks. Each row is a paired "
-                "test on "
-                f"the shared examples; 'shows up' needs p < {ALPHA} in the paper's direction. Findings 2 and "
-                "3 "
-                "are per-example proxies (the global Table 3 / Table 5 views are below when given)."
-            ),
-            R.Table(
-                [
-                    "finding",
-                    "task",
-                    "metric",
-                    "runs",
-                    "baseline",
-                    "other",
-                    "diff",
-                    "p (paired t)",
-                    "n",
-                    "verdict",
-                ],
-                [
-                    [
-                        f.finding,
-                        f.task,
-                        f.metric,
-                        f"{f.baseline} \u2192 {f.other}",
-                        f.mean_baseline,
-                        f.mean_other,
-                        f.mean_diff,
-                        f.p_value,
-                        f.n_pairs,
-                        f.verdict,
-                    ]
-                    for f in result.findings
-                ],
-                "Paper findings check",
-            ),
-        ]
+    if pair:
+        result.findings = check_findings(tasks, tuned=pair["tuned"])
+    else:
+        result.differences = differences(tasks)
+    blocks += _findings_blocks(result)
     if warnings:
         blocks += [R.Heading("Fingerprint warnings"), R.Notes(warnings, warning=True)]
     if notes:
@@ -453,6 +557,8 @@ def compare(
         blocks.append(R.Heading(section.title))
         if section.notes:
             blocks.append(R.Notes(section.notes, warning=True))
+        if section.definitions:
+            blocks.append(R.Definitions(section.definitions))
         if section.text:
             blocks += R.text_blocks(section.text)
         for name in section.images:

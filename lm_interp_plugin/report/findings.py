@@ -11,6 +11,11 @@ user tasks. Per task and per run against the baseline, each finding is read off 
    proxy of the global rotation in Table 5).
 
 The verdict is "shows up" only when the paired t-test gives p < `ALPHA` in the paper's direction.
+
+The findings are claims about instruction tuning, so they are checked only for runs declared to be a base
+model and its instruction-tuned version (`declared_pairs`: ``--pair BASE:TUNED``, or runs labelled ``base``
+and ``tuned``). Any other runs get a neutral comparison of the same metrics (`differences`): which run is
+higher, with no verdict about tuning.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from lm_interp_plugin.metric_names import ATTRIBUTION_SHARE_PREFIX
+
 from .. import metric_names as names
 from .analysis import PairedComparison, TaskAnalysis
+from .errors import ReportInputError
 
 ALPHA = 0.05
 
@@ -47,14 +55,16 @@ class FindingCheck:
     mean_diff: float
     p_value: float | None
     verdict: str
+    explanation: str = ""
 
     def sentence(self) -> str:
         p = "n/a" if self.p_value is None else f"{self.p_value:.3g}"
-        return (
+        text = (
             f"{self.finding}. {self.claim} [{self.task}, {self.metric}]: {self.baseline} "
             f"{self.mean_baseline:.3f} -> {self.other} {self.mean_other:.3f} (paired t p={p}, "
             f"n={self.n_pairs}): {self.verdict}"
         )
+        return f"{text} ({self.explanation})" if self.explanation else text
 
 
 def verdict(diff: float, p_value: float | None, direction: int) -> str:
@@ -70,12 +80,50 @@ def _row(task: TaskAnalysis, metric: str) -> list[PairedComparison]:
     return [row for row in task.paired if row.metric == metric]
 
 
-def check_findings(tasks: list[TaskAnalysis]) -> list[FindingCheck]:
-    """Every finding whose metric the runs share, per task and per non-baseline run."""
+def declared_pairs(
+    labels: list[str], pairs: list[tuple[str, str]] | None, baseline: str | None
+) -> tuple[str | None, list[str]]:
+    """(base label, tuned labels) the findings apply to, or (None, []) when no such pair is declared.
+
+    Declared means ``pairs`` given (every pair with the same base), or, without ``pairs``, runs labelled
+    exactly ``base`` and ``tuned`` (compared with ``base`` as the baseline).
+
+    Raises:
+        ReportInputError: a pair names a label that is not a run, pairs with different bases, or a
+            ``baseline`` other than the pairs' base.
+    """
+    if pairs:
+        bases = {b for b, _ in pairs}
+        unknown = [x for pair in pairs for x in pair if x not in labels]
+        if unknown:
+            raise ReportInputError(
+                f"--pair names {unknown}, which are not run labels {labels}; use the labels (see --labels)"
+            )
+        if len(bases) != 1:
+            raise ReportInputError(
+                f"--pair gives several base runs {sorted(bases)}; the findings compare tuned runs against "
+                "one base: give BASE:TUNED pairs with the same BASE"
+            )
+        base = bases.pop()
+        if baseline is not None and baseline != base:
+            raise ReportInputError(
+                f"--baseline {baseline!r} differs from the base run of --pair ({base!r}); drop one of them"
+            )
+        return base, [t for _, t in pairs if t != base]
+    if "base" in labels and "tuned" in labels and baseline in (None, "base"):
+        return "base", ["tuned"]
+    return None, []
+
+
+def check_findings(tasks: list[TaskAnalysis], tuned: list[str] | None = None) -> list[FindingCheck]:
+    """Every finding whose metric the runs share, per task and per non-baseline run (only the `tuned` runs,
+    when given)."""
     checks = []
     for task in tasks:
         for number, claim, metric, direction in FINDINGS:
             for row in _row(task, metric):
+                if tuned is not None and row.other not in tuned:
+                    continue
                 p = (row.paired_t or {}).get("p_value")
                 p = None if p is None or (isinstance(p, float) and math.isnan(p)) else float(p)
                 checks.append(
@@ -95,4 +143,43 @@ def check_findings(tasks: list[TaskAnalysis]) -> list[FindingCheck]:
                         verdict=verdict(row.mean_diff, p, direction),
                     )
                 )
+                if number == 1 and checks[-1].verdict in ("opposite", "not significant"):
+                    checks[-1].explanation = where_attribution_went(task, row.other)
     return checks
+
+
+def where_attribution_went(task: TaskAnalysis, other: str, top: int = 3) -> str:
+    """Where the other run's attribution sits instead of the instruction: its largest mean
+    ``attribution_share_<part>`` values against the baseline's, from the same paired rows."""
+    rows = [
+        p
+        for p in task.paired
+        if p.other == other and p.metric.startswith(ATTRIBUTION_SHARE_PREFIX) and math.isfinite(p.mean_other)
+    ]
+    if not rows:
+        return ""
+    rows.sort(key=lambda p: -p.mean_other)
+    parts = ", ".join(
+        f"{p.metric[len(ATTRIBUTION_SHARE_PREFIX) :]} {p.mean_other:.2f} (baseline {p.mean_baseline:.2f})"
+        for p in rows[:top]
+    )
+    return f"{other}'s attribution mass by prompt part: {parts}"
+
+
+def direction(diff: float, p_value: float | None) -> str:
+    """A neutral reading of a paired difference: which run is higher, or no significant difference."""
+    if p_value is None or math.isnan(p_value) or math.isnan(diff):
+        return "untested"
+    if p_value >= ALPHA or diff == 0:
+        return "no significant difference"
+    return "higher in the other run" if diff > 0 else "lower in the other run"
+
+
+def differences(tasks: list[TaskAnalysis]) -> list[FindingCheck]:
+    """The same rows as `check_findings`, for runs not declared base and tuned: the verdict is `direction`."""
+    rows = check_findings(tasks)
+    for row in rows:
+        row.verdict = direction(row.mean_diff, row.p_value)
+        row.claim = f"{row.metric} differs between the runs"
+        row.explanation = ""
+    return rows

@@ -31,6 +31,43 @@ class GlobalSection:
     text: str = ""
     notes: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
+    definitions: list[tuple[str, str]] = field(default_factory=list)
+
+
+#: What the numbers of the Table 3 form mean, shown beside it.
+TABLE3_DEFINITIONS = [
+    (
+        "cell (%)",
+        "share of the attention heads of the layer group in which a verb's count among the head's word pairs "
+        "rises from base to tuned, averaged over the verbs of the row; 0-100%",
+    ),
+    ("layer groups", "first, middle and last third of the layers (0-based layer index range in parentheses)"),
+    (
+        "instruction verbs / general verbs",
+        "the two verb lists of the paper (n = how many of each were found)",
+    ),
+    (
+        "Welch t-test (t, p)",
+        "per-verb shares of instruction verbs against general verbs; t > 0: instruction verbs rise in more "
+        "heads (the paper's finding 2)",
+    ),
+]
+#: What the numbers of the Table 5 form mean, shown beside it.
+TABLE5_DEFINITIONS = [
+    (
+        "cell",
+        "base% -> tuned%: the percentage of the layer group's FFN principal components whose top words the "
+        "offline labeller assigns to the category, in the base and in the tuned model",
+    ),
+    ("n=base/tuned", "number of components labelled in the group (layers x components per layer)"),
+    ("p", "two-sided two-proportion z-test of that category's share, base vs tuned"),
+    ("chi-square p", "test of the whole group's distribution over categories, base vs tuned"),
+    (
+        "rotation figure",
+        "principal angles (degrees, 0 = same subspace, 90 = orthogonal) between each layer's top-k FFN "
+        "subspaces of base and tuned",
+    ),
+]
 
 
 def _pair(section: GlobalSection, paths: list[Path]) -> list[Path] | None:
@@ -46,7 +83,9 @@ def _pair(section: GlobalSection, paths: list[Path]) -> list[Path] | None:
 
 def heads_section(paths: list[Path]) -> GlobalSection:
     """Table 3 form from two explain-heads files (base, tuned)."""
-    section = GlobalSection("Attention heads: instruction verbs (Table 3 form)")
+    section = GlobalSection(
+        "Attention heads: instruction verbs (Table 3 form)", definitions=TABLE3_DEFINITIONS
+    )
     pair = _pair(section, paths)
     if pair is None:
         return section
@@ -61,7 +100,7 @@ def heads_section(paths: list[Path]) -> GlobalSection:
 
 def ffn_section(paths: list[Path], out: Path) -> GlobalSection:
     """Table 5 form and the two FFN figures (written into `out`) from two explain-ffn files (base, tuned)."""
-    section = GlobalSection("FFN concepts and rotation (Table 5 form)")
+    section = GlobalSection("FFN concepts and rotation (Table 5 form)", definitions=TABLE5_DEFINITIONS)
     pair = _pair(section, paths)
     if pair is None:
         return section

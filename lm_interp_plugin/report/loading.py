@@ -9,6 +9,10 @@ so. Records are joined to that evaluation's samples by the full key (task, doc_h
 the context and target hashes, and the interpretation values the samples carry); records of other evaluations
 in the same folder (another prompt, model or setting, superseded by a rerun) are left out with a note, never
 mixed in.
+
+Records written elsewhere (``records_dir=...`` in ``--model_args``, or the default ``./lm_interp_records``
+of the stock ``lm_eval`` CLI) are found through the results file, where interp-hf records their absolute
+folder (``config.interp_records_dir``), or through a folder the user names (``compare --records``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_interp_plugin.metric_names import is_interp_metric
-from lm_interp_plugin.records import RECORD_FILE_PREFIX, InterpRecord, load_records
+from lm_interp_plugin.records import RECORD_FILE_PREFIX, RECORDS_DIR_KEY, InterpRecord, load_records
 
 from .errors import RunDirError
 
@@ -79,6 +83,7 @@ class Run:
     model: str | None
     tasks: dict[str, TaskRun]
     notes: list[str] = field(default_factory=list)
+    records_dirs: list[Path] = field(default_factory=list)
 
 
 def _has_lm_eval_files(folder: Path) -> bool:
@@ -251,14 +256,25 @@ def read_samples(path: Path) -> tuple[dict[str, DocSample], list[str]]:
     return out, notes
 
 
-def _read_results(
-    folder: Path, date_id: str | None = None
-) -> tuple[dict[str, dict[str, Any]], str | None, list[str]]:
+@dataclass
+class _Results:
+    """What the results files of a folder say: per-task numbers, model, lm-eval model type, records folder."""
+
+    reported: dict[str, dict[str, Any]]
+    model: str | None
+    notes: list[str]
+    model_type: str | None = None
+    records_dir: Path | None = None
+
+
+def _read_results(folder: Path, date_id: str | None = None) -> _Results:
     """Per task, lm-eval's aggregated numbers from the newest results file that has the task (or from the
     results file of evaluation `date_id`)."""
     reported: dict[str, dict[str, Any]] = {}
     model: str | None = None
     notes: list[str] = []
+    model_type: str | None = None
+    records_dir: Path | None = None
     paths = sorted(folder.glob(f"{RESULTS_PREFIX}*.json"), key=lambda p: _date_id(p.name))
     if date_id is not None:
         paths = [p for p in paths if _date_id(p.name) == date_id]
@@ -279,7 +295,10 @@ def _read_results(
                 if part.strip().startswith("pretrained="):
                     model = part.split("=", 1)[1].strip()
         model = model or data.get("model_name") or cfg.get("model")
-    return reported, model, notes
+        model_type = cfg.get("model") or model_type
+        if isinstance(cfg.get(RECORDS_DIR_KEY), str):
+            records_dir = Path(cfg[RECORDS_DIR_KEY])
+    return _Results(reported, model, notes, model_type, records_dir)
 
 
 def _read_records(folder: Path, tasks: dict[str, TaskRun], notes: list[str]) -> None:
@@ -315,16 +334,21 @@ class _capture_warnings:
         self.logger.removeHandler(self.handler)
 
 
-def load_run(folder: Path, label: str, selected: Path | None = None) -> Run:
+def load_run(folder: Path, label: str, selected: Path | None = None, records_dir: Path | None = None) -> Run:
     """Read one model subfolder into a `Run`: per task the newest samples file, or the evaluation of
-    `selected` (a results file: its evaluation's tasks; a samples file: that task only).
+    `selected` (a results file: its evaluation's tasks; a samples file: that task only). Records are read from
+    the folder, from the records folder its results name, and from `records_dir` (``compare --records``).
+
+    Records are read from the folder itself, from the records folder its results file names, and from
+    `records_dir` when given.
 
     Raises:
-        RunDirError: the folder has neither samples nor interpretation records.
+        RunDirError: the folder has neither samples nor interpretation records, or `records_dir` is missing.
     """
     folder = Path(folder)
     date_id, only_task = _selected_file(selected) if selected is not None else (None, None)
-    reported, model, notes = _read_results(folder, date_id)
+    info = _read_results(folder, date_id)
+    reported, model, notes = info.reported, info.model, info.notes
     tasks: dict[str, TaskRun] = {}
     by_task: dict[str, list[Path]] = defaultdict(list)
     for path in folder.glob(f"{SAMPLES_PREFIX}*.jsonl"):
@@ -353,8 +377,14 @@ def load_run(folder: Path, label: str, selected: Path | None = None) -> Run:
         task_run.samples, sample_notes = read_samples(newest)
         task_run.notes.extend(sample_notes)
         tasks[task] = task_run
+    if records_dir is not None and not Path(records_dir).is_dir():
+        raise RunDirError(
+            f"--records {records_dir} is not a folder; pass the records_dir of the run {folder}"
+        )
+    searched = _records_folders(folder, info.records_dir, records_dir)
     candidates: dict[str, TaskRun] = {}
-    _read_records(folder, candidates, notes)
+    for where in searched:
+        _read_records(where, candidates, notes)
     for name, found in candidates.items():
         if name in tasks:
             tasks[name].candidates, tasks[name].records_file = found.candidates, found.records_file
@@ -369,16 +399,45 @@ def load_run(folder: Path, label: str, selected: Path | None = None) -> Run:
                 "interpretation records (run lm-eval with --log_samples for stock metrics)"
             )
         elif not task_run.records:
-            task_run.notes.append(
-                f"no interpretation records for {task_run.task} in {folder}: heatmaps and "
-                "attention maps are skipped (run with --model interp-hf)"
-            )
+            task_run.notes.append(_no_records_note(task_run.task, folder, info, searched))
     if not tasks:
         raise RunDirError(
             f"{folder} has results but no per-example samples or interpretation records; rerun lm-eval with "
             "--log_samples (and --model interp-hf) so runs can be paired"
         )
-    return Run(label, folder, model, tasks, notes)
+    return Run(label, folder, model, tasks, notes, searched)
+
+
+def _records_folders(folder: Path, recorded: Path | None, given: Path | None) -> list[Path]:
+    """The run folder, the records folder its results name (when it exists), the user's; each once."""
+    out: list[Path] = []
+    for where in (folder, recorded, given):
+        if (
+            where is not None
+            and Path(where).is_dir()
+            and Path(where).resolve() not in {p.resolve() for p in out}
+        ):
+            out.append(Path(where))
+    return out
+
+
+def _no_records_note(task: str, folder: Path, info: _Results, searched: list[Path]) -> str:
+    """Why a task has no records, and the advice that fits how the run was made."""
+    where = ", ".join(str(p) for p in searched)
+    if info.model_type not in (None, "interp-hf"):
+        return (
+            f"no interpretation records for {task}: the run used --model {info.model_type}; heatmaps and "
+            "attention maps are skipped (rerun with --model interp-hf for them)"
+        )
+    if info.records_dir is not None and not info.records_dir.is_dir():
+        return (
+            f"no interpretation records for {task}: the run wrote them to {info.records_dir}, which does not "
+            "exist here (moved?); pass the folder with `lm-interp compare ... --records DIR`"
+        )
+    return (
+        f"no interpretation records for {task} in {where}; if the run wrote them elsewhere (its "
+        "records_dir), pass that folder with `lm-interp compare ... --records DIR`"
+    )
 
 
 def _matches_sample(rec: InterpRecord, sample: DocSample) -> bool:
@@ -470,11 +529,18 @@ def _fill_from_records(task_run: TaskRun) -> None:
         )
 
 
-def resolve_runs(run_dirs: list[Path], labels: list[str] | None) -> list[Run]:
+def resolve_runs(
+    run_dirs: list[Path], labels: list[str] | None, records: list[Path] | None = None
+) -> list[Run]:
     """Expand each given directory into its model subfolders and label every run.
 
+    Args:
+        run_dirs: lm-eval ``--output_path`` folders (or model subfolders).
+        labels: one name per run found.
+        records: one records folder per run found (each run's ``records_dir``), when they are elsewhere.
+
     Raises:
-        RunDirError: a directory has no lm-eval output, or `labels` does not match the number of runs.
+        RunDirError: a directory has no lm-eval output, or `labels`/`records` do not match the number of runs.
     """
     folders: list[tuple[Path, str]] = []
     selected: dict[int, Path] = {}
@@ -497,13 +563,19 @@ def resolve_runs(run_dirs: list[Path], labels: list[str] | None) -> list[Run]:
             f"{len(labels)} labels given for {len(folders)} runs found in {[str(p) for p, _ in folders]}; "
             "pass one label per run (a folder with several model subfolders counts as several runs)"
         )
+    if records is not None and len(records) != len(folders):
+        raise RunDirError(
+            f"{len(records)} --records folders given for {len(folders)} runs found in "
+            f"{[str(p) for p, _ in folders]}; pass one records folder per run, in the same order"
+        )
     names = list(labels) if labels is not None else [name for _, name in folders]
     seen: dict[str, int] = defaultdict(int)
     unique = []
     for name in names:
         seen[name] += 1
         unique.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    extra = list(records) if records is not None else [None] * len(folders)
     return [
-        load_run(folder, label, selected.get(i))
+        load_run(folder, label, selected.get(i), extra[i])
         for i, ((folder, _), label) in enumerate(zip(folders, unique))
     ]

@@ -42,31 +42,63 @@ def _plain(text: str, limit: int = 40) -> str:
     return text.replace("$", r"\$")
 
 
-def metric_bars(title: str, summaries: dict[str, list[Any]], metrics: list[str]) -> bytes:
-    """Grouped bars: one group per metric, one bar per run, whiskers at the bootstrap 95% CI."""
+def family_bars(title: str, summaries: dict[str, list[Any]], families: list[tuple[Any, list[str]]]) -> bytes:
+    """One panel per metric family (`families`: (family, metrics) with the family's `title`, `unit`,
+    `limits`), each on its own x axis with the unit as its label: horizontal bars, one per run and metric,
+    whiskers at the bootstrap 95% CI; metric names in full on the y axis."""
     plt = _plt()
     labels = list(summaries)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(metrics) * max(1, len(labels)) / 2 + 2), 3.4))
-    width = 0.8 / max(1, len(labels))
-    x = np.arange(len(metrics))
-    for i, label in enumerate(labels):
-        cells = {s.metric: s for s in summaries[label]}
-        means = np.array([cells[m].mean if m in cells else math.nan for m in metrics], dtype=float)
-        lo = np.array([cells[m].ci_low if m in cells else math.nan for m in metrics], dtype=float)
-        hi = np.array([cells[m].ci_high if m in cells else math.nan for m in metrics], dtype=float)
-        err = np.nan_to_num(np.vstack([means - lo, hi - means]), nan=0.0).clip(min=0)
-        ax.bar(
-            x + (i - (len(labels) - 1) / 2) * width,
-            np.nan_to_num(means),
-            width,
-            yerr=err,
-            capsize=3,
-            label=_plain(label),
-        )
-    ax.set_xticks(x, [_plain(m, 28) for m in metrics], rotation=30, ha="right")
-    ax.set_title(_plain(title, 80))
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    n_runs = max(1, len(labels))
+    sizes = [len(metrics) for _, metrics in families]
+    rows_height = [0.17 * n * n_runs + 0.12 * n + 0.75 for n in sizes]
+    fig, axes = plt.subplots(
+        len(families),
+        1,
+        figsize=(7.5, sum(rows_height) + 0.5),
+        squeeze=False,
+        gridspec_kw={"height_ratios": rows_height},
+        layout="constrained",
+    )
+    bar = 0.8 / n_runs
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (family, metrics) in zip(axes[:, 0], families):
+        y = np.arange(len(metrics))
+        values: list[float] = []
+        for i, label in enumerate(labels):
+            cells = {s.metric: s for s in summaries[label]}
+            means = np.array([cells[m].mean if m in cells else math.nan for m in metrics], dtype=float)
+            lo = np.array([cells[m].ci_low if m in cells else math.nan for m in metrics], dtype=float)
+            hi = np.array([cells[m].ci_high if m in cells else math.nan for m in metrics], dtype=float)
+            err = np.nan_to_num(np.vstack([means - lo, hi - means]), nan=0.0).clip(min=0)
+            values += [float(v) for v in np.concatenate([means, lo, hi]) if math.isfinite(v)]
+            ax.barh(
+                y + (i - (n_runs - 1) / 2) * bar,
+                np.nan_to_num(means),
+                bar,
+                xerr=err,
+                capsize=2,
+                color=colours[i % len(colours)],
+                label=_plain(label) if ax is axes[0, 0] else None,
+            )
+        ax.set_yticks(y, [_plain(m, 48) for m in metrics], fontsize=8)
+        ax.invert_yaxis()  # the first metric on top, as in the table
+        limits = family.limits
+        if limits is None and family.key == "stock" and values and min(values) >= 0 and max(values) <= 1:
+            limits = (0.0, 1.0)  # accuracies
+        if limits is None and values and min(values) >= 0:  # no empty negative half
+            top = max(values)
+            limits = (0.0, top * 1.05 if top > 0 else 1.0)
+        if limits is not None:
+            ax.set_xlim(*limits)
+        ax.axvline(0, color="#888", linewidth=0.8)
+        if family.key == "lift":
+            ax.axvline(1, color="#888", linewidth=0.8, linestyle="--")  # no preference for the instruction
+        ax.set_title(_plain(family.title, 90), fontsize=9, loc="left")
+        ax.set_xlabel(_plain(family.unit, 110), fontsize=7.5)
+        ax.tick_params(axis="x", labelsize=7.5)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(_plain(title, 90), fontsize=10)
+    fig.legend(loc="outside upper right", fontsize=8, ncols=min(n_runs, 4))
     return _png(fig)
 
 
@@ -123,8 +155,12 @@ def attention_maps(maps: dict[str, list[list[float]]], baseline: str, other: str
             im = ax.imshow(mat, aspect="auto", cmap=cmap, vmin=0, vmax=vmax or 1.0)
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        # whole layer and head numbers: every one when few, else integer steps (never 0.1, 0.2, ...)
+        for axis, n in ((ax.xaxis, mat.shape[1]), (ax.yaxis, mat.shape[0])):
+            if n <= 16:
+                axis.set_ticks(range(n))
+            else:
+                axis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(_plain(title, 50))
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return _png(fig)

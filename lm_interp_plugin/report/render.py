@@ -1,14 +1,19 @@
 """Markdown and HTML from one list of blocks, so both files always carry the same tables.
 
 Blocks hold raw (untrusted) text: prompts, tokens, task names, labels and file names come from the runs. The
-two renderers are the only places that turn text into markup, and both escape every string they emit.
+two renderers are the only places that turn text into markup, and both escape every string they emit: HTML
+with entities, Markdown with backslashes (so report.md reads as plain text and a ``[x](javascript:...)``
+from a document stays text). The HTML page carries one small script (`SCRIPT`: sort and search the example
+tables, open a linked token view) and a Content-Security-Policy that lets only that script run.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +33,57 @@ border:1px solid #ddd;padding:.5em;line-height:1.9}
 .tokens span{border-radius:2px}.tokens .instr{border-bottom:2px solid #c0392b}
 .tokens .target{outline:1px dashed #888}
 pre{background:#f7f7f7;padding:.6em;overflow-x:auto}
+.legend{display:flex;align-items:center;gap:.5em;font-size:.85em;margin:.4em 0}
+.legend .bar{width:220px;height:14px;border:1px solid #bbb;
+background:linear-gradient(to right,rgba(33,113,181,0),rgba(33,113,181,1))}
+.defs{font-size:.9em;color:#333}.defs dt{font-weight:bold;margin-top:.3em}.defs dd{margin-left:1.2em}
+details.ex{margin:.3em 0;border:1px solid #eee;padding:.2em .5em}details.ex>summary{cursor:pointer}
+details.ex:target{border-color:#f0ad4e}
+table.sortable th{cursor:pointer;user-select:none;position:sticky;top:0;overflow-wrap:anywhere}
+table.sortable td:nth-child(2){min-width:18em}
+table.sortable th[data-dir=asc]::after{content:" \\25B2"}
+table.sortable th[data-dir=desc]::after{content:" \\25BC"}
+.search{margin:.5em 0;font-size:.9em}.search input{width:22em;padding:.2em}
+.scroll{max-height:32em;overflow:auto;border:1px solid #eee}
 """
+
+#: The page's only script: sortable tables (click a header), a search box per example table (also from the
+#: address, ``report.html#q=text``), and token views opened when a link or the address points at them.
+SCRIPT = """(function(){
+function val(c){var t=c.getAttribute('data-v');if(t===null)t=c.textContent.trim();
+var n=parseFloat(t);return isNaN(n)||!/^[-+\u2212]?[0-9.]/.test(t)?null:n;}
+function sortBy(table,th,i){var body=table.tBodies[0];var rows=Array.prototype.slice.call(body.rows);
+var dir=th.getAttribute('data-dir')==='asc'?-1:1;
+Array.prototype.forEach.call(table.tHead.rows[0].cells,function(h){h.removeAttribute('data-dir');});
+th.setAttribute('data-dir',dir===1?'asc':'desc');
+rows.sort(function(a,b){var x=val(a.cells[i]),y=val(b.cells[i]);
+if(x===null&&y===null){return dir*a.cells[i].textContent.localeCompare(b.cells[i].textContent);}
+if(x===null)return 1;if(y===null)return -1;return dir*(x-y);});
+rows.forEach(function(r){body.appendChild(r);});}
+function filter(input){var table=document.getElementById(input.getAttribute('data-table'));
+var q=input.value.toLowerCase();var shown=0;
+Array.prototype.forEach.call(table.tBodies[0].rows,function(r){
+var hit=r.textContent.toLowerCase().indexOf(q)>=0;r.style.display=hit?'':'none';if(hit)shown++;});
+var count=document.getElementById(input.getAttribute('data-count'));
+if(count)count.textContent=shown+' of '+table.tBodies[0].rows.length+' shown';}
+function openTarget(){var h=decodeURIComponent(location.hash.slice(1));
+if(h.indexOf('q=')===0){var box=document.querySelector('input[data-table]');
+if(box){box.value=h.slice(2);filter(box);}return;}
+var el=h&&document.getElementById(h);if(el&&el.tagName==='DETAILS'){el.open=true;el.scrollIntoView();}}
+Array.prototype.forEach.call(document.querySelectorAll('table.sortable'),function(table){
+Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th,i){
+th.title='click to sort';th.addEventListener('click',function(){sortBy(table,th,i);});});});
+Array.prototype.forEach.call(document.querySelectorAll('input[data-table]'),function(box){
+box.addEventListener('input',function(){filter(box);});filter(box);});
+window.addEventListener('hashchange',openTarget);openTarget();
+document.documentElement.setAttribute('data-js','ready');
+})();"""
+SCRIPT_HASH = base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode("ascii")
+#: Nothing is fetched; inline styles and exactly `SCRIPT` may run, so an escaping slip could not run code.
+CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    f"script-src 'sha256-{SCRIPT_HASH}'; base-uri 'none'; form-action 'none'"
+)
 
 
 @dataclass
@@ -75,8 +130,38 @@ class TokenView:
 
 @dataclass
 class TokenPair:
+    """The views of one example side by side; `anchor` is its id in the page, `collapsed` folds it away."""
+
     caption: str
     views: list[TokenView] = field(default_factory=list)
+    anchor: str = ""
+    collapsed: bool = False
+
+
+@dataclass
+class TokenLegend:
+    """What the token colours mean (the same thresholded density as the score)."""
+
+    b: int
+    p: float
+
+
+@dataclass
+class Definitions:
+    """Terms and their meaning/unit, shown beside a table."""
+
+    items: list[tuple[str, str]]
+
+
+@dataclass
+class ExampleTable:
+    """A per-example table: sortable, searchable in HTML; `links[i]` is the anchor of row i's token view."""
+
+    headers: list[str]
+    rows: list[list[Any]]
+    links: list[str]
+    caption: str = ""
+    table_id: str = "examples"
 
 
 @dataclass
@@ -141,13 +226,31 @@ def fmt_p(value: Any) -> str:
     return f"{value:.3g}"
 
 
+_MD_ESCAPES = (
+    (re.compile(r"\\"), r"\\\\"),  # a backslash stays a backslash
+    (re.compile(r"\|"), r"\\|"),  # table cells
+    (
+        re.compile(r"\](?=[(\[:])"),
+        r"\\]",
+    ),  # no link/image/reference; "[95% CI] (n)" kept
+    (re.compile(r"^\["), r"\\["),  # a reference definition "[x]: url" at the start of a line
+    (re.compile(r"<(?=[A-Za-z/!?])"), r"\\<"),  # what could open an HTML tag or an autolink
+    (re.compile(r"&(?=#?\w+;)"), r"\\&"),  # what could be read as an entity
+    (re.compile(r"^(>|[#+*-](?=\s))"), r"\\\1"),  # block syntax at the start of a line (not "-0.5")
+)
+
+
 def _md(text: Any) -> str:
-    """Text for a Markdown cell or line: HTML-escaped; backslashes, pipes and brackets escaped (so text from a
-    document cannot form a link or image such as ``[x](javascript:...)``); on one line."""
-    out = html.escape(str(text).replace("\\", "\\\\"), quote=False)
-    for char in "|[]":
-        out = out.replace(char, "\\" + char)
-    return " ".join(out.split())
+    """Text for a Markdown cell or line, on one line, readable as plain text.
+
+    Markup characters are backslash-escaped rather than turned into HTML entities: ``a -> b`` stays as it is,
+    ``<script>`` becomes ``\\<script>`` (shown as text by a Markdown renderer), ``[x](javascript:..)`` becomes
+    ``[x\\](javascript:..)``, which no renderer turns into a link.
+    """
+    out = " ".join(str(text).split())
+    for pattern, repl in _MD_ESCAPES:
+        out = pattern.sub(repl, out)
+    return out
 
 
 def to_markdown(title: str, blocks: list[Any]) -> str:
@@ -171,19 +274,94 @@ def to_markdown(title: str, blocks: list[Any]) -> str:
         elif isinstance(block, Image):
             lines += [f"![{_md(block.caption)}]({_md(block.filename)})", ""]
         elif isinstance(block, TokenPair):
-            lines.append(f"*{_md(block.caption)}*")
-            lines.append("")
+            if block.collapsed:
+                continue  # every example's token view is in report.html; here only the chosen ones
+            lines += [f"*{_md(block.caption)}*", ""]
             for view in block.views:
-                marked = "".join(f"[{t}]" if ins else t for t, ins in zip(view.tokens, view.instruction))
-                lines.append(f"- {_md(view.label)}: {_md(marked)}")
-            lines += ["", "(instruction tokens in [brackets]; colours in report.html)", ""]
+                lines.append(f"- {_md(view.label)}: {_md(_marked_text(view))}")
+                lines.append(f"  - strongest tokens: {_md(_strongest(view))}")
+            lines += ["", "(instruction in \u00ab\u00bb; density colours in report.html)", ""]
+        elif isinstance(block, TokenLegend):
+            lines += [_md(_legend_text(block)), ""]
+        elif isinstance(block, Definitions):
+            lines += [f"- **{_md(term)}**: {_md(meaning)}" for term, meaning in block.items] + [""]
+        elif isinstance(block, ExampleTable):
+            if block.caption:
+                lines += [f"*{_md(block.caption)}*", ""]
+            lines.append("| " + " | ".join(_md(h) for h in block.headers) + " |")
+            lines.append("|" + "|".join("---" for _ in block.headers) + "|")
+            lines += ["| " + " | ".join(_md(fmt(c)) for c in row) + " |" for row in block.rows]
+            lines.append("")
         elif isinstance(block, Pre):
             lines += ["```", block.text.replace("```", "'''"), "```", ""]
     return "\n".join(lines)
 
 
+def _marked_text(view: TokenView) -> str:
+    """The prompt as text with each instruction run in guillemets, then the target after an arrow."""
+    out, inside = [], False
+    for tok, ins in zip(view.tokens, view.instruction):
+        if ins and not inside:
+            out.append("\u00ab")
+        elif inside and not ins:
+            out.append("\u00bb")
+        inside = bool(ins)
+        out.append(tok)
+    if inside:
+        out.append("\u00bb")
+    return "".join(out) + " \u2192 " + "".join(view.target)
+
+
+def _strongest(view: TokenView, n: int = 5) -> str:
+    """The `n` prompt tokens of highest density, for a reader without colours."""
+    ranked = sorted(
+        ((float(d), i) for i, d in enumerate(view.density) if math.isfinite(float(d)) and d > 0),
+        key=lambda t: (-t[0], t[1]),
+    )[:n]
+    if not ranked:
+        return "none (no token above the threshold)"
+    return ", ".join(f"{view.tokens[i].strip() or repr(view.tokens[i])!s} {d:.2f}" for d, i in ranked)
+
+
+def _legend_text(legend: TokenLegend) -> str:
+    return (
+        "Token colour = importance density a_m / max a_m of the prompt token, computed exactly as the "
+        f"instruction_importance score computes it: levels <= b = {legend.b} dropped, then "
+        f"\u2016S[m,:]\u2016_1 / \u2016S[m,:]\u2016_{legend.p:g}, divided by the example's largest; "
+        "white = 0 (nothing above the threshold), dark blue = 1 (the example's most important token). "
+        "Instruction tokens are underlined in red, target tokens boxed."
+    )
+
+
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
+
+
+def _legend_html(legend: TokenLegend) -> str:
+    return (
+        '<div class="legend"><span>0</span><span class="bar"></span><span>1</span>'
+        f"<span>{_e(_legend_text(legend))}</span></div>"
+    )
+
+
+def _example_table_html(block: ExampleTable) -> str:
+    tid = _e(block.table_id)
+    out = [
+        f'<div class="search"><label>Search examples: <input type="search" data-table="{tid}" '
+        f'data-count="{tid}-count" placeholder="doc id, prompt text, value"></label> '
+        f'<span id="{tid}-count"></span> (click a column header to sort)</div>',
+        f'<div class="scroll"><table class="sortable" id="{tid}">',
+    ]
+    if block.caption:
+        out.append(f"<caption>{_e(block.caption)}</caption>")
+    out.append("<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in block.headers) + "</tr></thead><tbody>")
+    for row, link in zip(block.rows, block.links):
+        cells = [_cell(c) for c in row]
+        if link and cells:
+            cells[0] = f'<td><a href="#{_e(link)}">{_e(fmt(row[0]))}</a></td>'
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table></div>")
+    return "\n".join(out)
 
 
 def _token_html(view: TokenView) -> str:
@@ -191,9 +369,12 @@ def _token_html(view: TokenView) -> str:
     for tok, dens, ins in zip(view.tokens, view.density, view.instruction):
         alpha = min(max(float(dens), 0.0), 1.0) if math.isfinite(float(dens)) else 0.0
         cls = ' class="instr"' if ins else ""
+        style = ""
+        if alpha >= 0.005:  # white tokens (nothing above the threshold) need no style: smaller pages
+            colour = ";color:#fff" if alpha >= 0.6 else ""
+            style = f' style="background:rgba(33,113,181,{alpha:.2f}){colour}"'
         spans.append(
-            f'<span{cls} style="background:rgba(33,113,181,{alpha:.2f})" '
-            f'title="density {alpha:.2f}">{_e(tok)}</span>'
+            f'<span{cls}{style} title="density {alpha:.2f}{" (instruction)" if ins else ""}">{_e(tok)}</span>'
         )
     target = "".join(f'<span class="target">{_e(t)}</span>' for t in view.target)
     return f'<div><b>{_e(view.label)}</b><div class="tokens">{"".join(spans)}<br>\u2192 {target}</div></div>'
@@ -214,6 +395,8 @@ def to_html(title: str, blocks: list[Any]) -> str:
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
     ]
@@ -240,10 +423,27 @@ def to_html(title: str, blocks: list[Any]) -> str:
                 f"<figcaption>{_e(block.caption)}</figcaption></figure>"
             )
         elif isinstance(block, TokenPair):
-            out.append(f'<p><i>{_e(block.caption)}</i></p><div class="pair">')
-            out += [_token_html(view) for view in block.views]
-            out.append("</div>")
+            anchor = f' id="{_e(block.anchor)}"' if block.anchor else ""
+            if block.collapsed:
+                out.append(
+                    f'<details class="ex"{anchor}><summary>{_e(block.caption)}</summary><div class="pair">'
+                )
+                out += [_token_html(view) for view in block.views]
+                out.append("</div></details>")
+            else:
+                out.append(f'<p{anchor}><i>{_e(block.caption)}</i></p><div class="pair">')
+                out += [_token_html(view) for view in block.views]
+                out.append("</div>")
+        elif isinstance(block, TokenLegend):
+            out.append(_legend_html(block))
+        elif isinstance(block, Definitions):
+            out.append('<dl class="defs">')
+            out += [f"<dt>{_e(term)}</dt><dd>{_e(meaning)}</dd>" for term, meaning in block.items]
+            out.append("</dl>")
+        elif isinstance(block, ExampleTable):
+            out.append(_example_table_html(block))
         elif isinstance(block, Pre):
             out.append(f"<pre>{_e(block.text)}</pre>")
+    out.append(f"<script>{SCRIPT}</script>")
     out.append("</body></html>")
     return "\n".join(out)

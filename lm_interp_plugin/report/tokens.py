@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from lm_interp_plugin.methods.importance import importance_density as _paper_density
 from lm_interp_plugin.records import InterpRecord
 
 _MARKERS = {"\u0120": " ", "\u2581": " ", "\u010a": "\u21b5", "\n": "\u21b5", "\t": "\u21e5"}
+
+#: The paper's settings, used when a record does not say which it was scored with.
+DEFAULT_B = 7
+DEFAULT_P = 4.0
 
 
 def display_token(token: str) -> str:
@@ -14,17 +19,22 @@ def display_token(token: str) -> str:
     return "".join(_MARKERS.get(c, c) for c in token)
 
 
-def importance_density(record: InterpRecord) -> np.ndarray:
-    """a_m / max a_m per prompt token from the record's quantised matrix S (prompt_len x target_len).
+def density_params(record: InterpRecord) -> tuple[int, float]:
+    """(b, p) the record's scores were computed with (the paper's 7 and 4 when the record does not say)."""
+    b = record.params.get("b", DEFAULT_B)
+    p = record.params.get("p", DEFAULT_P)
+    return int(b), float(p)
 
-    a_m = ||S[m, :]||_1 / ||S[m, :]||_p with the record's p (default 4); a row of zeros has density 0.
+
+def importance_density(record: InterpRecord) -> np.ndarray:
+    """a_m / max a_m per prompt token, exactly as the record's ``instruction_importance`` was computed.
+
+    One implementation (`methods.importance.importance_density`) with the record's b and p: levels <= b of
+    the quantised matrix S (prompt_len x target_len) are dropped first, so a token the score ignores is shown
+    white. A record without a matrix gives zeros.
     """
     s = np.asarray(record.quantised, dtype=float)
-    if s.ndim != 2 or s.size == 0:
+    if s.ndim != 2 or s.size == 0 or s.shape[0] != len(record.prompt_tokens):
         return np.zeros(len(record.prompt_tokens))
-    p = float(record.params.get("p", 4))
-    l1 = np.abs(s).sum(axis=1)
-    lp = (np.abs(s) ** p).sum(axis=1) ** (1.0 / p)
-    dens = np.divide(l1, lp, out=np.zeros_like(l1), where=lp > 0)
-    top = dens.max()
-    return dens / top if top > 0 else dens
+    b, p = density_params(record)
+    return _paper_density(s, b=b, p=p)
