@@ -518,3 +518,21 @@ def test_random_fault_sequences_end_equal_to_a_fresh_run(task_manager, weights, 
         print(f"sequence {seq}: {steps} -> {config}")
         tried += 1
     assert tried == N_SEQUENCES
+
+
+def test_fsync_benchmark_toy(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "records_fsync.py"
+    spec = importlib.util.spec_from_file_location("bench_records_fsync", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "fsync.json"
+    argv = ["records_fsync.py", "--n", "5", "--prompt", "4", "--targets", "2", "--repeats", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--dir", str(tmp_path), "--json", str(out)])
+    module.main()
+    result = json.loads(out.read_text())
+    assert result["fsyncs"]["every record"] == 6  # one per record, one on close
+    assert result["fsyncs"]["flush only"] == 1  # on close only
+    assert "x flush only" in capsys.readouterr().out
