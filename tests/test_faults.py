@@ -270,6 +270,27 @@ def test_arguments_fail_at_start_up_naming_the_key(task_manager, tmp_path, arg, 
         evaluate(task_manager, tmp_path / "no-such-model", tmp_path, extra="," + arg)
 
 
+@pytest.mark.slow
+def test_lm_interp_run_reports_a_bad_argument_in_one_line(tmp_path):
+    """`lm-interp run` with a typo in a boolean: one `lm-interp: error:` line naming the key, exit status 1,
+    no traceback, and the model (a path that does not exist) is never loaded."""
+    import subprocess
+    import sys
+
+    args = ["--model", "interp-hf", "--model_args", f"pretrained={tmp_path / 'nothing'},interp_ffn=ture"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "lm_interp_plugin", "run", *args, "--tasks", TASK, "--limit", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("lm-interp: error: interp_ffn='ture' is not a boolean"), last
+    assert "Traceback" not in proc.stderr
+
+
 def test_strict_booleans_and_numbers():
     from lm_interp_plugin.interpret.settings import InterpSettings
 
