@@ -53,6 +53,10 @@ def compare(args: argparse.Namespace) -> int:
         print("no base/tuned pair declared (--pair BASE:TUNED): a neutral comparison, no paper findings")
     for note in result.notes[:20]:
         print(f"note: {note}")
+    for task in result.tasks:  # what makes a comparison suspect (the same evaluation twice, other prompts)
+        for note in task.notes:
+            if note.startswith("WARNING: "):
+                print(f"warning: {note[len('WARNING: ') :]}")
     return 0
 
 

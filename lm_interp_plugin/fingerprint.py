@@ -117,11 +117,14 @@ def model_fingerprint(
     }
 
 
-def identity_hash(fingerprint: dict[str, Any], ignore: tuple[str, ...] = ("model", "revision")) -> str:
+def identity_hash(
+    fingerprint: dict[str, Any], ignore: tuple[str, ...] = ("model", "revision", "tokenizer_name")
+) -> str:
     """One hash of what a fingerprint says about the computation.
 
-    The model's name and revision are left out by default: the same weights under a new path compute the same
-    numbers, and new weights under the same path are caught by ``weight_hash``.
+    The names of the model and tokenizer and the revision asked for are left out by default: the same weights
+    under a new path compute the same numbers, and new weights under the same path are caught by
+    ``weight_hash`` (and a new tokenizer by ``tokenizer_hash``).
     """
     data = {k: v for k, v in fingerprint.items() if k not in ignore and k not in NOT_IDENTITY}
     return _digest(hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()))

@@ -2,7 +2,9 @@
 
 One `InterpRecord` per interpreted request (a multiple-choice document has one per interpreted choice). The
 harness appends records to ``interp_records_<task>.jsonl`` as it goes, so an interrupted run keeps what it
-computed and a rerun resumes (see `RecordWriter` / `load_records`). Records are plain JSON: no pickle.
+computed and a rerun resumes (see `RecordWriter` / `read_records`). Records are plain JSON (no pickle), one
+line each, with a checksum; a line that is truncated, garbled, edited or out of range is reported, never
+reused, and never crashes a reader.
 
 Shapes are named once here and used everywhere: ``prompt_len x target_len`` for attribution matrices,
 ``layers x heads`` for attention maps, ``layers x components`` for FFN concept activations.

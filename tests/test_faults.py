@@ -270,6 +270,27 @@ def test_arguments_fail_at_start_up_naming_the_key(task_manager, tmp_path, arg, 
         evaluate(task_manager, tmp_path / "no-such-model", tmp_path, extra="," + arg)
 
 
+@pytest.mark.slow
+def test_lm_interp_run_reports_a_bad_argument_in_one_line(tmp_path):
+    """`lm-interp run` with a typo in a boolean: one `lm-interp: error:` line naming the key, exit status 1,
+    no traceback, and the model (a path that does not exist) is never loaded."""
+    import subprocess
+    import sys
+
+    args = ["--model", "interp-hf", "--model_args", f"pretrained={tmp_path / 'nothing'},interp_ffn=ture"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "lm_interp_plugin", "run", *args, "--tasks", TASK, "--limit", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("lm-interp: error: interp_ffn='ture' is not a boolean"), last
+    assert "Traceback" not in proc.stderr
+
+
 def test_strict_booleans_and_numbers():
     from lm_interp_plugin.interpret.settings import InterpSettings
 
@@ -520,3 +541,21 @@ def test_random_fault_sequences_end_equal_to_a_fresh_run(task_manager, weights, 
         print(f"sequence {seq}: {steps} -> {config}")
         tried += 1
     assert tried == N_SEQUENCES
+
+
+def test_fsync_benchmark_toy(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "records_fsync.py"
+    spec = importlib.util.spec_from_file_location("bench_records_fsync", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "fsync.json"
+    argv = ["records_fsync.py", "--n", "5", "--prompt", "4", "--targets", "2", "--repeats", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--dir", str(tmp_path), "--json", str(out)])
+    module.main()
+    result = json.loads(out.read_text())
+    assert result["fsyncs"]["every record"] == 6  # one per record, one on close
+    assert result["fsyncs"]["flush only"] == 1  # on close only
+    assert "x flush only" in capsys.readouterr().out
