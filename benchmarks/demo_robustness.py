@@ -80,6 +80,26 @@ def same_weights(a: Path, b: Path) -> bool | None:
     )
 
 
+def summary(runs: list[dict], limit: int | None) -> dict:
+    """Per rebuild, its verdict of each (task, finding): what `lm-interp demo` reads to say which of the
+    shipped pair's verdicts a rebuild from the recipe keeps."""
+    return {
+        "what": "verdicts of `lm-interp demo --rebuild --seed S --threads T` (benchmarks/demo_robustness.py)",
+        "date": time.strftime("%Y-%m-%d"),
+        "limit": limit,
+        "rebuilds": [
+            {
+                "name": run["name"],
+                "seed": run["build"].get("seed"),
+                "threads": run["build"].get("threads"),
+                "verdicts": {f"{f['task']}/{f['finding']}": f["verdict"] for f in run["findings"]},
+            }
+            for run in runs
+            if run["name"] != "shipped"
+        ],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--limit", type=int, default=None, help="examples per task (default: all)")
     parser.add_argument(
-        "--skip_shipped", action="store_true", help="compare against a finished shipped run only"
+        "--summary",
+        type=Path,
+        default=None,
+        help="also write the compact verdict table that `lm-interp demo` prints from "
+        "(lm_interp_plugin/data/demo_pair/robustness.json)",
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -140,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "robustness.json").write_text(
         json.dumps({"runs": runs, "identical_weights": identical}, indent=2)
     )
+    if args.summary:
+        args.summary.write_text(json.dumps(summary(runs, args.limit), indent=2) + "\n")
     print("(+ shows up, - opposite, 0 not significant, ? untested)")
     return 0
 

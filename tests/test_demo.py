@@ -177,3 +177,20 @@ def test_demo_on_the_shipped_pair(tmp_path, capsys):
     assert {f["task"] for f in results["findings"]} == {"demo_instruct", "demo_instruct_mc"}
     not_shown = [f for f in results["findings"] if f["verdict"] != "shows up"]
     assert sum(line.strip().startswith("why not ") for line in printed.splitlines()) == len(not_shown)
+
+
+def test_rebuild_agreement_counts_same_verdicts(tmp_path):
+    from lm_interp_plugin.demo.run import rebuild_agreement
+
+    results = {"findings": [_finding(1, "m", "opposite", -0.3), _finding(2, "m", "shows up", 0.1)]}
+    path = tmp_path / "robustness.json"
+    assert rebuild_agreement(path, results) is None  # no file: nothing printed
+    rebuilds = [
+        {"name": "a", "verdicts": {"t/1": "opposite", "t/2": "not significant"}},
+        {"name": "b", "verdicts": {"t/1": "opposite", "t/2": "shows up"}},
+        {"name": "c", "verdicts": {"t/1": "shows up"}},
+    ]
+    path.write_text(json.dumps({"rebuilds": rebuilds}))
+    assert rebuild_agreement(path, results) == [(2, 3), (1, 2)]
+    path.write_text("{")
+    assert rebuild_agreement(path, results) is None

@@ -289,7 +289,7 @@ def portable_tokenizer_config(model_dir: Path) -> None:
 
 def _hashed_files(folder: Path) -> list[Path]:
     """Every file of a build whose bytes matter (weights, tokenizer, configs, data, manifest)."""
-    skip = {HASHES_NAME, BUILD_LOG_NAME}
+    skip = {HASHES_NAME, BUILD_LOG_NAME, "robustness.json"}  # the log and the later rebuild check vary
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in skip)
 
 

@@ -40,6 +40,8 @@ from .build import (
 logger = logging.getLogger(__name__)
 
 DEMO_TASKS = ("demo_instruct", "demo_instruct_mc")
+#: Beside the shipped pair: the verdicts of rebuilds from its recipe (`benchmarks/demo_robustness.py`).
+ROBUSTNESS_NAME = "robustness.json"
 
 
 def _task_config(name: str, data: Path, multiple_choice: bool) -> dict[str, Any]:
@@ -202,8 +204,15 @@ def _evaluate_and_report(out: Path, models: DemoModels, limit: int | None) -> in
             for label, ev in evaluation.items()
         )
         print(f"  (instruction following on held-out items, measured at build time: {scores})")
-    for line in findings(results):
-        print("  " + line)
+    held = rebuild_agreement(folder / ROBUSTNESS_NAME, results)
+    for line, kept in zip(findings(results), held or [None] * len(results.get("findings", []))):
+        print("  " + line + (f" (same verdict in {kept[0]} of {kept[1]} rebuilds)" if kept else ""))
+    if held:
+        print(
+            "  (rebuilds: the recipe trained again with other seeds and thread counts, "
+            f"{folder / ROBUSTNESS_NAME}; a verdict that rebuilds do not share belongs to this pair, not to "
+            "the recipe)"
+        )
     for line in why_not(results, runs):
         print("  " + line)
     print(
@@ -315,3 +324,18 @@ def why_not(results: dict, runs: dict[str, Path]) -> list[str]:
             text = _shares(results, task, "ffn_concept_", base, other)
             lines.append(head + f"FFN activation share per concept: {text or 'no concept records'}")
     return lines
+
+
+def rebuild_agreement(path: Path, results: dict) -> list[tuple[int, int]] | None:
+    """Per finding of `results` (in order): in how many of the recorded rebuilds the same task and finding
+    got the same verdict, and how many rebuilds recorded it; None without a readable robustness file."""
+    try:
+        rebuilds = json.loads(Path(path).read_text())["rebuilds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    counts = []
+    for row in results.get("findings", []):
+        key = f"{row['task']}/{row['finding']}"
+        seen = [r["verdicts"][key] for r in rebuilds if key in r.get("verdicts", {})]
+        counts.append((sum(v == row["verdict"] for v in seen), len(seen)))
+    return counts if any(n for _, n in counts) else None
