@@ -400,3 +400,69 @@ def test_gpu_script_stage_timeout_and_budget(tmp_path):
     )
     assert _stage_status(tmp_path / "b")["env"].startswith("skipped (budget")
     assert short.returncode == 0
+
+
+def test_explain_benchmark_toy(tmp_path):
+    """benchmarks/explain.py at toy size: every head and layer explained, extrapolation is linear in depth."""
+    explain = _load("explain")
+    out = tmp_path / "explain.json"
+    result = explain.main(
+        [
+            "--hidden",
+            "64",
+            "--intermediate",
+            "128",
+            "--heads",
+            "4",
+            "--kv-heads",
+            "2",
+            "--vocab",
+            "900",
+            "--words",
+            "300",
+            "--layers",
+            "2",
+            "--full-layers",
+            "6",
+            "--k",
+            "3",
+            "--device",
+            "cpu",
+            "--json",
+            str(out),
+        ]
+    )
+    assert result["explained"] == {"heads": 2 * 4, "ffn_layers": 2}
+    assert result["extrapolated_full_s"]["total"] == pytest.approx(
+        3 * (result["explain_heads_s"] + result["explain_ffn_s"])
+    )
+    assert json.loads(out.read_text())["config"]["hidden"] == 64
+    vocab = explain.synthetic_vocab(1000, 300)
+    assert len(set(vocab.token_ids)) == len(vocab.token_ids) == 300 and max(vocab.token_ids) < 1000
+
+
+def test_memory_benchmark_toy(tmp_path):
+    """benchmarks/memory.py at toy size: one fresh process per configuration, a positive peak for each."""
+    memory = _load("memory")
+    out = tmp_path / "mem.json"
+    rows = memory.main(
+        [
+            "--hidden",
+            "64",
+            "--layers",
+            "2",
+            "--vocab",
+            "500",
+            "--prompt",
+            "32",
+            "--targets",
+            "4",
+            "--chunks",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
+    assert [(r["chunk"], r["checkpoint"]) for r in rows] == [(2, False), (2, True)]
+    assert all(r["peak_extra_mib"] >= 0 and r["seconds"] > 0 for r in rows)
+    assert json.loads(out.read_text())["rows"] == rows
