@@ -15,15 +15,16 @@
 #   --wheels DIR    install lm-eval from the wheels in DIR when it is not importable (the GPU machine has no
 #                   package index); default $LM_INTERP_WHEELS or benchmarks/wheels. Prepare it on a machine
 #                   with the same Python and an index, then carry the folder along:
-#                       pip download "lm-eval==0.4.13" -d benchmarks/wheels
+#                       pip download "lm-eval==0.4.13" accelerate scipy matplotlib -d benchmarks/wheels
 #                   (add --python-version/--platform when the machines differ; only what the GPU machine
 #                   lacks is installed from it: torch and transformers are normally there already)
 #   --dry-run       every stage at toy size on the CPU (what CI runs: tests/test_benchmarks.py)
 #   --print         print each stage's command line (NAME SCRIPT ARGS...) and run nothing (DRY_RUN=1 too)
 #
 # Stages, in priority order (timeout s):
-#   env                  nvidia-smi, torch/transformers/lm-eval versions                           (15)
-#   deps                 lm-eval importable, else installed from --wheels                           (120)
+#   env                  nvidia-smi, torch/transformers/lm-eval versions                           (30)
+#   deps                 lm-eval and the plugin's other dependencies; what is missing comes from
+#                        --wheels                                                                   (120)
 #   llama1b_p512         1B (h2048, 16 L, 8 KV heads, vocab 128256), P=512, N=8,32,128, SDPA: paper and
 #                        frozen loops, engine, engine without the LM-head shortcut, the whole pass  (110)
 #   llama7b_p4096_n256   7B (h4096, 32 L, vocab 32000), P=4096, N=256, SDPA: frozen loop, engine, whole
@@ -79,18 +80,23 @@ stage_command() {
     local name="$1" json="$WORK/$1.json"
     CMD=()
     case "$name" in
-    env) TIMEOUT=15
+    env) TIMEOUT=30
         CMD=(bash -c "nvidia-smi || echo 'nvidia-smi: not available'; python -c \"import torch, transformers, \
 sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, \
 'transformers', transformers.__version__, 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() \
 else None); import importlib.util as u; print('lm_eval importable:', u.find_spec('lm_eval') is not None)\"") ;;
     deps) TIMEOUT=120
+        # the plugin's dependencies that the machine lacks (pip names), installed from the wheels folder
+        local missing="python -c \"import importlib.util as u; print(' '.join(p for m, p in [('lm_eval', \
+'lm-eval==0.4.13'), ('accelerate', 'accelerate'), ('scipy', 'scipy'), ('matplotlib', 'matplotlib'), \
+('yaml', 'pyyaml'), ('tqdm', 'tqdm'), ('tokenizers', 'tokenizers')] if u.find_spec(m) is None))\""
         if [[ $DRY == 1 ]]; then
-            CMD=(python -c "import lm_eval; print('lm_eval', lm_eval.__version__)")
+            CMD=(bash -c "echo \"missing: \$($missing)\"; python -c 'import lm_eval; print(\"lm_eval\", lm_eval.__version__)'")
         else
-            CMD=(bash -c "python -c 'import lm_eval' 2>/dev/null && echo 'lm_eval already installed' || \
-{ if [[ -d '$WHEELS' ]]; then pip install --no-index --find-links '$WHEELS' 'lm-eval==0.4.13'; \
-else echo 'no wheels folder $WHEELS: trying the package index'; pip install 'lm-eval==0.4.13'; fi; }")
+            CMD=(bash -c "need=\$($missing); if [[ -z \"\$need\" ]]; then echo 'dependencies present'; \
+elif [[ -d '$WHEELS' ]]; then pip install --no-index --find-links '$WHEELS' \$need; \
+else echo 'no wheels folder $WHEELS: trying the package index'; pip install \$need; fi; \
+python -c 'import lm_eval; print(\"lm_eval\", lm_eval.__version__)'")
         fi ;;
     llama1b_p512) TIMEOUT=110
         CMD=(python benchmarks/attribution.py "${COMMON[@]}" "${LLAMA_1B[@]}" --prompt 512 --targets 8,32,128
