@@ -49,9 +49,9 @@ def _register(base: str) -> str:
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
     name = PROBE_PREFIX + base
-    if name in AttentionInterface._global_mapping:
-        return name
     functions = AttentionInterface()
+    if name in functions:
+        return name
     if base not in functions:
         raise AttentionProbeError(f"attention implementation {base!r} is not registered in transformers")
     original = functions[base]
@@ -66,8 +66,8 @@ def _register(base: str) -> str:
         return out
 
     AttentionInterface.register(name, probed)
-    if base in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:  # the same mask the original would get
-        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS._global_mapping[base])
+    if base in ALL_MASK_ATTENTION_FUNCTIONS:  # the same mask the original would get
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
     return name
 
 
