@@ -28,7 +28,7 @@
 #   llama1b_p512         1B (h2048, 16 L, 8 KV heads, vocab 128256), P=512, N=8,32,128, SDPA: paper and
 #                        frozen loops, engine, engine without the LM-head shortcut, the whole pass  (110)
 #   llama7b_p4096_n256   7B (h4096, 32 L, vocab 32000), P=4096, N=256, SDPA: frozen loop, engine, whole
-#                        pass, peak memory (the "fits one 80 GB GPU" check)                          (160)
+#                        pass, peak memory (the "fits one 80 GB GPU" check)                          (200)
 #   precision_1b         1B, P=512, N=128: float32-TF32 / bf16 / fp16 against float32 without TF32:
 #                        max-entry, Frobenius, instruction_importance; picks the default            (80)
 #   profile_1b           1B, P=512, N=128 engine under torch.profiler: top kernels, and the ops whose batched
@@ -103,7 +103,7 @@ python -c 'import lm_eval; print(\"lm_eval\", lm_eval.__version__)'")
     llama1b_p512) TIMEOUT=110
         CMD=(python benchmarks/attribution.py "${COMMON[@]}" "${LLAMA_1B[@]}" --prompt 512 --targets 8,32,128
             --repeats 2 --skip prefix --levers --pass --json "$json") ;;
-    llama7b_p4096_n256) TIMEOUT=160
+    llama7b_p4096_n256) TIMEOUT=200
         CMD=(python benchmarks/attribution.py "${COMMON[@]}" "${LLAMA_7B[@]}" --prompt 4096 --targets 256
             --repeats 1 --warmup 0 --skip paper,prefix --pass --json "$json") ;;
     precision_1b) TIMEOUT=80
