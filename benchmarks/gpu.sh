@@ -15,21 +15,24 @@
 #   --wheels DIR    install lm-eval from the wheels in DIR when it is not importable (the GPU machine has no
 #                   package index); default $LM_INTERP_WHEELS or benchmarks/wheels. Prepare it on a machine
 #                   with the same Python and an index, then carry the folder along:
-#                       pip download "lm-eval==0.4.13" -d benchmarks/wheels
+#                       pip download "lm-eval==0.4.13" accelerate scipy matplotlib -d benchmarks/wheels
 #                   (add --python-version/--platform when the machines differ; only what the GPU machine
 #                   lacks is installed from it: torch and transformers are normally there already)
 #   --dry-run       every stage at toy size on the CPU (what CI runs: tests/test_benchmarks.py)
 #   --print         print each stage's command line (NAME SCRIPT ARGS...) and run nothing (DRY_RUN=1 too)
 #
 # Stages, in priority order (timeout s):
-#   env                  nvidia-smi, torch/transformers/lm-eval versions                           (15)
-#   deps                 lm-eval importable, else installed from --wheels                           (120)
+#   env                  nvidia-smi, torch/transformers/lm-eval versions                           (30)
+#   deps                 lm-eval and the plugin's other dependencies; what is missing comes from
+#                        --wheels                                                                   (120)
 #   llama1b_p512         1B (h2048, 16 L, 8 KV heads, vocab 128256), P=512, N=8,32,128, SDPA: paper and
 #                        frozen loops, engine, engine without the LM-head shortcut, the whole pass  (110)
 #   llama7b_p4096_n256   7B (h4096, 32 L, vocab 32000), P=4096, N=256, SDPA: frozen loop, engine, whole
-#                        pass, peak memory (the "fits one 80 GB GPU" check)                          (160)
+#                        pass, peak memory (the "fits one 80 GB GPU" check)                          (200)
 #   precision_1b         1B, P=512, N=128: float32-TF32 / bf16 / fp16 against float32 without TF32:
 #                        max-entry, Frobenius, instruction_importance; picks the default            (80)
+#   profile_1b           1B, P=512, N=128 engine under torch.profiler: top kernels, and the ops whose batched
+#                        backward loops per derivative (legacy vmap fallback) with their time share (60)
 #   overhead_1b          lm-eval multiple choice, interp-hf vs hf, 1B config in bf16               (120)
 #   pytest_gpu           python -m pytest -m gpu tests/test_gpu.py                                  (90)
 #   llama7b_p512         7B, P=512, N=32,128: loops, engine, no-shortcut engine, whole pass        (90)
@@ -63,8 +66,8 @@ while [[ $# -gt 0 ]]; do
 done
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false
 
-STAGES=(env deps llama1b_p512 llama7b_p4096_n256 precision_1b overhead_1b pytest_gpu llama7b_p512 explain_7b
-    llama1b_p512_eager)
+STAGES=(env deps llama1b_p512 llama7b_p4096_n256 precision_1b profile_1b overhead_1b pytest_gpu llama7b_p512
+    explain_7b llama1b_p512_eager)
 COMMON=(--device cuda --dtype bfloat16 --attn sdpa --max-memory --modes auto)
 LLAMA_1B=(--hidden 2048 --layers 16 --heads 32 --kv-heads 8 --intermediate 8192 --vocab 128256)
 LLAMA_7B=(--hidden 4096 --layers 32 --heads 32 --kv-heads 32 --intermediate 11008 --vocab 32000)
@@ -79,28 +82,36 @@ stage_command() {
     local name="$1" json="$WORK/$1.json"
     CMD=()
     case "$name" in
-    env) TIMEOUT=15
+    env) TIMEOUT=30
         CMD=(bash -c "nvidia-smi || echo 'nvidia-smi: not available'; python -c \"import torch, transformers, \
 sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, \
 'transformers', transformers.__version__, 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() \
 else None); import importlib.util as u; print('lm_eval importable:', u.find_spec('lm_eval') is not None)\"") ;;
     deps) TIMEOUT=120
+        # the plugin's dependencies that the machine lacks (pip names), installed from the wheels folder
+        local missing="python -c \"import importlib.util as u; print(' '.join(p for m, p in [('lm_eval', \
+'lm-eval==0.4.13'), ('accelerate', 'accelerate'), ('scipy', 'scipy'), ('matplotlib', 'matplotlib'), \
+('yaml', 'pyyaml'), ('tqdm', 'tqdm'), ('tokenizers', 'tokenizers')] if u.find_spec(m) is None))\""
         if [[ $DRY == 1 ]]; then
-            CMD=(python -c "import lm_eval; print('lm_eval', lm_eval.__version__)")
+            CMD=(bash -c "echo \"missing: \$($missing)\"; python -c 'import lm_eval; print(\"lm_eval\", lm_eval.__version__)'")
         else
-            CMD=(bash -c "python -c 'import lm_eval' 2>/dev/null && echo 'lm_eval already installed' || \
-{ if [[ -d '$WHEELS' ]]; then pip install --no-index --find-links '$WHEELS' 'lm-eval==0.4.13'; \
-else echo 'no wheels folder $WHEELS: trying the package index'; pip install 'lm-eval==0.4.13'; fi; }")
+            CMD=(bash -c "need=\$($missing); if [[ -z \"\$need\" ]]; then echo 'dependencies present'; \
+elif [[ -d '$WHEELS' ]]; then pip install --no-index --find-links '$WHEELS' \$need; \
+else echo 'no wheels folder $WHEELS: trying the package index'; pip install \$need; fi; \
+python -c 'import lm_eval; print(\"lm_eval\", lm_eval.__version__)'")
         fi ;;
     llama1b_p512) TIMEOUT=110
         CMD=(python benchmarks/attribution.py "${COMMON[@]}" "${LLAMA_1B[@]}" --prompt 512 --targets 8,32,128
             --repeats 2 --skip prefix --levers --pass --json "$json") ;;
-    llama7b_p4096_n256) TIMEOUT=160
+    llama7b_p4096_n256) TIMEOUT=200
         CMD=(python benchmarks/attribution.py "${COMMON[@]}" "${LLAMA_7B[@]}" --prompt 4096 --targets 256
             --repeats 1 --warmup 0 --skip paper,prefix --pass --json "$json") ;;
     precision_1b) TIMEOUT=80
         CMD=(python benchmarks/precision.py "${LLAMA_1B[@]}" --prompt 512 --targets 128 --repeats 1
             --device cuda --json "$json") ;;
+    profile_1b) TIMEOUT=60
+        CMD=(python benchmarks/profile_engine.py "${LLAMA_1B[@]}" --prompt 512 --targets 128 --device cuda
+            --dtype bfloat16 --json "$json") ;;
     overhead_1b) TIMEOUT=120
         CMD=(python benchmarks/overhead.py --task interp_instruct_mc --limit 10 --hidden 2048 --layers 16
             --heads 32 --kv-heads 8 --intermediate 8192 --device cuda --dtype bfloat16 --repeats 1 --warmup 1
@@ -122,6 +133,8 @@ else echo 'no wheels folder $WHEELS: trying the package index'; pip install 'lm-
         case "$name" in
         llama*) CMD+=("${TOY_ATTR[@]}") ;;
         precision_1b) CMD+=("${TOY_PREC[@]}") ;;
+        profile_1b) CMD+=(--device cpu --dtype float32 --hidden 32 --layers 1 --heads 4 --kv-heads 2
+            --intermediate 64 --vocab 97 --prompt 12 --targets 6 --threads 1) ;;
         overhead_1b) CMD+=(--device cpu --dtype float32 --hidden 32 --layers 1 --heads 2 --kv-heads 2
             --intermediate 64 --limit 1 --warmup 0 --threads 1) ;;
         explain_7b) CMD+=(--hidden 64 --intermediate 128 --heads 4 --kv-heads 2 --vocab 900 --words 300

@@ -115,6 +115,12 @@ def summary(work: Path, command: str, dry_run: bool) -> str:
         elif "ratios" in data and "accuracy" in data:
             lines += [f"[{name}] lm-eval {data['config'].get('task')} limit {data['config'].get('limit')}",
                       *("  " + line for line in data["table"].splitlines())]  # fmt: skip
+        elif "vmap_fallback_ops" in data:
+            shares = ", ".join(f"{k} {v:.1%}" for k, v in data["fallback_time_share"].items()) or "none"
+            lines.append(
+                f"[{name}] {data['mode']} mode, {data['passes']} passes; per-derivative loops: {shares}"
+            )
+            lines += ["  " + line for line in data["table"].splitlines()[:16]]
         elif "explain_heads_s" in data:
             heads, ffn = data["explain_heads_s"], data["explain_ffn_s"]
             peak_gib = _fmt(data.get("max_memory_allocated_gib"), ".1f")

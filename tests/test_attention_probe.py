@@ -132,3 +132,28 @@ def test_run_pass_attention_equals_the_eager_path(tok, mode):
         assert result.metrics[key] == pytest.approx(scalars[key], abs=1e-6)
         np.testing.assert_allclose(result.attention[key], per_head[key], rtol=0, atol=1e-5)
     assert_matrix_close(result.raw, eager.raw.numpy())
+
+
+def test_probe_with_activation_checkpointing(tok):
+    """Checkpointed layers are recomputed in the backward after the probe's forward: same metrics, same
+    matrix."""
+    model = build_tiny_model("qwen2", tok, seed=8)
+    prompt, target, _ = _inputs(14, 4, seed=9)
+    labels = ["special"] + ["instruction"] * 5 + ["content"] * 8
+    plain = run_pass(
+        model, prompt.tolist(), target.tolist(), labels, InterpSettings(ffn=False, ablation=False)
+    )
+    checkpointed = run_pass(
+        model,
+        prompt.tolist(),
+        target.tolist(),
+        labels,
+        InterpSettings(ffn=False, ablation=False, checkpoint=True, chunk_size=2),
+    )
+    assert_matrix_close(checkpointed.raw, plain.raw)
+    np.testing.assert_allclose(
+        checkpointed.attention[names.INSTRUCTION_ATTENTION],
+        plain.attention[names.INSTRUCTION_ATTENTION],
+        atol=1e-7,
+    )
+    assert model.config._attn_implementation == "sdpa"

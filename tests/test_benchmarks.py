@@ -254,6 +254,7 @@ def test_gpu_script_stages_parse_and_run_at_toy_size(attribution, tmp_path):
     others = {name: script for name, (script, _) in _gpu_commands().items() if name not in stages}
     assert others == {
         "precision_1b": "benchmarks/precision.py",
+        "profile_1b": "benchmarks/profile_engine.py",
         "overhead_1b": "benchmarks/overhead.py",
         "explain_7b": "benchmarks/explain.py",
     }
@@ -343,6 +344,19 @@ def test_precision_benchmark_toy(tmp_path):
     assert json.loads((tmp_path / "p.json").read_text())["chosen"] == result["chosen"]
 
 
+def test_profile_names_the_per_derivative_loops(tmp_path):
+    """On the CPU the SDPA backward has no batching rule: the profile says so, with its time share."""
+    profile = _load("profile_engine")
+    flags = (
+        "--hidden 32 --layers 1 --heads 4 --kv-heads 2 --intermediate 64 --vocab 97 --prompt 12 --targets 6"
+    )
+    result = profile.main([*flags.split(), "--threads", "1", "--json", str(tmp_path / "p.json")])
+    assert result["mode"] == "reverse" and result["passes"] == 6
+    assert any("scaled_dot_product" in op for op in result["vmap_fallback_ops"]), result["vmap_fallback_ops"]
+    assert all(0 <= v <= 1 for v in result["fallback_time_share"].values())
+    assert "Self CPU time total" in result["table"]
+
+
 @pytest.mark.slow
 def test_gpu_script_dry_run_writes_one_tarball_and_one_summary(tmp_path):
     """`gpu.sh --dry-run`: every stage at toy size on the CPU; every JSON and log in ONE tarball, and ONE
@@ -363,8 +377,8 @@ def test_gpu_script_dry_run_writes_one_tarball_and_one_summary(tmp_path):
         names = {Path(n).name for n in tar.getnames()}
         stages = tar.extractfile("./stages.tsv").read().decode().splitlines()[1:]
     expected = {
-        "env", "deps", "llama1b_p512", "llama7b_p4096_n256", "precision_1b", "overhead_1b", "pytest_gpu",
-        "llama7b_p512", "explain_7b", "llama1b_p512_eager",
+        "env", "deps", "llama1b_p512", "llama7b_p4096_n256", "precision_1b", "profile_1b", "overhead_1b",
+        "pytest_gpu", "llama7b_p512", "explain_7b", "llama1b_p512_eager",
     }  # fmt: skip
     assert {row.split("\t")[0] for row in stages} == expected
     assert all(row.split("\t")[1] == "ok" for row in stages), stages
@@ -372,7 +386,7 @@ def test_gpu_script_dry_run_writes_one_tarball_and_one_summary(tmp_path):
     assert {f"{name}.json" for name in expected - {"env", "deps", "pytest_gpu"}} <= names
     summary = (out / "summary.txt").read_text()
     assert "DRY RUN" in summary and "eng/paper" in summary and "chosen default" in summary
-    assert "[pytest_gpu]" in summary
+    assert "[pytest_gpu]" in summary and "per-derivative loops" in summary
 
 
 def _stage_status(out: Path) -> dict[str, str]:
@@ -415,3 +429,42 @@ def test_gpu_script_stage_timeout_and_budget(tmp_path):
     )
     assert _stage_status(tmp_path / "b")["env"].startswith("skipped (budget")
     assert short.returncode == 0
+
+
+def test_explain_benchmark_toy(tmp_path):
+    """benchmarks/explain.py at toy size: every head and layer explained, extrapolation is linear in depth."""
+    explain = _load("explain")
+    out = tmp_path / "explain.json"
+    result = explain.main(
+        [
+            "--hidden",
+            "64",
+            "--intermediate",
+            "128",
+            "--heads",
+            "4",
+            "--kv-heads",
+            "2",
+            "--vocab",
+            "900",
+            "--words",
+            "300",
+            "--layers",
+            "2",
+            "--full-layers",
+            "6",
+            "--k",
+            "3",
+            "--device",
+            "cpu",
+            "--json",
+            str(out),
+        ]
+    )
+    assert result["explained"] == {"heads": 2 * 4, "ffn_layers": 2}
+    assert result["extrapolated_full_s"]["total"] == pytest.approx(
+        3 * (result["explain_heads_s"] + result["explain_ffn_s"])
+    )
+    assert json.loads(out.read_text())["config"]["hidden"] == 64
+    vocab = explain.synthetic_vocab(1000, 300)
+    assert len(set(vocab.token_ids)) == len(vocab.token_ids) == 300 and max(vocab.token_ids) < 1000

@@ -74,3 +74,43 @@ def test_sharded_model_matches_one_device(lm_tokenizer):
         out = gradient_x_input(sharded, prompt, target, mode=mode, output_attentions=True)
         torch.testing.assert_close(out.raw, single.raw, rtol=1e-3, atol=1e-7)
     torch.testing.assert_close(out.attentions, single.attentions, rtol=1e-4, atol=1e-6)
+
+
+def test_cuda_attention_probe_under_sdpa_equals_eager(lm_tokenizer):
+    """The pass's layer-by-layer instruction attention under CUDA SDPA equals eager's full probabilities."""
+    from lm_interp_plugin.methods.attention import instruction_attention, target_query_positions
+    from lm_interp_plugin.methods.attention_probe import InstructionAttentionProbe
+    from lm_interp_plugin.methods.model_state import eager_attention
+
+    model = build_tiny_model("llama", lm_tokenizer, seed=5).cuda()
+    model.set_attn_implementation("sdpa")
+    prompt, target = _pair()
+    mask = torch.zeros(len(prompt), dtype=torch.bool)
+    mask[1:11] = True
+    positions = target_query_positions(len(prompt), len(target))
+    probe = InstructionAttentionProbe(model, mask, positions)
+    out = gradient_x_input(model, prompt, target, capture=probe.capture)
+    with eager_attention(model):
+        eager = gradient_x_input(model, prompt, target, output_attentions=True)
+    expected = instruction_attention(eager.attentions, mask, positions)
+    torch.testing.assert_close(probe.result().mass, expected.mass, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out.raw, eager.raw, rtol=1e-3, atol=1e-6)
+    assert model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("mode", ["reverse", "forward"])
+def test_cuda_bf16_head_shortcut_is_as_close_to_float32(lm_tokenizer, mode):
+    """The LM-head shortcut in bf16 is as close to float32 as the route through the head (no new error)."""
+    from lm_interp_plugin.methods.model_state import eager_attention
+
+    model = build_tiny_model("llama", lm_tokenizer, seed=5).to("cuda", torch.bfloat16)
+    prompt, target = _pair()
+    context = eager_attention(model) if mode == "forward" else torch.enable_grad()
+    with context:
+        with in_float32(model):
+            full = gradient_x_input(model, prompt, target, mode=mode).raw
+        fast = gradient_x_input(model, prompt, target, mode=mode).raw
+        slow = gradient_x_input(model, prompt, target, mode=mode, head_shortcut=False).raw
+    err_fast = float((fast - full).norm() / full.norm())
+    err_slow = float((slow - full).norm() / full.norm())
+    assert err_fast < 0.1 and err_fast <= 1.5 * err_slow + 1e-3, (err_fast, err_slow)

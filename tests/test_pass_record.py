@@ -3,6 +3,7 @@ precision every record states (`extras.precision_used`)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,3 +82,28 @@ def test_every_record_states_its_precision(lm_tokenizer):
     ).extras["precision_used"]
     assert forward["mode"] == "forward" and forward["attention"] == "eager"  # JVPs need eager
     assert forward["fp32_checked"] is False
+
+
+def test_ffn_probe_keeps_only_the_target_positions(lm_tokenizer):
+    """The pass's FFN capture keeps the last target_len positions per layer (what `metrics` reads): the same
+    concept metrics as a capture of every position."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from attribution import synthetic_ffn_probe
+
+    model = build_tiny_model("llama", lm_tokenizer, seed=4)
+    prompt, target, labels = _request(5)
+    probe = synthetic_ffn_probe(model, k=4)
+    settings = InterpSettings(ablation=False, attention=False)
+    result = run_pass(model, prompt.tolist(), target.tolist(), labels, settings, ffn_probe=probe)
+    with probe.capture(), torch.no_grad():  # every position
+        model(input_ids=torch.cat([prompt, target[:-1]])[None])
+    assert all(out.shape[1] == len(prompt) + len(target) - 1 for out in probe._outputs.values())
+    full_scalars, full_detail = probe.metrics(len(target))
+    np.testing.assert_allclose(
+        result.ffn["component_distribution"], full_detail["component_distribution"], rtol=0, atol=1e-6
+    )
+    for key, value in full_scalars.items():
+        assert result.metrics[key] == pytest.approx(value, abs=1e-6)

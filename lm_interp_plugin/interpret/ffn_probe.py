@@ -61,15 +61,17 @@ class FFNProbe:
         return probe
 
     @contextlib.contextmanager
-    def capture(self) -> Iterator[None]:
-        """Record every layer's MLP output during the forward run inside (hooks removed on exit)."""
+    def capture(self, keep_last: int | None = None) -> Iterator[None]:
+        """Record every layer's MLP output during the forward run inside (hooks removed on exit); with
+        `keep_last` only the last positions (those `metrics` reads), not ``seq x hidden`` per layer."""
         self._outputs.clear()
         handles = []
 
         def hook_for(layer: int) -> Callable[[torch.nn.Module, tuple[Any, ...], Any], None]:
             def hook(_module: torch.nn.Module, _inputs: tuple[Any, ...], output: Any) -> None:
                 out = output[0] if isinstance(output, tuple) else output
-                self._outputs[layer] = out.detach()
+                out = out.detach()
+                self._outputs[layer] = out[:, -keep_last:] if keep_last else out
 
             return hook
 

@@ -203,8 +203,8 @@ def run_pass(
         prompt_ids / target_ids: token ids as the model scored them (BOS included where added).
         labels: one part label per prompt token (see `spans.label_tokens`).
         settings: what to compute.
-        ffn_probe: an object with ``capture()`` (context manager recording FFN outputs at target positions)
-            and ``metrics(target_len)`` (per-example concept activation), or None.
+        ffn_probe: an object with ``capture(keep_last=target_len)`` (context manager recording FFN outputs
+            at the last positions) and ``metrics(target_len)`` (per-example concept activation), or None.
         check_fp32: for a half-precision model, also attribute in float32 and record the relative error
             (``extras["fp32_check"]``). Independently of it, a half-precision pass that gives NaN or inf is
             re-run in float32 and says so in ``notes`` and ``extras["precision"]``.
@@ -242,7 +242,11 @@ def run_pass(
                 **extra,
             )
 
-    captures = [c.capture for c in (ffn_probe, probe) if c is not None and n_targets > 0]
+    captures = []
+    if ffn_probe is not None and n_targets > 0:
+        captures.append(lambda: ffn_probe.capture(keep_last=n_targets))
+    if probe is not None:
+        captures.append(probe.capture)
     out = attribute(output_attentions=full_attentions, capture=(lambda: _all(captures)) if captures else None)
     raw, target_logprobs = out.raw.numpy(), out.target_logprobs
     dtype = next(model.parameters()).dtype

@@ -49,9 +49,9 @@ def _register(base: str) -> str:
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
     name = PROBE_PREFIX + base
-    if name in AttentionInterface._global_mapping:
-        return name
     functions = AttentionInterface()
+    if name in functions:
+        return name
     if base not in functions:
         raise AttentionProbeError(f"attention implementation {base!r} is not registered in transformers")
     original = functions[base]
@@ -66,8 +66,8 @@ def _register(base: str) -> str:
         return out
 
     AttentionInterface.register(name, probed)
-    if base in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:  # the same mask the original would get
-        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS._global_mapping[base])
+    if base in ALL_MASK_ATTENTION_FUNCTIONS:  # the same mask the original would get
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
     return name
 
 
@@ -89,18 +89,30 @@ class InstructionAttentionProbe:
             raise ValueError("instruction_mask marks no instruction token")
         self.positions = [int(p) for p in query_positions]
         self._mass: dict[int, Tensor] = {}
+        self._keys: dict[torch.device, Tensor] = {}  # the instruction mask on each device it is needed
+        self._row_index: dict[torch.device, Tensor] = {}
+
+    def _rows(self, device: torch.device) -> Tensor:
+        """The query positions as an index tensor on `device`, copied there once (a host copy per layer would
+        stall the forward)."""
+        rows = self._row_index.get(device)
+        if rows is None:
+            rows = self._row_index[device] = torch.as_tensor(self.positions, device=device)
+        return rows
 
     # -- reductions ----------------------------------------------------------------------------------------
     def _reduce(self, layer: int, rows: Tensor) -> None:
         """`rows`: probabilities ``batch x heads x targets x keys`` (batch 1) -> instruction mass per head."""
         prompt_len = self.mask.numel()
-        keys = self.mask.to(device=rows.device, dtype=torch.float32)
+        keys = self._keys.get(rows.device)
+        if keys is None:
+            keys = self._keys[rows.device] = self.mask.to(device=rows.device, dtype=torch.float32)
         mass = (rows[0, :, :, :prompt_len].float() * keys).sum(-1).mean(-1)
-        self._mass[layer] = mass.detach().cpu()
+        self._mass[layer] = mass.detach()  # stays on the device: no sync inside the forward
 
     def _from_queries(self, layer: int, query: Tensor, key: Tensor, mask, kwargs: dict) -> None:
         """Eager's probabilities of the target rows only, from the layer's (post-rotary) queries and keys."""
-        rows = torch.as_tensor(self.positions, device=query.device)
+        rows = self._rows(query.device)
         q = query[:, :, rows]
         k = key
         if k.shape[1] != q.shape[1]:  # grouped-query attention: query head h reads key head h // groups
@@ -163,7 +175,7 @@ class InstructionAttentionProbe:
                 raise AttentionProbeError(
                     f"the attention module of layer {layer} returned no probabilities under eager attention"
                 )
-            rows = torch.as_tensor(self.positions, device=weights.device)
+            rows = self._rows(weights.device)
             with torch.no_grad():
                 self._reduce(layer, weights.detach()[:, :, rows])
 
@@ -177,6 +189,7 @@ class InstructionAttentionProbe:
                 f"the attention probe saw {len(self._mass)} of {len(self.modules)} layers; this family's "
                 "attention does not go through transformers' AttentionInterface"
             )
-        mass = torch.stack([self._mass[layer] for layer in range(len(self.modules))])
+        # one layer at a time to the CPU: under device_map sharding the layers sit on different devices
+        mass = torch.stack([self._mass[layer].cpu() for layer in range(len(self.modules))])
         share = int(self.mask.sum()) / self.mask.numel()
         return from_mass(mass, share, self.positions, top_n)

@@ -13,7 +13,15 @@ with e_m the input embedding of prompt token m. Because the score is a signed su
 so a request costs about min(prompt_len, target_len) passes. Both modes are batched (``is_grads_batched`` for
 reverse, ``torch.func.vmap`` over ``jvp`` for forward) and chunked so memory stays bounded; neither computes a
 parameter gradient. Forward mode needs an attention implementation with forward-mode derivatives (``eager``);
-`harness` runs the interpretation pass under eager attention anyway.
+`interpret.run_pass` switches to eager for forward mode only: reverse mode runs under the model's own
+attention (SDPA/flash), and the instruction attention is reduced layer by layer inside that forward
+(`attention_probe`).
+
+LM-head shortcut (default): derivatives stop at the final hidden state. One backward through the LM head gives
+d log p_n / d h_n for every target (each target's log-probability depends on the hidden state at its own
+position only); reverse mode seeds its batched VJPs with those rows, forward mode contracts its JVPs with
+them. No ``[chunk, N, vocab]`` float32 softmax (or its tangent) is formed per chunk; the matrix is the same
+(tests).
 
 Memory: the chunk (derivatives per batched pass) comes from a memory budget (`chunk_for_budget`), by default
 half the free device memory on a GPU; a chunk that still runs out of memory is halved and retried. Long
@@ -101,37 +109,59 @@ def _config_size(model: torch.nn.Module) -> tuple[int, int, int, int]:
     return hidden, inter, heads, vocab
 
 
-def row_bytes(model: torch.nn.Module, seq_len: int, target_len: int, head: bool = True) -> int:
+def _fused_attention(model: torch.nn.Module) -> bool:
+    """True when the model runs a fused attention kernel (SDPA, flash): no ``heads x seq x seq`` tensor."""
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) not in (None, "eager")
+
+
+def row_bytes(
+    model: torch.nn.Module, seq_len: int, target_len: int, head: bool = True, fused_attention: bool = False
+) -> int:
     """Estimated peak bytes one batched derivative row adds (one VJP or JVP).
 
     A batched backward (or tangent-carrying forward) works through one layer at a time, so one row holds about
     one layer's activations: a few ``seq x hidden`` tensors, the MLP's ``seq x intermediate``, eager
-    attention's ``heads x seq x seq`` probabilities; plus (`head`) the float32 log-softmax over the vocabulary
-    at the target positions.
+    attention's ``heads x seq x seq`` probabilities (not with `fused_attention`: SDPA/flash keep O(seq)); plus
+    (`head`) the float32 log-softmax over the vocabulary at the target positions (not with the LM-head
+    shortcut).
     """
     hidden, inter, heads, vocab = _config_size(model)
     element = next(model.parameters()).element_size()
-    layer = (8 * seq_len * hidden + 3 * seq_len * inter + 2 * heads * seq_len * seq_len) * element
+    attention = 0 if fused_attention else 2 * heads * seq_len * seq_len
+    layer = (8 * seq_len * hidden + 3 * seq_len * inter + attention) * element
     softmax = 3 * target_len * vocab * 4 if head else 0
     return int(layer + softmax)
 
 
 def chunk_for_budget(
-    model: torch.nn.Module, seq_len: int, target_len: int, budget_bytes: int, head: bool = True
+    model: torch.nn.Module,
+    seq_len: int,
+    target_len: int,
+    budget_bytes: int,
+    head: bool = True,
+    fused_attention: bool = False,
 ) -> int:
     """Derivatives per batched pass that fit `budget_bytes` (at least 1, at most 512)."""
-    return int(max(1, min(MAX_CHUNK, budget_bytes // max(1, row_bytes(model, seq_len, target_len, head)))))
+    row = row_bytes(model, seq_len, target_len, head, fused_attention)
+    return int(max(1, min(MAX_CHUNK, budget_bytes // max(1, row))))
 
 
 def default_chunk_size(
-    model: torch.nn.Module, seq_len: int, target_len: int = 1, memory_budget: int | None = None
+    model: torch.nn.Module,
+    seq_len: int,
+    target_len: int = 1,
+    memory_budget: int | None = None,
+    head: bool = True,
 ) -> int:
     """How many VJPs/JVPs to batch at once.
 
-    With `memory_budget` (bytes): what fits it. Otherwise on a GPU half of the free memory (asked after the
-    primal forward, so its graph is already counted). On a CPU wide batches measured slower (no parallel
-    hardware to fill, the working set falls out of cache): at most 8, and fewer when a row is large (long
-    prompts), so that a batch stays within `CPU_BUDGET`.
+    With `memory_budget` (bytes): what fits it (the conservative estimate: eager attention, LM head).
+    Otherwise on a GPU half of the free memory (asked after the primal forward, so its graph is already
+    counted), with the estimate of what actually runs: no ``heads x seq x seq`` term under a fused attention
+    kernel, no vocabulary term when the LM-head shortcut is on (`head` False). On a CPU wide batches measured
+    slower (no parallel hardware to fill, the working set falls out of cache): at most 8, and fewer when a
+    row is large (long prompts), so that a batch stays within `CPU_BUDGET`.
     """
     param = next(model.parameters())
     if memory_budget is not None:
@@ -140,7 +170,7 @@ def default_chunk_size(
         # the layer's working set decides (measured); the vocabulary term did not slow chunk 8 at N=128..512
         return min(CPU_CHUNK, chunk_for_budget(model, seq_len, target_len, CPU_BUDGET, head=False))
     free, _ = torch.cuda.mem_get_info(param.device)
-    return chunk_for_budget(model, seq_len, target_len, free // 2)
+    return chunk_for_budget(model, seq_len, target_len, free // 2, head, _fused_attention(model))
 
 
 def _is_out_of_memory(err: BaseException) -> bool:
@@ -239,7 +269,7 @@ def gradient_x_input(
     seq_len = prompt_len + target_len - 1
 
     def chunk_now() -> int:  # after the primal forward, so free memory already counts its graph
-        return chunk_size or default_chunk_size(model, seq_len, target_len, memory_budget)
+        return chunk_size or default_chunk_size(model, seq_len, target_len, memory_budget, not head_shortcut)
 
     capture = capture or contextlib.nullcontext
     checkpointing = (

@@ -167,6 +167,8 @@ def split_at_output_head(model: torch.nn.Module, leaf_grad: bool = False) -> Ite
     def pre_hook(_module, args):
         if not args or not isinstance(args[0], torch.Tensor) or split.hidden is not None:
             return None
+        if not args[0].is_floating_point():  # a head module that is also the input embedding, fed ids
+            return None
         split.hidden = args[0]
         split.detached = args[0].detach().requires_grad_(leaf_grad or args[0].requires_grad)
         return (split.detached, *args[1:])
@@ -194,6 +196,8 @@ def stop_at_output_head(model: torch.nn.Module) -> Iterator[HeadSplit]:
         return
 
     def pre_hook(_module, args):
+        if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
+            return None
         split.hidden = args[0]
         raise HeadReached
 
