@@ -155,6 +155,7 @@ def test_truncated_run_keeps_labels_and_logs_once_per_task_with_a_count(tiny_lla
     from lm_eval.api.instance import Instance
 
     from lm_interp_plugin.harness.model import InterpHFLM
+    from lm_interp_plugin.harness.tasks import RequestTag
 
     lm = InterpHFLM(
         pretrained=str(tiny_llama_dir),
@@ -171,8 +172,9 @@ def test_truncated_run_keeps_labels_and_logs_once_per_task_with_a_count(tiny_lla
         req = Instance(
             "loglikelihood", {"id": i}, (ctx, " Because it was tired."), idx=0, metadata=("t", i, 1)
         )
-        req.interp_spans = {"instruction": [(0, 15)], "content": [(16, len(ctx))]}
-        req.interp_role = "gold"
+        req.interp_tag = RequestTag(
+            role="gold", spans={"instruction": [(0, 15)], "content": [(16, len(ctx))]}
+        )
         requests.append(req)
     with caplog.at_level(logging.WARNING):
         lm.loglikelihood(requests, disable_tqdm=True)

@@ -3,9 +3,10 @@
 The stock answers come from `HFLM` unchanged (same batching, same SDPA path), so accuracy is identical to
 `--model hf`. Afterwards every selected request gets one interpretation pass (`interpret.run_pass`) on its
 (context, continuation) or (context, generation), tokenised exactly as HFLM scored it. The pass's scalars are
-attached to the request (`Instance.interp_output`), where `InterpTask` picks them up for the samples; the full
-record is appended to ``<records_dir>/interp_records_<task>.jsonl`` as soon as it exists, and a rerun with the
-same records_dir reuses finished records instead of recomputing them (resume), but only a record of the same
+attached to the request (`tasks.RequestTag.output`), where `InterpTask` picks them up for the samples; the
+full record is appended to ``<records_dir>/interp_records_<task>.jsonl`` as soon as it exists, and a rerun
+with the same records_dir reuses finished records instead of recomputing them (resume), but only a record of
+the same
 computation: same request, same prompt and target token ids, same model identity (weights, config, tokenizer
 hashed) and same settings. Each batch logs how many records were reused, computed and recomputed, and why.
 """
@@ -33,6 +34,7 @@ from ..interpret.passes import run_pass
 from ..interpret.settings import HOW_NOT_WHAT, InterpSettings
 from ..records import RECORDS_DIR_KEY, InterpRecord, RecordWriter, read_records, record_files
 from ..spans import SPECIAL, label_tokens, token_offsets, truncated_offsets
+from .tasks import tag_of
 
 logger = logging.getLogger(__name__)
 
@@ -188,9 +190,10 @@ class InterpHFLM(HFLM):
         return self._writer
 
     def _selected(self, req) -> bool:
-        if getattr(req, "interp_skip", None):
+        tag = tag_of(req)
+        if tag.skip:
             return False
-        role = getattr(req, "interp_role", None)
+        role = tag.role
         return self.interp_settings.choices == "all" or role in (None, "gold", "generated")
 
     def _interpret_all(self, requests, targets, disable_tqdm: bool) -> None:
@@ -199,8 +202,8 @@ class InterpHFLM(HFLM):
             if id(req) in seen:  # repeats and data-parallel padding send the same Instance twice
                 continue
             seen.add(id(req))
-            if getattr(req, "interp_skip", None):
-                req.interp_output = {"skipped": req.interp_skip}
+            if tag_of(req).skip:
+                tag_of(req).output = {"skipped": tag_of(req).skip}
             elif self._selected(req):
                 todo.append((req, target))
         if not todo:
@@ -244,7 +247,7 @@ class InterpHFLM(HFLM):
             counts["truncated"] += any("left-truncated" in n for n in record.notes)
             counts["empty"] += not record.target_tokens
             counts["all"] += 1
-            req.interp_output = {
+            tag_of(req).output = {
                 **record.metrics,
                 names.INSTRUCTION_FOUND: float("instruction" in record.token_parts),
             }
@@ -353,13 +356,11 @@ class InterpHFLM(HFLM):
             prompt_ids = prompt_ids[-keep:]
         else:
             offsets = token_offsets(self.tokenizer, context, prompt_ids, add_special_tokens=add_special)
-        spans = getattr(req, "interp_spans", None) or {}
+        spans = tag_of(req).spans or {}
         labels = label_tokens(offsets, context, spans)
-        if getattr(req, "interp_spans", None) is None:
+        if tag_of(req).spans is None:
             notes.append("the task declared no prompt parts (not an interp_ task): no instruction metrics")
-        role = getattr(req, "interp_role", None) or (
-            "generated" if req.request_type == "generate_until" else "choice"
-        )
+        role = tag_of(req).role or ("generated" if req.request_type == "generate_until" else "choice")
         identity = json.dumps([prompt_ids, target_ids, labels, role, req.request_type], separators=(",", ":"))
         return _Prepared(
             doc_hash=_doc_hash(req.doc),

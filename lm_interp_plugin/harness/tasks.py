@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,46 @@ from lm_eval.api.metrics import mean
 from lm_eval.api.task import ConfigurableTask
 
 from .. import metric_names as names
+from ..records import Role
 from ..spans import InstructionNotFoundError, locate_fields
 
 logger = logging.getLogger(__name__)
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
 INSTRUCTION_FOUND = names.INSTRUCTION_FOUND
+
+
+@dataclass
+class RequestTag:
+    """What `InterpTask` tells `interp-hf` about one lm-eval ``Instance``, and what interp-hf answers.
+
+    One typed attribute (``Instance.interp_tag``, see `tag_of`) instead of loose ``interp_*`` attributes.
+
+    Attributes:
+        role: which continuation this request scores (``gold``, ``choice``, ``generated``).
+        spans: the prompt parts as character spans of the final context; None when the task declared none.
+        skip: why the request is not interpreted (the reason ends up in the sample), or None.
+        output: interp-hf's scalars for the request, set once it has been interpreted (or skipped).
+    """
+
+    role: Role | None = None
+    spans: dict[str, list[tuple[int, int]]] | None = None
+    skip: str | None = None
+    output: dict[str, Any] | None = None
+
+
+TAG_ATTRIBUTE = "interp_tag"
+
+
+def tag_of(inst: Any) -> RequestTag:
+    """The request's tag, created empty on first use (requests of non-interp tasks have none)."""
+    tag = getattr(inst, TAG_ATTRIBUTE, None)
+    if tag is None:
+        tag = RequestTag()
+        setattr(inst, TAG_ATTRIBUTE, tag)
+    return tag
+
+
 NO_INSTRUCTION = (
     "no instruction in this task's prompts: instruction_importance, instruction_attention and the ablation "
     "drops are left out (not 0); to measure instruction reliance here, give one with --system_instruction "
@@ -211,37 +246,37 @@ class InterpTask(ConfigurableTask):
         n_choices = len(self.doc_to_choice(doc)) if self.OUTPUT_TYPE == "multiple_choice" else 0
         for inst in batch:
             context = inst.arguments[0]
+            tag = tag_of(inst)
             if self.OUTPUT_TYPE == "multiple_choice":
                 if (
                     inst.idx >= n_choices and not self.multiple_input
                 ):  # acc_mutual_info's unconditional requests
-                    inst.interp_skip = "unconditional request (acc_mutual_info)"
+                    tag.skip = "unconditional request (acc_mutual_info)"
                     continue
-                inst.interp_role = "gold" if inst.idx == gold else "choice"
+                tag.role = "gold" if inst.idx == gold else "choice"
             elif self.OUTPUT_TYPE == "generate_until":
-                inst.interp_role = "generated"
+                tag.role = "generated"
             else:
-                inst.interp_role = "gold"
+                tag.role = "gold"
             try:
-                inst.interp_spans = self.segment(doc, context)
+                tag.spans = self.segment(doc, context)
             except InstructionNotFoundError as err:
                 if self.interp_config.get("strict", False):
                     raise
                 self._skipped += 1
                 self._first_skip = self._first_skip or str(err)
-                inst.interp_skip = str(err)
+                tag.skip = str(err)
         return requests
 
     # ------------------------------------------------------------------ results
     def apply_filters(self):
         out = super().apply_filters()
         for inst in self._instances:
-            interp = getattr(inst, "interp_output", None)
-            if interp is None:
+            tag = tag_of(inst)
+            if tag.output is None:
                 continue
-            role = getattr(inst, "interp_role", None)
             for key, value in list(inst.filtered_resps.items()):
-                inst.filtered_resps[key] = attach(value, interp, role)
+                inst.filtered_resps[key] = attach(value, tag.output, tag.role)
         if self._skipped:
             logger.warning(
                 "task %s: %d of %d requests skipped by the interpretation (prompt parts not found; samples "
