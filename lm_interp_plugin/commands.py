@@ -22,6 +22,7 @@ def compare(args: argparse.Namespace) -> int:
     """`lm-interp compare RUN ... --out DIR`: report.md, report.html, results.json."""
     from .report import compare as build_report
     from .report.errors import ReportInputError
+    from .report.notes import is_warning
 
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     pairs = []
@@ -55,8 +56,8 @@ def compare(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     for task in result.tasks:  # what makes a comparison suspect (the same evaluation twice, other prompts)
         for note in task.notes:
-            if note.startswith("WARNING: "):
-                print(f"warning: {note[len('WARNING: ') :]}")
+            if is_warning(note):
+                print(f"warning: {note.message}")
     return 0
 
 

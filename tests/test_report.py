@@ -414,3 +414,19 @@ def test_half_precision_runs_get_the_float32_check_in_the_notes(tmp_path):
     rewrite_records(path, lines)
     result = compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out2", examples=0)
     assert any("no float32 check" in n for n in result.task("t").notes)
+
+
+def test_note_severity_is_data_not_wording():
+    import json
+
+    from lm_interp_plugin.report.notes import Note, is_warning, warning
+
+    loud = warning("two runs are the same evaluation")
+    assert (
+        is_warning(loud)
+        and loud.startswith("WARNING: ")
+        and loud.message == "two runs are the same evaluation"
+    )
+    assert not is_warning("WARNING: a plain string that only looks like one")
+    assert not is_warning(Note("partial overlap"))
+    assert json.loads(json.dumps([loud])) == ["WARNING: two runs are the same evaluation"]  # still a string

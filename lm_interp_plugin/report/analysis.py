@@ -23,6 +23,7 @@ from lm_interp_plugin.metric_names import (
 
 from .errors import NoOverlapError, NoSharedTaskError
 from .loading import Run, TaskRun
+from .notes import warning
 
 #: Per-example metrics that say whether an answer was right, in order of preference.
 CORRECTNESS_METRICS = ("acc", "exact_match", "acc_norm")
@@ -427,8 +428,10 @@ def pairing_notes(
     if base.samples_file is not None and other.samples_file is not None:
         if base.samples_file.resolve() == other.samples_file.resolve():
             notes.append(
-                f"WARNING: {label} and {baseline} are the same evaluation of {task} ({base.samples_file}): "
-                "every difference is zero by construction; compare two different runs"
+                warning(
+                    f"{label} and {baseline} are the same evaluation of {task} ({base.samples_file}): "
+                    "every difference is zero by construction; compare two different runs"
+                )
             )
     prompts = [
         k
@@ -439,9 +442,11 @@ def pairing_notes(
     ]
     if prompts:
         notes.append(
-            f"WARNING: {len(prompts)} of {len(shared)} shared documents of {task} were shown to {label} and "
-            f"{baseline} with different prompts (lm-eval's prompt_hash differs: another few-shot count, "
-            "system instruction or chat template?); their differences mix the prompt with the model"
+            warning(
+                f"{len(prompts)} of {len(shared)} shared documents of {task} were shown to {label} and "
+                f"{baseline} with different prompts (lm-eval's prompt_hash differs: another few-shot count, "
+                "system instruction or chat template?); their differences mix the prompt with the model"
+            )
         )
     tokenizers = {
         name: {rec.fingerprint.get("tokenizer_hash") for recs in run.records.values() for rec in recs}
@@ -586,8 +591,10 @@ def analyse(runs: list[Run], baseline: str) -> tuple[list[TaskAnalysis], list[st
                 )
                 if not shared:
                     analysis.notes.append(
-                        f"WARNING: {label} and {baseline} share no document of {task} "
-                        "(joined on doc_hash): different data or prompt versions?"
+                        warning(
+                            f"{label} and {baseline} share no document of {task} "
+                            "(joined on doc_hash): different data or prompt versions?"
+                        )
                     )
                     continue
                 if len(shared) < max(len(base.samples), len(task_run.samples)):

@@ -22,6 +22,7 @@ from .families import by_family, metric_family
 from .findings import ALPHA, FindingCheck, check_findings, declared_pairs, differences
 from .global_explanations import GlobalSection, global_sections
 from .loading import Run, resolve_runs
+from .notes import is_warning
 from .tokens import density_params, display_token, importance_density
 
 logger = logging.getLogger(__name__)
@@ -548,7 +549,7 @@ def compare(
     for task in tasks:
         blocks.append(R.Heading(f"Task {task.task}"))
         if task.notes:
-            blocks.append(R.Notes(task.notes, warning=any(n.startswith("WARNING") for n in task.notes)))
+            blocks.append(R.Notes(task.notes, warning=any(is_warning(n) for n in task.notes)))
         blocks += _leaderboard_blocks(task, figures)
         blocks += _paired_blocks(task)
         blocks += _shift_blocks(task, by_label, base, examples, figures, result.chosen_examples)
