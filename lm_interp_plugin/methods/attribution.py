@@ -282,30 +282,18 @@ def gradient_x_input(
             all_embeds = embed(torch.cat([prompt_ids, target_ids[:-1]])[None])
         prompt_embeds = all_embeds[:, :prompt_len].detach()
         target_embeds = all_embeds[:, prompt_len:].detach()
-        if run_mode == "reverse":
-            raw, logprobs, attentions = _reverse(
-                model,
-                prompt_embeds,
-                target_embeds,
-                target_ids,
-                objective,
-                chunk_now,
-                output_attentions,
-                capture,
-                head_shortcut,
-            )
-        else:
-            raw, logprobs, attentions = _forward(
-                model,
-                prompt_embeds,
-                target_embeds,
-                target_ids,
-                objective,
-                chunk_now,
-                output_attentions,
-                capture,
-                head_shortcut,
-            )
+        passes = _reverse if run_mode == "reverse" else _forward
+        raw, logprobs, attentions = passes(
+            model,
+            prompt_embeds,
+            target_embeds,
+            target_ids,
+            objective,
+            chunk_now,
+            output_attentions,
+            capture,
+            head_shortcut,
+        )
     return AttributionOutput(
         raw=raw.float().cpu(),
         target_logprobs=logprobs.detach().float().cpu(),
