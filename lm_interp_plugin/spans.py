@@ -143,7 +143,9 @@ def label_tokens(
     return labels
 
 
-def truncated_offsets(tokenizer, text: str, ids: Sequence[int], keep: int, add_special_tokens: bool):
+def truncated_offsets(
+    tokenizer: PreTrainedTokenizerBase, text: str, ids: Sequence[int], keep: int, add_special_tokens: bool
+) -> list[Span]:
     """Offsets of the last `keep` tokens of `ids` (the encoding of `text`), as after a left truncation.
 
     Why: a prompt cut to the model's max_length keeps the part labels of the tokens it keeps; the offsets come

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..arch import UnsupportedArchitectureError, get_spec
 from ..fingerprint import model_fingerprint
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = ["load_model_for_explain", "model_fingerprint", "parse_layers"]
 
@@ -21,7 +24,7 @@ def load_model_for_explain(
     dtype: str | torch.dtype = "auto",
     device: str | None = None,
     revision: str | None = None,
-):
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer (local folder or hub id) in eval mode on `device`.
 
     Args:

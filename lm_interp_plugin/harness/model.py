@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import CacheHook
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from lm_eval.utils import sanitize_model_name
@@ -90,7 +92,7 @@ class InterpHFLM(HFLM):
             logger.info("interp-hf: data parallel over %d CPU processes", self._world_size)
 
     # ------------------------------------------------------------------ lm-eval entry points
-    def set_cache_hook(self, cache_hook) -> None:
+    def set_cache_hook(self, cache_hook: CacheHook) -> None:
         if type(cache_hook).__name__ == "CacheHook" and getattr(cache_hook, "dbdict", None) is not None:
             raise CacheNotSupportedError(
                 "--use_cache cannot be combined with --model interp-hf: lm-eval's response cache answers "
@@ -106,12 +108,12 @@ class InterpHFLM(HFLM):
         ``config``, so `lm-interp compare` finds the records wherever ``records_dir`` pointed."""
         return {**super().get_model_info(), RECORDS_DIR_KEY: str(self.records_dir.resolve())}
 
-    def loglikelihood(self, requests, disable_tqdm: bool = False):
+    def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         results = super().loglikelihood(requests, disable_tqdm=disable_tqdm)
         self._interpret_all(requests, [req.args[1] for req in requests], disable_tqdm)
         return results
 
-    def generate_until(self, requests, disable_tqdm: bool = False):
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         results = super().generate_until(requests, disable_tqdm=disable_tqdm)
         self._interpret_all(requests, list(results), disable_tqdm)
         return results
@@ -189,14 +191,14 @@ class InterpHFLM(HFLM):
             self._writer = RecordWriter(self.records_dir, rank=self.rank, world_size=self.world_size)
         return self._writer
 
-    def _selected(self, req) -> bool:
+    def _selected(self, req: Instance) -> bool:
         tag = tag_of(req)
         if tag.skip:
             return False
         role = tag.role
         return self.interp_settings.choices == "all" or role in (None, "gold", "generated")
 
-    def _interpret_all(self, requests, targets, disable_tqdm: bool) -> None:
+    def _interpret_all(self, requests: list[Instance], targets: list[str], disable_tqdm: bool) -> None:
         todo, seen = [], set()
         for req, target in zip(requests, targets):
             if id(req) in seen:  # repeats and data-parallel padding send the same Instance twice
@@ -331,7 +333,7 @@ class InterpHFLM(HFLM):
             self.prefix_token_id,
         )
 
-    def _prepare(self, req, target: str) -> _Prepared:
+    def _prepare(self, req: Instance, target: str) -> _Prepared:
         """Everything the pass will interpret, before any model call: token ids, part labels, and the hash
         that identifies them (a changed prompt, few-shot set, system instruction or target changes it)."""
         prompt_ids, target_ids, context = self._prompt_target_ids(req.args[0], target)
@@ -374,7 +376,7 @@ class InterpHFLM(HFLM):
             continuation_sha256=_sha256(target),
         )
 
-    def _interpret_one(self, req, prepared: _Prepared) -> InterpRecord:
+    def _interpret_one(self, req: Instance, prepared: _Prepared) -> InterpRecord:
         prompt_ids, target_ids, labels = prepared.prompt_ids, prepared.target_ids, prepared.labels
         notes = list(prepared.notes)
         probe = self._probe()

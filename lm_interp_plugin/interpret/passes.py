@@ -47,7 +47,15 @@ class PassResult:
 
 
 def faithful_metrics(
-    model, prompt, target, labels, raw, settings, metrics, neutral_token_id, original_logprobs=None
+    model: torch.nn.Module,
+    prompt: torch.Tensor,
+    target: torch.Tensor,
+    labels: Sequence[str],
+    raw: np.ndarray,
+    settings: InterpSettings,
+    metrics: dict[str, float],
+    neutral_token_id: int | None,
+    original_logprobs: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Issue-8 signals beside the paper's score: instruction ablation, integrated gradients, deletion curves.
 
@@ -120,7 +128,9 @@ def attribution_metrics(S: np.ndarray, labels: Sequence[str], params: Importance
     return metrics
 
 
-def attention_metrics(attentions: torch.Tensor, labels: Sequence[str], prompt_len: int):
+def attention_metrics(
+    attentions: torch.Tensor, labels: Sequence[str], prompt_len: int
+) -> tuple[dict[str, float], dict[str, Any]]:
     """Instruction attention per layer x head from the primal forward's full attention probabilities (the
     fallback for families the attention probe does not know)."""
     from ..methods.attention import instruction_attention
@@ -146,7 +156,7 @@ def _attention_outputs(result) -> tuple[dict[str, float], dict[str, Any]]:
     return scalars, per_head
 
 
-def _attention_probe(model, labels: Sequence[str], prompt_len: int, target_len: int):
+def _attention_probe(model: torch.nn.Module, labels: Sequence[str], prompt_len: int, target_len: int):
     """The layer-by-layer probe, or None where the family is unknown to `arch` (then the pass falls back to
     eager attention with every layer's probabilities)."""
     mask = torch.tensor([label == "instruction" for label in labels], dtype=torch.bool)
@@ -165,7 +175,9 @@ def _all(captures: Sequence[Callable[[], contextlib.AbstractContextManager]]) ->
         yield
 
 
-def _precision_record(model, precision: dict[str, Any], mode: str, eager: bool) -> dict[str, Any]:
+def _precision_record(
+    model: torch.nn.Module, precision: dict[str, Any], mode: str, eager: bool
+) -> dict[str, Any]:
     """How this request was computed, for its record: the dtype the attribution ran in (with float32
     accumulation), its checked error against float32 where this request was checked, and the attention
     implementation of the derivative passes."""

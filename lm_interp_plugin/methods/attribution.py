@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -303,7 +303,7 @@ def gradient_x_input(
     )
 
 
-def _stack_attentions(attentions) -> torch.Tensor | None:
+def _stack_attentions(attentions: Sequence[torch.Tensor | None] | None) -> torch.Tensor | None:
     if attentions is None or any(a is None for a in attentions):
         return None
     # one layer at a time to the CPU: under device_map sharding the layers sit on different devices
@@ -311,8 +311,16 @@ def _stack_attentions(attentions) -> torch.Tensor | None:
 
 
 def _reverse(
-    model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture, shortcut
-):
+    model: torch.nn.Module,
+    prompt_embeds: torch.Tensor,
+    target_embeds: torch.Tensor,
+    target_ids: torch.Tensor,
+    objective: Objective,
+    chunk: Callable[[], int],
+    output_attentions: bool,
+    capture: Callable[[], contextlib.AbstractContextManager] | None,
+    shortcut: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Columns: one forward with a graph, then batched input-only VJPs, ``chunk()`` target tokens at a
     time, seeded at the final hidden state (`split_at_output_head`) where the model's head allows it."""
     leaf = prompt_embeds.clone().requires_grad_(True)
@@ -373,8 +381,16 @@ def _head_seeds(split, logprobs: torch.Tensor):
 
 
 def _forward(
-    model, prompt_embeds, target_embeds, target_ids, objective, chunk, output_attentions, capture, shortcut
-):
+    model: torch.nn.Module,
+    prompt_embeds: torch.Tensor,
+    target_embeds: torch.Tensor,
+    target_ids: torch.Tensor,
+    objective: Objective,
+    chunk: Callable[[], int],
+    output_attentions: bool,
+    capture: Callable[[], contextlib.AbstractContextManager] | None,
+    shortcut: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Rows: batched JVPs, each along e_m at position m, ``chunk()`` prompt tokens at a time; with
     `shortcut` the JVPs stop at the final hidden state and are contracted with d log p / d h (one backward
     through the head after the primal forward), so no tangent of the ``[N, vocab]`` logits is formed."""

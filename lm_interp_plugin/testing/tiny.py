@@ -10,11 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedTokenizerBase
+    from transformers import (
+        PretrainedConfig,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        PreTrainedTokenizerFast,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +41,9 @@ TINY_FAMILIES = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, add_bos: bool = True):
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int = 512, add_bos: bool = True
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on `texts` and wrap it as a `PreTrainedTokenizerFast`.
 
     Byte-level BPE covers any input text (no unknown characters) and gives exact character offsets, which
@@ -77,7 +84,7 @@ def tiny_config(
     kv_heads: int | None = 2,
     intermediate: int | None = None,
     max_positions: int = 512,
-):
+) -> PretrainedConfig:
     """A small `PretrainedConfig` of the given family (see `TINY_FAMILIES`).
 
     `kv_heads` < `heads` gives grouped-query attention where the family supports it.
@@ -117,7 +124,9 @@ def tiny_config(
     return AutoConfig.for_model(family, **{**common, **kw})
 
 
-def build_tiny_model(family: str, tokenizer: PreTrainedTokenizerBase, seed: int = 0, **config_kwargs):
+def build_tiny_model(
+    family: str, tokenizer: PreTrainedTokenizerBase, seed: int = 0, **config_kwargs: Any
+) -> PreTrainedModel:
     """A randomly initialised causal LM of `family` sized for `tokenizer` (float32, eval mode)."""
     import torch
     from transformers import AutoModelForCausalLM
