@@ -28,6 +28,7 @@ from ..report import compare
 from ..report.findings import FindingCheck
 from ..report.tokens import display_token
 from .build import (
+    DEFAULT_SEED,
     DemoModels,
     DemoRecipe,
     build_demo_pair,
@@ -107,15 +108,16 @@ def demo_pair(
     rebuild: bool = False,
     force: bool = False,
     recipe: DemoRecipe | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     threads: int | None = None,
 ) -> DemoModels:
     """The shipped pair, unless a rebuild is asked for (`rebuild`, `force`, a recipe or a seed of its own):
     then one trained from the recipe into `cache_dir` (default OUT/models), reused from there when a finished
     build of the same recipe and seed is there and `force` is off."""
-    if not (rebuild or force or recipe is not None or seed != 0 or threads is not None):
+    if not (rebuild or force or recipe is not None or seed is not None or threads is not None):
         return shipped_pair()
     cache_dir = Path(cache_dir) if cache_dir else Path(out) / "models"
+    seed = DEFAULT_SEED if seed is None else seed
     return build_demo_pair(cache_dir, force=force, seed=seed, recipe=recipe, threads=threads)
 
 
@@ -126,7 +128,7 @@ def run_demo(
     force: bool = False,
     recipe: DemoRecipe | None = None,
     rebuild: bool = False,
-    seed: int = 0,
+    seed: int | None = None,
     threads: int | None = None,
 ) -> int:
     """Evaluate the demo pair (shipped, or rebuilt: see `demo_pair`) with interp-hf, write the report under
