@@ -338,3 +338,26 @@ def test_full_build_tuned_model_follows_instructions(tmp_path):
     ev = models.stats["evaluation"]
     assert ev["tuned"]["exact_match"]["overall"] >= ev["base"]["exact_match"]["overall"] + 0.3
     assert ev["tuned"]["mc"]["overall"] > ev["base"]["mc"]["overall"]
+
+
+def test_a_terminated_build_removes_its_partial_folder(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import time; from pathlib import Path; from lm_interp_plugin.demo import build\n"
+        "def slow(out, recipe, seed):\n"
+        "    (out / 'base').mkdir(); Path(out.parent / 'started').touch(); time.sleep(60)\n"
+        "build._build_into = slow\n"
+        f"build.build_demo_pair(Path({str(tmp_path)!r}), recipe=build.DemoRecipe.small())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert list(tmp_path.glob("demo-*.partial-*")), "the build did not start"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not list(tmp_path.glob("demo-*.partial-*"))

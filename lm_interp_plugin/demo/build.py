@@ -216,6 +216,27 @@ def _log_to(path: Path) -> Iterator[None]:
         handler.close()
 
 
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM (`kill PID`) into SystemExit for the duration, so a killed build still removes its
+    partial folder (SIGKILL cannot be caught: `remove_stale_partials` clears those on the next build)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def build_demo_pair(
     cache_dir: Path,
     force: bool = False,
@@ -253,7 +274,7 @@ def build_demo_pair(
     else:
         why = "asked for"
     try:
-        with _log_to(tmp / BUILD_LOG_NAME), torch_threads(threads), deterministic(seed):
+        with _sigterm_raises(), _log_to(tmp / BUILD_LOG_NAME), torch_threads(threads), deterministic(seed):
             logger.info(
                 "building demo pair %s (seed %d) with %d torch threads (%s)", out.name, seed, threads, why
             )
