@@ -169,9 +169,9 @@ def test_demo_on_the_shipped_pair(tmp_path, capsys):
     assert run_demo(tmp_path / "demo", limit=3) == 0
     assert not (tmp_path / "demo" / "models").exists()  # nothing was trained
     printed = capsys.readouterr().out
-    assert "tuned exact match 72.2% / multiple choice 87.5%" in printed  # the shipped pair's build numbers
+    assert "tuned exact match 79.6% / multiple choice 81.2%" in printed  # the shipped pair's build numbers
     assert (
-        "(models: the pair shipped with lm-interp, recipe demo-pair-v1, seed 0, trained with 1 thread"
+        "(models: the pair shipped with lm-interp, recipe demo-pair-v1, seed 2, trained with 1 thread"
         in printed
     )
     results = json.loads((tmp_path / "demo" / "report" / "results.json").read_text())
@@ -193,5 +193,8 @@ def test_rebuild_agreement_counts_same_verdicts(tmp_path):
     ]
     path.write_text(json.dumps({"rebuilds": rebuilds}))
     assert rebuild_agreement(path, results) == [(2, 3), (1, 2)]
+    rebuilds[0]["seed"] = 7  # the pair's own seed again: the same weights, not counted
+    path.write_text(json.dumps({"rebuilds": rebuilds}))
+    assert rebuild_agreement(path, results, skip_seed=7) == [(1, 2), (1, 1)]
     path.write_text("{")
     assert rebuild_agreement(path, results) is None

@@ -206,14 +206,14 @@ def _evaluate_and_report(out: Path, models: DemoModels, limit: int | None) -> in
             for label, ev in evaluation.items()
         )
         print(f"  (instruction following on held-out items, measured at build time: {scores})")
-    held = rebuild_agreement(folder / ROBUSTNESS_NAME, results)
+    held = rebuild_agreement(folder / ROBUSTNESS_NAME, results, skip_seed=stats.get("seed"))
     for line, kept in zip(findings(results), held or [None] * len(results.get("findings", []))):
-        print("  " + line + (f" (same verdict in {kept[0]} of {kept[1]} rebuilds)" if kept else ""))
+        print("  " + line + (f" [same in {kept[0]} of {kept[1]} rebuilds]" if kept else ""))
     if held:
         print(
-            "  (rebuilds: the recipe trained again with other seeds and thread counts, "
-            f"{folder / ROBUSTNESS_NAME}; a verdict that rebuilds do not share belongs to this pair, not to "
-            "the recipe)"
+            "  (rebuilds: the recipe trained again with other seeds, "
+            f"{folder / ROBUSTNESS_NAME}; a verdict the rebuilds do not share belongs to this pair more than "
+            "to the recipe)"
         )
     for line in why_not(results, runs):
         print("  " + line)
@@ -328,13 +328,17 @@ def why_not(results: dict, runs: dict[str, Path]) -> list[str]:
     return lines
 
 
-def rebuild_agreement(path: Path, results: dict) -> list[tuple[int, int]] | None:
+def rebuild_agreement(
+    path: Path, results: dict, skip_seed: int | None = None
+) -> list[tuple[int, int]] | None:
     """Per finding of `results` (in order): in how many of the recorded rebuilds the same task and finding
-    got the same verdict, and how many rebuilds recorded it; None without a readable robustness file."""
+    got the same verdict, and how many rebuilds recorded it; None without a readable robustness file.
+    Rebuilds with `skip_seed` (the pair's own seed: the same weights again) are not counted."""
     try:
         rebuilds = json.loads(Path(path).read_text())["rebuilds"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    rebuilds = [r for r in rebuilds if skip_seed is None or r.get("seed") != skip_seed]
     counts = []
     for row in results.get("findings", []):
         key = f"{row['task']}/{row['finding']}"
