@@ -198,3 +198,19 @@ def test_rebuild_agreement_counts_same_verdicts(tmp_path):
     assert rebuild_agreement(path, results, skip_seed=7) == [(1, 2), (1, 1)]
     path.write_text("{")
     assert rebuild_agreement(path, results) is None
+
+
+def test_demo_runs_skip_lm_evals_own_task_index(tmp_path):
+    from lm_eval.tasks import TaskManager
+
+    from lm_interp_plugin.demo.run import write_demo_tasks
+    from lm_interp_plugin.harness.launcher import plugin_tasks_visible
+
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    tasks = write_demo_tasks(tmp_path / "tasks", tmp_path / "a.jsonl", tmp_path / "a.jsonl")
+    original = TaskManager.__init__
+    with plugin_tasks_visible(builtin_tasks=False):
+        names = set(TaskManager(include_path=[str(tasks)]).all_tasks)
+    assert {"demo_instruct", "demo_instruct_mc", "interp_instruct", "interp_instruct_mc"} <= names
+    assert "arc_easy" not in names and len(names) < 100  # lm-eval's ~15,000 configs were not indexed
+    assert TaskManager.__init__ is original  # restored: a plain TaskManager indexes everything again
