@@ -211,9 +211,9 @@ def _evaluate_and_report(out: Path, models: DemoModels, limit: int | None) -> in
         print("  " + line + (f" [same in {kept[0]} of {kept[1]} rebuilds]" if kept else ""))
     if held:
         print(
-            "  (rebuilds: the recipe trained again with other seeds, "
-            f"{folder / ROBUSTNESS_NAME}; a verdict the rebuilds do not share belongs to this pair more than "
-            "to the recipe)"
+            "  (rebuilds: the recipe trained again with other seeds, listed in "
+            f"{ROBUSTNESS_NAME} beside the pair; a verdict the rebuilds do not share belongs to this pair "
+            "more than to the recipe)"
         )
     for line in why_not(results, runs):
         print("  " + line)
