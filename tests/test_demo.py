@@ -220,3 +220,42 @@ def test_demo_runs_skip_lm_evals_own_task_index(tmp_path):
     assert {"demo_instruct", "demo_instruct_mc", "interp_instruct", "interp_instruct_mc"} <= names
     assert "arc_easy" not in names and len(names) < 100  # lm-eval's ~15,000 configs were not indexed
     assert TaskManager.__init__ is original  # restored: a plain TaskManager indexes everything again
+
+
+def test_robustness_benchmark_summarises_finished_runs(tmp_path, capsys):
+    """benchmarks/demo_robustness.py on finished configurations (no build): table, agreement, summary."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_robustness.py"
+    spec = importlib.util.spec_from_file_location("bench_demo_robustness", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def finished(name, seed, verdicts):
+        folder = tmp_path / name
+        (folder / "report").mkdir(parents=True)
+        (folder / "report" / "results.json").write_text("{}")
+        findings = [
+            {"finding": i + 1, "task": "t", "metric": "m", "mean_baseline": 0.0, "mean_other": 0.0}
+            | {"p_value": 0.01, "verdict": v}
+            for i, v in enumerate(verdicts)
+        ]
+        build = {"seed": seed, "threads": 1, "seconds": {"total": 9.0}, "evaluation": None}
+        meta = {"name": name, "args": [], "seconds": 1.0, "build": build, "findings": findings}
+        (folder / "robustness_run.json").write_text(json.dumps(meta))
+
+    finished("shipped", None, ["opposite", "shows up"])
+    finished("seed4-threads1", 4, ["opposite", "shows up"])
+    finished("seed0-threads1", 0, ["opposite", "not significant"])
+    summary = tmp_path / "robustness.json"
+    args = ["--out", str(tmp_path), "--seeds", "4", "0", "--threads", "1", "--summary", str(summary)]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| seed4-threads1 | 9.0 | shipped | - + | True |" in out
+    assert "| seed0-threads1 | 9.0 | shipped | - 0 | False |" in out
+    written = json.loads(summary.read_text())
+    assert [(r["seed"], r["verdicts"]) for r in written["rebuilds"]] == [
+        (4, {"t/1": "opposite", "t/2": "shows up"}),
+        (0, {"t/1": "opposite", "t/2": "not significant"}),
+    ]
