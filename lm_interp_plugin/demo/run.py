@@ -206,7 +206,10 @@ def _evaluate_and_report(out: Path, models: DemoModels, limit: int | None) -> in
             for label, ev in evaluation.items()
         )
         print(f"  (instruction following on held-out items, measured at build time: {scores})")
-    held = rebuild_agreement(folder / ROBUSTNESS_NAME, results, skip_seed=stats.get("seed"))
+    # the rebuilds ran on every item: a --limit run's verdicts are not comparable with theirs
+    held = (
+        None if limit else rebuild_agreement(folder / ROBUSTNESS_NAME, results, skip_seed=stats.get("seed"))
+    )
     for line, kept in zip(findings(results), held or [None] * len(results.get("findings", []))):
         print("  " + line + (f" [same in {kept[0]} of {kept[1]} rebuilds]" if kept else ""))
     if held:
@@ -335,8 +338,11 @@ def rebuild_agreement(
     got the same verdict, and how many rebuilds recorded it; None without a readable robustness file.
     Rebuilds with `skip_seed` (the pair's own seed: the same weights again) are not counted."""
     try:
-        rebuilds = json.loads(Path(path).read_text())["rebuilds"]
+        recorded = json.loads(Path(path).read_text())
+        rebuilds = recorded["rebuilds"]
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if recorded.get("limit"):  # rebuilds run on a subset say little about a run on every item
         return None
     rebuilds = [r for r in rebuilds if skip_seed is None or r.get("seed") != skip_seed]
     counts = []
