@@ -125,7 +125,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "--cache_dir", type=Path, default=None, help="where rebuilt pairs are kept (default: OUT/models)"
     )
     demo.add_argument(
-        "--seed", type=int, default=0, help="the build's seed (default 0; another implies --rebuild)"
+        "--seed",
+        type=int,
+        default=None,
+        help="the build's seed (implies --rebuild; default: the shipped pair's)",
     )
     demo.add_argument(
         "--threads",

@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_demo_writes_the_report(tmp_path, capsys):
     from lm_interp_plugin.demo.build import DemoRecipe
     from lm_interp_plugin.demo.run import run_demo
@@ -35,6 +34,7 @@ def test_demo_writes_the_report(tmp_path, capsys):
 
 def test_demo_uses_the_shipped_pair_unless_asked_to_rebuild(tmp_path, monkeypatch):
     from lm_interp_plugin.demo import run
+    from lm_interp_plugin.demo.build import DEFAULT_SEED
 
     calls = []
     monkeypatch.setattr(run, "shipped_pair", lambda: calls.append("shipped") or "pair")
@@ -44,8 +44,9 @@ def test_demo_uses_the_shipped_pair_unless_asked_to_rebuild(tmp_path, monkeypatc
     assert run.demo_pair(tmp_path, force=True, cache_dir=tmp_path / "c") == "built"  # --force alone rebuilds
     assert run.demo_pair(tmp_path, rebuild=True, seed=2, threads=1) == "built"
     assert calls[0] == "shipped"
-    assert calls[1] == (tmp_path / "models", {"force": False, "seed": 0, "recipe": None, "threads": None})
-    assert calls[2] == (tmp_path / "c", {"force": True, "seed": 0, "recipe": None, "threads": None})
+    seed = DEFAULT_SEED  # the shipped pair's seed: a plain --rebuild trains that pair again
+    assert calls[1] == (tmp_path / "models", {"force": False, "seed": seed, "recipe": None, "threads": None})
+    assert calls[2] == (tmp_path / "c", {"force": True, "seed": seed, "recipe": None, "threads": None})
     assert calls[3][1]["seed"] == 2 and calls[3][1]["threads"] == 1
 
 
@@ -58,7 +59,7 @@ def test_cli_demo_flags(monkeypatch, tmp_path):
     assert cli.main(["demo", "--out", str(tmp_path), "--force", "--seed", "3"]) == 0
     assert seen["force"] and seen["seed"] == 3 and not seen["rebuild"] and seen["out"] == tmp_path
     assert cli.main(["demo", "--out", str(tmp_path)]) == 0
-    assert not seen["force"] and not seen["rebuild"] and seen["seed"] == 0 and seen["threads"] is None
+    assert not seen["force"] and not seen["rebuild"] and seen["seed"] is None and seen["threads"] is None
 
 
 def _paired(metric, base, tuned, ci=None):
@@ -168,11 +169,13 @@ def test_demo_on_the_shipped_pair(tmp_path, capsys):
     assert run_demo(tmp_path / "demo", limit=3) == 0
     assert not (tmp_path / "demo" / "models").exists()  # nothing was trained
     printed = capsys.readouterr().out
-    assert "tuned exact match 72.2% / multiple choice 87.5%" in printed  # the shipped pair's build numbers
+    assert "tuned exact match 72.2% / multiple choice 85.4%" in printed  # the shipped pair's build numbers
     assert (
-        "(models: the pair shipped with lm-interp, recipe demo-pair-v1, seed 0, trained with 1 thread"
+        "(models: the pair shipped with lm-interp, recipe demo-pair-v1, seed 4, trained with 1 thread"
         in printed
     )
+    # robustness.json's rebuilds ran on every item: a --limit run is not compared with them
+    assert "rebuilds]" not in printed
     results = json.loads((tmp_path / "demo" / "report" / "results.json").read_text())
     assert {f["task"] for f in results["findings"]} == {"demo_instruct", "demo_instruct_mc"}
     not_shown = [f for f in results["findings"] if f["verdict"] != "shows up"]
@@ -192,5 +195,65 @@ def test_rebuild_agreement_counts_same_verdicts(tmp_path):
     ]
     path.write_text(json.dumps({"rebuilds": rebuilds}))
     assert rebuild_agreement(path, results) == [(2, 3), (1, 2)]
+    rebuilds[0]["seed"] = 7  # the pair's own seed again: the same weights, not counted
+    path.write_text(json.dumps({"rebuilds": rebuilds}))
+    assert rebuild_agreement(path, results, skip_seed=7) == [(1, 2), (1, 1)]
+    path.write_text(json.dumps({"rebuilds": rebuilds, "limit": 5}))
+    assert rebuild_agreement(path, results, skip_seed=7) is None  # rebuilds on a subset: not compared
     path.write_text("{")
     assert rebuild_agreement(path, results) is None
+
+
+def test_demo_runs_skip_lm_evals_own_task_index(tmp_path):
+    from lm_eval.tasks import TaskManager
+
+    from lm_interp_plugin.demo.run import write_demo_tasks
+    from lm_interp_plugin.harness.launcher import plugin_tasks_visible
+
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    tasks = write_demo_tasks(tmp_path / "tasks", tmp_path / "a.jsonl", tmp_path / "a.jsonl")
+    original = TaskManager.__init__
+    with plugin_tasks_visible(builtin_tasks=False):
+        names = set(TaskManager(include_path=[str(tasks)]).all_tasks)
+    assert {"demo_instruct", "demo_instruct_mc", "interp_instruct", "interp_instruct_mc"} <= names
+    assert "arc_easy" not in names and len(names) < 100  # lm-eval's ~15,000 configs were not indexed
+    assert TaskManager.__init__ is original  # restored: a plain TaskManager indexes everything again
+
+
+def test_robustness_benchmark_summarises_finished_runs(tmp_path, capsys):
+    """benchmarks/demo_robustness.py on finished configurations (no build): table, agreement, summary."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_robustness.py"
+    spec = importlib.util.spec_from_file_location("bench_demo_robustness", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def finished(name, seed, verdicts):
+        folder = tmp_path / name
+        (folder / "report").mkdir(parents=True)
+        (folder / "report" / "results.json").write_text("{}")
+        findings = [
+            {"finding": i + 1, "task": "t", "metric": "m", "mean_baseline": 0.0, "mean_other": 0.0}
+            | {"p_value": 0.01, "verdict": v}
+            for i, v in enumerate(verdicts)
+        ]
+        build = {"seed": seed, "threads": 1, "seconds": {"total": 9.0}, "evaluation": None}
+        meta = {"name": name, "args": [], "seconds": 1.0, "build": build, "findings": findings}
+        (folder / "robustness_run.json").write_text(json.dumps(meta))
+
+    finished("shipped", None, ["opposite", "shows up"])
+    finished("seed4-threads1", 4, ["opposite", "shows up"])
+    finished("seed0-threads1", 0, ["opposite", "not significant"])
+    summary = tmp_path / "robustness.json"
+    args = ["--out", str(tmp_path), "--seeds", "4", "0", "--threads", "1", "--summary", str(summary)]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| seed4-threads1 | 9.0 | shipped | - + | True |" in out
+    assert "| seed0-threads1 | 9.0 | shipped | - 0 | False |" in out
+    written = json.loads(summary.read_text())
+    assert [(r["seed"], r["verdicts"]) for r in written["rebuilds"]] == [
+        (4, {"t/1": "opposite", "t/2": "shows up"}),
+        (0, {"t/1": "opposite", "t/2": "not significant"}),
+    ]

@@ -11,6 +11,7 @@ import torch
 
 from lm_interp_plugin.demo import build, synthetic
 from lm_interp_plugin.demo.build import (
+    DEFAULT_SEED,
     DemoRecipe,
     build_demo_pair,
     check_hashes,
@@ -290,7 +291,8 @@ def test_shipped_pair_is_intact_and_small():
     folder = shipped_pair_dir()
     assert models.manifest_path == folder / "demo_manifest.json" and check_hashes(folder) == []
     manifest = json.loads(models.manifest_path.read_text())
-    assert manifest["key"] == DemoRecipe().key(0) and manifest["seed"] == 0
+    assert manifest["key"] == DemoRecipe().key(DEFAULT_SEED) and manifest["seed"] == DEFAULT_SEED
+    assert manifest["threads"] == 1
     assert (folder / "build.log").read_text().count("loss") >= 10
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert size < 8 * 2**20, size
@@ -298,7 +300,7 @@ def test_shipped_pair_is_intact_and_small():
     assert ev["tuned"]["exact_match"]["overall"] >= ev["base"]["exact_match"]["overall"] + 0.5
     assert ev["tuned"]["mc"]["overall"] >= ev["base"]["mc"]["overall"] + 0.4
     rows = [json.loads(line) for line in models.heldout_mc_path.read_text().splitlines()]
-    assert rows == synthetic.heldout_instruct_mc(DemoRecipe().eval_mc_items, seed=0)
+    assert rows == synthetic.heldout_instruct_mc(DemoRecipe().eval_mc_items, seed=DEFAULT_SEED)
 
 
 def test_shipped_pair_loads_and_follows_an_instruction():
@@ -336,3 +338,26 @@ def test_full_build_tuned_model_follows_instructions(tmp_path):
     ev = models.stats["evaluation"]
     assert ev["tuned"]["exact_match"]["overall"] >= ev["base"]["exact_match"]["overall"] + 0.3
     assert ev["tuned"]["mc"]["overall"] > ev["base"]["mc"]["overall"]
+
+
+def test_a_terminated_build_removes_its_partial_folder(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import time; from pathlib import Path; from lm_interp_plugin.demo import build\n"
+        "def slow(out, recipe, seed):\n"
+        "    (out / 'base').mkdir(); Path(out.parent / 'started').touch(); time.sleep(60)\n"
+        "build._build_into = slow\n"
+        f"build.build_demo_pair(Path({str(tmp_path)!r}), recipe=build.DemoRecipe.small())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert list(tmp_path.glob("demo-*.partial-*")), "the build did not start"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not list(tmp_path.glob("demo-*.partial-*"))

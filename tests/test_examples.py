@@ -27,6 +27,7 @@ def test_every_example_is_tested():
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
 
+@pytest.mark.slow  # 8 to 35 s on 2 shared cores (loading transformers and the model)
 def test_attribute_one_prompt(tmp_path, capsys):
     result = load_example("attribute_one_prompt").main(["--out", str(tmp_path)])
     png = tmp_path / "heatmap.png"

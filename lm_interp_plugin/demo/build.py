@@ -44,6 +44,9 @@ HELDOUT_NAME = "heldout_instruct.jsonl"
 HELDOUT_MC_NAME = "heldout_instruct_mc.jsonl"
 BUILD_LOG_NAME = "build.log"
 HASHES_NAME = "SHA256SUMS"
+#: The seed of the shipped pair, and of `--rebuild` by default. Of the seeds tried (benchmarks/RESULTS.md,
+#: section 8), its verdicts are on every finding the most common verdict of the rebuilds.
+DEFAULT_SEED = 4
 #: Sets the training's thread count, overriding `training_threads`' choice.
 THREADS_ENV = "LM_INTERP_DEMO_THREADS"
 #: More threads than this do not speed up a model this small (its matrices are 128 wide).
@@ -213,10 +216,31 @@ def _log_to(path: Path) -> Iterator[None]:
         handler.close()
 
 
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM (`kill PID`) into SystemExit for the duration, so a killed build still removes its
+    partial folder (SIGKILL cannot be caught: `remove_stale_partials` clears those on the next build)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def build_demo_pair(
     cache_dir: Path,
     force: bool = False,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     recipe: DemoRecipe | None = None,
     threads: int | None = None,
 ) -> DemoModels:
@@ -250,7 +274,7 @@ def build_demo_pair(
     else:
         why = "asked for"
     try:
-        with _log_to(tmp / BUILD_LOG_NAME), torch_threads(threads), deterministic(seed):
+        with _sigterm_raises(), _log_to(tmp / BUILD_LOG_NAME), torch_threads(threads), deterministic(seed):
             logger.info(
                 "building demo pair %s (seed %d) with %d torch threads (%s)", out.name, seed, threads, why
             )
@@ -324,8 +348,8 @@ def shipped_pair_dir() -> Path:
 
 
 def shipped_pair() -> DemoModels:
-    """The base/tuned pair built once by `build_demo_pair` (default recipe, seed 0) and shipped with the
-    package, after checking its files against their SHA-256 sums."""
+    """The base/tuned pair built once by `build_demo_pair` (default recipe, `DEFAULT_SEED`, one thread) and
+    shipped with the package, after checking its files against their SHA-256 sums."""
     folder = shipped_pair_dir()
     manifest_path = folder / MANIFEST_NAME
     if not manifest_path.is_file():
@@ -622,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m lm_interp_plugin.demo.build", description=main.__doc__)
     parser.add_argument("--cache_dir", type=Path, default=Path("lm_interp_demo/models"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: training_threads)")
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     parser.add_argument("--export", type=Path, default=None, help="copy the finished build here")

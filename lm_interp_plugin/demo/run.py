@@ -28,6 +28,7 @@ from ..report import compare
 from ..report.findings import FindingCheck
 from ..report.tokens import display_token
 from .build import (
+    DEFAULT_SEED,
     DemoModels,
     DemoRecipe,
     build_demo_pair,
@@ -107,15 +108,16 @@ def demo_pair(
     rebuild: bool = False,
     force: bool = False,
     recipe: DemoRecipe | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     threads: int | None = None,
 ) -> DemoModels:
     """The shipped pair, unless a rebuild is asked for (`rebuild`, `force`, a recipe or a seed of its own):
     then one trained from the recipe into `cache_dir` (default OUT/models), reused from there when a finished
     build of the same recipe and seed is there and `force` is off."""
-    if not (rebuild or force or recipe is not None or seed != 0 or threads is not None):
+    if not (rebuild or force or recipe is not None or seed is not None or threads is not None):
         return shipped_pair()
     cache_dir = Path(cache_dir) if cache_dir else Path(out) / "models"
+    seed = DEFAULT_SEED if seed is None else seed
     return build_demo_pair(cache_dir, force=force, seed=seed, recipe=recipe, threads=threads)
 
 
@@ -126,7 +128,7 @@ def run_demo(
     force: bool = False,
     recipe: DemoRecipe | None = None,
     rebuild: bool = False,
-    seed: int = 0,
+    seed: int | None = None,
     threads: int | None = None,
 ) -> int:
     """Evaluate the demo pair (shipped, or rebuilt: see `demo_pair`) with interp-hf, write the report under
@@ -204,14 +206,17 @@ def _evaluate_and_report(out: Path, models: DemoModels, limit: int | None) -> in
             for label, ev in evaluation.items()
         )
         print(f"  (instruction following on held-out items, measured at build time: {scores})")
-    held = rebuild_agreement(folder / ROBUSTNESS_NAME, results)
+    # the rebuilds ran on every item: a --limit run's verdicts are not comparable with theirs
+    held = (
+        None if limit else rebuild_agreement(folder / ROBUSTNESS_NAME, results, skip_seed=stats.get("seed"))
+    )
     for line, kept in zip(findings(results), held or [None] * len(results.get("findings", []))):
-        print("  " + line + (f" (same verdict in {kept[0]} of {kept[1]} rebuilds)" if kept else ""))
+        print("  " + line + (f" [same in {kept[0]} of {kept[1]} rebuilds]" if kept else ""))
     if held:
         print(
-            "  (rebuilds: the recipe trained again with other seeds and thread counts, "
-            f"{folder / ROBUSTNESS_NAME}; a verdict that rebuilds do not share belongs to this pair, not to "
-            "the recipe)"
+            "  (rebuilds: the recipe trained again with other seeds, listed in "
+            f"{ROBUSTNESS_NAME} beside the pair; a verdict the rebuilds do not share belongs to this pair "
+            "more than to the recipe)"
         )
     for line in why_not(results, runs):
         print("  " + line)
@@ -326,13 +331,20 @@ def why_not(results: dict, runs: dict[str, Path]) -> list[str]:
     return lines
 
 
-def rebuild_agreement(path: Path, results: dict) -> list[tuple[int, int]] | None:
+def rebuild_agreement(
+    path: Path, results: dict, skip_seed: int | None = None
+) -> list[tuple[int, int]] | None:
     """Per finding of `results` (in order): in how many of the recorded rebuilds the same task and finding
-    got the same verdict, and how many rebuilds recorded it; None without a readable robustness file."""
+    got the same verdict, and how many rebuilds recorded it; None without a readable robustness file.
+    Rebuilds with `skip_seed` (the pair's own seed: the same weights again) are not counted."""
     try:
-        rebuilds = json.loads(Path(path).read_text())["rebuilds"]
+        recorded = json.loads(Path(path).read_text())
+        rebuilds = recorded["rebuilds"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if recorded.get("limit"):  # rebuilds run on a subset say little about a run on every item
+        return None
+    rebuilds = [r for r in rebuilds if skip_seed is None or r.get("seed") != skip_seed]
     counts = []
     for row in results.get("findings", []):
         key = f"{row['task']}/{row['finding']}"
