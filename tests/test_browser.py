@@ -216,25 +216,37 @@ def test_untrusted_text_is_inert(report, tmp_path):
 
 def test_screenshot_is_a_real_render(report, tmp_path):
     image = pytest.importorskip("matplotlib.image")
-    shot = tmp_path / "shot.png"
-    chromium(
-        report["page"],
-        tmp_path / "profile",
-        "--hide-scrollbars",
-        "--window-size=1000,1400",
-        "--virtual-time-budget=2000",
-        f"--screenshot={shot}",
-    )
+
+    def shoot(budget_ms: int) -> tuple[Path, np.ndarray]:
+        shot = tmp_path / f"shot_{budget_ms}.png"
+        chromium(
+            report["page"],
+            tmp_path / f"profile_{budget_ms}",
+            "--hide-scrollbars",
+            "--window-size=1000,1400",
+            f"--virtual-time-budget={budget_ms}",
+            f"--screenshot={shot}",
+        )
+        return shot, np.asarray(image.imread(str(shot)), dtype=float)
+
+    def saturated(pixels: np.ndarray) -> float:
+        rgb = pixels[..., :3]
+        return float(np.mean(rgb.max(axis=2) - rgb.min(axis=2) > 0.3))
+
+    # A loaded machine can take the screenshot before the embedded PNGs are decoded: allow more (virtual)
+    # time before concluding that the figures are not painted.
+    for budget_ms in (2000, 10000, 30000):
+        shot, pixels = shoot(budget_ms)
+        if saturated(pixels) > 0.002:
+            break
     assert shot.is_file() and 10_000 < shot.stat().st_size < 20_000_000
-    pixels = np.asarray(image.imread(str(shot)), dtype=float)
     assert pixels.shape[:2] == (1400, 1000)
     rgb = pixels[..., :3]
     assert rgb.std() > 0.05  # not one flat colour
     # Mostly white page with dark text: the page background dominates, and some pixels are near-black.
     assert np.mean(rgb.mean(axis=2) > 0.95) > 0.5 and np.mean(rgb.max(axis=2) < 0.3) > 0.001
     # Colour appears (the bar plots and heatmaps), so the embedded figures were painted.
-    saturation = rgb.max(axis=2) - rgb.min(axis=2)
-    assert np.mean(saturation > 0.3) > 0.002
+    assert saturated(pixels) > 0.002
 
 
 def test_csp_stops_a_script_that_slipped_through(report, tmp_path):

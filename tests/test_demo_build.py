@@ -340,6 +340,7 @@ def test_full_build_tuned_model_follows_instructions(tmp_path):
     assert ev["tuned"]["mc"]["overall"] > ev["base"]["mc"]["overall"]
 
 
+@pytest.mark.slow  # a real build process, killed
 def test_a_terminated_build_removes_its_partial_folder(tmp_path):
     import signal
     import subprocess

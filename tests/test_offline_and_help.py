@@ -163,6 +163,7 @@ def test_ls_plugin_only_is_fast_and_lists_the_plugins_tasks():
     assert elapsed < 20, f"ls --plugin-only took {elapsed:.1f} s"  # no task index (the full ls: ~30-60 s)
 
 
+@pytest.mark.slow  # a subprocess of lm-eval's CLI
 def test_run_help_lists_every_interp_argument_with_its_default():
     proc = _cli("run", "--help")
     assert proc.returncode == 0, proc.stderr[-2000:]

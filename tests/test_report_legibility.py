@@ -194,6 +194,7 @@ def test_an_opposite_finding_says_where_the_attribution_went():
     assert check_findings([task])[0].explanation == ""  # shows up: nothing to explain
 
 
+@pytest.mark.slow  # the whole CLI compare path
 def test_cli_pair_flag(runs, tmp_path, capsys):
     from lm_interp_plugin.cli import main
 
