@@ -46,11 +46,15 @@ def find_chromium() -> str | None:
 
 
 CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no Chromium binary (looked for $LM_INTERP_CHROMIUM, chromium, chromium-browser, google-chrome); "
-    "install one, e.g. `apt-get install chromium`, to run the browser checks",
-)
+pytestmark = [
+    pytest.mark.slow,  # a browser process per test
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="no Chromium binary (looked for $LM_INTERP_CHROMIUM, chromium, chromium-browser, "
+        "google-chrome); "
+        "install one, e.g. `apt-get install chromium`, to run the browser checks",
+    ),
+]
 
 
 def chromium(page: Path, profile: Path, *extra: str, fragment: str = "") -> subprocess.CompletedProcess:
