@@ -31,9 +31,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lm_interp_plugin.demo import synthetic
 from lm_interp_plugin.testing.tiny import build_tiny_model, save_tiny, train_tokenizer
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +232,7 @@ def _sigterm_raises() -> Iterator[None]:
         yield
         return
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: object):
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -463,7 +468,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def _optimizer(model, lr: float, steps: int, recipe: DemoRecipe):
+def _optimizer(model: torch.nn.Module, lr: float, steps: int, recipe: DemoRecipe):
     """AdamW with linear warm-up and cosine decay to a tenth of `lr`."""
     import torch
 
@@ -480,7 +485,7 @@ def _optimizer(model, lr: float, steps: int, recipe: DemoRecipe):
 
 
 @contextmanager
-def _training(model) -> Iterator[None]:
+def _training(model: torch.nn.Module) -> Iterator[None]:
     """Train mode for the duration, eval mode afterwards (the saved models are used for inference)."""
     model.train()
     try:
@@ -489,7 +494,9 @@ def _training(model) -> Iterator[None]:
         model.eval()
 
 
-def _run_steps(model, batches, lr: float, steps: int, recipe: DemoRecipe, desc: str) -> list[float]:
+def _run_steps(
+    model: torch.nn.Module, batches: list[torch.Tensor], lr: float, steps: int, recipe: DemoRecipe, desc: str
+) -> list[float]:
     """The shared optimisation loop: one batch (input_ids, attention_mask, labels) per step."""
     import torch
     from tqdm.auto import tqdm
@@ -515,7 +522,9 @@ def _run_steps(model, batches, lr: float, steps: int, recipe: DemoRecipe, desc: 
     return losses
 
 
-def _pretrain(model, tok, docs: list[str], recipe: DemoRecipe, seed: int) -> list[float]:
+def _pretrain(
+    model: torch.nn.Module, tok: PreTrainedTokenizerBase, docs: list[str], recipe: DemoRecipe, seed: int
+) -> list[float]:
     """Causal-LM training on packed sequences of the documents (BOS ... EOS, concatenated, chunked)."""
     import torch
 
@@ -539,7 +548,9 @@ def _pretrain(model, tok, docs: list[str], recipe: DemoRecipe, seed: int) -> lis
     return _run_steps(model, batches, recipe.pretrain_lr, recipe.pretrain_steps, recipe, "pretrain")
 
 
-def encode_example(tok, instruction: str, text: str, reference: str) -> tuple[list[int], int]:
+def encode_example(
+    tok: PreTrainedTokenizerBase, instruction: str, text: str, reference: str
+) -> tuple[list[int], int]:
     """Token ids of prompt + answer + EOS, and the number of prompt tokens (the loss starts after them).
 
     The prompt and the answer are encoded separately, so the prompt's tokens are exactly those a model sees
@@ -550,7 +561,9 @@ def encode_example(tok, instruction: str, text: str, reference: str) -> tuple[li
     return prompt + answer + [tok.eos_token_id], len(prompt)
 
 
-def _instruct_tune(model, tok, items: list[dict], recipe: DemoRecipe, seed: int) -> list[float]:
+def _instruct_tune(
+    model: torch.nn.Module, tok: PreTrainedTokenizerBase, items: list[dict], recipe: DemoRecipe, seed: int
+) -> list[float]:
     """Supervised tuning on instruction items with the loss on the answer tokens (and EOS) only."""
     import torch
 
@@ -573,7 +586,13 @@ def _instruct_tune(model, tok, items: list[dict], recipe: DemoRecipe, seed: int)
     return _run_steps(model, batches, recipe.instruct_lr, recipe.instruct_steps, recipe, "instruct-tune")
 
 
-def greedy_answer(model, tok, instruction: str, text: str, max_new_tokens: int = 24) -> str:
+def greedy_answer(
+    model: torch.nn.Module,
+    tok: PreTrainedTokenizerBase,
+    instruction: str,
+    text: str,
+    max_new_tokens: int = 24,
+) -> str:
     """Greedy continuation of the prompt up to EOS or a newline, stripped (the first line of the output)."""
     import torch
 
@@ -604,7 +623,7 @@ def _per_category(hits: list[tuple[str, bool]]) -> dict:
     }
 
 
-def exact_match(model, tok, items: list[dict]) -> dict:
+def exact_match(model: torch.nn.Module, tok: PreTrainedTokenizerBase, items: list[dict]) -> dict:
     """Held-out instruction following: greedy output's first line equals the reference."""
     hits = []
     for x in items:
@@ -615,7 +634,7 @@ def exact_match(model, tok, items: list[dict]) -> dict:
     return _per_category(hits)
 
 
-def mc_accuracy(model, tok, items: list[dict]) -> dict:
+def mc_accuracy(model: torch.nn.Module, tok: PreTrainedTokenizerBase, items: list[dict]) -> dict:
     """Multiple choice: the choice with the highest summed log-probability (after the prompt) is the label."""
     import torch
 

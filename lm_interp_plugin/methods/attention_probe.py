@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -56,7 +57,14 @@ def _register(base: str) -> str:
         raise AttentionProbeError(f"attention implementation {base!r} is not registered in transformers")
     original = functions[base]
 
-    def probed(module, query, key, value, attention_mask, **kwargs):
+    def probed(
+        module: torch.nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        **kwargs,
+    ):
         out = original(module, query, key, value, attention_mask, **kwargs)
         slot = getattr(module, _SLOT, None)
         if slot is not None:
@@ -110,7 +118,7 @@ class InstructionAttentionProbe:
         mass = (rows[0, :, :, :prompt_len].float() * keys).sum(-1).mean(-1)
         self._mass[layer] = mass.detach()  # stays on the device: no sync inside the forward
 
-    def _from_queries(self, layer: int, query: Tensor, key: Tensor, mask, kwargs: dict) -> None:
+    def _from_queries(self, layer: int, query: Tensor, key: Tensor, mask: torch.Tensor, kwargs: dict) -> None:
         """Eager's probabilities of the target rows only, from the layer's (post-rotary) queries and keys."""
         rows = self._rows(query.device)
         q = query[:, :, rows]
@@ -169,7 +177,7 @@ class InstructionAttentionProbe:
                 self.model.set_attn_implementation(switched)
 
     def _hook(self, layer: int):
-        def hook(_module, _args, output):
+        def hook(_module: torch.nn.Module, _args: tuple[Any, ...], output: Any):
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if weights is None:
                 raise AttentionProbeError(
