@@ -155,6 +155,15 @@ def truncated_offsets(
     return offsets[len(offsets) - keep :] if keep > 0 else []
 
 
+def trim_span(text: str, s: int, e: int) -> Span:
+    """The span ``[s, e)`` of `text` without its leading and trailing whitespace."""
+    while s < e and text[s].isspace():
+        s += 1
+    while e > s and text[e - 1].isspace():
+        e -= 1
+    return s, e
+
+
 def instruction_mask(labels: Sequence[str]) -> np.ndarray:
     """Boolean ``prompt_len`` array, True on the tokens labelled ``instruction`` (the one place saying so)."""
     return np.array([label == INSTRUCTION for label in labels], dtype=bool)

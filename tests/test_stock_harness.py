@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from test_harness import _cli  # the same subprocess settings as the other CLI tests
 
 from lm_interp_plugin.records import RECORDS_DIR_KEY
 from lm_interp_plugin.report import RunDirError, compare
@@ -92,11 +91,6 @@ def test_moved_records_folder_is_named_in_the_note(tmp_path):
     result = compare([folder, folder], tmp_path / "out", labels=["base", "tuned"], examples=1)
     notes = [n for n in result.task("t").notes if "no interpretation records" in n]
     assert notes and str(elsewhere.resolve()) in notes[0] and "does not exist" in notes[0]
-
-
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow

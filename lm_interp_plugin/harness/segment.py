@@ -36,7 +36,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..spans import Span
+from ..spans import Span, trim_span
 from .sentences import is_instruction, is_label, merge_pieces, sentences, split_request
 
 logger = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def _read_template(context: str, s: int, e: int, cue: bool) -> list[tuple[int, i
     for k, (ps, pe) in enumerate(paragraphs):
         para = context[ps:pe]
         if demo_label and k < len(paragraphs) - 1 and para.strip().startswith(demo_label):
-            out.append((*_trim(context, ps, pe), "fewshot"))
+            out.append((*trim_span(context, ps, pe), "fewshot"))
             continue
         for ls, le in _lines(context, ps, pe):
             line = context[ls:le]
@@ -330,14 +330,6 @@ def _subtract(spans: list[Span], holes: list[Span]) -> list[Span]:
     return [(s, e) for s, e in out if e > s]
 
 
-def _trim(text: str, s: int, e: int) -> Span:
-    while s < e and text[s].isspace():
-        s += 1
-    while e > s and text[e - 1].isspace():
-        e -= 1
-    return s, e
-
-
 def _description(task: Any, doc: Mapping[str, Any]) -> str:
     desc = getattr(task.config, "description", None) or ""
     if not desc:
@@ -413,7 +405,7 @@ def segment_prompt(
             spans.setdefault("fewshot", []).extend(_subtract([(fs_start, start)], chat))
     # system instruction / other text before the examples
     other = _subtract([(0, fs_start)], chat + spans.get("instruction", []))
-    other = [_trim(prefix, s, e) for s, e in other if prefix[s:e].strip()]
+    other = [trim_span(prefix, s, e) for s, e in other if prefix[s:e].strip()]
     if other:
         spans.setdefault("instruction", []).extend(other)
     after = _subtract([(end, len(context))], chat)

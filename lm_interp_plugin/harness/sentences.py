@@ -30,7 +30,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from ..spans import Span
+from ..spans import Span, trim_span
 
 VERBS_FILE = Path(__file__).resolve().parents[1] / "data" / "verbs.json"
 
@@ -127,15 +127,7 @@ def sentences(text: str, start: int = 0, end: int | None = None) -> list[Span]:
         out.append((pos, m.start(gap)))
         pos = m.end(gap)
     out.append((pos, end))
-    return [_trim(text, s, e) for s, e in out if text[s:e].strip()]
-
-
-def _trim(text: str, s: int, e: int) -> Span:
-    while s < e and text[s].isspace():
-        s += 1
-    while e > s and text[e - 1].isspace():
-        e -= 1
-    return s, e
+    return [trim_span(text, s, e) for s, e in out if text[s:e].strip()]
 
 
 def split_request(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int, str]]:
@@ -159,7 +151,7 @@ def split_request(text: str, start: int = 0, end: int | None = None) -> list[tup
         if colon is not None:
             head_part = "label" if is_label(text[s : colon + 1]) else "instruction"
             pieces.append((s, colon + 1, head_part))
-            rest = _trim(text, colon + 1, e)
+            rest = trim_span(text, colon + 1, e)
             if rest[1] > rest[0]:
                 pieces.append((*rest, "content"))
             else:  # the colon ends the line: a block follows
@@ -177,11 +169,11 @@ def split_request(text: str, start: int = 0, end: int | None = None) -> list[tup
             if len(text[qs:qe].split()) <= PARAMETER_WORDS and not text[s:qs].rstrip().endswith(":"):
                 continue
             if qs > cur:
-                out.append((*_trim(text, cur, qs), part))
+                out.append((*trim_span(text, cur, qs), part))
             out.append((max(qs, cur), min(qe, e), "content"))
             cur = min(qe, e)
         if cur < e:
-            out.append((*_trim(text, cur, e), part))
+            out.append((*trim_span(text, cur, e), part))
     return merge_pieces([p for p in out if p[1] > p[0]])
 
 

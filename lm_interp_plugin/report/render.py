@@ -253,6 +253,15 @@ def _md(text: Any) -> str:
     return out
 
 
+def _md_table(caption: str | None, headers: list[str], rows: list[list[Any]]) -> list[str]:
+    """A Markdown table (with its caption in italics above it) as lines, ending with a blank line."""
+    lines = [f"*{_md(caption)}*", ""] if caption else []
+    lines.append("| " + " | ".join(_md(h) for h in headers) + " |")
+    lines.append("|" + "|".join("---" for _ in headers) + "|")
+    lines += ["| " + " | ".join(_md(fmt(c)) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
 def to_markdown(title: str, blocks: list[Any]) -> str:
     """The report as Markdown; images are linked PNG files next to it."""
     lines = [f"# {_md(title)}", ""]
@@ -264,13 +273,8 @@ def to_markdown(title: str, blocks: list[Any]) -> str:
         elif isinstance(block, Notes):
             tag = "**Warning:** " if block.warning else "Note: "
             lines += [f"> {tag}{_md(item)}" for item in block.items] + [""]
-        elif isinstance(block, Table):
-            if block.caption:
-                lines += [f"*{_md(block.caption)}*", ""]
-            lines.append("| " + " | ".join(_md(h) for h in block.headers) + " |")
-            lines.append("|" + "|".join("---" for _ in block.headers) + "|")
-            lines += ["| " + " | ".join(_md(fmt(c)) for c in row) + " |" for row in block.rows]
-            lines.append("")
+        elif isinstance(block, (Table, ExampleTable)):  # the example table's links live in the HTML
+            lines += _md_table(block.caption, block.headers, block.rows)
         elif isinstance(block, Image):
             lines += [f"![{_md(block.caption)}]({_md(block.filename)})", ""]
         elif isinstance(block, TokenPair):
@@ -285,13 +289,6 @@ def to_markdown(title: str, blocks: list[Any]) -> str:
             lines += [_md(_legend_text(block)), ""]
         elif isinstance(block, Definitions):
             lines += [f"- **{_md(term)}**: {_md(meaning)}" for term, meaning in block.items] + [""]
-        elif isinstance(block, ExampleTable):
-            if block.caption:
-                lines += [f"*{_md(block.caption)}*", ""]
-            lines.append("| " + " | ".join(_md(h) for h in block.headers) + " |")
-            lines.append("|" + "|".join("---" for _ in block.headers) + "|")
-            lines += ["| " + " | ".join(_md(fmt(c)) for c in row) + " |" for row in block.rows]
-            lines.append("")
         elif isinstance(block, Pre):
             lines += ["```", block.text.replace("```", "'''"), "```", ""]
     return "\n".join(lines)
