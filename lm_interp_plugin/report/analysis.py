@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lm_interp_plugin.fingerprint import differing_fields
 from lm_interp_plugin.methods import stats
 from lm_interp_plugin.metric_names import (
     INSTRUCTION_ATTENTION,
@@ -408,14 +409,13 @@ def fingerprint_warnings(task: str, runs: dict[str, TaskRun], baseline: str) -> 
     for label, fp in prints.items():
         if label == baseline:
             continue
-        for name in sorted(set(base) | set(fp)):
+        for name in differing_fields(base, fp):
             if any(word in name.lower() for word in EXPECTED_TO_DIFFER):
                 continue
-            if base.get(name) != fp.get(name):
-                warnings.append(
-                    f"{task}: fingerprint field '{name}' differs: {baseline}={base.get(name, '(absent)')}"
-                    f", {label}={fp.get(name, '(absent)')}"
-                )
+            warnings.append(
+                f"{task}: fingerprint field '{name}' differs: {baseline}={base.get(name, '(absent)')}"
+                f", {label}={fp.get(name, '(absent)')}"
+            )
     return warnings
 
 
