@@ -16,6 +16,11 @@
 #                   package index); default $LM_INTERP_WHEELS or benchmarks/wheels. Prepare it on a machine
 #                   with the same Python and an index, then carry the folder along:
 #                       pip download "lm-eval==0.4.13" accelerate scipy matplotlib -d benchmarks/wheels
+#                   (sqlitedict, word2number and rouge-score are sdists: `pip wheel --no-deps` them first
+#                   and add `--find-links` that folder; on 2026-11-26 the H100 image lacked lm-eval, datasets,
+#                   evaluate, dill, multiprocess, more_itertools, pytablewriter and its helpers (dataproperty,
+#                   mbstrdecoder, pathvalidate, tabledata, tcolorpy, typepy, chardet, pytz), rouge-score, nltk,
+#                   sqlitedict, word2number, and an fsspec old enough for datasets)
 #                   (add --python-version/--platform when the machines differ; only what the GPU machine
 #                   lacks is installed from it: torch and transformers are normally there already)
 #   --dry-run       every stage at toy size on the CPU (what CI runs: tests/test_benchmarks.py)
@@ -24,7 +29,9 @@
 # Stages, in priority order (timeout s):
 #   env                  nvidia-smi, torch/transformers/lm-eval versions                           (30)
 #   deps                 lm-eval and the plugin's other dependencies; what is missing comes from
-#                        --wheels                                                                   (120)
+#                        --wheels; then the plugin itself, editable (`pip install --no-deps -e .`), when
+#                        lm_interp_plugin.tasks is not importable (the task folder is that package only
+#                        through pyproject's package-dir)                                           (120)
 #   llama1b_p512         1B (h2048, 16 L, 8 KV heads, vocab 128256), P=512, N=8,32,128, SDPA: paper and
 #                        frozen loops, engine, engine without the LM-head shortcut, the whole pass  (110)
 #   llama7b_p4096_n256   7B (h4096, 32 L, vocab 32000), P=4096, N=256, SDPA: frozen loop, engine, whole
@@ -98,7 +105,8 @@ else None); import importlib.util as u; print('lm_eval importable:', u.find_spec
             CMD=(bash -c "need=\$($missing); if [[ -z \"\$need\" ]]; then echo 'dependencies present'; \
 elif [[ -d '$WHEELS' ]]; then pip install --no-index --find-links '$WHEELS' \$need; \
 else echo 'no wheels folder $WHEELS: trying the package index'; pip install \$need; fi; \
-python -c 'import lm_eval; print(\"lm_eval\", lm_eval.__version__)'")
+python -c 'import lm_interp_plugin.tasks' 2>/dev/null || pip install -q --no-deps --no-build-isolation --no-index -e .; \
+python -c 'import lm_eval, lm_interp_plugin.tasks; print(\"lm_eval\", lm_eval.__version__)'")
         fi ;;
     llama1b_p512) TIMEOUT=110
         CMD=(python benchmarks/attribution.py "${COMMON[@]}" "${LLAMA_1B[@]}" --prompt 512 --targets 8,32,128

@@ -198,7 +198,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"{r['frobenius_rel']:10.2e} {r['median_column_max_rel']:8.2e} "
             f"{r['instruction_importance']:8.4f} {r['instruction_importance_rel']:8.2e}"
         )
-    lines.append(f"chosen default (fastest within {args.tolerance:.0%} of the reference's II): {chosen}")
+    ii_ref = next((r["instruction_importance_ref"] for r in rows.values() if "error" not in r), None)
+    if ii_ref == 0:
+        # the criterion is undefined, not met: say why instead of printing "None"
+        lines.append(
+            "chosen default: none (undecidable: the reference instruction_importance is 0 on this input, no "
+            "instruction token reaches the density threshold; random token ids do this even on a trained "
+            "model, so choose by the matrix errors above or measure on real prompts)"
+        )
+    else:
+        lines.append(f"chosen default (fastest within {args.tolerance:.0%} of the reference's II): {chosen}")
     table = "\n".join(lines)
     print(table, flush=True)
     result = {

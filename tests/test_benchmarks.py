@@ -342,6 +342,11 @@ def test_precision_benchmark_toy(tmp_path):
         min(within, key=lambda n: result["candidates"][n]["seconds"]) if within else None
     )
     assert json.loads((tmp_path / "p.json").read_text())["chosen"] == result["chosen"]
+    reference_ii = next(iter(result["candidates"].values()))["instruction_importance_ref"]
+    if reference_ii == 0:  # the criterion is undefined: the table says so instead of "None"
+        assert "undecidable" in result["table"] and result["chosen"] is None
+    else:
+        assert "chosen default (fastest within 1%" in result["table"]
 
 
 def test_profile_names_the_per_derivative_loops(tmp_path):

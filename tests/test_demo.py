@@ -169,9 +169,9 @@ def test_demo_on_the_shipped_pair(tmp_path, capsys):
     assert run_demo(tmp_path / "demo", limit=3) == 0
     assert not (tmp_path / "demo" / "models").exists()  # nothing was trained
     printed = capsys.readouterr().out
-    assert "tuned exact match 72.2% / multiple choice 85.4%" in printed  # the shipped pair's build numbers
+    assert "tuned exact match 94.4% / multiple choice 89.6%" in printed  # the shipped pair's build numbers
     assert (
-        "(models: the pair shipped with lm-interp, recipe demo-pair-v1, seed 4, trained with 1 thread"
+        "(models: the pair shipped with lm-interp, recipe demo-pair-v2, seed 1, trained with 1 thread"
         in printed
     )
     # robustness.json's rebuilds ran on every item: a --limit run is not compared with them
@@ -257,3 +257,51 @@ def test_robustness_benchmark_summarises_finished_runs(tmp_path, capsys):
         (4, {"t/1": "opposite", "t/2": "shows up"}),
         (0, {"t/1": "opposite", "t/2": "not significant"}),
     ]
+
+
+def test_recipe_sweep_summarises_finished_builds(tmp_path, capsys):
+    """benchmarks/demo_recipe_sweep.py on finished builds (no training): table, agreement, and a summary that
+    `lm-interp demo` reads (`rebuild_agreement`)."""
+    import importlib.util
+    from pathlib import Path
+
+    from lm_interp_plugin.demo.run import rebuild_agreement
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_recipe_sweep.py"
+    spec = importlib.util.spec_from_file_location("bench_demo_recipe_sweep", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def finished(seed, verdicts):
+        folder = tmp_path / "v" / f"seed{seed}"
+        (folder / "report").mkdir(parents=True)
+        (folder / "models" / "demo-x").mkdir(parents=True)
+        findings = [
+            {"finding": i + 1, "task": "t", "mean_baseline": 0.0, "mean_other": 1.0, "p_value": 0.01}
+            | {"verdict": v}
+            for i, v in enumerate(verdicts)
+        ]
+        (folder / "report" / "results.json").write_text(json.dumps({"findings": findings}))
+        acc = {"exact_match": {"overall": 0.5}, "mc": {"overall": 0.75}}
+        manifest = {"evaluation": {"base": acc, "tuned": acc}, "seconds": {"total": 9.0}}
+        (folder / "models" / "demo-x" / "demo_manifest.json").write_text(json.dumps(manifest))
+
+    finished(0, ["opposite", "shows up"])
+    finished(1, ["opposite", "not significant"])
+    summary = tmp_path / "robustness.json"
+    args = ["--out", str(tmp_path), "--seeds", "0", "1", "--variant", "v={}", "--summary", str(summary)]
+    assert bench.main([*args, "--machine", "here"]) == 0
+    out = capsys.readouterr().out
+    assert "| 0 | None | 50% / 75% | 50% / 75% | - + |" in out
+    assert "t/1: - - all agree: True" in out and "t/2: + 0 all agree: False" in out
+    written = json.loads(summary.read_text())
+    assert written["machine"] == "here" and written["limit"] is None
+    assert [(r["seed"], r["verdicts"]) for r in written["rebuilds"]] == [
+        (0, {"t/1": "opposite", "t/2": "shows up"}),
+        (1, {"t/1": "opposite", "t/2": "not significant"}),
+    ]
+    results = {"findings": [{"task": "t", "finding": 1, "verdict": "opposite"}]}
+    results["findings"].append({"task": "t", "finding": 2, "verdict": "shows up"})
+    assert rebuild_agreement(summary, results, skip_seed=1) == [(1, 1), (1, 1)]
+    assert rebuild_agreement(summary, results) == [(2, 2), (1, 2)]
+    assert bench._cores("4-6,9") == ["4", "5", "6", "9"]

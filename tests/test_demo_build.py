@@ -56,6 +56,35 @@ def test_answers_follow_the_task_definitions():
         synthetic.answer("poem", text)
 
 
+def test_word_tasks_take_their_word_from_the_instruction():
+    text = "owl apple red"
+    assert synthetic.answer("insert", text, "sun") == "owl sun apple sun red sun"
+    assert synthetic.answer("replace", text, "sun") == "sun sun sun"
+    assert synthetic.answer("prefix", text, "sun") == "sun owl apple red"
+    with pytest.raises(ValueError, match="needs the word"):
+        synthetic.answer("insert", text)
+    assert not set(synthetic.INSTRUCTION_WORDS) & set(synthetic.INPUT_WORDS)
+    categories = synthetic.CATEGORIES + synthetic.WORD_CATEGORIES
+    items = synthetic.heldout_instruct(len(categories) * 3, seed=1, categories=categories)
+    assert {x["category"] for x in items} == set(categories)
+    for x in items:
+        if x["category"] not in synthetic.WORD_CATEGORIES:
+            continue
+        named = [w for w in synthetic.INSTRUCTION_WORDS if w in _vocabulary([x["instruction"]])]
+        assert len(named) == 1, x  # the instruction names exactly one word ...
+        assert (
+            named[0] in x["reference"].split() and named[0] not in x["input"].split()
+        )  # ... the answer uses
+        assert x["reference"] == synthetic.answer(x["category"], x["input"], named[0])
+        phrasings = [f.format(word=named[0]) for f in synthetic.WORD_INSTRUCTIONS[x["category"]]]
+        assert x["instruction"] in phrasings
+    mc = synthetic.heldout_instruct_mc(40, seed=1, categories=categories)
+    assert {x["category"] for x in mc} & set(synthetic.WORD_CATEGORIES)
+    for x in mc:
+        word = next((w for w in synthetic.INSTRUCTION_WORDS if w in _vocabulary([x["instruction"]])), None)
+        assert x["choices"][x["label"]] == synthetic.answer(x["category"], x["input"], word)
+
+
 def test_answer_depends_on_the_instruction():
     for x in synthetic.heldout_instruct(40):
         others = {synthetic.answer(c, x["input"]) for c in synthetic.CATEGORIES if c != x["category"]}
@@ -87,13 +116,21 @@ def test_heldout_inputs_never_occur_in_training():
     assert not any(f"said {t}," in corpus or f"said {t} and" in corpus for t in heldout)
 
 
+def _vocabulary(docs: list[str]) -> set[str]:
+    return set(" ".join(docs).lower().replace(".", " ").replace(",", " ").replace("?", " ").split())
+
+
 def test_pretraining_text_has_no_instruction_format():
     docs = synthetic.pretraining_text(200)
     assert not any("Input:" in d or "Output:" in d for d in docs)
-    words = set(" ".join(docs).lower().replace(".", " ").replace(",", " ").replace("?", " ").split())
+    words = _vocabulary(docs)
     needed = {"reverse", "order", "first", "last", "word", "upper", "count", "number", "translate", "toy"}
     needed |= {"alphabetically", "animal", "yes", "no", "text"}
     assert needed <= words, needed - words
+    assert not set(synthetic.INSTRUCTION_WORDS) & words
+    with_words = synthetic.pretraining_text(200, instruction_words=True)
+    assert set(synthetic.INSTRUCTION_WORDS) <= _vocabulary(with_words)
+    assert not any("Input:" in d or "after every word" in d for d in with_words)
 
 
 def test_mc_groups_share_input_and_choices_and_differ_in_instruction():
@@ -156,7 +193,7 @@ def test_manifest_and_heldout_files(small_build):
     rows = [json.loads(line) for line in models.heldout_path.read_text().splitlines()]
     assert rows == synthetic.heldout_instruct(recipe.eval_items, seed=0)
     rows = [json.loads(line) for line in models.heldout_mc_path.read_text().splitlines()]
-    assert rows == synthetic.heldout_instruct_mc(recipe.eval_mc_items, seed=0)
+    assert rows == synthetic.heldout_instruct_mc(recipe.eval_mc_items, seed=0, categories=recipe.categories)
 
 
 def test_second_call_uses_the_cache(small_build, monkeypatch):
@@ -300,7 +337,9 @@ def test_shipped_pair_is_intact_and_small():
     assert ev["tuned"]["exact_match"]["overall"] >= ev["base"]["exact_match"]["overall"] + 0.5
     assert ev["tuned"]["mc"]["overall"] >= ev["base"]["mc"]["overall"] + 0.4
     rows = [json.loads(line) for line in models.heldout_mc_path.read_text().splitlines()]
-    assert rows == synthetic.heldout_instruct_mc(DemoRecipe().eval_mc_items, seed=DEFAULT_SEED)
+    assert rows == synthetic.heldout_instruct_mc(
+        DemoRecipe().eval_mc_items, seed=DEFAULT_SEED, categories=DemoRecipe().categories
+    )
 
 
 def test_shipped_pair_loads_and_follows_an_instruction():

@@ -8,7 +8,8 @@ Two kinds of text come from the same small world of words:
 * instruction data: short inputs under one of several task types (`CATEGORIES`), each with a few surface
   phrasings of its instruction. The answer depends on the instruction: the same input under two task types
   has different answers, which is what the interpretation metrics (instruction importance and attention)
-  are meant to detect.
+  are meant to detect. In the word tasks (`WORD_CATEGORIES`) the instruction names a word the answer must use
+  ("Write the word sun after every word."), so following the instruction means reading it while answering.
 
 Held-out evaluation items use inputs that never occur in training: an input belongs to the held-out split
 exactly when a stable hash of its text says so (`is_heldout_input`), and each generator only draws from its
@@ -102,6 +103,31 @@ INSTRUCTIONS: dict[str, tuple[str, ...]] = {
 
 CATEGORIES: tuple[str, ...] = tuple(INSTRUCTIONS)
 
+#: Task types whose instruction names a word (``{word}``, one of `INSTRUCTION_WORDS`) that the answer must
+#: use: the answer's tokens then come from the instruction itself, so a model that follows the instruction
+#: has to read it at every step of the answer (what findings 1 and 2 look for), and one that ignores it
+#: cannot guess them from the input.
+WORD_INSTRUCTIONS: dict[str, tuple[str, ...]] = {
+    "insert": (
+        "Write the word {word} after every word.",
+        "Repeat the text with {word} after each word.",
+        "After every word, write {word}.",
+    ),
+    "replace": (
+        "Replace every word with {word}.",
+        "Write {word} once for every word.",
+        "Change each word to {word}.",
+    ),
+    "prefix": (
+        "Write {word}, then repeat the text.",
+        "Start with the word {word} and copy the text.",
+        "Put {word} in front of the text.",
+    ),
+}
+WORD_CATEGORIES: tuple[str, ...] = tuple(WORD_INSTRUCTIONS)
+#: The words a word task's instruction names (distinct from every input word).
+INSTRUCTION_WORDS = ("sun", "moon", "star", "rain", "snow", "wind")
+
 _ANSWERS: dict[str, Callable[[list[str]], str]] = {
     "copy": lambda w: " ".join(w),
     "reverse": lambda w: " ".join(reversed(w)),
@@ -115,11 +141,32 @@ _ANSWERS: dict[str, Callable[[list[str]], str]] = {
 }
 
 
-def answer(category: str, text: str) -> str:
-    """The reference answer of task type `category` on input `text` (words separated by single spaces)."""
+_WORD_ANSWERS: dict[str, Callable[[list[str], str], str]] = {
+    "insert": lambda w, word: " ".join(f"{x} {word}" for x in w),
+    "replace": lambda w, word: " ".join(word for _ in w),
+    "prefix": lambda w, word: " ".join([word, *w]),
+}
+
+
+def answer(category: str, text: str, word: str | None = None) -> str:
+    """The reference answer of task type `category` on input `text` (words separated by single spaces);
+    `word` is the word a word task's instruction names (`WORD_CATEGORIES`)."""
+    if category in _WORD_ANSWERS:
+        if word is None:
+            raise ValueError(f"demo task {category!r} needs the word its instruction names (word=...)")
+        return _WORD_ANSWERS[category](text.split(" "), word)
     if category not in _ANSWERS:
-        raise ValueError(f"unknown demo task category {category!r}; choose one of {', '.join(CATEGORIES)}")
+        known = ", ".join(CATEGORIES + WORD_CATEGORIES)
+        raise ValueError(f"unknown demo task category {category!r}; choose one of {known}")
     return _ANSWERS[category](text.split(" "))
+
+
+def instruction_for(category: str, rng: random.Random) -> tuple[str, str | None]:
+    """A phrasing of `category`'s instruction, and the word it names (None for a task without one)."""
+    if category in WORD_INSTRUCTIONS:
+        word = rng.choice(INSTRUCTION_WORDS)
+        return rng.choice(WORD_INSTRUCTIONS[category]).format(word=word), word
+    return rng.choice(INSTRUCTIONS[category]), None
 
 
 def format_prompt(instruction: str, text: str) -> str:
@@ -148,40 +195,45 @@ def _sample_input(rng: random.Random, heldout: bool) -> str:
             return text
 
 
-def _items(n: int, seed: int, heldout: bool, prefix: str) -> list[dict]:
-    """`n` instruction items cycling through the categories so each task type is equally represented."""
+def _items(
+    n: int, seed: int, heldout: bool, prefix: str, categories: tuple[str, ...] = CATEGORIES
+) -> list[dict]:
+    """`n` instruction items cycling through `categories` so each task type is equally represented."""
     if n < 0:
         raise ValueError(f"number of items must be >= 0, got n={n}")
     rng = random.Random(f"{prefix}-{seed}")
     items = []
     for i in range(n):
-        category = CATEGORIES[i % len(CATEGORIES)]
+        category = categories[i % len(categories)]
         text = _sample_input(rng, heldout)
+        instruction, word = instruction_for(category, rng)
         items.append(
             {
                 "id": f"{prefix}-{i:05d}",
                 "category": category,
-                "instruction": rng.choice(INSTRUCTIONS[category]),
+                "instruction": instruction,
                 "input": text,
-                "reference": answer(category, text),
+                "reference": answer(category, text, word),
             }
         )
     return items
 
 
-def instruction_examples(n: int, seed: int = 0) -> list[dict]:
+def instruction_examples(n: int, seed: int = 0, categories: tuple[str, ...] = CATEGORIES) -> list[dict]:
     """Training items for instruction tuning (`id, category, instruction, input, reference`), no held-out
     input."""
-    return _items(n, seed, heldout=False, prefix="train")
+    return _items(n, seed, heldout=False, prefix="train", categories=categories)
 
 
-def heldout_instruct(n: int, seed: int = 0) -> list[dict]:
+def heldout_instruct(n: int, seed: int = 0, categories: tuple[str, ...] = CATEGORIES) -> list[dict]:
     """Held-out generation items in the schema of `tasks/interp_instruct.jsonl`; inputs never seen in
     training."""
-    return _items(n, seed, heldout=True, prefix="heldout")
+    return _items(n, seed, heldout=True, prefix="heldout", categories=categories)
 
 
-def heldout_instruct_mc(n: int, seed: int = 0, group_size: int = 4) -> list[dict]:
+def heldout_instruct_mc(
+    n: int, seed: int = 0, group_size: int = 4, categories: tuple[str, ...] = CATEGORIES
+) -> list[dict]:
     """Held-out multiple-choice items (`id, group_id, category, instruction, input, choices, label`).
 
     A group is one input under `group_size` different task types whose answers are all distinct; the
@@ -191,26 +243,27 @@ def heldout_instruct_mc(n: int, seed: int = 0, group_size: int = 4) -> list[dict
     """
     if n < 0:
         raise ValueError(f"number of items must be >= 0, got n={n}")
-    if not 2 <= group_size <= len(CATEGORIES):
-        raise ValueError(f"group_size must be in 2..{len(CATEGORIES)}, got {group_size}")
+    if not 2 <= group_size <= len(categories):
+        raise ValueError(f"group_size must be in 2..{len(categories)}, got {group_size}")
     rng = random.Random(f"heldout-mc-{seed}")
     items: list[dict] = []
     group = 0
     while len(items) < n:
         text = _sample_input(rng, heldout=True)
-        categories = rng.sample(CATEGORIES, group_size)
-        answers = [answer(c, text) for c in categories]
+        picked = rng.sample(categories, group_size)
+        asked = [instruction_for(c, rng) for c in picked]
+        answers = [answer(c, text, word) for c, (_, word) in zip(picked, asked)]
         if len(set(answers)) < group_size:
             continue
         choices = answers[:]
         rng.shuffle(choices)
-        for j, category in enumerate(categories[: n - len(items)]):
+        for j, category in enumerate(picked[: n - len(items)]):
             items.append(
                 {
                     "id": f"mc-{group:04d}-{j}",
                     "group_id": f"mc-{group:04d}",
                     "category": category,
-                    "instruction": rng.choice(INSTRUCTIONS[category]),
+                    "instruction": asked[j][0],
                     "input": text,
                     "choices": choices,
                     "label": choices.index(answers[j]),
@@ -244,7 +297,7 @@ def _toy(words: str) -> str:
     return " ".join(TOY_DICTIONARY[w] for w in words.split(" "))
 
 
-def _sentence(rng: random.Random) -> str:
+def _sentence(rng: random.Random, instruction_words: bool = False) -> str:
     """One English-like sentence; some use the words of the instructions, none is an instruction with its
     answer."""
 
@@ -286,16 +339,25 @@ def _sentence(rng: random.Random) -> str:
         lambda: f"the {doc} said {(ws := _words(rng))}, which is {_toy(ws)} in the toy language.",
         lambda: f"the {doc} said {(ws := _words(rng))}, that is {len(ws.split())} words.",
     )
+    if instruction_words:
+        # the words the word tasks' instructions name, in plain sentences (never in an instruction's role)
+        templates += (
+            lambda: f"the {rng.choice(INSTRUCTION_WORDS)} was over the {noun()} and the {noun()}.",
+            lambda: (
+                f"{who} saw the {rng.choice(INSTRUCTION_WORDS)} {rng.choice(_PREPS)} the {colour()} {noun()}."
+            ),
+        )
     return rng.choice(templates)()
 
 
-def pretraining_text(n_docs: int, seed: int = 0) -> list[str]:
-    """`n_docs` short documents (3-6 sentences each) of English-like pretraining text."""
+def pretraining_text(n_docs: int, seed: int = 0, instruction_words: bool = False) -> list[str]:
+    """`n_docs` short documents (3-6 sentences each) of English-like pretraining text; with
+    `instruction_words`, some sentences use the words the word tasks name (`INSTRUCTION_WORDS`)."""
     if n_docs < 0:
         raise ValueError(f"number of documents must be >= 0, got n_docs={n_docs}")
     rng = random.Random(f"pretrain-{seed}")
     docs = []
     for _ in range(n_docs):
-        sentences = [_sentence(rng) for _ in range(rng.randint(3, 6))]
+        sentences = [_sentence(rng, instruction_words) for _ in range(rng.randint(3, 6))]
         docs.append(" ".join(s[0].upper() + s[1:] for s in sentences))
     return docs
