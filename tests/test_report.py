@@ -226,6 +226,21 @@ def test_newest_samples_file_and_model_subfolders(tmp_path):
         resolve_runs([tmp_path / "runs"], ["x"])
 
 
+def test_a_task_whose_name_extends_another_is_not_a_second_evaluation(tmp_path):
+    """`samples_t_mc_*` is task t_mc, not a second evaluation of t (the demo's demo_instruct and
+    demo_instruct_mc got a false "2 evaluations" note each)."""
+    docs = make_docs(6, seed=0)
+    write_run(tmp_path / "runs", "org/base", {"t": scored(docs, 1), "t_mc": scored(docs, 2)}, records=False)
+    (run,) = resolve_runs([tmp_path / "runs"], None)
+    assert set(run.tasks) == {"t", "t_mc"}
+    for task in run.tasks.values():
+        assert not any("evaluations of" in n for n in task.notes), task.notes
+    write_run(tmp_path / "runs", "org/base", {"t": scored(docs, 3)}, date="2030-01-01T09-00-00.000000")
+    (run,) = resolve_runs([tmp_path / "runs"], None)
+    assert any(n.startswith("2 evaluations of t in") for n in run.tasks["t"].notes)
+    assert not any("evaluations of" in n for n in run.tasks["t_mc"].notes)
+
+
 def test_fingerprint_differences_warn(tmp_path):
     docs = make_docs(4, seed=0)
     write_run(tmp_path / "base", "base", {"t": scored(docs, 1)})

@@ -368,7 +368,9 @@ def load_run(folder: Path, label: str, selected: Path | None = None, records_dir
         paths.sort(key=lambda p: _date_id(p.name))
         newest = paths[-1]
         task_run = TaskRun(task, samples_file=newest, reported=reported.get(task, {}))
-        others = len(list(folder.glob(f"{SAMPLES_PREFIX}{task}_*.jsonl"))) - 1
+        # `paths` holds this task's files only: a glob on `samples_<task>_*` would also count the files of a
+        # task whose name extends this one (`demo_instruct_mc` for `demo_instruct`)
+        others = len(paths) - 1
         if others > 0 and selected is None:
             task_run.notes.append(
                 f"{others + 1} evaluations of {task} in {folder}; using the newest "
