@@ -22,7 +22,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
 padding:0 1em;color:#222;line-height:1.45} h1{border-bottom:2px solid #444}h2{border-bottom:1px solid
 #ccc;margin-top:2em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.88em}
-th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left;overflow-wrap:anywhere}td:first-child{overflow-wrap:normal}
+th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left;overflow-wrap:anywhere}
+td:first-child{overflow-wrap:normal}
 th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .note{background:#fff8e1;border-left:4px solid #f0ad4e;padding:.4em .8em;margin:.4em 0}
 .warn{background:#fdecea;border-left:4px solid #d9534f;padding:.4em .8em;margin:.4em 0}
