@@ -38,6 +38,9 @@
 #                        pass, peak memory (the "fits one 80 GB GPU" check)                          (200)
 #   precision_1b         1B, P=512, N=128: float32-TF32 / bf16 / fp16 against float32 without TF32:
 #                        max-entry, Frobenius, instruction_importance; picks the default            (80)
+#   precision_demo       the same on the shipped demo pair's tuned model and its 54 held-out prompts:
+#                        real prompts, where instruction_importance is not 0 (random ids leave it
+#                        at 0, so precision_1b cannot choose)                                        (45)
 #   profile_1b           1B, P=512, N=128 engine under torch.profiler: top kernels, and the ops whose batched
 #                        backward loops per derivative (legacy vmap fallback) with their time share (60)
 #   overhead_1b          lm-eval multiple choice, interp-hf vs hf, 1B config in bf16               (120)
@@ -73,8 +76,8 @@ while [[ $# -gt 0 ]]; do
 done
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false
 
-STAGES=(env deps llama1b_p512 llama7b_p4096_n256 precision_1b profile_1b overhead_1b pytest_gpu llama7b_p512
-    explain_7b llama1b_p512_eager)
+STAGES=(env deps llama1b_p512 llama7b_p4096_n256 precision_1b precision_demo profile_1b overhead_1b pytest_gpu
+    llama7b_p512 explain_7b llama1b_p512_eager)
 COMMON=(--device cuda --dtype bfloat16 --attn sdpa --max-memory --modes auto)
 LLAMA_1B=(--hidden 2048 --layers 16 --heads 32 --kv-heads 8 --intermediate 8192 --vocab 128256)
 LLAMA_7B=(--hidden 4096 --layers 32 --heads 32 --kv-heads 32 --intermediate 11008 --vocab 32000)
@@ -117,6 +120,10 @@ python -c 'import lm_eval, lm_interp_plugin.tasks; print(\"lm_eval\", lm_eval.__
     precision_1b) TIMEOUT=80
         CMD=(python benchmarks/precision.py "${LLAMA_1B[@]}" --prompt 512 --targets 128 --repeats 1
             --device cuda --json "$json") ;;
+    precision_demo) TIMEOUT=45
+        CMD=(python benchmarks/precision.py --model-dir lm_interp_plugin/data/demo_pair/tuned
+            --items lm_interp_plugin/data/demo_pair/heldout_instruct.jsonl --n-items 54 --repeats 1
+            --device cuda --json "$json") ;;
     profile_1b) TIMEOUT=60
         CMD=(python benchmarks/profile_engine.py "${LLAMA_1B[@]}" --prompt 512 --targets 128 --device cuda
             --dtype bfloat16 --json "$json") ;;
@@ -141,6 +148,7 @@ python -c 'import lm_eval, lm_interp_plugin.tasks; print(\"lm_eval\", lm_eval.__
         case "$name" in
         llama*) CMD+=("${TOY_ATTR[@]}") ;;
         precision_1b) CMD+=("${TOY_PREC[@]}") ;;
+        precision_demo) CMD+=(--device cpu --n-items 2 --threads 1) ;;
         profile_1b) CMD+=(--device cpu --dtype float32 --hidden 32 --layers 1 --heads 4 --kv-heads 2
             --intermediate 64 --vocab 97 --prompt 12 --targets 6 --threads 1) ;;
         overhead_1b) CMD+=(--device cpu --dtype float32 --hidden 32 --layers 1 --heads 2 --kv-heads 2

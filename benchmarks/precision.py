@@ -55,16 +55,61 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _attribute(model, prompt, target, repeats: int) -> tuple[np.ndarray, float]:
+def _attribute(model, requests, repeats: int) -> tuple[list[np.ndarray], float]:
+    """Every request's raw matrix, and the median seconds of one pass over all of them."""
     device = next(model.parameters()).device
-    seconds, raw = [], None
+    seconds, raws = [], []
     for _ in range(repeats + 1):  # the first call warms kernels and the allocator
         _sync(device)
         start = time.perf_counter()
-        raw = gradient_x_input(model, prompt, target).raw
+        raws = [gradient_x_input(model, prompt, target).raw for prompt, target, _ in requests]
         _sync(device)
         seconds.append(time.perf_counter() - start)
-    return raw.double().numpy(), statistics.median(seconds[1:])
+    return [raw.double().numpy() for raw in raws], statistics.median(seconds[1:])
+
+
+def item_requests(tokenizer, path: Path, n: int) -> list[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+    """Real requests from a JSONL of ``instruction``, ``input``, ``reference`` items (the demo pair's
+    ``heldout_instruct.jsonl``): the demo task's prompt, the reference as the target, and part labels
+    (BOS ``special``, the instruction's tokens ``instruction``, the rest ``content``)."""
+    from lm_interp_plugin.demo.synthetic import format_answer, format_prompt
+
+    requests = []
+    for line in path.read_text(encoding="utf-8").splitlines()[:n]:
+        item = json.loads(line)
+        prompt_text = format_prompt(item["instruction"], item["input"])
+        enc = tokenizer(prompt_text, return_offsets_mapping=True)
+        special = set(tokenizer.all_special_ids)
+        end = len(item["instruction"])
+        labels = [
+            "special" if tid in special else "instruction" if a < end and b > 0 else "content"
+            for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])
+        ]
+        target = tokenizer(format_answer(item["reference"]), add_special_tokens=False)["input_ids"]
+        requests.append((torch.tensor(enc["input_ids"]), torch.tensor(target), labels))
+    if not requests:
+        raise ValueError(f"{path} holds no items")
+    return requests
+
+
+def pooled_errors(raws: list[np.ndarray], refs: list[np.ndarray], requests, params: ImportanceParams) -> dict:
+    """`errors` over several requests: the largest max-entry error, the pooled Frobenius error, the median of
+    the per-request column medians, the mean instruction_importance of each side and the relative change of
+    that mean (NaN when the reference's mean is 0)."""
+    rows = [errors(raw, ref, labels, params) for raw, ref, (_, _, labels) in zip(raws, refs, requests)]
+    diff2 = sum(float(np.linalg.norm(raw - ref)) ** 2 for raw, ref in zip(raws, refs))
+    ref2 = sum(float(np.linalg.norm(ref)) ** 2 for ref in refs)
+    ii = float(np.mean([r["instruction_importance"] for r in rows]))
+    ii_ref = float(np.mean([r["instruction_importance_ref"] for r in rows]))
+    return {
+        "max_entry_rel": max(r["max_entry_rel"] for r in rows),
+        "frobenius_rel": (diff2 / ref2) ** 0.5 if ref2 else float("nan"),
+        "median_column_max_rel": float(np.median([r["median_column_max_rel"] for r in rows])),
+        "instruction_importance": ii,
+        "instruction_importance_ref": ii_ref,
+        "instruction_importance_rel": abs(ii - ii_ref) / abs(ii_ref) if ii_ref else float("nan"),
+        "requests": len(rows),
+    }
 
 
 def errors(raw: np.ndarray, ref: np.ndarray, labels: Sequence[str], params: ImportanceParams) -> dict:
@@ -116,6 +161,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--intermediate", type=int, default=0)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--model-dir", type=Path, default=None, help="a saved HF model instead of a config")
+    parser.add_argument(
+        "--items",
+        type=Path,
+        default=None,
+        help="real requests instead of random ids: a JSONL of instruction/input/reference items (with "
+        "--model-dir, whose tokenizer encodes them), e.g. the demo pair's heldout_instruct.jsonl",
+    )
+    parser.add_argument("--n-items", type=int, default=12, help="how many of --items")
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--targets", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
@@ -153,27 +206,35 @@ def main(argv: Sequence[str] | None = None) -> dict:
             args.kv_heads,
             args.intermediate,
         )
-    vocab = model.get_input_embeddings().weight.shape[0]
-    gen = torch.Generator().manual_seed(args.seed)
-    prompt = torch.randint(3, vocab, (args.prompt,), generator=gen)
-    target = torch.randint(3, vocab, (args.targets,), generator=gen)
-    labels, params = pass_labels(args.prompt), ImportanceParams()
+    params = ImportanceParams()
+    if args.items is not None:
+        if args.model_dir is None:
+            raise SystemExit("--items needs --model-dir (its tokenizer encodes the items)")
+        from transformers import AutoTokenizer
+
+        requests = item_requests(AutoTokenizer.from_pretrained(args.model_dir), args.items, args.n_items)
+    else:
+        vocab = model.get_input_embeddings().weight.shape[0]
+        gen = torch.Generator().manual_seed(args.seed)
+        prompt = torch.randint(3, vocab, (args.prompt,), generator=gen)
+        target = torch.randint(3, vocab, (args.targets,), generator=gen)
+        requests = [(prompt, target, pass_labels(args.prompt))]
 
     _set_tf32(False)
-    ref, ref_seconds = _attribute(model, prompt, target, args.repeats)
+    ref, ref_seconds = _attribute(model, requests, args.repeats)
     rows = {}
     for name, dtype, tf32 in _candidates(device):
         _set_tf32(tf32)
         try:
             candidate = model if dtype == reference_dtype else copy.deepcopy(model).to(dtype)
-            raw, seconds = _attribute(candidate, prompt, target, args.repeats)
+            raw, seconds = _attribute(candidate, requests, args.repeats)
         except (RuntimeError, torch.OutOfMemoryError) as err:  # e.g. a dtype the CPU build lacks a kernel for
             rows[name] = {"error": str(err)[:300]}
             continue
         finally:
             _set_tf32(False)
         rows[name] = {
-            **errors(raw, ref, labels, params),
+            **pooled_errors(raw, ref, requests, params),
             "seconds": seconds,
             "x_reference": seconds / ref_seconds,
         }
@@ -185,7 +246,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     chosen = min(within, key=lambda n: rows[n]["seconds"]) if within else None
     reference = "float32 (TF32 off)" if device.type == "cuda" else "float64"
     lines = [
-        f"reference {reference}: {ref_seconds:.3f} s; P={args.prompt} N={args.targets} device={device}",
+        f"reference {reference}: {ref_seconds:.3f} s; "
+        + (
+            f"{len(requests)} items of {args.items.name}"
+            if args.items is not None
+            else f"P={args.prompt} N={args.targets}"
+        )
+        + f" device={device}",
         f"{'precision':<14} {'s':>8} {'x ref':>6} {'max-entry':>10} {'Frobenius':>10} {'col max':>8} "
         f"{'II':>8} {'II rel':>8}",
     ]
@@ -204,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         lines.append(
             "chosen default: none (undecidable: the reference instruction_importance is 0 on this input, no "
             "instruction token reaches the density threshold; random token ids do this even on a trained "
-            "model, so choose by the matrix errors above or measure on real prompts)"
+            "model, so choose by the matrix errors above or measure on real prompts: --model-dir --items)"
         )
     else:
         lines.append(f"chosen default (fastest within {args.tolerance:.0%} of the reference's II): {chosen}")

@@ -254,6 +254,7 @@ def test_gpu_script_stages_parse_and_run_at_toy_size(attribution, tmp_path):
     others = {name: script for name, (script, _) in _gpu_commands().items() if name not in stages}
     assert others == {
         "precision_1b": "benchmarks/precision.py",
+        "precision_demo": "benchmarks/precision.py",
         "profile_1b": "benchmarks/profile_engine.py",
         "overhead_1b": "benchmarks/overhead.py",
         "explain_7b": "benchmarks/explain.py",
@@ -266,6 +267,9 @@ def test_gpu_script_stages_parse_and_run_at_toy_size(attribution, tmp_path):
         128,
         "cuda",
     )
+    demo = _load("precision").parse_args(commands["precision_demo"][1])
+    assert demo.model_dir.name == "tuned" and demo.items.name == "heldout_instruct.jsonl"
+    assert (REPO / demo.model_dir).is_dir() and (REPO / demo.items).is_file() and demo.n_items == 54
     overhead = _load("overhead").parse_args(commands["overhead_1b"][1])
     assert (overhead.hidden, overhead.layers, overhead.device, overhead.dtype) == (
         2048,
@@ -382,8 +386,8 @@ def test_gpu_script_dry_run_writes_one_tarball_and_one_summary(tmp_path):
         names = {Path(n).name for n in tar.getnames()}
         stages = tar.extractfile("./stages.tsv").read().decode().splitlines()[1:]
     expected = {
-        "env", "deps", "llama1b_p512", "llama7b_p4096_n256", "precision_1b", "profile_1b", "overhead_1b",
-        "pytest_gpu", "llama7b_p512", "explain_7b", "llama1b_p512_eager",
+        "env", "deps", "llama1b_p512", "llama7b_p4096_n256", "precision_1b", "precision_demo", "profile_1b",
+        "overhead_1b", "pytest_gpu", "llama7b_p512", "explain_7b", "llama1b_p512_eager",
     }  # fmt: skip
     assert {row.split("\t")[0] for row in stages} == expected
     assert all(row.split("\t")[1] == "ok" for row in stages), stages
@@ -473,3 +477,31 @@ def test_explain_benchmark_toy(tmp_path):
     assert json.loads(out.read_text())["config"]["hidden"] == 64
     vocab = explain.synthetic_vocab(1000, 300)
     assert len(set(vocab.token_ids)) == len(vocab.token_ids) == 300 and max(vocab.token_ids) < 1000
+
+
+def test_precision_benchmark_on_real_items_of_the_demo_pair(tmp_path):
+    """--model-dir --items: real prompts of the shipped demo pair, with the instruction's tokens labelled, so
+    the instruction_importance criterion is defined (random ids leave it at 0)."""
+    from transformers import AutoTokenizer
+
+    from lm_interp_plugin.demo.build import shipped_pair
+
+    precision = _load("precision")
+    pair = shipped_pair()
+    tok = AutoTokenizer.from_pretrained(pair.tuned_path)
+    requests = precision.item_requests(tok, pair.heldout_path, 3)
+    item = json.loads(pair.heldout_path.read_text().splitlines()[0])
+    prompt, target, labels = requests[0]
+    assert len(requests) == 3 and len(labels) == len(prompt)
+    instruction = [t for t, lab in zip(prompt.tolist(), labels) if lab == "instruction"]
+    assert tok.decode(instruction).strip() == item["instruction"]
+    assert tok.decode(target.tolist()).strip() == item["reference"]
+    assert labels[0] == "special" and "content" in labels
+    result = precision.main(
+        ["--model-dir", str(pair.tuned_path), "--items", str(pair.heldout_path), "--n-items", "3"]
+        + ["--device", "cpu", "--threads", "1", "--repeats", "1"]
+    )
+    f32 = result["candidates"]["float32"]
+    assert f32["requests"] == 3 and f32["instruction_importance_ref"] > 0  # the criterion is defined here
+    assert f32["frobenius_rel"] < 1e-5 and f32["instruction_importance_rel"] < 1e-6
+    assert "3 items of heldout_instruct.jsonl" in result["table"] and "undecidable" not in result["table"]
