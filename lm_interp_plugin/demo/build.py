@@ -62,9 +62,8 @@ MAX_TRAINING_THREADS = 4
 class DemoRecipe:
     """Every knob of the build; its hash names the cache folder.
 
-    The defaults are sized so that the whole build (both trainings and the evaluation) takes one to two
-    minutes on two idle CPU cores (see demo/README.md); `small()` is a recipe for tests that builds in
-    seconds.
+    The defaults are sized so that the whole build (both trainings and the evaluation) takes two to four
+    minutes on two CPU cores (see demo/README.md); `small()` is a recipe for tests that builds in seconds.
     """
 
     vocab_size: int = 1000
