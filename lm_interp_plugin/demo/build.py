@@ -601,21 +601,28 @@ def greedy_answer(
     text: str,
     max_new_tokens: int = 24,
 ) -> str:
-    """Greedy continuation of the prompt up to EOS or a newline, stripped (the first line of the output)."""
+    """Greedy continuation of the prompt up to EOS or a newline, stripped (the first line of the output).
+
+    Through `generate`, which handles the KV cache for every transformers version (a hand-written loop that
+    passes ``past_key_values`` is deprecated in transformers 5 and removed in 5.40).
+    """
     import torch
 
     ids = torch.tensor([tok(synthetic.format_prompt(instruction, text))["input_ids"]])
-    new: list[int] = []
-    past = None
     with torch.no_grad():
-        for _ in range(max_new_tokens):
-            out = model(input_ids=ids, past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            nxt = int(out.logits[0, -1].argmax())
-            if nxt == tok.eos_token_id or "\n" in tok.decode([nxt]):
-                break
-            new.append(nxt)
-            ids = torch.tensor([[nxt]])
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        )
+    new: list[int] = []
+    for nxt in out[0, ids.shape[1] :].tolist():  # greedy is causal: cutting after the fact is the same
+        if nxt == tok.eos_token_id or "\n" in tok.decode([nxt]):
+            break
+        new.append(nxt)
     return tok.decode(new, skip_special_tokens=True).strip()
 
 
