@@ -70,23 +70,22 @@ def _attribute(model, requests, repeats: int) -> tuple[list[np.ndarray], float]:
 
 def item_requests(tokenizer, path: Path, n: int) -> list[tuple[torch.Tensor, torch.Tensor, list[str]]]:
     """Real requests from a JSONL of ``instruction``, ``input``, ``reference`` items (the demo pair's
-    ``heldout_instruct.jsonl``): the demo task's prompt, the reference as the target, and part labels
-    (BOS ``special``, the instruction's tokens ``instruction``, the rest ``content``)."""
+    ``heldout_instruct.jsonl``), tokenised as interp-hf does (`encode_pair`): the demo task's prompt, the
+    reference as the target, and part labels (`label_tokens`: BOS ``special``, the instruction's tokens
+    ``instruction``, the rest ``content``)."""
     from lm_interp_plugin.demo.synthetic import format_answer, format_prompt
+    from lm_interp_plugin.interpret.encoding import encode_pair, prefix_token, tokenizer_encoder
+    from lm_interp_plugin.spans import label_tokens, token_offsets
 
+    encode, prefix = tokenizer_encoder(tokenizer), prefix_token(tokenizer)
     requests = []
     for line in path.read_text(encoding="utf-8").splitlines()[:n]:
         item = json.loads(line)
-        prompt_text = format_prompt(item["instruction"], item["input"])
-        enc = tokenizer(prompt_text, return_offsets_mapping=True)
-        special = set(tokenizer.all_special_ids)
-        end = len(item["instruction"])
-        labels = [
-            "special" if tid in special else "instruction" if a < end and b > 0 else "content"
-            for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])
-        ]
-        target = tokenizer(format_answer(item["reference"]), add_special_tokens=False)["input_ids"]
-        requests.append((torch.tensor(enc["input_ids"]), torch.tensor(target), labels))
+        text = format_prompt(item["instruction"], item["input"])
+        prompt_ids, target_ids, prompt = encode_pair(encode, text, format_answer(item["reference"]), prefix)
+        offsets = token_offsets(tokenizer, prompt, prompt_ids, add_special_tokens=True)
+        labels = label_tokens(offsets, prompt, {"instruction": [(0, len(item["instruction"]))]}, "content")
+        requests.append((torch.tensor(prompt_ids), torch.tensor(target_ids), labels))
     if not requests:
         raise ValueError(f"{path} holds no items")
     return requests
