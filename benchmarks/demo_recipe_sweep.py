@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # demo_robustness.py, beside this script
+
 SHORT = {"shows up": "+", "opposite": "-", "not significant": "0", "untested": "?"}
 
 
@@ -185,25 +187,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def robustness_summary(summary: dict, variant: str, machine: str | None) -> dict:
-    """One variant's rebuilds as `lm-interp demo` reads them (`demo.run.rebuild_agreement`)."""
-    rows = summary["variants"][variant]["seeds"]
-    return {
-        "what": "verdicts of `lm-interp demo --rebuild --seed S --threads 1` "
-        f"(benchmarks/demo_recipe_sweep.py, recipe overrides {summary['variants'][variant]['overrides']})",
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine,
-        "limit": None,
-        "rebuilds": [
-            {
-                "name": f"seed{seed}-threads1",
-                "seed": int(seed),
-                "threads": 1,
-                "verdicts": {f"{f['task']}/{f['finding']}": f["verdict"] for f in row["findings"]},
-            }
-            for seed, row in rows.items()
-            if row
-        ],
-    }
+    """One variant's rebuilds as `lm-interp demo` reads them, through demo_robustness.py's writer."""
+    from demo_robustness import summary as write_summary
+
+    runs = [
+        {
+            "name": f"seed{seed}-threads1",
+            "build": {"seed": int(seed), "threads": 1},
+            "findings": row["findings"],
+        }
+        for seed, row in summary["variants"][variant]["seeds"].items()
+        if row
+    ]
+    what = (
+        "verdicts of `lm-interp demo --rebuild --seed S --threads 1` "
+        f"(benchmarks/demo_recipe_sweep.py, recipe overrides {summary['variants'][variant]['overrides']})"
+    )
+    return write_summary(runs, None, what=what, machine=machine)
 
 
 if __name__ == "__main__":

@@ -80,12 +80,15 @@ def same_weights(a: Path, b: Path) -> bool | None:
     )
 
 
-def summary(runs: list[dict], limit: int | None) -> dict:
+def summary(runs: list[dict], limit: int | None, what: str | None = None, machine: str | None = None) -> dict:
     """Per rebuild, its verdict of each (task, finding): what `lm-interp demo` reads to say which of the
-    shipped pair's verdicts a rebuild from the recipe keeps."""
+    shipped pair's verdicts a rebuild from the recipe keeps (`demo.run.rebuild_agreement`). Also written by
+    benchmarks/demo_recipe_sweep.py, with its own `what` and the `machine` the builds ran on."""
     return {
-        "what": "verdicts of `lm-interp demo --rebuild --seed S --threads T` (benchmarks/demo_robustness.py)",
+        "what": what
+        or "verdicts of `lm-interp demo --rebuild --seed S --threads T` (benchmarks/demo_robustness.py)",
         "date": time.strftime("%Y-%m-%d"),
+        "machine": machine,
         "limit": limit,
         "rebuilds": [
             {
