@@ -263,6 +263,11 @@ def _md_table(caption: str | None, headers: list[str], rows: list[list[Any]]) ->
     return lines + [""]
 
 
+def table_markdown(table: Table) -> str:
+    """One table as Markdown (its caption in italics above it), e.g. for a command's standard output."""
+    return "\n".join(_md_table(table.caption, table.headers, table.rows))
+
+
 def to_markdown(title: str, blocks: list[Any]) -> str:
     """The report as Markdown; images are linked PNG files next to it."""
     lines = [f"# {_md(title)}", ""]
