@@ -203,6 +203,18 @@ def test_component_cache_round_trip_and_invalidation(tmp_path, tok, monkeypatch,
         load_or_compute_components(model, 3, tmp_path, "", progress=False)
 
 
+def test_cache_file_names_are_cut_between_words():
+    """The readable part of a cache file name ends the model path and starts with a whole word."""
+    identity = "/work/wt/report/lm_interp_plugin/data/demo_pair/checkpoints/instruction-tuned"
+    name = ef.readable_name(identity)
+    assert len(name) <= ef.NAME_CHARS and identity.replace("/", "_").endswith(name)
+    assert name == "interp_plugin_data_demo_pair_checkpoints_instruction-tuned"  # not "p_plugin_..."
+    assert ef.readable_name("org/model") == "org_model"  # short: whole
+    assert ef.readable_name("x" * 80) == "x" * ef.NAME_CHARS  # one long word: its end
+    path = ef.component_cache_path("/c", identity, 3, "float32", "abc")
+    assert path.name.startswith("ffn_components_interp_plugin_data_") and path.name.endswith(".npz")
+
+
 def test_concept_cache_writes_labels_next_to_components(tmp_path, llama, tok):
     _, labels = load_or_compute_concepts(
         llama, tok, 3, tmp_path, "tiny/llama", top_n=4, labeller_options={"lexicons": LEX}, progress=False
