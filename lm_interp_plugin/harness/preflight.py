@@ -299,7 +299,7 @@ def check_interp_args(model_args: dict[str, Any]) -> None:
     try:
         InterpSettings.from_kwargs(interp)
     except ValueError as err:
-        raise PreflightError(f"--model_args: {err}") from None
+        raise PreflightError(str(err)) from None  # names the key and the valid values
 
 
 def check_run(argv: Sequence[str]) -> None:
@@ -308,9 +308,9 @@ def check_run(argv: Sequence[str]) -> None:
         return
     model = option(argv, "--model")
     model_args = parse_model_args(option(argv, "--model_args", "-a") or "")
+    if model == "interp-hf":  # loads torch (~2 s of CPU), only when interp_ arguments are given
+        check_interp_args(model_args)
     if model in _PATH_MODELS:
         pretrained = model_args.get("pretrained")
         check_pretrained(str(pretrained) if pretrained is not None else None, model_args.get("revision"))
     check_tasks(option(argv, "--tasks", "-t"), include_paths(argv))
-    if model == "interp-hf":  # last: it loads torch (~2 s of CPU)
-        check_interp_args(model_args)
