@@ -93,6 +93,8 @@ def test_stock_task_names_come_from_the_yaml_text(empty_hub_cache, tmp_path, mon
         "group: mmlu  # the group\ntag:\n  - knowledge\n  - exam\ntask: mmlu_x\n"
     )
     (stock / "c.yaml").write_text("task: !function x.y\n")
+    (stock / "_template_yaml").write_text('"tag":\n- "quoted_tag"\n')  # quoted keys, an included template
+    (stock / "notes.md").write_text("task: not_a_task\n")
     assert yaml_task_names([stock]) == {
         "hellaswag",
         "multiple_choice",
@@ -102,6 +104,7 @@ def test_stock_task_names_come_from_the_yaml_text(empty_hub_cache, tmp_path, mon
     } | {
         "exam",
         "mmlu_x",
+        "quoted_tag",
     }
     monkeypatch.setattr(preflight, "lmeval_tasks_folder", lambda: stock)
     check_run(_run_args(str(tmp_path), "hellaswag,mmlu_*,exam"))
