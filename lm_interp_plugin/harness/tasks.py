@@ -38,6 +38,10 @@ TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
 INSTRUCTION_FOUND = names.INSTRUCTION_FOUND
 
 
+class FewshotLeakError(ValueError):
+    """A task would show the model demonstrations that may contain the evaluated item and its answer."""
+
+
 @dataclass
 class RequestTag:
     """What `InterpTask` tells `interp-hf` about one lm-eval ``Instance``, and what interp-hf answers.
@@ -161,12 +165,69 @@ class InterpTask(ConfigurableTask):
         self._skipped = 0
         self._first_skip = ""
         self._system_instruction: str | None = None
+        self._warned_fewshot = False
 
     def fewshot_context(self, doc: dict, num_fewshot: int, *args: Any, **kwargs: Any):
         """lm-eval's context, remembering the ``--system_instruction`` it was built with: without a chat
-        template nothing else separates it from the first few-shot example (see `segment_prompt`)."""
+        template nothing else separates it from the first few-shot example (see `segment_prompt`).
+
+        Raises:
+            FewshotLeakError: the demonstrations would be drawn from the evaluated split without lm-eval
+                leaving the evaluated document out (see `check_demonstrations`).
+        """
+        self.check_demonstrations(num_fewshot)
         self._system_instruction = kwargs.get("system_instruction", args[0] if args else None)
         return super().fewshot_context(doc, num_fewshot, *args, **kwargs)
+
+    def fewshot_source(self) -> tuple[str | None, bool]:
+        """The split lm-eval draws demonstrations from (None: a fixed list in ``fewshot_config.samples``),
+        and whether it leaves the evaluated document out of them.
+
+        lm-eval leaves the evaluated document out only when ``fewshot_split`` names the test split; without
+        a ``fewshot_split`` it falls back to the training, validation, then test split, and from the test
+        split it may draw the evaluated item itself, with its answer, as a demonstration.
+        """
+        cfg = getattr(self, "fewshot_cfg", None)
+        declared = getattr(cfg, "split", None) or self.config.fewshot_split
+        if declared is not None:
+            return declared, declared == self.config.test_split
+        fixed = self.config.fewshot_config
+        samples = getattr(cfg, "samples", None)
+        if samples is None and isinstance(fixed, Mapping):
+            samples = fixed.get("samples")
+        if samples is not None:
+            return None, False
+        if self.has_training_docs():
+            return self.config.training_split, False
+        if self.has_validation_docs():
+            return self.config.validation_split, False
+        return self.config.test_split, False
+
+    def check_demonstrations(self, num_fewshot: int | None) -> None:
+        """Refuse demonstrations that may contain the evaluated item; warn (once) when they come from the
+        evaluated split with the item itself left out."""
+        if not num_fewshot or num_fewshot <= 0:
+            return
+        split, drops_itself = self.fewshot_source()
+        if split is None or split != self.config.test_split:
+            return
+        if not drops_itself:
+            raise FewshotLeakError(
+                f"task {self.config.task}: --num_fewshot {num_fewshot} would draw the demonstrations from "
+                f"the split it evaluates ({split!r}; the task has no fewshot_split, training or validation "
+                "split), so a prompt can contain its own item with its answer. Give the task a "
+                "fewshot_split of other items (the shipped interp_ tasks have one), or run with "
+                "--num_fewshot 0"
+            )
+        if not self._warned_fewshot:
+            self._warned_fewshot = True
+            logger.warning(
+                "task %s: the demonstrations of --num_fewshot come from the evaluated split %r (lm-eval "
+                "leaves each prompt's own document out, but the other evaluated items serve as "
+                "demonstrations); a fewshot_split of other items keeps them apart",
+                self.config.task,
+                split,
+            )
 
     # ------------------------------------------------------------------ data
     def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -208,6 +269,11 @@ class InterpTask(ConfigurableTask):
         system = (self._system_instruction or "").strip()
         if system and (at := context.find(system)) >= 0:  # a system prompt is an instruction too
             spans.setdefault("instruction", []).insert(0, (at, at + len(system)))
+        from .segment import demonstration_spans
+
+        demos = demonstration_spans(self, doc, context, self._system_instruction)
+        if demos:  # the demonstrations of --num_fewshot, which would otherwise be template text
+            spans["fewshot"] = demos
         return spans
 
     def _auto_segment(self, doc: dict, context: str) -> dict[str, list[tuple[int, int]]]:
