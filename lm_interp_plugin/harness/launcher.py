@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from .local_data import DATA_DIR_ENV, dataset_status
+from .outputs import failed_writes_raise
 from .tasks import tasks_dir
 
 
@@ -229,7 +230,10 @@ def run_lmeval(argv: list[str], builtin_tasks: bool = True) -> None:
     old_argv = sys.argv
     sys.argv = ["lm-interp", *argv]
     try:
-        with plugin_tasks_visible(builtin_tasks=builtin_tasks):
+        with (
+            plugin_tasks_visible(builtin_tasks=builtin_tasks),
+            failed_writes_raise(_option(argv, "--output_path", "-o")),
+        ):
             cli_evaluate()
     except SystemExit as done:
         if argv[:1] == ["run"] and ("--help" in argv or "-h" in argv) and not done.code:
