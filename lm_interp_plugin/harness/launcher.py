@@ -24,7 +24,7 @@ import yaml
 
 from .local_data import DATA_DIR_ENV, dataset_status
 from .outputs import failed_writes_raise
-from .tasks import tasks_dir
+from .tasks import check_local_data, tasks_dir
 
 
 @contextlib.contextmanager
@@ -177,6 +177,15 @@ def format_plugin_tasks(tasks: list[PluginTask]) -> str:
     return "\n".join(lines)
 
 
+def check_plugin_task_data(argv: Sequence[str]) -> None:
+    """Check the local data of the plugin tasks among ``--tasks`` (`tasks.check_local_data`) before
+    lm-eval starts: it loads the model first and reads the data after, and its data errors name no file."""
+    names = [p for p in (_option(argv, "--tasks", "-t") or "").split(",") if p]
+    for task in plugin_tasks(_include_paths(argv)):
+        if task.interp.get("data_files") and any(fnmatch.fnmatchcase(task.name, p) for p in names):
+            check_local_data(yaml.load(task.path.read_text(encoding="utf-8"), Loader=_AnyTagLoader))
+
+
 def _include_paths(argv: Sequence[str]) -> list[Path]:
     value = _option(argv, "--include_path")
     return [Path(p) for p in value.split(",")] if value else []
@@ -227,6 +236,7 @@ def run_lmeval(argv: list[str], builtin_tasks: bool = True) -> None:
 
     if argv and argv[0] == "run":
         argv = with_records_dir(argv)
+        check_plugin_task_data(argv)
     old_argv = sys.argv
     sys.argv = ["lm-interp", *argv]
     try:

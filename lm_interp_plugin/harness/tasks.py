@@ -93,6 +93,91 @@ def tasks_dir() -> Path:
     return TASKS_DIR
 
 
+class TaskDataError(ValueError):
+    """A task's local data file cannot be evaluated as it stands (encoding, JSON, fields, choices)."""
+
+
+def check_local_data(config: Mapping[str, Any]) -> dict[str, Path]:
+    """The local data files of a task config (``metadata.interp.data_files``), checked line by line.
+
+    Why: lm-eval reads them only after the model has loaded, and its errors name no file ("string index
+    out of range" for an empty answer choice, "'instruction' is undefined" for a missing field, a decoding
+    error for invalid UTF-8); `lm-interp run` calls this before lm-eval starts, and `InterpTask` again when
+    it loads the data.
+
+    Returns:
+        split -> the file's path (relative names resolved against the shipped task folder).
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        TaskDataError: a file is not UTF-8 or not JSON lines, a line lacks a declared field, or a multiple
+            choice line has an empty choice; the message names the file, the line and the fix.
+    """
+    task = config.get("task", "?")
+    interp = (config.get("metadata") or {}).get("interp") or {}
+    fields = [*(interp.get("instruction_fields") or []), *(interp.get("content_fields") or [])]
+    choices = config.get("doc_to_choice")
+    choice_field = (
+        choices
+        if config.get("output_type") == "multiple_choice" and isinstance(choices, str) and "{" not in choices
+        else None
+    )
+    resolved: dict[str, Path] = {}
+    for split, name in (interp.get("data_files") or {}).items():
+        path = Path(name)
+        if not path.is_absolute():
+            path = tasks_dir() / path
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"task {task}: data file {path} not found; reinstall lm-interp "
+                "(pip install -e .) or fix metadata.interp.data_files in the task YAML"
+            )
+        _check_rows(task, path, fields, choice_field)
+        resolved[split] = path
+    return resolved
+
+
+def _check_rows(task: str, path: Path, fields: list[str], choice_field: str | None) -> None:
+    import json
+
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise TaskDataError(
+            f"task {task}: data file {path} is not valid UTF-8 (line {line}, byte {err.start}: "
+            f"{data[err.start : err.start + 4]!r}); save it as UTF-8"
+        ) from err
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise TaskDataError(
+                f"task {task}: {path}:{lineno} is not a JSON object ({err.msg}); one JSON object per line"
+            ) from err
+        if not isinstance(row, dict):
+            raise TaskDataError(
+                f"task {task}: {path}:{lineno} is not a JSON object; one JSON object per line"
+            )
+        missing = [f for f in fields if f not in row]
+        if missing:
+            raise TaskDataError(
+                f"task {task}: {path}:{lineno} has no field {missing[0]!r} (declared in "
+                "metadata.interp of the task YAML); add it to every line or fix the YAML"
+            )
+        options = row.get(choice_field) if choice_field else None
+        if isinstance(options, list):
+            empty = [i for i, c in enumerate(options) if not isinstance(c, str) or not c.strip()]
+            if empty:
+                raise TaskDataError(
+                    f"task {task}: {path}:{lineno}: choice {empty[0]} of {choice_field!r} is empty "
+                    f"({options[empty[0]]!r}); an empty answer cannot be scored, give it text"
+                )
+
+
 class _InterpMetrics(dict):
     """Aggregation table that averages any interpretation metric it was not told about.
 
@@ -231,23 +316,18 @@ class InterpTask(ConfigurableTask):
 
     # ------------------------------------------------------------------ data
     def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        data_files = self.interp_config.get("data_files")
-        if not data_files:
+        if not self.interp_config.get("data_files"):
             return super().download(dataset_kwargs, **kwargs)
         import datasets
 
-        resolved = {}
-        for split, name in data_files.items():
-            path = Path(name)
-            if not path.is_absolute():
-                path = tasks_dir() / path
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"task {self.config.task}: data file {path} not found; reinstall lm-interp "
-                    "(pip install -e .) or fix metadata.interp.data_files in the task YAML"
-                )
-            resolved[split] = str(path)
-        self.dataset = datasets.load_dataset("json", data_files=resolved)
+        config = {
+            "task": self.config.task,
+            "output_type": self.config.output_type,
+            "doc_to_choice": self.config.doc_to_choice,
+            "metadata": {"interp": self.interp_config},
+        }
+        resolved = check_local_data(config)
+        self.dataset = datasets.load_dataset("json", data_files={k: str(v) for k, v in resolved.items()})
 
     # ------------------------------------------------------------------ requests
     def segment(self, doc: dict, context: str) -> dict[str, list[tuple[int, int]]]:

@@ -423,6 +423,9 @@ def load_run(folder: Path, label: str, selected: Path | None = None, records_dir
         elif selected is None:
             tasks[name] = found
     for task_run in tasks.values():
+        outside = _records_outside(task_run, folder, records_dir)
+        if outside:
+            task_run.notes.append(outside)
         _join_records(task_run)
         if task_run.samples_file is None:
             _fill_from_records(task_run)
@@ -438,6 +441,21 @@ def load_run(folder: Path, label: str, selected: Path | None = None, records_dir
             "--log_samples (and --model interp-hf) so runs can be paired"
         )
     return Run(label, folder, model, tasks, notes, searched)
+
+
+def _records_outside(task_run: TaskRun, folder: Path, given: Path | None) -> str | None:
+    """Records read through the absolute records folder a results file names, outside the run folder: a
+    copied run reads the original's records from there, which the report says."""
+    path = task_run.records_file
+    if path is None or (given is not None and path.resolve().is_relative_to(Path(given).resolve())):
+        return None
+    if path.resolve().is_relative_to(folder.resolve()):
+        return None
+    return (
+        f"interpretation records of {task_run.task} read from {path.parent}, the records folder named in "
+        f"the results file, outside the run folder {folder} (a copied or moved run reads the original's "
+        "records there); pass `--records DIR` to read another copy"
+    )
 
 
 def _truncation_note(task: str, path: Path, samples: dict[str, DocSample], n_docs: int | None) -> str | None:
