@@ -51,7 +51,7 @@ def test_no_prompt_contains_its_own_item(shipped, name):
         assert context.count(task.doc_to_text(doc)) == 1, doc["id"]
 
 
-def _leaky_task(tmp_path: Path, fewshot_split: str | None = None):
+def _leaky_task(tmp_path: Path, fewshot_split: str | None = None, split: str = "test"):
     from lm_interp_plugin.harness.tasks import InterpTask
 
     data = tmp_path / "items.jsonl"
@@ -60,27 +60,30 @@ def _leaky_task(tmp_path: Path, fewshot_split: str | None = None):
     config = {
         "task": "leaky",
         "dataset_path": "json",
-        "test_split": "test",
+        f"{split}_split": split,
         "output_type": "multiple_choice",
         "doc_to_text": "{{instruction}}\n\nInput: {{input}}\n\nOutput:",
         "doc_to_choice": "choices",
         "doc_to_target": "label",
         "metric_list": [{"metric": "acc"}],
-        "metadata": {"interp": {"instruction_fields": ["instruction"], "data_files": {"test": str(data)}}},
+        "metadata": {"interp": {"instruction_fields": ["instruction"], "data_files": {split: str(data)}}},
     }
     if fewshot_split:
         config["fewshot_split"] = fewshot_split
     return InterpTask(config=config)
 
 
-def test_demonstrations_from_the_evaluated_split_are_refused(tmp_path):
+@pytest.mark.parametrize("split", ["test", "validation"])
+def test_demonstrations_from_the_evaluated_split_are_refused(tmp_path, split):
+    """No fewshot_split: lm-eval falls back to the evaluated split (a test split; or a validation split, as
+    with a local copy that lacks the training split) and does not leave the evaluated item out."""
     from lm_interp_plugin.harness.tasks import FewshotLeakError
 
-    task = _leaky_task(tmp_path)
-    doc = next(iter(task.test_docs()))
-    assert task.fewshot_source() == ("test", False)
+    task = _leaky_task(tmp_path, split=split)
+    doc = next(iter(task.eval_docs))
+    assert task.fewshot_source() == (split, False)
     task.fewshot_context(doc, num_fewshot=0)  # zero-shot: nothing to refuse
-    with pytest.raises(FewshotLeakError, match=r"task leaky: --num_fewshot 2 .*'test'.*fewshot_split"):
+    with pytest.raises(FewshotLeakError, match=rf"task leaky: --num_fewshot 2 .*'{split}'.*fewshot_split"):
         task.fewshot_context(doc, num_fewshot=2)
 
 

@@ -269,8 +269,9 @@ class InterpTask(ConfigurableTask):
         and whether it leaves the evaluated document out of them.
 
         lm-eval leaves the evaluated document out only when ``fewshot_split`` names the test split; without
-        a ``fewshot_split`` it falls back to the training, validation, then test split, and from the test
-        split it may draw the evaluated item itself, with its answer, as a demonstration.
+        a ``fewshot_split`` it falls back to the training, validation, then test split, and from the
+        evaluated split (a task that evaluates its validation split, a local copy without a training
+        split) it may draw the evaluated item itself, with its answer, as a demonstration.
         """
         cfg = getattr(self, "fewshot_cfg", None)
         declared = getattr(cfg, "split", None) or self.config.fewshot_split
@@ -294,13 +295,14 @@ class InterpTask(ConfigurableTask):
         if not num_fewshot or num_fewshot <= 0:
             return
         split, drops_itself = self.fewshot_source()
-        if split is None or split != self.config.test_split:
+        evaluated = self.config.test_split if self.has_test_docs() else self.config.validation_split
+        if split is None or split != evaluated:
             return
         if not drops_itself:
             raise FewshotLeakError(
                 f"task {self.config.task}: --num_fewshot {num_fewshot} would draw the demonstrations from "
-                f"the split it evaluates ({split!r}; the task has no fewshot_split, training or validation "
-                "split), so a prompt can contain its own item with its answer. Give the task a "
+                f"the split it evaluates ({split!r}, with no fewshot_split of other items), so a prompt can "
+                "contain its own item with its answer. Give the task a "
                 "fewshot_split of other items (the shipped interp_ tasks have one), or run with "
                 "--num_fewshot 0"
             )
