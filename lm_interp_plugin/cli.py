@@ -180,6 +180,13 @@ def _debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
     return debug, rest
 
 
+#: What a user needs after Ctrl-C: nothing finished is lost (records are written line by line).
+RESUME_HINT = (
+    "Rerun the same command to resume: the interpretation records written so far are kept and reused "
+    "(the traceback with --verbosity DEBUG)"
+)
+
+
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     if not isinstance(err, (ValueError, RuntimeError, OSError, LookupError)) or isinstance(err, KeyError):
@@ -194,7 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug, argv = _debug_requested(argv)
     try:
         return _main(argv, debug)
-    except (KeyboardInterrupt, SystemExit):
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"lm-interp: interrupted. {RESUME_HINT}", file=sys.stderr)
+        return 130
+    except SystemExit:
         raise
     except PreflightError as err:  # a wrong argument caught before lm-eval starts: the line says it all
         print(f"lm-interp: error: {err}", file=sys.stderr)

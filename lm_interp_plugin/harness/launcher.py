@@ -17,16 +17,20 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import yaml
+
 from .local_data import dataset_status
+from .outputs import failed_writes_raise
 from .preflight import (  # noqa: F401  (PluginTask: re-exported, the listing's record)
     PluginTask,
+    _AnyTagLoader,
     format_plugin_tasks,
     include_paths,
     option,
     parse_model_args,
     plugin_tasks,
 )
-from .tasks import tasks_dir
+from .tasks import check_local_data, tasks_dir
 
 
 @contextlib.contextmanager
@@ -114,6 +118,15 @@ def validate_data(argv: Sequence[str]) -> list[str]:
     return lines
 
 
+def check_plugin_task_data(argv: Sequence[str]) -> None:
+    """Check the local data of the plugin tasks among ``--tasks`` (`tasks.check_local_data`) before
+    lm-eval starts: it loads the model first and reads the data after, and its data errors name no file."""
+    names = [p for p in (option(argv, "--tasks", "-t") or "").split(",") if p]
+    for task in plugin_tasks(include_paths(argv)):
+        if task.interp.get("data_files") and any(fnmatch.fnmatchcase(task.name, p) for p in names):
+            check_local_data(yaml.load(task.path.read_text(encoding="utf-8"), Loader=_AnyTagLoader))
+
+
 def _strip_flag(argv: list[str], flag: str) -> tuple[list[str], bool]:
     return [a for a in argv if a != flag], flag in argv
 
@@ -139,10 +152,14 @@ def run_lmeval(argv: list[str], builtin_tasks: bool = True) -> None:
 
     if argv and argv[0] == "run":
         argv = with_records_dir(argv)
+        check_plugin_task_data(argv)
     old_argv = sys.argv
     sys.argv = ["lm-interp", *argv]
     try:
-        with plugin_tasks_visible(builtin_tasks=builtin_tasks):
+        with (
+            plugin_tasks_visible(builtin_tasks=builtin_tasks),
+            failed_writes_raise(option(argv, "--output_path", "-o")),
+        ):
             cli_evaluate()
     except SystemExit as done:
         if argv[:1] == ["run"] and ("--help" in argv or "-h" in argv) and not done.code:
