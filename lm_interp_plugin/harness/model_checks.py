@@ -1,5 +1,5 @@
-"""Checks `interp-hf` makes once (beside `preflight`, which checks the command line before lm-eval starts), before lm-eval's long passes: where records go, and whether the model is a
-finite, causal decoder.
+"""Checks `interp-hf` makes once, before lm-eval's long passes: where records go, and whether the model is a
+finite, causal decoder (`preflight` checks the command line, before lm-eval starts).
 
 Why: each of these otherwise fails late or not at all. An unwritable ``records_dir`` failed only after the
 whole loglikelihood pass, naming no argument; NaN weights gave an FFN error on a float32 model, or a JSON
