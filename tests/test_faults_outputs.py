@@ -84,7 +84,7 @@ def test_lm_interp_run_fails_when_lm_eval_could_not_write_its_samples(monkeypatc
         logging.getLogger(TRACKER_LOGGER).info("OSError(28, 'No space left on device')")
 
     monkeypatch.setattr(lm_eval.__main__, "cli_evaluate", cli_evaluate)
-    assert main(["run", "--model", "interp-hf", "--output_path", "runs/x", "--tasks", "t"]) == 1
+    assert main(["run", "--model", "interp-hf", "--output_path", "runs/x", "--tasks", "interp_instruct"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("lm-interp: error: lm-eval could not write its output files under runs/x"), err
     assert "No space left on device" in err and err.count("\n") == 0
