@@ -227,6 +227,11 @@ def _main(argv: list[str], debug: bool) -> int:
             from .harness.preflight import check_run
 
             check_run(argv[1:])
+        if argv[0] == "ls" and "--plugin-only" in argv:  # a text read of the task folder: no lm-eval import
+            from .harness.preflight import format_plugin_tasks, include_paths, plugin_tasks
+
+            print(format_plugin_tasks(plugin_tasks(include_paths(argv))))
+            return 0
         from .harness.launcher import run_lmeval
 
         run_lmeval(argv)
