@@ -136,3 +136,15 @@ def test_metrics_are_checked_against_the_stored_matrix():
         dataclasses.replace(rec, quantised=quantised)
     )
     assert metrics_mismatch(dataclasses.replace(rec, raw=[], quantised=[])) is None  # nothing stored
+
+
+def test_stored_log_probabilities_must_match_the_answer():
+    import dataclasses
+
+    from lm_interp_plugin.harness.verify import logprob_mismatch
+
+    rec = dataclasses.replace(_consistent_record(), extras={"target_logprobs": [-1.25, -0.5]})
+    assert logprob_mismatch(rec, -1.75 + 1e-6, half_precision=False) is None  # another forward's rounding
+    assert "sum to -1.75, this model answers -2.5" in logprob_mismatch(rec, -2.5, half_precision=False)
+    assert logprob_mismatch(rec, -1.9, half_precision=True) is None  # bf16's log-softmax
+    assert logprob_mismatch(dataclasses.replace(rec, extras={}), -9.0, half_precision=False) is None
