@@ -10,10 +10,8 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def tiny(lm_tokenizer):
-    from lm_interp_plugin.testing.tiny import build_tiny_model
-
-    return build_tiny_model("llama", lm_tokenizer, seed=0)
+def tiny(tiny_model):
+    return tiny_model("llama", seed=0)
 
 
 def test_an_unwritable_records_dir_is_named(tmp_path):
