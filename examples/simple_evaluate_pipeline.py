@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{metric:>32}: {scores[f'{metric},none']:.3f}")
     print("per example (lm-eval's samples carry the same keys):")
     for sample in results["samples"]["interp_instruct_mc"]:
-        acc, importance = sample["acc"], sample["instruction_importance"]
-        print(f"  doc {sample['doc_id']:>3}: acc {acc:.0f}  instruction_importance {importance:.3f}")
+        importance = sample.get("instruction_importance")  # absent where undefined (the record says why)
+        shown = "absent" if importance is None else f"{importance:.3f}"
+        print(f"  doc {sample['doc_id']:>3}: acc {sample['acc']:.0f}  instruction_importance {shown}")
     print(f"records: {sorted(p.name for p in (args.out / 'records').rglob('*.jsonl'))}")
     return results
 

@@ -134,6 +134,10 @@ class InterpRecord:
             notes: the request's notes before the pass's own (which follow).
             store_matrices: keep the raw and quantised matrices (they dominate the file size).
         """
+        metrics = {k: v for k, v in result.metrics.items() if math.isfinite(v)}
+        dropped = sorted(set(result.metrics) - set(metrics))
+        if dropped:  # undefined, not a crash of the JSON writer ("Out of range float values ...")
+            notes = [*notes, f"not finite (NaN/inf), left out: {', '.join(dropped)}"]
         return cls(
             **request,
             prompt_tokens=prompt_tokens,
@@ -142,7 +146,7 @@ class InterpRecord:
             raw=result.raw.tolist() if store_matrices else [],
             quantised=result.quantised.tolist() if store_matrices else [],
             params={**params, "mode": result.mode, "method": result.method},
-            metrics=result.metrics,
+            metrics=metrics,
             attention=result.attention,
             ffn=result.ffn,
             extras={"target_logprobs": result.target_logprobs.tolist(), **result.extras},

@@ -635,6 +635,7 @@ def test_records_dir_that_cannot_be_written_fails_before_the_model_loads(task_ma
         evaluate(task_manager, tmp_path / "no-such-model", "/proc/x")
 
 
+@pytest.mark.slow  # runs lm-eval end to end
 def test_an_edited_record_with_a_valid_checksum_is_recomputed(
     task_manager, weights, fresh_a, tmp_path, caplog
 ):
@@ -655,6 +656,7 @@ def test_an_edited_record_with_a_valid_checksum_is_recomputed(
     assert "not what its own stored matrix gives" in text and "1 invalid record" in text, text
 
 
+@pytest.mark.slow  # runs lm-eval end to end
 def test_unreadable_lines_are_not_counted_as_computed(task_manager, weights, fresh_a, tmp_path, caplog):
     records = tmp_path / "records"
     shutil.copytree(fresh_a[2], records)
@@ -705,3 +707,21 @@ def test_nan_weights_are_named_before_the_passes(task_manager, weights, tmp_path
         with pytest.raises(ValueError, match=rf"weight tensor\(s\) hold NaN or inf: model\.{name}|{name}"):
             evaluate(task_manager, model, tmp_path / f"records{extra}", extra=extra)
     assert not any((tmp_path / "records").glob("interp_records_*"))
+
+
+@pytest.mark.slow  # runs lm-eval end to end
+def test_a_record_of_another_model_relabelled_is_recomputed(task_manager, weights, fresh_a, tmp_path, caplog):
+    """Checkpoint B's records given A's fingerprint (checksums recomputed): their matrices are consistent, but
+    their target log-probabilities are not what A answers, so A recomputes them."""
+    records = tmp_path / "records"
+    evaluate(task_manager, weights["B"], records)
+    a_print = next(iter(fresh_a[1].values()))["fingerprint"]
+    path = records_path(records)
+    for i in range(LIMIT):
+        rewrite_line(path, i, lambda d: d.update(fingerprint=a_print), keep_checksum=False)
+    with caplog.at_level(logging.INFO, logger="lm_interp_plugin"):
+        again = evaluate(task_manager, weights["A"], records)
+    assert samples_of(again) == fresh_a[0]
+    assert effective_records(records) == fresh_a[1]
+    (summary,) = [r.getMessage() for r in caplog.records if "interpretation records in" in r.getMessage()]
+    assert f"{LIMIT} stored log-probabilities differ from this model's" in summary, summary

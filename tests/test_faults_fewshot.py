@@ -19,12 +19,9 @@ def _rows(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def shipped():
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lmeval_run import plugin_task_manager
 
-    from lm_interp_plugin.harness.tasks import tasks_dir
-
-    manager = TaskManager(include_path=[str(tasks_dir())], include_defaults=False)
-    return get_task_dict(list(SHIPPED), manager)
+    return plugin_task_manager(include_defaults=False).load(list(SHIPPED))["tasks"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)

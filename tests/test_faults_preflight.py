@@ -10,10 +10,8 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def tiny(lm_tokenizer):
-    from lm_interp_plugin.testing.tiny import build_tiny_model
-
-    return build_tiny_model("llama", lm_tokenizer, seed=0)
+def tiny(tiny_model):
+    return tiny_model("llama", seed=0)
 
 
 def test_an_unwritable_records_dir_is_named(tmp_path):
@@ -136,3 +134,51 @@ def test_metrics_are_checked_against_the_stored_matrix():
         dataclasses.replace(rec, quantised=quantised)
     )
     assert metrics_mismatch(dataclasses.replace(rec, raw=[], quantised=[])) is None  # nothing stored
+
+
+def test_stored_log_probabilities_must_match_the_answer():
+    import dataclasses
+
+    from lm_interp_plugin.harness.verify import logprob_mismatch
+
+    rec = dataclasses.replace(_consistent_record(), extras={"target_logprobs": [-1.25, -0.5]})
+    assert logprob_mismatch(rec, -1.75 + 1e-6, half_precision=False) is None  # another forward's rounding
+    assert "sum to -1.75, this model answers -2.5" in logprob_mismatch(rec, -2.5, half_precision=False)
+    assert logprob_mismatch(rec, -1.9, half_precision=True) is None  # bf16's log-softmax
+    assert logprob_mismatch(dataclasses.replace(rec, extras={}), -9.0, half_precision=False) is None
+
+
+def test_a_non_finite_metric_is_left_out_of_the_record_not_a_json_crash():
+    """Before: "Out of range float values are not JSON compliant" while writing the record."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from lm_interp_plugin.records import InterpRecord, parse_record_line, record_line
+
+    result = SimpleNamespace(
+        raw=np.zeros((2, 1)),
+        quantised=np.zeros((2, 1), dtype=np.int64),
+        mode="reverse",
+        method="gradient_x_input",
+        metrics={"instruction_attention": 0.25, "ablation_drop_removed": float("nan")},
+        attention={},
+        ffn={},
+        target_logprobs=np.array([-1.0]),
+        extras={},
+        notes=[],
+    )
+    request = {"task": "t", "doc_id": 0, "doc_hash": "h", "request_index": 0}
+    record = InterpRecord.from_pass(
+        result,
+        request={**request, "request_type": "loglikelihood", "role": "gold"},
+        prompt_tokens=["a", "b"],
+        target_tokens=["c"],
+        token_parts=["instruction", "content"],
+        params={"L": 10},
+        fingerprint={},
+        notes=[],
+    )
+    assert record.metrics == {"instruction_attention": 0.25}
+    assert "not finite (NaN/inf), left out: ablation_drop_removed" in record.notes
+    assert parse_record_line(record_line(record)).metrics == record.metrics

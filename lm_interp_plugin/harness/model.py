@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import CacheHook
 from lm_eval.api.registry import register_model
@@ -38,7 +39,7 @@ from ..records import RECORDS_DIR_KEY, InterpRecord, RecordStore
 from ..spans import SPECIAL, label_tokens, token_offsets, truncated_offsets
 from .model_checks import check_model, check_records_dir
 from .tasks import tag_of
-from .verify import metrics_mismatch
+from .verify import logprob_mismatch, metrics_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,10 @@ class InterpHFLM(HFLM):
         self._fp32_errors: list[float] = []
         logger.info("interp-hf: interpretation records go to %s", self.records_dir)
 
+    @property
+    def _half_precision(self) -> bool:
+        return next(self.model.parameters()).dtype in (torch.float16, torch.bfloat16)
+
     def _shard_across_cpu_processes(self) -> None:
         """Data parallel on CPUs under ``torchrun``/``accelerate`` (``ACCELERATE_USE_CPU=1``).
 
@@ -119,7 +124,8 @@ class InterpHFLM(HFLM):
 
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         results = super().loglikelihood(requests, disable_tqdm=disable_tqdm)
-        self._interpret_all(requests, [req.args[1] for req in requests], disable_tqdm)
+        answers = {id(req): float(result[0]) for req, result in zip(requests, results)}
+        self._interpret_all(requests, [req.args[1] for req in requests], disable_tqdm, answers)
         return results
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
@@ -157,7 +163,15 @@ class InterpHFLM(HFLM):
         role = tag.role
         return self.interp_settings.choices == "all" or role in (None, "gold", "generated")
 
-    def _interpret_all(self, requests: list[Instance], targets: list[str], disable_tqdm: bool) -> None:
+    def _interpret_all(
+        self,
+        requests: list[Instance],
+        targets: list[str],
+        disable_tqdm: bool,
+        answers: dict[int, float] | None = None,
+    ) -> None:
+        """Interpret the selected requests, reusing stored records of the same computation; `answers` (the
+        log-likelihood HFLM gave each loglikelihood request, by ``id``) must agree with a reused record's."""
         todo, seen = [], set()
         for req, target in zip(requests, targets):
             if id(req) in seen:  # repeats and data-parallel padding send the same Instance twice
@@ -175,6 +189,17 @@ class InterpHFLM(HFLM):
             prepared = self._prepare(req, target)
             key = (req.task_name, prepared.doc_hash, int(req.idx))
             record, why = self.store.reuse(key, prepared.input_hash, self.fingerprint, HOW_NOT_WHAT)
+            if record is not None and answers is not None and id(req) in answers:
+                wrong = logprob_mismatch(record, answers[id(req)], self._half_precision)
+                if wrong:
+                    logger.warning(
+                        "interp-hf: stored interpretation record of %s doc %d, request %d is not reused: %s",
+                        req.task_name,
+                        req.doc_id,
+                        req.idx,
+                        wrong,
+                    )
+                    record, why = None, "stored log-probabilities differ from this model's"
             if record is not None:
                 reused += 1
             else:

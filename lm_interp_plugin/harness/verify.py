@@ -49,3 +49,25 @@ def metrics_mismatch(record: InterpRecord) -> str | None:
         if want is None or have is None or not math.isclose(want, have, rel_tol=1e-9, abs_tol=1e-12):
             return f"its {key} ({have}) is not what its own stored matrix gives ({want}) (edited?)"
     return None
+
+
+def logprob_mismatch(record: InterpRecord, answer: float, half_precision: bool) -> str | None:
+    """Why a stored record cannot be this model's: its target log-probabilities (from the attribution
+    forward) do not sum to the log-likelihood the model has just answered for the same request, or None.
+
+    Catches a record of another model relabelled with this model's fingerprint (its checksum recomputed).
+    The two sums come from two forwards (HFLM's batch and the pass's single sequence, HFLM's log-softmax in
+    the model's dtype): the tolerance is that of float32 summation over a few tokens, or of half precision.
+    """
+    stored = record.extras.get("target_logprobs") if isinstance(record.extras, dict) else None
+    if not isinstance(stored, list) or not stored or not math.isfinite(answer):
+        return None
+    total = float(sum(stored))
+    # half precision: HFLM's log-softmax in bf16/fp16 is off by up to a few hundredths per token
+    rel, absolute = (2e-2, 0.1 + 0.05 * len(stored)) if half_precision else (1e-3, 1e-3)
+    if math.isclose(total, answer, rel_tol=rel, abs_tol=absolute):
+        return None
+    return (
+        f"its target log-probabilities sum to {total:.6g}, this model answers {answer:.6g} for the same "
+        "request (a record of another model?)"
+    )
