@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..arch import UnsupportedArchitectureError, get_spec
+from ..arch import UnsupportedArchitectureError
 from ..fingerprint import model_fingerprint
 
 if TYPE_CHECKING:
@@ -59,8 +59,9 @@ def load_model_for_explain(
 
 
 def check_explainable(path_or_hub_id: str | Path, **kwargs: Any) -> None:
-    """Refuse, from the config alone (before any weight is read), a model that is not a causal LM of a
-    supported family (BERT, T5, OPT, ...): one clear message instead of a traceback after loading.
+    """Refuse, from the config alone (before any weight is read), a model that is not a causal LM (BERT,
+    T5, ...): one clear message instead of a traceback after loading. The layout itself is found after
+    loading (`arch.detect`), which names the modules it saw when it cannot.
 
     Raises:
         UnsupportedArchitectureError: naming the model, its model_type and the supported families.
@@ -78,10 +79,6 @@ def check_explainable(path_or_hub_id: str | Path, **kwargs: Any) -> None:
             f"{path_or_hub_id} is a {config.model_type!r} model, not a causal (decoder-only) language model; "
             "lm-interp explains causal LMs"
         )
-    try:
-        get_spec(model_type)
-    except UnsupportedArchitectureError as err:
-        raise UnsupportedArchitectureError(f"{path_or_hub_id}: {err}") from None
 
 
 def parse_layers(layers: str | Sequence[int] | None, num_layers: int) -> list[int]:

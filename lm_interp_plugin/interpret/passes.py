@@ -19,7 +19,12 @@ import torch
 from .. import metric_names as names
 from ..arch import UnsupportedArchitectureError
 from ..methods.attention import target_query_positions
-from ..methods.attention_probe import InstructionAttentionProbe
+from ..methods.attention_probe import (
+    AttentionProbeError,
+    InstructionAttentionProbe,
+    NoAttentionError,
+    log_once,
+)
 from ..methods.attribution import choose_mode, gradient_x_input
 from ..methods.importance import ImportanceParams, instruction_importance, part_shares, quantise
 from ..methods.model_state import HALF_DTYPES, eager_attention, in_float32
@@ -149,6 +154,8 @@ def _attention_outputs(result) -> tuple[dict[str, float], dict[str, Any]]:
         names.INSTRUCTION_ATTENTION: result.mass.tolist(),
         names.INSTRUCTION_ATTENTION_LIFT: result.lift.tolist(),
     }
+    if getattr(result, "layers", None) is not None:  # the model layer of each row (hybrids: softmax layers)
+        per_head["layers"] = list(result.layers)
     scalars = {
         names.INSTRUCTION_ATTENTION: float(result.mean_mass),
         names.INSTRUCTION_ATTENTION_LIFT: float(result.mean_lift),
@@ -156,15 +163,22 @@ def _attention_outputs(result) -> tuple[dict[str, float], dict[str, Any]]:
     return scalars, per_head
 
 
-def _attention_probe(model: torch.nn.Module, labels: Sequence[str], prompt_len: int, target_len: int):
-    """The layer-by-layer probe, or None where the family is unknown to `arch` (then the pass falls back to
-    eager attention with every layer's probabilities)."""
+def _attention_probe(
+    model: torch.nn.Module, labels: Sequence[str], prompt_len: int, target_len: int
+) -> tuple[InstructionAttentionProbe | None, bool]:
+    """``(probe, eager_fallback)``: the layer-by-layer probe; or None and True where the attention is outside
+    transformers' interface (the pass reads every layer's eager probabilities); or None and False where the
+    model has no softmax attention. Each case is said once per run."""
     mask = torch.tensor([label == "instruction" for label in labels], dtype=torch.bool)
+    kind = type(model).__name__
     try:
-        return InstructionAttentionProbe(model, mask, target_query_positions(prompt_len, target_len))
+        return InstructionAttentionProbe(model, mask, target_query_positions(prompt_len, target_len)), False
+    except NoAttentionError as err:
+        log_once(f"no-attention:{kind}", "instruction attention left out: %s", err)
+        return None, False
     except UnsupportedArchitectureError as err:
-        logger.warning("instruction attention through eager attention probabilities: %s", err)
-        return None
+        log_once(f"eager:{kind}", "instruction attention through eager attention probabilities: %s", err)
+        return None, True
 
 
 @contextlib.contextmanager
@@ -232,10 +246,9 @@ def run_pass(
     n_targets = len(target)
     run_mode = choose_mode(len(prompt), n_targets, settings.mode) if n_targets else "reverse"
     has_instruction = any(label == "instruction" for label in labels)
-    probe = None
+    probe, full_attentions = None, False
     if settings.attention and n_targets and has_instruction:
-        probe = _attention_probe(model, labels, len(prompt), n_targets)
-    full_attentions = settings.attention and n_targets > 0 and has_instruction and probe is None
+        probe, full_attentions = _attention_probe(model, labels, len(prompt), n_targets)
     # Reverse mode runs under the model's own attention (SDPA/flash); forward mode (JVP) needs eager, and so
     # does the fallback that reads every layer's probabilities.
     eager = run_mode == "forward" or full_attentions
@@ -293,8 +306,17 @@ def run_pass(
         notes.append("empty target (e.g. an empty generation): attribution and instruction metrics undefined")
     attention: dict[str, Any] = {}
     if probe is not None:
-        scalars, attention = _attention_outputs(probe.result())
-        metrics.update(scalars)
+        try:
+            scalars, attention = _attention_outputs(probe.result())
+            metrics.update(scalars)
+        except AttentionProbeError as err:  # left out, said once; the run goes on
+            log_once(f"probe:{type(model).__name__}", "instruction attention left out: %s", err)
+    elif full_attentions and out.attentions is None:
+        log_once(
+            f"no-probs:{type(model).__name__}",
+            "instruction attention left out: %s returned no seq x seq attention probabilities under eager",
+            type(model).__name__,
+        )
     elif out.attentions is not None:
         scalars, attention = attention_metrics(out.attentions, labels, len(prompt))
         metrics.update(scalars)

@@ -13,6 +13,12 @@ runs, and leaves the attention computation itself to the model's implementation:
   recomputes the probabilities of the target query rows only from the layer's queries and keys (eager's
   arithmetic: scaled ``q k^T``, soft-capping, the mask, float32 softmax): ``heads x N x seq`` per layer.
 
+Exactness: the recomputation follows eager attention for everything transformers passes through the interface:
+the scaling, soft-capping (Gemma 2), the 4-D mask (sliding windows, chunked attention: both arrive in the mask;
+without a mask tensor the causal pattern and ``sliding_window`` are rebuilt), additive position biases, and
+attention sinks (GPT-OSS's ``s_aux``: one extra logit per head in the softmax, dropped after it). Hybrid
+models are measured on their softmax layers only; the result's ``layers`` names each row's model layer.
+
 So the gradient passes run under SDPA/flash. Forward mode (JVP) still needs eager (no forward-mode
 derivative for the fused kernels); there the hook path applies. Which modules are the attention modules comes
 from `arch` (the only place that names them); the attention function finds its probe on the module.
@@ -31,10 +37,29 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..arch import get_adapter
+from ..arch import UnsupportedArchitectureError, get_adapter
 from .attention import InstructionAttention, from_mass
 
 logger = logging.getLogger(__name__)
+
+_SAID: set[str] = set()
+
+
+def log_once(key: str, message: str, *args: Any, level: int = logging.WARNING) -> None:
+    """Log `message` the first time `key` is seen in this process (one message per run, not per request)."""
+    if key in _SAID:
+        return
+    _SAID.add(key)
+    logger.log(level, message, *args)
+
+
+class NoAttentionError(UnsupportedArchitectureError):
+    """The model has no softmax attention layer (state-space or linear-attention only): attention does not
+    apply."""
+
+
+class OutsideInterfaceError(UnsupportedArchitectureError):
+    """The model's softmax attention does not go through transformers' AttentionInterface (eager fallback)."""
 
 PROBE_PREFIX = "lm_interp_probe_"
 _SLOT = "_lm_interp_attention_probe"  # attribute set on each attention module while a probe is active
@@ -91,7 +116,27 @@ class InstructionAttentionProbe:
     def __init__(self, model: nn.Module, instruction_mask: Tensor, query_positions: Sequence[int]):
         adapter = get_adapter(model)
         self.model = model
-        self.modules = [adapter.attention_module(layer) for layer in range(adapter.num_layers)]
+        if not adapter.attention_layers:
+            raise NoAttentionError(
+                f"{type(model).__name__} has no softmax attention layer (mixers: "
+                f"{sorted(set(adapter.linear_layers().values()))}); instruction attention does not apply"
+            )
+        if not adapter.probe_layers:
+            raise OutsideInterfaceError(
+                f"the attention of {type(model).__name__} does not go through transformers' AttentionInterface"
+            )
+        outside = sorted(set(adapter.attention_layers) - set(adapter.probe_layers))
+        if outside:
+            log_once(
+                f"outside:{type(model).__name__}",
+                "instruction attention leaves out layers %s of %s: their attention does not go through "
+                "transformers' AttentionInterface",
+                outside,
+                type(model).__name__,
+            )
+        #: model layer index of each measured row
+        self.layers = list(adapter.probe_layers)
+        self.modules = [adapter.attention_module(layer) for layer in self.layers]
         self.mask = torch.as_tensor(instruction_mask).bool().flatten()
         if not bool(self.mask.any()):
             raise ValueError("instruction_mask marks no instruction token")
@@ -131,6 +176,9 @@ class InstructionAttentionProbe:
         softcap = kwargs.get("softcap")
         if softcap is not None:
             scores = torch.tanh(scores / softcap) * softcap
+        bias = kwargs.get("position_bias")
+        if isinstance(bias, Tensor) and bias.dim() == 4:
+            scores = scores + bias[:, :, rows, : k.shape[-2]].to(scores.dtype)
         kv = k.shape[-2]
         if isinstance(mask, Tensor) and mask.dim() == 4:
             part = mask[:, :, rows, :kv]
@@ -145,7 +193,14 @@ class InstructionAttentionProbe:
             if window:
                 allowed &= rows[:, None] - keys[None, :] < window
             scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # as eager rounds them
+        sinks = kwargs.get("s_aux", kwargs.get("sinks"))
+        if isinstance(sinks, Tensor):  # one extra logit per head, in the softmax and dropped after it
+            sink = sinks.to(scores.dtype).reshape(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+            combined = torch.cat([scores, sink], dim=-1)
+            combined = combined - combined.max(dim=-1, keepdim=True).values
+            probs = torch.softmax(combined, dim=-1, dtype=torch.float32)[..., :-1].to(query.dtype)
+        else:
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # as eager rounds them
         self._reduce(layer, probs)
 
     # -- the context ---------------------------------------------------------------------------------------
@@ -158,14 +213,14 @@ class InstructionAttentionProbe:
         handles = []
         switched = None
         try:
-            for layer, module in enumerate(self.modules):
-                setattr(module, _SLOT, (self, layer))
+            for row, module in enumerate(self.modules):
+                setattr(module, _SLOT, (self, row))
             if base == "eager":
-                for layer, module in enumerate(self.modules):
-                    handles.append(module.register_forward_hook(self._hook(layer)))
+                for row, module in enumerate(self.modules):
+                    handles.append(module.register_forward_hook(self._hook(row)))
             else:
                 name = _register(base)
-                self.model.set_attn_implementation(name)
+                _set_implementation(self.model, name)
                 switched = base
             yield
         finally:
@@ -174,7 +229,7 @@ class InstructionAttentionProbe:
             for module in self.modules:
                 module.__dict__.pop(_SLOT, None)
             if switched is not None:
-                self.model.set_attn_implementation(switched)
+                _set_implementation(self.model, switched)
 
     def _hook(self, layer: int):
         def hook(_module: torch.nn.Module, _args: tuple[Any, ...], output: Any):
@@ -193,11 +248,35 @@ class InstructionAttentionProbe:
     def result(self, top_n: int = 5) -> InstructionAttention:
         """The measured `InstructionAttention`; raises if some layer was not seen."""
         if len(self._mass) != len(self.modules):
+            missing = [self.layers[r] for r in range(len(self.modules)) if r not in self._mass]
             raise AttentionProbeError(
-                f"the attention probe saw {len(self._mass)} of {len(self.modules)} layers; this family's "
-                "attention does not go through transformers' AttentionInterface"
+                f"the attention probe saw {len(self._mass)} of {len(self.modules)} softmax layers (not layers "
+                f"{missing}); their attention did not go through transformers' AttentionInterface"
             )
         # one layer at a time to the CPU: under device_map sharding the layers sit on different devices
-        mass = torch.stack([self._mass[layer].cpu() for layer in range(len(self.modules))])
+        mass = torch.stack([self._mass[row].cpu() for row in range(len(self.modules))])
         share = int(self.mask.sum()) / self.mask.numel()
-        return from_mass(mass, share, self.positions, top_n)
+        result = from_mass(mass, share, self.positions, top_n)
+        result.layers = list(self.layers)
+        return result
+
+
+def _set_implementation(model: nn.Module, name: str) -> None:
+    """Switch the decoder's attention implementation only: composite checkpoints may hold towers (audio,
+    vision) that refuse another implementation, and the probe measures the language model alone."""
+    try:
+        model.set_attn_implementation(name)
+        return
+    except (ValueError, ImportError, AttributeError) as err:
+        first = err
+    configs = [model.config]
+    get_text = getattr(model.config, "get_text_config", None)
+    if callable(get_text):
+        configs.append(get_text(decoder=True))
+    touched = False
+    for config in configs:
+        if hasattr(config, "_attn_implementation"):
+            config._attn_implementation = name
+            touched = True
+    if not touched:
+        raise first

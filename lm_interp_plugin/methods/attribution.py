@@ -304,10 +304,15 @@ def gradient_x_input(
 
 
 def _stack_attentions(attentions: Sequence[torch.Tensor | None] | None) -> torch.Tensor | None:
-    if attentions is None or any(a is None for a in attentions):
+    """The ``seq x seq`` probabilities of the layers that returned them (hybrids: the softmax layers; linear
+    layers return None or block weights), or None when no layer did."""
+    if attentions is None:
+        return None
+    square = [a for a in attentions if isinstance(a, torch.Tensor) and a.dim() == 4 and a.shape[-1] == a.shape[-2]]
+    if not square or len({tuple(a.shape[1:]) for a in square}) != 1:
         return None
     # one layer at a time to the CPU: under device_map sharding the layers sit on different devices
-    return torch.stack([a[0].detach().float().cpu() for a in attentions])
+    return torch.stack([a[0].detach().float().cpu() for a in square])
 
 
 def _reverse(
