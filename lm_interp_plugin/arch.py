@@ -58,8 +58,8 @@ FUSED_PER_HEAD = frozenset(
     {"GPTNeoXAttention", "GPTNeoXJapaneseAttention", "BloomAttention", "PersimmonAttention"}
 )
 
-_Q_NAMES = ("q_proj", "query", "q", "wq", "query_proj", "q_lin", "to_q", "W_q")
-_K_NAMES = ("k_proj", "key", "k", "wk", "key_proj", "k_lin", "to_k", "W_k")
+_Q_NAMES = ("q_proj", "query", "q", "wq", "Wq", "query_proj", "q_lin", "to_q", "W_q")
+_K_NAMES = ("k_proj", "key", "k", "wk", "Wk", "key_proj", "k_lin", "to_k", "W_k")
 _FUSED_NAMES = ("qkv_proj", "c_attn", "Wqkv", "query_key_value", "W_pack", "qkv", "wqkv", "att_proj")
 _QNORM_NAMES = ("q_norm", "q_layernorm", "query_layernorm", "q_ln", "query_norm")
 _KNORM_NAMES = ("k_norm", "k_layernorm", "key_layernorm", "k_ln", "key_norm")
@@ -67,9 +67,10 @@ _KNORM_NAMES = ("k_norm", "k_layernorm", "key_layernorm", "k_ln", "key_norm")
 _INPUT_NORM = re.compile(
     r"^(input_layernorm|ln_1|ln1|ln_attn|attention_norm|attn_norm|input_norm|norm1|norm_1|pre_norm|"
     r"self_attn_layer_norm|pre_attention_layernorm|pre_attn_norm|operator_norm|layer_norm|ln|norm|"
-    r"temporal_pre_norm|input_layer_norm)$"
+    r"temporal_pre_norm|input_layer_norm|layernorm1|layer_norm1|ln_attn_in)$"
 )
 _FFN_CLASS = re.compile(r"(mlp|feedforward|feed_forward|ffn|moe|experts?$)", re.IGNORECASE)
+_FFN_NAME = re.compile(r"^(mlp|ffn|feed_forward|feedforward|moe|block_sparse_moe|mlps?)$")
 _NOT_FFN_CLASS = re.compile(r"(norm|router|gate$|topk|embedding)", re.IGNORECASE)
 _DOWN_NAMES = re.compile(r"(^|[._])(down_proj|down|w2|fc2|c_proj|dense_4h_to_h|wo|fc_out|out_proj|value|v)$")
 _INTERFACE_MARK = "ALL_ATTENTION_FUNCTIONS"
@@ -261,6 +262,11 @@ def _qk_layout(attn: nn.Module, text, d: int) -> dict:
     out["k_norm"] = next((n for n in _KNORM_NAMES if n in children), None)
     if ("kv_a_proj_with_mqa" in children and "kv_b_proj" in children) or "q_a_proj" in children:
         out["qkv_layout"] = "latent"
+        if not ("q_b_proj" in children or "q_proj" in children) or "kv_b_proj" not in children:
+            out["why_no_heads"] = (
+                f"latent attention {type(attn).__name__} without q_b_proj/q_proj and kv_b_proj (its query is "
+                "not a composition of linear maps lm-interp reads)"
+            )
         return out
     q = next((n for n in _Q_NAMES if n in children and _weight_2d(children[n])), None)
     k = next((n for n in _K_NAMES if n in children and _weight_2d(children[n])), None)
@@ -564,7 +570,7 @@ def _latent_qk(attn: nn.Module, d: int) -> tuple[Tensor, Tensor]:
     rope = int(attn.qk_rope_head_dim)
     v_dim = int(attn.v_head_dim)
     rank = int(attn.kv_lora_rank)
-    if hasattr(attn, "q_a_proj"):
+    if isinstance(getattr(attn, "q_a_proj", None), nn.Module):
         wq = lin("q_b_proj") @ (_scale_rows(lin("q_a_proj"), folded("q_a_layernorm")))
     else:
         wq = lin("q_proj")
@@ -710,11 +716,13 @@ def _layer_layout(index: int, layer: nn.Module, text, d: int) -> LayerLayout:
         why = fields.get("why_no_heads") or qk.pop("why_no_heads", None)
         fields.update({k: v for k, v in qk.items() if k != "why_no_heads"}, why_no_heads=why)
     inside_attention = fields.get("attention")
+    norms_inside = [n for n, m in named if n and "norm" in type(m).__name__.lower()]
     ffn = [
         n
         for n, m in named
         if n
-        and _FFN_CLASS.search(type(m).__name__)
+        and not any(n.startswith(o + ".") for o in norms_inside)
+        and (_FFN_CLASS.search(type(m).__name__) or _FFN_NAME.match(n.rsplit(".", 1)[-1]))
         and not _NOT_FFN_CLASS.search(type(m).__name__)
         and not (inside_attention and (n == inside_attention or n.startswith(inside_attention + ".")))
     ]
@@ -726,6 +734,16 @@ def _layer_layout(index: int, layer: nn.Module, text, d: int) -> LayerLayout:
             fields["why_no_ffn"] = f"no down projection to d_model={d} inside {type(layer.get_submodule(ffn[0])).__name__}"
     elif len(ffn) > 1:
         fields["why_no_ffn"] = f"{len(ffn)} FFN blocks in one layer ({', '.join(ffn)})"
+    else:  # the FFN written inline in the layer (fc1/fc2 children, OPT/BioGPT): the down projection's output
+        inline = [
+            n
+            for n, m in layer.named_children()
+            if n != inside_attention and _DOWN_NAMES.search("." + n) and _weight_2d(m) is not None
+        ]
+        if len(inline) == 1:
+            down = _down_params(layer.get_submodule(inline[0]), d)
+            if down:
+                fields.update(mlp=inline[0], down=down)
     norms = [n for n, m in layer.named_children() if "norm" in type(m).__name__.lower() or "norm" in n]
     fields["input_norm"] = next((n for n in norms if _INPUT_NORM.match(n)), None)
     return LayerLayout(**fields)

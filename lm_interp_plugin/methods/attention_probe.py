@@ -8,8 +8,8 @@ runs, and leaves the attention computation itself to the model's implementation:
 
 * under ``eager`` the attention module already returns its probabilities: a forward hook slices the target
   rows and reduces them before the next layer runs (values identical to the full tensor's);
-* under any other implementation (SDPA, flash, flex) the model is switched, for the one primal forward, to a
-  registered attention function that calls the original implementation for the output and, without grad,
+* under any other implementation (SDPA, flash, flex) the registered attention function of that name is
+  wrapped in place, for the one primal forward: the wrapper calls the original for the output and, without grad,
   recomputes the probabilities of the target query rows only from the layer's queries and keys (eager's
   arithmetic: scaled ``q k^T``, soft-capping, the mask, float32 softmax): ``heads x N x seq`` per layer.
 
@@ -61,7 +61,6 @@ class NoAttentionError(UnsupportedArchitectureError):
 class OutsideInterfaceError(UnsupportedArchitectureError):
     """The model's softmax attention does not go through transformers' AttentionInterface (eager fallback)."""
 
-PROBE_PREFIX = "lm_interp_probe_"
 _SLOT = "_lm_interp_attention_probe"  # attribute set on each attention module while a probe is active
 
 
@@ -69,18 +68,18 @@ class AttentionProbeError(RuntimeError):
     """The probe did not see every layer (a family whose attention bypasses transformers' interface)."""
 
 
-def _register(base: str) -> str:
-    """Register (once) an attention function that wraps `base` and reports to the module's probe."""
+@contextlib.contextmanager
+def _wrapped(base: str) -> Iterator[None]:
+    """Wrap the registered attention function `base` in place for the duration: the model keeps its own
+    implementation name (families branch on it, e.g. sparse-index masks only under ``eager``/``sdpa``), and
+    each call whose module carries a probe reports the layer's queries and keys to it."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-    name = PROBE_PREFIX + base
     functions = AttentionInterface()
-    if name in functions:
-        return name
     if base not in functions:
         raise AttentionProbeError(f"attention implementation {base!r} is not registered in transformers")
     original = functions[base]
+    original = getattr(original, "_lm_interp_original", original)  # never wrap twice
 
     def probed(
         module: torch.nn.Module,
@@ -98,10 +97,12 @@ def _register(base: str) -> str:
                 probe._from_queries(layer, query, key, attention_mask, kwargs)
         return out
 
-    AttentionInterface.register(name, probed)
-    if base in ALL_MASK_ATTENTION_FUNCTIONS:  # the same mask the original would get
-        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
-    return name
+    probed._lm_interp_original = original  # type: ignore[attr-defined]
+    AttentionInterface.register(base, probed)
+    try:
+        yield
+    finally:
+        AttentionInterface.register(base, original)
 
 
 class InstructionAttentionProbe:
@@ -208,28 +209,23 @@ class InstructionAttentionProbe:
     def capture(self) -> Iterator[None]:
         """Measure during the forward run inside; the model's attention implementation is restored on exit."""
         self._mass.clear()
-        config = self.model.config
-        base = getattr(config, "_attn_implementation", None) or "eager"
+        base = getattr(self.model.config, "_attn_implementation", None) or "eager"
         handles = []
-        switched = None
         try:
             for row, module in enumerate(self.modules):
                 setattr(module, _SLOT, (self, row))
-            if base == "eager":
+            if base == "eager":  # each family's own eager function returns the probabilities: hook them
                 for row, module in enumerate(self.modules):
                     handles.append(module.register_forward_hook(self._hook(row)))
+                yield
             else:
-                name = _register(base)
-                _set_implementation(self.model, name)
-                switched = base
-            yield
+                with _wrapped(base):
+                    yield
         finally:
             for handle in handles:
                 handle.remove()
             for module in self.modules:
                 module.__dict__.pop(_SLOT, None)
-            if switched is not None:
-                _set_implementation(self.model, switched)
 
     def _hook(self, layer: int):
         def hook(_module: torch.nn.Module, _args: tuple[Any, ...], output: Any):
@@ -260,23 +256,3 @@ class InstructionAttentionProbe:
         result.layers = list(self.layers)
         return result
 
-
-def _set_implementation(model: nn.Module, name: str) -> None:
-    """Switch the decoder's attention implementation only: composite checkpoints may hold towers (audio,
-    vision) that refuse another implementation, and the probe measures the language model alone."""
-    try:
-        model.set_attn_implementation(name)
-        return
-    except (ValueError, ImportError, AttributeError) as err:
-        first = err
-    configs = [model.config]
-    get_text = getattr(model.config, "get_text_config", None)
-    if callable(get_text):
-        configs.append(get_text(decoder=True))
-    touched = False
-    for config in configs:
-        if hasattr(config, "_attn_implementation"):
-            config._attn_implementation = name
-            touched = True
-    if not touched:
-        raise first

@@ -75,6 +75,7 @@ SIZES: dict[str, Any] = {
     "num_kv_heads": 2,
     "head_dim": 16,
     "intermediate_size": 96,
+    "dff": 96,
     "ffn_dim": 96,
     "n_inner": 96,
     "moe_intermediate_size": 48,
@@ -162,8 +163,11 @@ def _overrides(config: PretrainedConfig, vocab_size: int) -> dict[str, Any]:
             kw[key] = value
     if "n_layers" in fields and isinstance(fields["n_layers"], int):
         kw["n_layers"] = layers
-    if "kv_lora_rank" in fields and "head_dim" in kw:  # latent attention: head_dim is the rotary part
-        kw["head_dim"] = SIZES["qk_rope_head_dim"]
+    if "kv_lora_rank" in fields:  # latent attention: head_dim is the rotary part; one kv head per query head
+        if "head_dim" in kw:
+            kw["head_dim"] = SIZES["qk_rope_head_dim"]
+        if "num_key_value_heads" in kw:
+            kw["num_key_value_heads"] = SIZES["num_attention_heads"]
     if isinstance(fields.get("rotary_dim"), int):
         kw["rotary_dim"] = SIZES["head_dim"] // 2
     for key, value in fields.items():
