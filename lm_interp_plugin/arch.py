@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import re
 import weakref
 from dataclasses import dataclass, field
@@ -43,7 +42,8 @@ from torch import Tensor, nn
 logger = logging.getLogger(__name__)
 
 #: How the query/key projections are stored.
-#: ``separate``: q and k Linear modules, weight ``[out, d_model]`` (``gated``: q holds [q_h | gate_h] per head).
+#: ``separate``: q and k Linear modules, weight ``[out, d_model]``.
+#: ``gated``: as separate, with q holding [q_h | gate_h] per head (Qwen3-Next).
 #: ``concat``: one Linear whose output is [q (all heads) | k (kv heads) | v (kv heads)] (Phi-3).
 #: ``concat_conv1d``: GPT-2's Conv1D, weight ``[d_model, out]`` (transposed), output [q | k | v].
 #: ``per_head_interleaved``: one Linear whose output, viewed as ``[heads, 3 * head_dim]``, holds
@@ -57,6 +57,11 @@ QKV_LAYOUTS = ("separate", "gated", "concat", "concat_conv1d", "per_head_interle
 FUSED_PER_HEAD = frozenset(
     {"GPTNeoXAttention", "GPTNeoXJapaneseAttention", "BloomAttention", "PersimmonAttention"}
 )
+
+#: Fused projections whose layout is neither [q | k | v] nor per head (CodeGen splits it across model-parallel
+#: shards first): their per-head weights are left out of explain-heads rather than misread. Test:
+#: tests/test_arch_detect.py::test_unreadable_fused_layout_is_left_out_not_misread.
+FUSED_UNREADABLE = frozenset({"CodeGenAttention"})
 
 _Q_NAMES = ("q_proj", "query", "q", "wq", "Wq", "query_proj", "q_lin", "to_q", "W_q")
 _K_NAMES = ("k_proj", "key", "k", "wk", "Wk", "key_proj", "k_lin", "to_k", "W_k")
@@ -106,7 +111,9 @@ class LayerLayout:
     num_kv_heads: int = 0
     head_dim: int = 0
     mlp: str | None = None
-    down: tuple[tuple[str, str], ...] = ()  # (parameter path, orientation: "out_in" | "in_out" | "e_out_in" ...)
+    down: tuple[
+        tuple[str, str], ...
+    ] = ()  # (parameter path, orientation: "out_in" | "in_out" | "e_out_in" ...)
     input_norm: str | None = None
     why_no_heads: str | None = None
     why_no_ffn: str | None = None
@@ -156,11 +163,11 @@ def _text_config(model: nn.Module):
 
 
 def _cfg(config, *names, default=None):
-    """The first of `names` that `config` has as a plain value (per-layer attributes that raise are skipped)."""
+    """The first of `names` that `config` has as a plain value (per-layer attributes that raise: skipped)."""
     for name in names:
         try:
             value = getattr(config, name, None)
-        except Exception:  # noqa: BLE001 - per-layer attributes raise on global access
+        except Exception:
             value = None
         if value is not None:
             return value
@@ -213,7 +220,7 @@ def _norm_convention(norm: nn.Module, d: int) -> NormConvention | None:
     try:
         with torch.no_grad():
             y = norm(x).float()
-    except Exception:  # noqa: BLE001 - a norm with another signature: not readable
+    except Exception:
         return None
     xf = x.float()
     rms = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)
@@ -234,15 +241,18 @@ def _find_layers(model: nn.Module, text) -> tuple[str, nn.ModuleList]:
     depth = _cfg(text, "num_hidden_layers", "n_layer", "num_layers", "n_layers")
     lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
     towers = re.compile(r"(vision|visual|audio|image|encoder|patcher|vq|mtp|speech)", re.IGNORECASE)
-    candidates = [(n, m) for n, m in lists if depth is not None and len(m) == depth and not towers.search(n)]
+    candidates = [(n, m) for n, m in lists if depth is not None and len(m) == depth]
     if not candidates:
         raise UnsupportedArchitectureError(
             f"{type(model).__name__}: no nn.ModuleList of {depth} decoder layers "
-            f"(config num_hidden_layers) outside vision/audio towers. Module lists seen: "
+            f"(config num_hidden_layers). Module lists seen: "
             f"{', '.join(f'{n} ({len(m)})' for n, m in lists[:12]) or 'none'}. Module names seen: "
-            f"{_seen_module_names(model)}. Fix: load the causal LM itself, or open an issue with this message."
+            f"{_seen_module_names(model)}. Fix: load the causal LM itself, or report this message."
         )
-    candidates.sort(key=lambda nm: ("language_model" not in nm[0], nm[0].count("."), nm[0]))
+    # a language model's layers before a vision/audio tower's of the same depth (composite checkpoints)
+    candidates.sort(
+        key=lambda nm: (bool(towers.search(nm[0])), "language_model" not in nm[0], nm[0].count("."), nm[0])
+    )
     return candidates[0]
 
 
@@ -256,7 +266,11 @@ def _qk_layout(attn: nn.Module, text, d: int) -> dict:
     groups = _cfg(attn, "num_key_value_groups", "num_kv_groups")
     nkv = int(_cfg(attn, "num_key_value_heads", "num_kv_heads", default=0) or 0)
     if not nkv:
-        nkv = nh // groups if isinstance(groups, int) and groups else int(_cfg(text, "num_key_value_heads", default=nh))
+        nkv = (
+            nh // groups
+            if isinstance(groups, int) and groups
+            else int(_cfg(text, "num_key_value_heads", default=nh))
+        )
     out: dict = {"num_heads": nh, "num_kv_heads": nkv, "head_dim": int(hd)}
     out["q_norm"] = next((n for n in _QNORM_NAMES if n in children), None)
     out["k_norm"] = next((n for n in _KNORM_NAMES if n in children), None)
@@ -291,7 +305,9 @@ def _qk_layout(attn: nn.Module, text, d: int) -> dict:
     if fused:
         w, transposed = _weight_2d(children[fused])
         width = w.shape[1] if transposed else w.shape[0]
-        if type(attn).__name__ in FUSED_PER_HEAD:
+        if type(attn).__name__ in FUSED_UNREADABLE:
+            out["why_no_heads"] = f"{type(attn).__name__}'s fused q/k/v layout is not read by lm-interp"
+        elif type(attn).__name__ in FUSED_PER_HEAD:
             out["qkv_layout"] = "per_head_interleaved"
             if width != 3 * nh * hd:
                 out["why_no_heads"] = f"fused q/k/v width {width} is not 3 x {nh} heads x {hd}"
@@ -311,7 +327,7 @@ def _qk_layout(attn: nn.Module, text, d: int) -> dict:
 
 
 def _down_params(mlp: nn.Module, d: int) -> tuple[tuple[str, str], ...]:
-    """Every down projection inside an FFN block, with the orientation of its weight (see `_value_vectors`)."""
+    """Every down projection inside an FFN block, with its weight's orientation (see `_value_vectors`)."""
     found: list[tuple[str, str, bool]] = []
     for name, p in mlp.named_parameters():
         leaf = name.rsplit(".", 1)
@@ -336,7 +352,9 @@ def _down_params(mlp: nn.Module, d: int) -> tuple[tuple[str, str], ...]:
             else:  # d_ff == d_model: transformers' experts store [E, out, in] unless marked transposed
                 orient = "e_in_out" if getattr(owner, "is_transposed", False) else "e_out_in"
             found.append((name, orient, named))
-    named = [f for f in found if _DOWN_NAMES.search("." + f[0].rsplit(".", 1)[0]) or re.search(r"(down|w2)", f[0])]
+    named = [
+        f for f in found if _DOWN_NAMES.search("." + f[0].rsplit(".", 1)[0]) or re.search(r"(down|w2)", f[0])
+    ]
     chosen = named or [f for f in found if f[2]]
     return tuple((n, o) for n, o, _ in chosen)
 
@@ -376,7 +394,7 @@ class ArchAdapter:
         return [lay.index for lay in self.layouts if lay.mlp is not None and lay.down]
 
     def linear_layers(self) -> dict[int, str]:
-        """Model layer index -> mixer class of the layers without softmax attention (linear attention, SSM)."""
+        """Model layer index -> mixer class of the layers without softmax attention (linear, SSM)."""
         return {lay.index: lay.mixer or "none" for lay in self.layouts if lay.attention is None}
 
     def ffn_missing(self) -> str | None:
@@ -398,7 +416,8 @@ class ArchAdapter:
     def _layout(self, layer: int) -> LayerLayout:
         if not 0 <= layer < self.num_layers:
             raise IndexError(
-                f"layer {layer} out of range: the model has {self.num_layers} layers (0..{self.num_layers - 1})"
+                f"layer {layer} out of range: the model has {self.num_layers} layers "
+                f"(0..{self.num_layers - 1})"
             )
         return self.layouts[layer]
 
@@ -577,7 +596,7 @@ def _latent_qk(attn: nn.Module, d: int) -> tuple[Tensor, Tensor]:
     wq = wq.reshape(nh, nope + rope, d)
     kv_a = lin("kv_a_proj_with_mqa")  # [rank + rope, d]
     latent = _scale_rows(kv_a[:rank], folded("kv_a_layernorm"))
-    k_nope = (lin("kv_b_proj").reshape(nh, nope + v_dim, rank)[:, :nope] @ latent)  # nh x nope x d
+    k_nope = lin("kv_b_proj").reshape(nh, nope + v_dim, rank)[:, :nope] @ latent  # nh x nope x d
     k_rope = kv_a[rank:].unsqueeze(0).expand(nh, rope, d)
     return wq, torch.cat([k_nope, k_rope], dim=1)
 
@@ -612,13 +631,13 @@ def _embedding_scale(model: nn.Module, layers: nn.ModuleList) -> float:
             model(input_ids=ids)
     except _Stop:
         pass
-    except Exception as err:  # noqa: BLE001 - a model that needs more inputs: no scale found
+    except Exception as err:
         logger.debug("embedding scale: forward failed (%s); assuming 1.0", err)
     finally:
         handle.remove()
     x = seen.get("x")
-    if x is None or x.shape[-1] != weight.shape[1]:
-        return 1.0
+    if x is None or tuple(x.shape[:2]) != (1, 2) or x.dim() != 3 or x.shape[-1] != weight.shape[1]:
+        return 1.0  # another layout of the layer input (e.g. several streams): no single scale to read
     e = weight[ids[0]].detach().float()
     h = x[0, :2].float()
     s = float((h * e).sum() / (e * e).sum().clamp_min(1e-30))
@@ -632,10 +651,29 @@ class _Stop(Exception):
 
 
 def detect(model: nn.Module) -> ArchAdapter:
-    """Find the layout of a loaded Hugging Face causal LM (cached per model object)."""
+    """Find the layout of a loaded Hugging Face causal LM (cached per model object).
+
+    Raises:
+        UnsupportedArchitectureError: naming what was not found and the module names seen; any other
+            failure while reading the modules is reported as this error too (a refusal, never a crash).
+    """
     cached = _CACHE.get(model)
     if cached is not None:
         return cached
+    try:
+        adapter = _detect(model)
+    except UnsupportedArchitectureError:
+        raise
+    except Exception as err:
+        raise UnsupportedArchitectureError(
+            f"{type(model).__name__}: reading its layout failed ({type(err).__name__}: {err}). Module names "
+            f"seen: {_seen_module_names(model)}"
+        ) from err
+    _CACHE[model] = adapter
+    return adapter
+
+
+def _detect(model: nn.Module) -> ArchAdapter:
     config = getattr(model, "config", None)
     if config is None:
         raise UnsupportedArchitectureError(
@@ -646,7 +684,7 @@ def detect(model: nn.Module) -> ArchAdapter:
     weight = getattr(embed, "weight", None)
     if not isinstance(weight, Tensor) or weight.dim() != 2:
         raise UnsupportedArchitectureError(
-            f"{type(model).__name__} has no input embedding matrix (get_input_embeddings). Module names seen: "
+            f"{type(model).__name__} has no input embedding matrix (get_input_embeddings). Modules seen: "
             f"{_seen_module_names(model)}"
         )
     d = int(weight.shape[1])
@@ -682,7 +720,6 @@ def detect(model: nn.Module) -> ArchAdapter:
         hidden_size=d,
         layouts=tuple(layouts),
     )
-    _CACHE[model] = adapter
     return adapter
 
 
@@ -696,12 +733,18 @@ def _layer_layout(index: int, layer: nn.Module, text, d: int) -> LayerLayout:
     if interface:
         fields.update(attention=interface[0], interface=True)
         if len(interface) > 1:
-            fields["why_no_heads"] = f"{len(interface)} attention modules in one layer ({', '.join(interface)})"
+            fields["why_no_heads"] = (
+                f"{len(interface)} attention modules in one layer ({', '.join(interface)})"
+            )
     else:
         softmax = [
             n
             for n in _outermost(attention_like)
-            if not re.search(r"linear|lightning|mamba|delta|ssm|recurrent|rwkv|lstm", type(layer.get_submodule(n)).__name__, re.IGNORECASE)
+            if not re.search(
+                r"linear|lightning|mamba|delta|ssm|recurrent|rwkv|lstm",
+                type(layer.get_submodule(n)).__name__,
+                re.IGNORECASE,
+            )
             and _qk_layout(layer.get_submodule(n), text, d).get("qkv_layout")
         ]
         if softmax:
@@ -731,7 +774,9 @@ def _layer_layout(index: int, layer: nn.Module, text, d: int) -> LayerLayout:
         down = _down_params(layer.get_submodule(ffn[0]), d)
         fields.update(mlp=ffn[0], down=down)
         if not down:
-            fields["why_no_ffn"] = f"no down projection to d_model={d} inside {type(layer.get_submodule(ffn[0])).__name__}"
+            fields["why_no_ffn"] = (
+                f"no down projection to d_model={d} inside {type(layer.get_submodule(ffn[0])).__name__}"
+            )
     elif len(ffn) > 1:
         fields["why_no_ffn"] = f"{len(ffn)} FFN blocks in one layer ({', '.join(ffn)})"
     else:  # the FFN written inline in the layer (fc1/fc2 children, OPT/BioGPT): the down projection's output

@@ -159,7 +159,7 @@ def test_down_proj_columns_reproduce_mlp_output(family, tok):
     mlp = ad.mlp_module(0)
     w_down = ad.down_proj_weight(0)
     assert w_down.shape == (ad.hidden_size, model.config.intermediate_size if family != "gpt2" else 128)
-    (down_path, _), = ad.layouts[0].down
+    ((down_path, _),) = ad.layouts[0].down
     down_mod = mlp.get_submodule(down_path.rsplit(".", 1)[0])
     got: dict[str, torch.Tensor] = {}
     h1 = down_mod.register_forward_pre_hook(lambda m, a: got.__setitem__("act", a[0].detach()))
@@ -203,7 +203,9 @@ def test_no_decoder_layers_names_the_modules_seen(tok):
     model.model.blocks = model.model.layers
     model.model.layers = torch.nn.ModuleList(list(model.model.layers)[:1])  # not num_hidden_layers long
     del model.model.blocks
-    with pytest.raises(UnsupportedArchitectureError, match=r"no nn.ModuleList of 2 decoder layers.*Module names"):
+    with pytest.raises(
+        UnsupportedArchitectureError, match=r"no nn.ModuleList of 2 decoder layers.*Module names"
+    ):
         get_adapter(model)
 
 

@@ -9,12 +9,14 @@ runs, and leaves the attention computation itself to the model's implementation:
 * under ``eager`` the attention module already returns its probabilities: a forward hook slices the target
   rows and reduces them before the next layer runs (values identical to the full tensor's);
 * under any other implementation (SDPA, flash, flex) the registered attention function of that name is
-  wrapped in place, for the one primal forward: the wrapper calls the original for the output and, without grad,
+  wrapped in place, for the one primal forward: the wrapper calls the original for the output and, without
+  grad,
   recomputes the probabilities of the target query rows only from the layer's queries and keys (eager's
   arithmetic: scaled ``q k^T``, soft-capping, the mask, float32 softmax): ``heads x N x seq`` per layer.
 
 Exactness: the recomputation follows eager attention for everything transformers passes through the interface:
-the scaling, soft-capping (Gemma 2), the 4-D mask (sliding windows, chunked attention: both arrive in the mask;
+the scaling, soft-capping (Gemma 2), the 4-D mask (sliding windows, chunked attention: both arrive in the
+mask;
 without a mask tensor the causal pattern and ``sliding_window`` are rebuilt), additive position biases, and
 attention sinks (GPT-OSS's ``s_aux``: one extra logit per head in the softmax, dropped after it). Hybrid
 models are measured on their softmax layers only; the result's ``layers`` names each row's model layer.
@@ -60,6 +62,7 @@ class NoAttentionError(UnsupportedArchitectureError):
 
 class OutsideInterfaceError(UnsupportedArchitectureError):
     """The model's softmax attention does not go through transformers' AttentionInterface (eager fallback)."""
+
 
 _SLOT = "_lm_interp_attention_probe"  # attribute set on each attention module while a probe is active
 
@@ -124,7 +127,8 @@ class InstructionAttentionProbe:
             )
         if not adapter.probe_layers:
             raise OutsideInterfaceError(
-                f"the attention of {type(model).__name__} does not go through transformers' AttentionInterface"
+                f"the attention of {type(model).__name__} does not go through transformers' "
+                "AttentionInterface"
             )
         outside = sorted(set(adapter.attention_layers) - set(adapter.probe_layers))
         if outside:
@@ -246,7 +250,8 @@ class InstructionAttentionProbe:
         if len(self._mass) != len(self.modules):
             missing = [self.layers[r] for r in range(len(self.modules)) if r not in self._mass]
             raise AttentionProbeError(
-                f"the attention probe saw {len(self._mass)} of {len(self.modules)} softmax layers (not layers "
+                f"the attention probe saw {len(self._mass)} of {len(self.modules)} softmax layers (not "
+                f"layers "
                 f"{missing}); their attention did not go through transformers' AttentionInterface"
             )
         # one layer at a time to the CPU: under device_map sharding the layers sit on different devices
@@ -255,4 +260,3 @@ class InstructionAttentionProbe:
         result = from_mass(mass, share, self.positions, top_n)
         result.layers = list(self.layers)
         return result
-

@@ -308,7 +308,9 @@ def _stack_attentions(attentions: Sequence[torch.Tensor | None] | None) -> torch
     layers return None or block weights), or None when no layer did."""
     if attentions is None:
         return None
-    square = [a for a in attentions if isinstance(a, torch.Tensor) and a.dim() == 4 and a.shape[-1] == a.shape[-2]]
+    square = [
+        a for a in attentions if isinstance(a, torch.Tensor) and a.dim() == 4 and a.shape[-1] == a.shape[-2]
+    ]
     if not square or len({tuple(a.shape[1:]) for a in square}) != 1:
         return None
     # one layer at a time to the CPU: under device_map sharding the layers sit on different devices

@@ -137,13 +137,20 @@ FAMILY_FIELDS: dict[str, dict[str, Any]] = {
     "zaya": {"num_experts_per_tok": 1},  # its config refuses any other top-k
     "mamba2": {"num_heads": 8},  # heads x head_dim must equal expand x d_model
     "falcon_h1": {"mamba_d_ssm": 128},  # mamba width = mamba heads x mamba head size
-    "granitemoehybrid": {"layer_types": ["mamba", "attention", "mamba", "attention"]},  # default: no attention
+    "granitemoehybrid": {
+        "layer_types": ["mamba", "attention", "mamba", "attention"]
+    },  # default: no attention
     "lfm2_moe": {"num_dense_layers": 1},
 }
 
 #: Per-layer index lists and periods of hybrid stacks, set so that 4 layers hold every kind of layer.
 _LAYER_INDEX_FIELDS = ("hybrid_layer_ids", "full_attn_idxs", "attn_layer_indices")
-_PERIODS = {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1}
+_PERIODS = {
+    "attn_layer_period": 2,
+    "attn_layer_offset": 1,
+    "expert_layer_period": 2,
+    "expert_layer_offset": 1,
+}
 
 
 def _overrides(config: PretrainedConfig, vocab_size: int) -> dict[str, Any]:
