@@ -63,6 +63,45 @@ FUSED_PER_HEAD = frozenset(
 #: tests/test_arch_detect.py::test_unreadable_fused_layout_is_left_out_not_misread.
 FUSED_UNREADABLE = frozenset({"CodeGenAttention"})
 
+#: Causal-LM heads of models that are not decoder-only: bidirectional encoders run as decoders (BERT and
+#: kin) and the decoder halves of encoder-decoder models. lm-interp explains decoder-only LMs.
+NOT_DECODER_ONLY = frozenset(
+    {
+        "bart",
+        "bert",
+        "bert-generation",
+        "big_bird",
+        "bigbird_pegasus",
+        "blenderbot",
+        "blenderbot-small",
+        "camembert",
+        "data2vec-text",
+        "electra",
+        "ernie",
+        "marian",
+        "mbart",
+        "megatron-bert",
+        "musicgen",
+        "musicgen_melody",
+        "mvp",
+        "pegasus",
+        "plbart",
+        "prophetnet",
+        "rembert",
+        "roberta",
+        "roberta-prelayernorm",
+        "roc_bert",
+        "roformer",
+        "trocr",
+        "whisper",
+        "xlm",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+        "xlnet",
+        "xmod",
+    }
+)
+
 _Q_NAMES = ("q_proj", "query", "q", "wq", "Wq", "query_proj", "q_lin", "to_q", "W_q")
 _K_NAMES = ("k_proj", "key", "k", "wk", "Wk", "key_proj", "k_lin", "to_k", "W_k")
 _FUSED_NAMES = ("qkv_proj", "c_attn", "Wqkv", "query_key_value", "W_pack", "qkv", "wqkv", "att_proj")
@@ -76,6 +115,7 @@ _INPUT_NORM = re.compile(
 )
 _FFN_CLASS = re.compile(r"(mlp|feedforward|feed_forward|ffn|moe|experts?$)", re.IGNORECASE)
 _FFN_NAME = re.compile(r"^(mlp|ffn|feed_forward|feedforward|moe|block_sparse_moe|mlps?)$")
+_MIXER_CLASS = re.compile(r"(linear|lightning|mamba|delta|ssm|recurrent|rwkv|lstm|mixer)", re.IGNORECASE)
 _NOT_FFN_CLASS = re.compile(r"(norm|router|gate$|topk|embedding)", re.IGNORECASE)
 _DOWN_NAMES = re.compile(r"(^|[._])(down_proj|down|w2|fc2|c_proj|dense_4h_to_h|wo|fc_out|out_proj|value|v)$")
 _INTERFACE_MARK = "ALL_ATTENTION_FUNCTIONS"
@@ -287,6 +327,10 @@ def _qk_layout(attn: nn.Module, text, d: int) -> dict:
     if q and k:
         wq, tq = _weight_2d(children[q])
         wk, tk = _weight_2d(children[k])
+        q_in = wq.shape[0] if tq else wq.shape[1]
+        if q_in != d:
+            out["why_no_heads"] = f"the query projection reads {q_in}-wide inputs, not the d_model={d} stream"
+            return out
         q_out = wq.shape[1] if tq else wq.shape[0]
         k_out = wk.shape[1] if tk else wk.shape[0]
         hd = int(hd)
@@ -344,7 +388,7 @@ def _down_params(mlp: nn.Module, d: int) -> tuple[tuple[str, str], ...]:
                 named = bool(_DOWN_NAMES.search("." + path)) if path else False
                 found.append((name, "in_out" if transposed else "out_in", named or in_dim != d))
         elif p.dim() == 3 and d in p.shape[1:]:
-            named = bool(re.search(r"(down|w2|wo|out)", pname))
+            named = bool(re.search(r"(down|w2|wo|out)", name))
             if p.shape[1] == d and p.shape[2] != d:
                 orient = "e_out_in"
             elif p.shape[2] == d and p.shape[1] != d:
@@ -353,7 +397,9 @@ def _down_params(mlp: nn.Module, d: int) -> tuple[tuple[str, str], ...]:
                 orient = "e_in_out" if getattr(owner, "is_transposed", False) else "e_out_in"
             found.append((name, orient, named))
     named = [
-        f for f in found if _DOWN_NAMES.search("." + f[0].rsplit(".", 1)[0]) or re.search(r"(down|w2)", f[0])
+        f
+        for f in found
+        if _DOWN_NAMES.search("." + f[0].rsplit(".", 1)[0]) or re.search(r"(down|w2|output)", f[0])
     ]
     chosen = named or [f for f in found if f[2]]
     return tuple((n, o) for n, o, _ in chosen)
@@ -689,7 +735,8 @@ def _detect(model: nn.Module) -> ArchAdapter:
         )
     d = int(weight.shape[1])
     layers_path, layers = _find_layers(model, text)
-    layouts = [_layer_layout(i, layer, text, d) for i, layer in enumerate(layers)]
+    prefix = type(model).__name__.split("For", 1)[0]
+    layouts = [_layer_layout(i, layer, text, d, prefix) for i, layer in enumerate(layers)]
     if not any(lay.attention or lay.mixer or lay.mlp for lay in layouts):
         raise UnsupportedArchitectureError(
             f"{type(model).__name__}: the decoder layers at {layers_path!r} hold no attention, mixer or FFN "
@@ -723,7 +770,14 @@ def _detect(model: nn.Module) -> ArchAdapter:
     return adapter
 
 
-def _layer_layout(index: int, layer: nn.Module, text, d: int) -> LayerLayout:
+def _role(module: nn.Module, prefix: str) -> str:
+    """The class name without the family's prefix (``Qwen3_5MoeGatedDeltaNet`` -> ``GatedDeltaNet``), so that
+    a family called "...Moe" does not make every module look like an MoE block."""
+    name = type(module).__name__
+    return name[len(prefix) :] if prefix and name.startswith(prefix) else name
+
+
+def _layer_layout(index: int, layer: nn.Module, text, d: int, prefix: str = "") -> LayerLayout:
     named = list(layer.named_modules())
     interface = _outermost([n for n, m in named if n and _calls_interface(m)])
     fields: dict = {"index": index}
@@ -737,20 +791,18 @@ def _layer_layout(index: int, layer: nn.Module, text, d: int) -> LayerLayout:
                 f"{len(interface)} attention modules in one layer ({', '.join(interface)})"
             )
     else:
-        softmax = [
-            n
-            for n in _outermost(attention_like)
-            if not re.search(
-                r"linear|lightning|mamba|delta|ssm|recurrent|rwkv|lstm",
-                type(layer.get_submodule(n)).__name__,
-                re.IGNORECASE,
-            )
-            and _qk_layout(layer.get_submodule(n), text, d).get("qkv_layout")
-        ]
+        softmax = _outermost(
+            [
+                n
+                for n in attention_like
+                if not _MIXER_CLASS.search(_role(layer.get_submodule(n), prefix))
+                and _qk_layout(layer.get_submodule(n), text, d).get("qkv_layout")
+            ]
+        )
         if softmax:
             fields.update(attention=softmax[0], interface=False)
         else:
-            mixers = [n for n, m in layer.named_children() if not _FFN_CLASS.search(type(m).__name__)]
+            mixers = [n for n, m in layer.named_children() if not _FFN_CLASS.search(_role(m, prefix))]
             mixers = [n for n in mixers if "norm" not in type(layer.get_submodule(n)).__name__.lower()]
             fields["mixer"] = type(layer.get_submodule(mixers[0])).__name__ if mixers else None
     if fields.get("attention") is not None:
@@ -765,8 +817,9 @@ def _layer_layout(index: int, layer: nn.Module, text, d: int) -> LayerLayout:
         for n, m in named
         if n
         and not any(n.startswith(o + ".") for o in norms_inside)
-        and (_FFN_CLASS.search(type(m).__name__) or _FFN_NAME.match(n.rsplit(".", 1)[-1]))
-        and not _NOT_FFN_CLASS.search(type(m).__name__)
+        and (_FFN_CLASS.search(_role(m, prefix)) or _FFN_NAME.match(n.rsplit(".", 1)[-1]))
+        and not _NOT_FFN_CLASS.search(_role(m, prefix))
+        and not _MIXER_CLASS.search(_role(m, prefix))
         and not (inside_attention and (n == inside_attention or n.startswith(inside_attention + ".")))
     ]
     ffn = _outermost(ffn)

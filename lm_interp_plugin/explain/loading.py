@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..arch import UnsupportedArchitectureError
+from ..arch import NOT_DECODER_ONLY, UnsupportedArchitectureError
 from ..fingerprint import model_fingerprint
 
 if TYPE_CHECKING:
@@ -72,9 +72,10 @@ def check_explainable(path_or_hub_id: str | Path, **kwargs: Any) -> None:
     config = AutoConfig.from_pretrained(str(path_or_hub_id), **kwargs)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     model_type = getattr(text, "model_type", None) or getattr(config, "model_type", None)
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in (
+    causal = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or model_type in (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-    ):
+    )
+    if not causal or config.model_type in NOT_DECODER_ONLY or model_type in NOT_DECODER_ONLY:
         raise UnsupportedArchitectureError(
             f"{path_or_hub_id} is a {config.model_type!r} model, not a causal (decoder-only) language model; "
             "lm-interp explains causal LMs"

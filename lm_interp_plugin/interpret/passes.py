@@ -322,8 +322,11 @@ def run_pass(
         metrics.update(scalars)
     ffn: dict[str, Any] = {}
     if ffn_probe is not None and len(target) > 0:
-        scalars, ffn = ffn_probe.metrics(len(target))
-        metrics.update(scalars)
+        try:
+            scalars, ffn = ffn_probe.metrics(len(target))
+            metrics.update(scalars)
+        except RuntimeError as err:  # a layer's FFN did not run (e.g. skipped cross-attention layers)
+            log_once(f"ffn:{type(model).__name__}", "FFN concepts left out: %s", err)
     # the attribution forward scored the unablated prompt already (unless float32 replaced its numbers)
     reuse = out.target_logprobs if "precision" not in precision else None
     extras = faithful_metrics(

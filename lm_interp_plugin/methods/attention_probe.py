@@ -96,8 +96,11 @@ def _wrapped(base: str) -> Iterator[None]:
         slot = getattr(module, _SLOT, None)
         if slot is not None:
             probe, layer = slot
-            with torch.no_grad():
-                probe._from_queries(layer, query, key, attention_mask, kwargs)
+            try:
+                with torch.no_grad():
+                    probe._from_queries(layer, query, key, attention_mask, kwargs)
+            except Exception as err:
+                probe._errors[layer] = f"{type(err).__name__}: {err}"[:300]
         return out
 
     probed._lm_interp_original = original  # type: ignore[attr-defined]
@@ -147,6 +150,7 @@ class InstructionAttentionProbe:
             raise ValueError("instruction_mask marks no instruction token")
         self.positions = [int(p) for p in query_positions]
         self._mass: dict[int, Tensor] = {}
+        self._errors: dict[int, str] = {}  # row -> why it could not be measured
         self._keys: dict[torch.device, Tensor] = {}  # the instruction mask on each device it is needed
         self._row_index: dict[torch.device, Tensor] = {}
 
@@ -213,6 +217,7 @@ class InstructionAttentionProbe:
     def capture(self) -> Iterator[None]:
         """Measure during the forward run inside; the model's attention implementation is restored on exit."""
         self._mass.clear()
+        self._errors.clear()
         base = getattr(self.model.config, "_attn_implementation", None) or "eager"
         handles = []
         try:
@@ -234,10 +239,9 @@ class InstructionAttentionProbe:
     def _hook(self, layer: int):
         def hook(_module: torch.nn.Module, _args: tuple[Any, ...], output: Any):
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-            if weights is None:
-                raise AttentionProbeError(
-                    f"the attention module of layer {layer} returned no probabilities under eager attention"
-                )
+            if not isinstance(weights, Tensor) or weights.dim() != 4:  # said by `result`, never a crash here
+                self._errors[layer] = "its attention module returned no probabilities under eager attention"
+                return
             rows = self._rows(weights.device)
             with torch.no_grad():
                 self._reduce(layer, weights.detach()[:, :, rows])
@@ -247,6 +251,11 @@ class InstructionAttentionProbe:
     # -- the result ----------------------------------------------------------------------------------------
     def result(self, top_n: int = 5) -> InstructionAttention:
         """The measured `InstructionAttention`; raises if some layer was not seen."""
+        if self._errors:
+            row, why = next(iter(sorted(self._errors.items())))
+            raise AttentionProbeError(
+                f"instruction attention of layer {self.layers[row]} could not be measured: {why}"
+            )
         if len(self._mass) != len(self.modules):
             missing = [self.layers[r] for r in range(len(self.modules)) if r not in self._mass]
             raise AttentionProbeError(
@@ -255,7 +264,11 @@ class InstructionAttentionProbe:
                 f"{missing}); their attention did not go through transformers' AttentionInterface"
             )
         # one layer at a time to the CPU: under device_map sharding the layers sit on different devices
-        mass = torch.stack([self._mass[row].cpu() for row in range(len(self.modules))])
+        rows = [self._mass[row].cpu() for row in range(len(self.modules))]
+        if len({tuple(r.shape) for r in rows}) != 1:
+            counts = sorted({int(r.numel()) for r in rows})
+            raise AttentionProbeError(f"the softmax layers have different head counts {counts}")
+        mass = torch.stack(rows)
         share = int(self.mask.sum()) / self.mask.numel()
         result = from_mass(mass, share, self.positions, top_n)
         result.layers = list(self.layers)

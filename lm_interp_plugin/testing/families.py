@@ -12,49 +12,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..arch import NOT_DECODER_ONLY
+
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
-#: Causal-LM heads of models that are not decoder-only: bidirectional encoders run as decoders (BERT and
-#: kin) and the decoder halves of encoder-decoder models. lm-interp explains decoder-only LMs.
-NOT_DECODER_ONLY = frozenset(
-    {
-        "bart",
-        "bert",
-        "bert-generation",
-        "big_bird",
-        "bigbird_pegasus",
-        "blenderbot",
-        "blenderbot-small",
-        "camembert",
-        "data2vec-text",
-        "electra",
-        "ernie",
-        "marian",
-        "mbart",
-        "megatron-bert",
-        "musicgen",
-        "musicgen_melody",
-        "mvp",
-        "pegasus",
-        "plbart",
-        "prophetnet",
-        "rembert",
-        "roberta",
-        "roberta-prelayernorm",
-        "roc_bert",
-        "roformer",
-        "trocr",
-        "whisper",
-        "xlm",
-        "xlm-roberta",
-        "xlm-roberta-xl",
-        "xlnet",
-        "xmod",
-    }
-)
+__all__ = ["NOT_DECODER_ONLY", "build_family_model", "decoder_families", "family_config"]
 
 #: Size fields and the small value each gets where the family's config has the field. Chosen so that every
 #: family builds and runs a 40-token forward in well under a second on one CPU core: d_model 64, 4 layers
