@@ -207,7 +207,7 @@ def _cfg(config, *names, default=None):
     for name in names:
         try:
             value = getattr(config, name, None)
-        except Exception:
+        except Exception:  # per-layer attributes refuse global access
             value = None
         if value is not None:
             return value
@@ -260,7 +260,7 @@ def _norm_convention(norm: nn.Module, d: int) -> NormConvention | None:
     try:
         with torch.no_grad():
             y = norm(x).float()
-    except Exception:
+    except Exception:  # a norm with another signature: not readable
         return None
     xf = x.float()
     rms = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)

@@ -102,10 +102,25 @@ def _config_size(model: torch.nn.Module) -> tuple[int, int, int, int]:
     """(hidden, intermediate, heads, vocab) from the model's config, with generic fallbacks."""
     cfg = getattr(model, "config", None)
     cfg = getattr(cfg, "text_config", None) or cfg
-    hidden = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0) or 4096)
-    inter = int(getattr(cfg, "intermediate_size", 0) or getattr(cfg, "n_inner", 0) or 4 * hidden)
-    heads = int(getattr(cfg, "num_attention_heads", 0) or getattr(cfg, "n_head", 0) or 32)
-    vocab = int(getattr(cfg, "vocab_size", 0) or 32000)
+
+    def size(*names: str) -> int:
+        """The largest value of the first field present (per-layer lists: their largest entry; a per-layer
+        attribute that refuses global access counts as absent)."""
+        for name in names:
+            try:
+                value = getattr(cfg, name, None)
+            except Exception:  # transformers' heterogeneous per-layer configs raise
+                value = None
+            if isinstance(value, (list, tuple)):
+                value = max((v for v in value if isinstance(v, int)), default=None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 0
+
+    hidden = size("hidden_size", "n_embd") or 4096
+    inter = size("intermediate_size", "n_inner") or 4 * hidden
+    heads = size("num_attention_heads", "n_head") or 32
+    vocab = size("vocab_size") or 32000
     return hidden, inter, heads, vocab
 
 
