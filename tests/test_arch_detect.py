@@ -54,7 +54,6 @@ def _gpt_oss(sink_value: float | None):
     return model
 
 
-@pytest.mark.slow  # ~1-3 s each on a quiet core, far more on a loaded one
 @pytest.mark.parametrize("family", ["gemma3_text", "gpt_oss", "qwen3_next", "llama4_text", "mixtral"])
 def test_probe_equals_eager_past_windows_chunks_and_sinks(family):
     """The prompt (20 tokens) is longer than the tiny models' sliding window and attention chunk (8)."""
@@ -86,7 +85,6 @@ def test_ignoring_the_sinks_would_be_caught():
     assert not ok and "differs from eager" in why
 
 
-@pytest.mark.slow
 def test_hybrid_rows_are_the_softmax_layers_labelled_with_their_model_index():
     model = build_family_model("qwen3_next", VOCAB)
     adapter = get_adapter(model)
@@ -99,7 +97,6 @@ def test_hybrid_rows_are_the_softmax_layers_labelled_with_their_model_index():
     assert len(out.attention[names.INSTRUCTION_ATTENTION]) == 2
 
 
-@pytest.mark.slow
 def test_attention_free_model_says_once_and_keeps_attribution(caplog):
     model = build_family_model("mamba", VOCAB)
     prompt, target, labels = _inputs(VOCAB)
