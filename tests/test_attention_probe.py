@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lm_interp_plugin import metric_names as names
+from lm_interp_plugin.arch import get_adapter
 from lm_interp_plugin.interpret.passes import attention_metrics, run_pass
 from lm_interp_plugin.interpret.settings import InterpSettings
 from lm_interp_plugin.methods.attention import instruction_attention, target_query_positions
@@ -116,14 +117,16 @@ def test_run_pass_attention_equals_the_eager_path(tok, mode):
     prompt, target, _ = _inputs(16, 5, seed=7)
     labels = ["special"] + ["instruction"] * 6 + ["content"] * 9
     settings = InterpSettings(ffn=False, ablation=False, mode=mode)
+    get_adapter(model)  # the layout is found once per model (one two-token forward), before the pass
     seen, handle = _implementations_seen(model)
     try:
         result = run_pass(model, prompt.tolist(), target.tolist(), labels, settings)
     finally:
         handle.remove()
-    # reverse: one primal forward, under the model's SDPA wrapped by the probe; forward: JVPs under eager
+    # reverse: one primal forward, under the model's own SDPA (wrapped in place by the probe); forward: JVPs
+    # under eager
     if mode == "reverse":
-        assert seen == ["lm_interp_probe_sdpa"]
+        assert seen == ["sdpa"]
     else:
         assert set(seen) == {"eager"}
     assert model.config._attn_implementation == "sdpa"

@@ -83,6 +83,19 @@ def explain_heads(
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     adapter = get_adapter(model)
     chosen = parse_layers(layers, adapter.num_layers)
+    readable = set(adapter.head_layers)  # hybrids: the softmax layers; latent/fused layouts as found
+    if not readable:
+        from ..arch import UnsupportedArchitectureError
+
+        raise UnsupportedArchitectureError(
+            f"{type(model).__name__} has no attention layer with readable query/key weights (layers: "
+            f"{adapter.linear_layers() or 'attention without readable q/k projections'}); explain-heads "
+            "does not apply"
+        )
+    skipped = [layer for layer in chosen if layer not in readable]
+    if skipped:
+        logger.warning("explain-heads: layers %s have no softmax attention heads; left out", skipped)
+    chosen = [layer for layer in chosen if layer in readable]
     word_vocab, vocab_source = resolve_word_vocab(tokenizer, vocab, max_words)
     emb = adapter.input_embedding_matrix()
     device = emb.device

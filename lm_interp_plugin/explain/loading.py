@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..arch import UnsupportedArchitectureError, get_spec
+from ..arch import NOT_DECODER_ONLY, UnsupportedArchitectureError
 from ..fingerprint import model_fingerprint
 
 if TYPE_CHECKING:
@@ -59,8 +59,9 @@ def load_model_for_explain(
 
 
 def check_explainable(path_or_hub_id: str | Path, **kwargs: Any) -> None:
-    """Refuse, from the config alone (before any weight is read), a model that is not a causal LM of a
-    supported family (BERT, T5, OPT, ...): one clear message instead of a traceback after loading.
+    """Refuse, from the config alone (before any weight is read), a model that is not a causal LM (BERT,
+    T5, ...): one clear message instead of a traceback after loading. The layout itself is found after
+    loading (`arch.detect`), which names the modules it saw when it cannot.
 
     Raises:
         UnsupportedArchitectureError: naming the model, its model_type and the supported families.
@@ -71,17 +72,14 @@ def check_explainable(path_or_hub_id: str | Path, **kwargs: Any) -> None:
     config = AutoConfig.from_pretrained(str(path_or_hub_id), **kwargs)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     model_type = getattr(text, "model_type", None) or getattr(config, "model_type", None)
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in (
+    causal = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or model_type in (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-    ):
+    )
+    if not causal or config.model_type in NOT_DECODER_ONLY or model_type in NOT_DECODER_ONLY:
         raise UnsupportedArchitectureError(
             f"{path_or_hub_id} is a {config.model_type!r} model, not a causal (decoder-only) language model; "
             "lm-interp explains causal LMs"
         )
-    try:
-        get_spec(model_type)
-    except UnsupportedArchitectureError as err:
-        raise UnsupportedArchitectureError(f"{path_or_hub_id}: {err}") from None
 
 
 def parse_layers(layers: str | Sequence[int] | None, num_layers: int) -> list[int]:

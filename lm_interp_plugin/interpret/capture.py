@@ -53,6 +53,8 @@ def _output_tensor(args: tuple[Any, ...], output: Any) -> torch.Tensor | None:
     """The module's activation (``1 x seq x width``), or None for a call that is not one (a head that is
     also the input embedding, called on token ids)."""
     out = output[0] if isinstance(output, tuple) else output
+    if isinstance(out, torch.Tensor) and out.ndim == 2:  # tokens x width (OPT's fc2, Llama 4's MoE)
+        out = out.unsqueeze(0)
     if not isinstance(out, torch.Tensor) or not out.is_floating_point() or out.ndim != 3:
         return None
     if args and isinstance(args[0], torch.Tensor) and not args[0].is_floating_point():

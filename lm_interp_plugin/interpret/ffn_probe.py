@@ -71,6 +71,8 @@ class FFNProbe:
             def hook(_module: torch.nn.Module, _inputs: tuple[Any, ...], output: Any) -> None:
                 out = output[0] if isinstance(output, tuple) else output
                 out = out.detach()
+                if out.dim() == 2:  # tokens x d_model (OPT's fc2, Llama 4's MoE): one sequence
+                    out = out.unsqueeze(0)
                 self._outputs[layer] = out[:, -keep_last:] if keep_last else out
 
             return hook

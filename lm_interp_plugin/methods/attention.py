@@ -47,6 +47,8 @@ class InstructionAttention:
         layer_mass: per-layer mean of `mass` over heads.
         top_heads: the heads with the largest lift, as ``(layer, head, mass, lift)``, best first.
         query_positions: the query positions averaged over.
+        layers: the model layer index of each row of `mass` (hybrids: the softmax layers only); None when
+            the rows are every layer in order.
     """
 
     mass: Tensor
@@ -57,6 +59,7 @@ class InstructionAttention:
     layer_mass: list[float]
     top_heads: list[tuple[int, int, float, float]]
     query_positions: list[int]
+    layers: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (for records)."""
@@ -69,6 +72,7 @@ class InstructionAttention:
             "layer_mass": self.layer_mass,
             "top_heads": [list(t) for t in self.top_heads],
             "query_positions": self.query_positions,
+            "layers": self.layers,
         }
 
 

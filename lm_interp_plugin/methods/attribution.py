@@ -102,10 +102,25 @@ def _config_size(model: torch.nn.Module) -> tuple[int, int, int, int]:
     """(hidden, intermediate, heads, vocab) from the model's config, with generic fallbacks."""
     cfg = getattr(model, "config", None)
     cfg = getattr(cfg, "text_config", None) or cfg
-    hidden = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0) or 4096)
-    inter = int(getattr(cfg, "intermediate_size", 0) or getattr(cfg, "n_inner", 0) or 4 * hidden)
-    heads = int(getattr(cfg, "num_attention_heads", 0) or getattr(cfg, "n_head", 0) or 32)
-    vocab = int(getattr(cfg, "vocab_size", 0) or 32000)
+
+    def size(*names: str) -> int:
+        """The largest value of the first field present (per-layer lists: their largest entry; a per-layer
+        attribute that refuses global access counts as absent)."""
+        for name in names:
+            try:
+                value = getattr(cfg, name, None)
+            except Exception:  # transformers' heterogeneous per-layer configs raise
+                value = None
+            if isinstance(value, (list, tuple)):
+                value = max((v for v in value if isinstance(v, int)), default=None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 0
+
+    hidden = size("hidden_size", "n_embd") or 4096
+    inter = size("intermediate_size", "n_inner") or 4 * hidden
+    heads = size("num_attention_heads", "n_head") or 32
+    vocab = size("vocab_size") or 32000
     return hidden, inter, heads, vocab
 
 
@@ -304,10 +319,17 @@ def gradient_x_input(
 
 
 def _stack_attentions(attentions: Sequence[torch.Tensor | None] | None) -> torch.Tensor | None:
-    if attentions is None or any(a is None for a in attentions):
+    """The ``seq x seq`` probabilities of the layers that returned them (hybrids: the softmax layers; linear
+    layers return None or block weights), or None when no layer did."""
+    if attentions is None:
+        return None
+    square = [
+        a for a in attentions if isinstance(a, torch.Tensor) and a.dim() == 4 and a.shape[-1] == a.shape[-2]
+    ]
+    if not square or len({tuple(a.shape[1:]) for a in square}) != 1:
         return None
     # one layer at a time to the CPU: under device_map sharding the layers sit on different devices
-    return torch.stack([a[0].detach().float().cpu() for a in attentions])
+    return torch.stack([a[0].detach().float().cpu() for a in square])
 
 
 def _reverse(

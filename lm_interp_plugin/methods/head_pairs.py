@@ -157,14 +157,16 @@ def fold_norm(w: Tensor, norm_weight: Tensor | None, head_scale: Tensor | None =
     Args:
         w: ``heads x head_dim x d_model``.
         norm_weight: ``d_model`` effective multiplicative norm weight, or None.
-        head_scale: ``head_dim`` weight of a per-head norm applied after the projection, or None. Its RMS
+        head_scale: ``head_dim`` weight of a per-head norm applied after the projection (``heads x head_dim``
+            for a norm over the whole projection), or None. Its RMS
             division (positive, per word) is not folded: it rescales each word on all dimensions alike.
     """
     w = w.float()
     if norm_weight is not None:
         w = w * norm_weight.float().to(w.device)[None, None, :]
-    if head_scale is not None:
-        w = w * head_scale.float().to(w.device)[None, :, None]
+    if head_scale is not None:  # [head_dim] per head, or [heads, head_dim] over the whole projection
+        scale = head_scale.float().to(w.device)
+        w = w * (scale[None, :, None] if scale.dim() == 1 else scale[:, :, None])
     return w
 
 

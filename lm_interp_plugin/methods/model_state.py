@@ -63,13 +63,21 @@ def eager_attention(model: torch.nn.Module) -> Iterator[None]:
     config = getattr(model, "config", None)
     previous = getattr(config, "_attn_implementation", None)
     switch = previous not in (None, "eager") and hasattr(model, "set_attn_implementation")
+    # every config's own setting, so that a composite checkpoint whose towers refuse the previous
+    # implementation by name (Gemma 4's audio tower and "sdpa") gets each one back as it was
+    configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None}
+    before = [(c, getattr(c, "_attn_implementation", None)) for c in configs.values()]
     try:
         if switch:
             model.set_attn_implementation("eager")
         yield
     finally:
         if switch:
-            model.set_attn_implementation(previous)
+            try:
+                model.set_attn_implementation(previous)
+            except (ValueError, ImportError):
+                for c, value in before:
+                    c._attn_implementation = value
 
 
 @contextlib.contextmanager

@@ -17,7 +17,12 @@ import torch
 from ... import metric_names as names
 from ...arch import UnsupportedArchitectureError
 from ...methods.attention import instruction_attention, target_query_positions
-from ...methods.attention_probe import InstructionAttentionProbe
+from ...methods.attention_probe import (
+    AttentionProbeError,
+    InstructionAttentionProbe,
+    NoAttentionError,
+    log_once,
+)
 from ...spans import instruction_mask
 from ..context import PassContext
 from ..registry import BaseSignal, register_signal
@@ -32,9 +37,16 @@ class AttentionDetail:
 
     mass: list[list[float]]
     lift: list[list[float]]
+    layers: list[int] | None = None  # the model layer of each row (hybrids: the softmax layers only)
 
     def to_dict(self) -> dict[str, Any]:
-        return {names.INSTRUCTION_ATTENTION: self.mass, names.INSTRUCTION_ATTENTION_LIFT: self.lift}
+        out: dict[str, Any] = {
+            names.INSTRUCTION_ATTENTION: self.mass,
+            names.INSTRUCTION_ATTENTION_LIFT: self.lift,
+        }
+        if self.layers is not None:
+            out["layers"] = list(self.layers)
+        return out
 
 
 def attention_outputs(result: Any) -> tuple[dict[str, float], AttentionDetail]:
@@ -43,7 +55,8 @@ def attention_outputs(result: Any) -> tuple[dict[str, float], AttentionDetail]:
         names.INSTRUCTION_ATTENTION: float(result.mean_mass),
         names.INSTRUCTION_ATTENTION_LIFT: float(result.mean_lift),
     }
-    return scalars, AttentionDetail(mass=result.mass.tolist(), lift=result.lift.tolist())
+    layers = getattr(result, "layers", None)
+    return scalars, AttentionDetail(mass=result.mass.tolist(), lift=result.lift.tolist(), layers=layers)
 
 
 def attention_metrics(
@@ -83,8 +96,15 @@ class InstructionAttentionSignal(BaseSignal):
             probe = InstructionAttentionProbe(
                 ctx.model, ctx.mask_tensor, target_query_positions(len(ctx.prompt), ctx.n_targets)
             )
+        except NoAttentionError as err:  # state-space / linear-attention only: said once per run
+            log_once(f"no-attention:{type(ctx.model).__name__}", "instruction attention left out: %s", err)
+            return False
         except UnsupportedArchitectureError as err:
-            logger.warning("instruction attention through eager attention probabilities: %s", err)
+            log_once(
+                f"eager:{type(ctx.model).__name__}",
+                "instruction attention through eager attention probabilities: %s",
+                err,
+            )
             ctx.output_attentions = True
             return None
         ctx.state[self.name] = probe
@@ -92,9 +112,19 @@ class InstructionAttentionSignal(BaseSignal):
 
     def compute(self, ctx: PassContext) -> tuple[dict[str, float], AttentionDetail | None]:
         probe = ctx.state.get(self.name)
+        kind = type(ctx.model).__name__
         if probe is not None:
-            return attention_outputs(probe.result())
+            try:
+                return attention_outputs(probe.result())
+            except AttentionProbeError as err:  # left out, said once; the run goes on
+                log_once(f"probe:{kind}", "instruction attention left out: %s", err)
+                return {}, None
         if ctx.attentions is None:
+            log_once(
+                f"no-probs:{kind}",
+                "instruction attention left out: %s returned no seq x seq probabilities under eager",
+                kind,
+            )
             return {}, None
         return _from_attentions(ctx.attentions, ctx.mask_tensor, len(ctx.prompt))
 

@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from ...methods.attention_probe import log_once
 from ..context import PassContext
 from ..registry import BaseSignal, register_signal
 from ..settings import InterpSettings
@@ -48,8 +49,16 @@ class FFNConceptSignal(BaseSignal):
         return None if ctx.resources.get(FFN_PROBE) is not None else False
 
     def compute(self, ctx: PassContext) -> tuple[dict[str, float], FFNDetail | None]:
-        scalars, detail = ctx.resources[FFN_PROBE].metrics_from(ctx.captured["mlp_out"], ctx.n_targets)
-        return scalars, FFNDetail(**detail)
+        outputs = ctx.captured.get("mlp_out")
+        why = None if outputs is not None else "some layer's FFN did not run in the forward"
+        if outputs is not None:
+            try:
+                scalars, detail = ctx.resources[FFN_PROBE].metrics_from(outputs, ctx.n_targets)
+                return scalars, FFNDetail(**detail)
+            except RuntimeError as err:
+                why = str(err)
+        log_once(f"ffn:{type(ctx.model).__name__}", "FFN concepts left out: %s", why)  # once per run
+        return {}, None
 
     def to_record(self, detail: FFNDetail) -> dict[str, Any]:
         return detail.to_dict()

@@ -1,0 +1,235 @@
+"""The structural detector on representative families beyond the ten tiny ones: a hybrid (Qwen3-Next), an SSM
+(Mamba), MoE experts in both orientations (Mixtral, GPT-OSS), Gemma 3's sliding window, GPT-OSS's attention
+sinks, Llama 4's chunked attention, families found by model class (EXAONE builds LlamaForCausalLM), and the
+fused layouts `FUSED_PER_HEAD` lists. Every model is a tiny random one from the family's own config
+(`testing.families`); the every-family version is tests/test_family_sweep.py (marked ``sweep``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import pytest
+import torch
+
+from lm_interp_plugin import metric_names as names
+from lm_interp_plugin.arch import FUSED_PER_HEAD, get_adapter
+from lm_interp_plugin.interpret.passes import run_pass
+from lm_interp_plugin.interpret.settings import InterpSettings
+from lm_interp_plugin.methods.attention_probe import _SAID
+from lm_interp_plugin.testing.families import build_family_model
+
+from sweep_check import PROMPT_LEN, _inputs, _mass_tolerance, check_probe
+
+VOCAB = 300
+
+
+@contextlib.contextmanager
+def _sinks_through_the_interface(model):
+    """GPT-OSS runs eager on a CPU (SDPA cannot apply sinks), where the probe reads the module's own
+    probabilities. Its sink-aware kernels (flash with sinks, flex) are GPU-only; this registers GPT-OSS's
+    eager function under another name, so the probe's recomputation from q, k and ``s_aux`` is measured."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    from transformers.models.gpt_oss.modeling_gpt_oss import eager_attention_forward
+
+    AttentionInterface.register("lm_interp_test_sinks", eager_attention_forward)
+    AttentionMaskInterface.register("lm_interp_test_sinks", ALL_MASK_ATTENTION_FUNCTIONS["eager"])
+    old = model.config._attn_implementation
+    model.config._attn_implementation = "lm_interp_test_sinks"
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = old
+
+
+def _gpt_oss(sink_value: float | None):
+    model = build_family_model("gpt_oss", VOCAB)
+    with torch.no_grad():
+        for layer in model.model.layers:  # sinks as large as real ones, so that ignoring them would show
+            if sink_value is None:
+                layer.self_attn.sinks.normal_(0.0, 2.0, generator=torch.Generator().manual_seed(1))
+            else:
+                layer.self_attn.sinks.fill_(sink_value)
+    return model
+
+
+@pytest.mark.parametrize("family", ["gemma3_text", "gpt_oss", "qwen3_next", "llama4_text", "mixtral"])
+def test_probe_equals_eager_past_windows_chunks_and_sinks(family):
+    """The prompt (20 tokens) is longer than the tiny models' sliding window and attention chunk (8)."""
+    model = _gpt_oss(None) if family == "gpt_oss" else build_family_model(family, VOCAB)
+    prompt, target, labels = _inputs(VOCAB)
+    with _sinks_through_the_interface(model) if family == "gpt_oss" else contextlib.nullcontext():
+        ok, why = check_probe(model, get_adapter(model), prompt, target, labels)
+    assert ok, why
+
+
+def test_ignoring_the_sinks_would_be_caught():
+    """The check can fail: with the sink logit dropped from the recomputation the mass moves far beyond the
+    tolerance."""
+    from lm_interp_plugin.methods import attention_probe
+
+    model = _gpt_oss(3.0)
+    prompt, target, labels = _inputs(VOCAB)
+    original = attention_probe.InstructionAttentionProbe._from_queries
+
+    def without_sinks(self, layer, query, key, mask, kwargs):
+        return original(self, layer, query, key, mask, {k: v for k, v in kwargs.items() if k != "s_aux"})
+
+    attention_probe.InstructionAttentionProbe._from_queries = without_sinks
+    try:
+        with _sinks_through_the_interface(model):
+            ok, why = check_probe(model, get_adapter(model), prompt, target, labels)
+    finally:
+        attention_probe.InstructionAttentionProbe._from_queries = original
+    assert not ok and "differs from eager" in why
+
+
+def test_hybrid_rows_are_the_softmax_layers_labelled_with_their_model_index():
+    model = build_family_model("qwen3_next", VOCAB)
+    adapter = get_adapter(model)
+    assert adapter.attention_layers == [1, 3]
+    assert set(adapter.linear_layers().values()) == {"Qwen3NextGatedDeltaNet"}
+    prompt, target, labels = _inputs(VOCAB)
+    settings = InterpSettings(mode="reverse", ablation=False, ffn=False, fp32_check=0)
+    out = run_pass(model, prompt.tolist(), target.tolist(), labels, settings)
+    assert out.attention["layers"] == [1, 3]
+    assert len(out.attention[names.INSTRUCTION_ATTENTION]) == 2
+
+
+def test_attention_free_model_says_once_and_keeps_attribution(caplog):
+    model = build_family_model("mamba", VOCAB)
+    prompt, target, labels = _inputs(VOCAB)
+    settings = InterpSettings(mode="reverse", ablation=False, ffn=False, fp32_check=0)
+    _SAID.clear()
+    with caplog.at_level(logging.WARNING):
+        outs = [run_pass(model, prompt.tolist(), target.tolist(), labels, settings) for _ in range(2)]
+    said = [r.getMessage() for r in caplog.records if "instruction attention left out" in r.getMessage()]
+    assert len(said) == 1 and "does not apply" in said[0]
+    for out in outs:
+        assert names.INSTRUCTION_IMPORTANCE in out.metrics
+        assert names.INSTRUCTION_ATTENTION not in out.metrics
+
+
+@pytest.mark.parametrize("family", ["mixtral", "gpt_oss"])
+def test_moe_value_vectors_are_each_experts_down_projection(family):
+    """Mixtral stores experts ``[E, d_model, d_ff]``, GPT-OSS ``[E, d_ff, d_model]``: either way the value
+    vector j of expert e is what that expert writes for a unit activation of its neuron j."""
+    model = build_family_model(family, VOCAB)
+    adapter = get_adapter(model)
+    experts = model.model.layers[0].mlp.experts
+    W = adapter.down_proj_weight(0)
+    n_experts, d = experts.down_proj.shape[0], adapter.hidden_size
+    d_ff = W.shape[1] // n_experts
+    assert W.shape == (d, n_experts * d_ff)
+    for e in (0, n_experts - 1):
+        unit = torch.eye(d_ff)
+        if family == "mixtral":  # F.linear(act, down_proj[e])
+            written = torch.nn.functional.linear(unit, experts.down_proj[e])
+        else:  # act @ down_proj[e]
+            written = unit @ experts.down_proj[e]
+        torch.testing.assert_close(W[:, e * d_ff : (e + 1) * d_ff], written.T.detach())
+
+
+def test_shared_expert_columns_follow_the_routed_ones():
+    model = build_family_model("qwen2_moe", VOCAB)
+    adapter = get_adapter(model)
+    mlp = model.model.layers[0].mlp
+    W = adapter.down_proj_weight(0)
+    shared = mlp.shared_expert.down_proj.weight
+    torch.testing.assert_close(W[:, -shared.shape[1] :], shared.detach())
+
+
+def test_family_found_by_model_class_not_model_type():
+    """EXAONE and InternLM3 configs build a plain LlamaForCausalLM: the same layout as Llama's."""
+    for family in ("exaone", "internlm3"):
+        model = build_family_model(family, VOCAB)
+        assert type(model).__name__ == "LlamaForCausalLM"
+        adapter = get_adapter(model)
+        assert adapter.head_layers == adapter.ffn_layers == list(range(adapter.num_layers))
+        assert adapter.layouts[0].qkv_layout == "separate"
+
+
+@contextlib.contextmanager
+def _capture_qk(model):
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    calls = []
+
+    def fn(module, query, key, value, attention_mask, **kwargs):
+        calls.append((query.detach().clone(), key.detach().clone()))
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("lm_interp_test_detect", fn)
+    old = model.config._attn_implementation
+    model.config._attn_implementation = "lm_interp_test_detect"
+    try:
+        yield calls
+    finally:
+        model.config._attn_implementation = old
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "phi3", "gpt2", "granite", "gpt_bigcode", "stablelm"])
+def test_qk_weights_reproduce_the_models_queries_and_keys(family):
+    """At position 0 rotary is the identity and the difference of two sequences cancels biases, so the
+    model's own ``q_a - q_b`` must equal ``Wq (x_a - x_b)`` with the adapter's Wq (likewise for k): this is
+    what decides the fused layouts (``[q | k | v]`` or per head, `FUSED_PER_HEAD`)."""
+    model = build_family_model(family, VOCAB)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    adapter = get_adapter(model)
+    layer = adapter.head_layers[0]
+    attn = adapter.attention_module(layer)
+    seen = {}
+
+    def keep_input(_module, args, kwargs):
+        seen.setdefault("x", (args[0] if args else kwargs["hidden_states"]).detach())
+
+    handle = attn.register_forward_pre_hook(keep_input, with_kwargs=True)
+    try:
+        with torch.no_grad(), _capture_qk(model) as calls:
+            model(input_ids=torch.tensor([[5, 40, 41], [9, 40, 41]]))
+    finally:
+        handle.remove()
+    q, k = calls[adapter.attention_layers.index(layer)]
+    wq, wk = adapter.qk_weights(layer)
+    dx = seen["x"][0, 0] - seen["x"][1, 0]
+    groups = adapter.num_heads // k.shape[1]
+    k = k.repeat_interleave(groups, dim=1)
+    torch.testing.assert_close(
+        q[0, :, 0] - q[1, :, 0], torch.einsum("hed,d->he", wq, dx), atol=1e-4, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        k[0, :, 0] - k[1, :, 0], torch.einsum("hed,d->he", wk, dx), atol=1e-4, rtol=1e-4
+    )
+    assert (type(attn).__name__ in FUSED_PER_HEAD) == (
+        adapter.layouts[layer].qkv_layout == "per_head_interleaved"
+    )
+
+
+def test_unreadable_fused_layout_is_left_out_not_misread():
+    """CodeGen's fused projection has the [q | k | v] width but another order (model-parallel shards): read
+    as [q | k | v] its queries would be wrong, so its heads are left out with the reason."""
+    adapter = get_adapter(build_family_model("codegen", VOCAB))
+    assert adapter.head_layers == [] and adapter.probe_layers == adapter.attention_layers
+    assert "not read" in (adapter.layouts[0].why_no_heads or "")
+
+
+def test_prompt_crosses_the_window():
+    assert PROMPT_LEN > 8 and _mass_tolerance(PROMPT_LEN) < 1e-3
+
+
+def test_readme_lists_the_supported_families_the_code_measured():
+    """README's list is generated from `support.SUPPORTED_FAMILIES` (which the sweep keeps true)."""
+    from pathlib import Path
+
+    from lm_interp_plugin.support import SUPPORTED_FAMILIES
+    from lm_interp_plugin.testing.families import decoder_families
+
+    from sweep_check import README_END, README_START, render_families_section
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index(README_START) : readme.index(README_END) + len(README_END)]
+    assert section == render_families_section(SUPPORTED_FAMILIES, len(decoder_families()))
