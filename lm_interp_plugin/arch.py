@@ -47,6 +47,8 @@ class ArchSpec:
         embed: input token embedding module.
         layers: the ``ModuleList`` of decoder layers.
         lm_head: output projection; ``None`` reads ``model.get_output_embeddings()``.
+        final_norm: the norm applied to the last layer's residual before the output projection (the logit
+            lens applies it to every layer's residual).
         attention: attention module of a layer (its input is the normed hidden state).
         mlp: FFN module of a layer (its output is the FFN output).
         input_norm: the norm applied before attention.
@@ -72,6 +74,7 @@ class ArchSpec:
     qkv_layout: str
     down_proj: str
     lm_head: str | None = "lm_head"
+    final_norm: str = "model.norm"
     q_proj: str | None = None
     k_proj: str | None = None
     qkv_proj: str | None = None
@@ -144,6 +147,7 @@ ARCH_SPECS: tuple[ArchSpec, ...] = (
         qkv_layout="concat_conv1d",
         qkv_proj="attn.c_attn",
         down_proj="mlp.c_proj",
+        final_norm="transformer.ln_f",
         down_transposed=True,
         norm_type="layer",
     ),
@@ -158,6 +162,7 @@ ARCH_SPECS: tuple[ArchSpec, ...] = (
         qkv_layout="per_head_interleaved",
         qkv_proj="attention.query_key_value",
         down_proj="mlp.dense_4h_to_h",
+        final_norm="gpt_neox.final_layer_norm",
         norm_type="layer",
     ),
 )
@@ -233,6 +238,17 @@ class ArchAdapter:
     def mlp_module(self, layer: int) -> nn.Module:
         """The FFN module of `layer`; its forward output is the FFN output (before any post-MLP norm)."""
         return self._layer_module(layer, self.spec.mlp, "mlp")
+
+    def final_norm_module(self) -> nn.Module:
+        """The norm between the last layer's residual and the output projection (what the logit lens applies
+        to every layer's residual)."""
+        return _resolve(self.model, self.model, self.spec.final_norm, "final_norm")
+
+    def output_head_module(self) -> nn.Module:
+        """The output projection (LM head): residual after the final norm -> logits."""
+        if self.spec.lm_head is None:
+            return self.model.get_output_embeddings()
+        return _resolve(self.model, self.model, self.spec.lm_head, "lm_head")
 
     # -- embeddings ------------------------------------------------------------------------------------------
     def input_embedding_matrix(self) -> Tensor:

@@ -1,0 +1,136 @@
+"""Answer-emergence layer: the logit lens at the target positions.
+
+The logit lens (nostalgebraist, 2020) reads each decoder layer's residual stream as if it were the last: the
+model's own final norm and output projection turn the residual after layer l into next-token logits. At the
+positions that predict the target tokens it gives, per layer, the rank of the target token, and the first
+layer at which the target is the top-1 token (where the answer "appears"); comparing that layer between a base
+model and its tuned version shows whether tuning makes the answer emerge earlier or later.
+
+The residuals come from the pass's own primal forward (`ResidualCapture`, forward hooks on the decoder layers
+that `arch` finds), so the lens costs one final norm and one ``d_model x vocab`` projection per layer and
+target position, never an extra forward. The last layer's lens is the model's own logits (before any final
+logit soft-capping, which is monotonic and changes no rank).
+
+Shapes: ``layers x target_len x d_model`` residuals, ``layers x target_len`` ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..arch import ArchAdapter
+
+
+class LogitLensError(ValueError):
+    """The lens cannot be read (nothing captured, or shapes that do not match the targets)."""
+
+
+@dataclass
+class ResidualCapture:
+    """Records the residual stream after every decoder layer at the last `keep_last` positions of a forward.
+
+    Use `capture` around exactly one forward (the pass's primal forward); `residuals` is then
+    ``layers x keep_last x d_model``, detached (no graph is kept alive).
+    """
+
+    adapter: ArchAdapter
+    _rows: list[Tensor | None] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def capture(self, keep_last: int) -> Iterator[None]:
+        """Hook every decoder layer for the block; the hooks are removed on exit, also on error."""
+        layers = self.adapter.layers()
+        self._rows = [None] * len(layers)
+
+        def hook_for(index: int):
+            def hook(_module, _args, output):
+                hidden = output[0] if isinstance(output, tuple) else output
+                if self._rows[index] is None:  # the first call is the primal forward's
+                    self._rows[index] = hidden[0, -keep_last:].detach()
+
+            return hook
+
+        handles = [layer.register_forward_hook(hook_for(i)) for i, layer in enumerate(layers)]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def residuals(self) -> Tensor:
+        """The captured residuals ``layers x keep_last x d_model``."""
+        if not self._rows or any(row is None for row in self._rows):
+            raise LogitLensError(
+                "no residuals captured: run the model's forward inside ResidualCapture.capture(keep_last=N)"
+            )
+        return torch.stack([row.to(self._rows[0].device) for row in self._rows])
+
+
+@dataclass
+class LensResult:
+    """The logit lens at the target positions of one request.
+
+    Attributes:
+        ranks: ``layers x target_len``: per layer, how many tokens the lens scores strictly above the target
+            (0 = top-1).
+        first_layer: per target position, the first layer (0-based) whose lens ranks the target top-1, or None
+            when no layer does.
+        num_layers: the model's decoder layers.
+    """
+
+    ranks: list[list[int]]
+    first_layer: list[int | None]
+    num_layers: int
+
+    @property
+    def answer_layer(self) -> int | None:
+        """The first layer at which the first target token is top-1 (None when no layer ranks it first)."""
+        return self.first_layer[0] if self.first_layer else None
+
+    @property
+    def answer_depth(self) -> float | None:
+        """`answer_layer` as a share of the model's depth, ``(layer + 1) / layers`` in (0, 1]: comparable
+        across models of different depths."""
+        layer = self.answer_layer
+        return None if layer is None else (layer + 1) / self.num_layers
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form for a record's extras."""
+        return {"ranks": self.ranks, "first_layer": self.first_layer, "num_layers": self.num_layers}
+
+
+def logit_lens(adapter: ArchAdapter, residuals: Tensor, target_ids: Sequence[int] | Tensor) -> LensResult:
+    """Rank of each target token under every layer's logit lens, and its first top-1 layer.
+
+    Args:
+        adapter: the model's `arch` adapter (final norm and output projection).
+        residuals: ``layers x N x d_model`` residuals after each decoder layer at the N target-predicting
+            positions (from `ResidualCapture`).
+        target_ids: the N target token ids.
+    """
+    target = torch.as_tensor(target_ids, dtype=torch.long)
+    if residuals.ndim != 3 or residuals.shape[1] != len(target):
+        raise LogitLensError(
+            f"residuals {tuple(residuals.shape)} must be layers x {len(target)} x d_model: one row per target"
+        )
+    norm, head = adapter.final_norm_module(), adapter.output_head_module()
+    dtype = head.weight.dtype
+    ranks: list[list[int]] = []
+    with torch.no_grad():
+        for layer_residual in residuals:  # one layer at a time: N x V logits, never layers x N x V
+            hidden = layer_residual.to(head.weight.device, dtype)
+            logits = head(norm(hidden)).float()
+            ids = target.to(logits.device)
+            chosen = logits.gather(-1, ids[:, None])
+            ranks.append([int(r) for r in (logits > chosen).sum(-1)])
+    first: list[int | None] = []
+    for n in range(len(target)):
+        layers = [layer for layer, row in enumerate(ranks) if row[n] == 0]
+        first.append(layers[0] if layers else None)
+    return LensResult(ranks=ranks, first_layer=first, num_layers=int(residuals.shape[0]))
