@@ -220,3 +220,20 @@ def test_contrastive_density_shares_and_foil():
         best_other_choice([-1.0], gold=0)
     with pytest.raises(ContrastiveError, match="nothing to contrast"):
         contrastive_gradient_x_input(None, [1, 2], [3], [3])
+
+
+@pytest.mark.parametrize("objective", ["prob", "logprob"])
+def test_contrast_from_the_pass_gold_matrix_equals_the_full_contrast(model, lm_tokenizer, objective):
+    from lm_interp_plugin.methods.attribution import gradient_x_input
+    from lm_interp_plugin.methods.contrastive import contrast_with_gold_term, gold_term
+
+    prompt = lm_tokenizer(PROMPT)["input_ids"]
+    gold = lm_tokenizer(" le chat", add_special_tokens=False)["input_ids"]
+    foil = lm_tokenizer(" the dog sat on the mat", add_special_tokens=False)["input_ids"]
+    attribution = gradient_x_input(model, torch.tensor(prompt), torch.tensor(gold), objective=objective)
+    term = gold_term(attribution.raw.numpy(), attribution.target_logprobs.numpy(), objective)
+    got = contrast_with_gold_term(model, prompt, term, float(attribution.target_logprobs.sum()), foil)
+    full = contrastive_gradient_x_input(model, prompt, gold, foil)
+    assert_matrix_close(got.raw[:, None], full.raw[:, None])
+    assert got.margin == pytest.approx(full.margin, rel=1e-4, abs=1e-4)
+    assert gold_term(np.ones((3, 1)), np.array([-200.0]), "prob") is None  # p underflows: no rescaling

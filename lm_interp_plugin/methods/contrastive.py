@@ -10,7 +10,10 @@ with log p(answer | x) the sum of the answer tokens' log-probabilities (as lm-ev
 the embedding of prompt token m. Positive c[m]: token m pushes toward the gold answer and away from the foil.
 
 Both answers are scored in one right-padded two-row forward whose prompt rows share one embedding leaf, and
-the contrast is one backward of one scalar (one VJP), not one per choice or per target token.
+the contrast is one backward of one scalar (one VJP), not one per choice or per target token. Inside the
+interpretation pass the gold half is already there: the pass's gradient x input matrix of the gold
+continuation, its columns summed (divided by p_n for the ``prob`` objective), is the gold term
+(`gold_term`), so only the foil costs a forward and a backward (`contrast_with_gold_term`).
 
 Density and shares: with a single column the paper's ``L1 / Lp`` density is an indicator (every surviving row
 has one non-zero entry), so the contrastive density keeps the quantised levels instead: ``S[m] / L`` with
@@ -98,6 +101,52 @@ def contrastive_gradient_x_input(
         raw=raw.cpu().numpy().astype(np.float64),
         logprob_gold=float(sums[0].detach()),
         logprob_foil=float(sums[1].detach()),
+    )
+
+
+def gold_term(raw: np.ndarray, target_logprobs: np.ndarray, objective: str) -> np.ndarray | None:
+    """``< d log p(gold) / d e_m, e_m >`` from the pass's matrix of the gold continuation
+    (``prompt_len x N``): the sum of its columns, each divided by p_n when the matrix is of probabilities
+    (``prob``). None when a p_n underflowed to 0 in float32 (the column cannot be rescaled; compute the
+    contrast in full)."""
+    columns = np.asarray(raw, dtype=np.float64)
+    if objective == "logprob":
+        return columns.sum(axis=1)
+    p = np.exp(np.asarray(target_logprobs, dtype=np.float64))
+    if columns.shape[1] != len(p) or not np.all(np.exp(np.asarray(target_logprobs, np.float32)) > 0):
+        return None
+    return (columns / p[None, :]).sum(axis=1)
+
+
+def contrast_with_gold_term(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[int],
+    gold: np.ndarray,
+    logprob_gold: float,
+    foil_ids: Sequence[int],
+) -> ContrastiveResult:
+    """The contrast from the pass's gold term (`gold_term`) and one forward + backward of the foil."""
+    prompt = torch.as_tensor(list(prompt_ids), dtype=torch.long)
+    foil = torch.as_tensor(list(foil_ids), dtype=torch.long)
+    if len(prompt) == 0 or len(foil) == 0 or len(gold) != len(prompt):
+        raise ContrastiveError(
+            f"prompt ({len(prompt)} tokens), foil ({len(foil)}) and gold term ({len(gold)}) must be "
+            "non-empty and the gold term one value per prompt token"
+        )
+    device = model.get_input_embeddings().weight.device
+    embed = model.get_input_embeddings()
+    with inputs_only_grad(model):
+        with torch.no_grad():
+            embeds = embed(torch.cat([prompt, foil[:-1]])[None].to(device))
+        leaf = embeds[:, : len(prompt)].clone().requires_grad_(True)
+        out = model(inputs_embeds=torch.cat([leaf, embeds[:, len(prompt) :]], dim=1), use_cache=False)
+        score = token_logprobs(out.logits[0, len(prompt) - 1 :], foil).sum()
+        (grad,) = torch.autograd.grad(score, leaf)
+    foil_term = (grad[0].float() * leaf.detach()[0].float()).sum(-1).cpu().numpy().astype(np.float64)
+    return ContrastiveResult(
+        raw=np.asarray(gold, dtype=np.float64) - foil_term,
+        logprob_gold=float(logprob_gold),
+        logprob_foil=float(score.detach()),
     )
 
 
