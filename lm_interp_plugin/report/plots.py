@@ -222,3 +222,58 @@ def layer_group_concepts(layered: dict[str, list[dict[str, float]]], groups: int
     ax.set_ylabel("concept proportion")
     ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     return _png(fig)
+
+
+def _figure_png(fig: Any, dpi: int = 120) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def ffn_concept_proportions(cmp: Any, kind: str = "concept") -> bytes:
+    """The paper's Figure 3 form from an `FFNComparison`: per category, its share of the components at each
+    layer, base vs tuned."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    base, tuned = cmp.per_layer_shares["base"][kind], cmp.per_layer_shares["tuned"][kind]
+    cats = list(base)
+    ncols = max(1, min(3, len(cats)))
+    nrows = max(1, math.ceil(len(cats) / ncols))
+    fig = Figure(figsize=(4 * ncols, 2.8 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    for ax, cat in zip(axes.flat, cats):
+        ax.plot(cmp.layers, [100 * x for x in base[cat]], "o--", label="base", color="tab:gray")
+        ax.plot(cmp.layers, [100 * x for x in tuned[cat]], "o-", label="tuned", color="tab:blue")
+        ax.set_title(_plain(cat))
+        ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
+        ax.set_ylabel("% of components")
+    for ax in list(axes.flat)[len(cats) :]:
+        ax.axis("off")
+    if cats:
+        axes.flat[0].legend()
+    fig.tight_layout()
+    return _figure_png(fig)
+
+
+def ffn_rotation(cmp: Any) -> bytes:
+    """Rotation of each layer's top-k FFN subspace from an `FFNComparison`: mean principal angle with the
+    min-max range."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
+    lo = [min(a) for a in cmp.angles]
+    hi = [max(a) for a in cmp.angles]
+    ax.fill_between(cmp.layers, lo, hi, alpha=0.25, color="tab:blue", label="min-max")
+    ax.plot(cmp.layers, cmp.mean_angles, "o-", color="tab:blue", label="mean")
+    ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
+    ax.set_ylabel("principal angle (degrees)")
+    ax.set_ylim(0, 90)
+    ax.set_title("FFN top-k subspace rotation, base -> tuned")
+    ax.legend()
+    fig.tight_layout()
+    return _figure_png(fig)

@@ -165,45 +165,6 @@ class ExampleTable:
     table_id: str = "examples"
 
 
-@dataclass
-class Pre:
-    text: str
-
-
-def text_blocks(text: str) -> list[Any]:
-    """Blocks for text from another module: its Markdown pipe tables become `Table`s, the rest `Pre`."""
-    blocks: list[Any] = []
-    lines = text.strip("\n").splitlines()
-    i = 0
-    while i < len(lines):
-        if (
-            lines[i].lstrip().startswith("|")
-            and i + 1 < len(lines)
-            and set(lines[i + 1].strip()) <= set("|-: ")
-        ):
-            cells = [_split_row(lines[i])]
-            i += 2
-            while i < len(lines) and lines[i].lstrip().startswith("|"):
-                cells.append(_split_row(lines[i]))
-                i += 1
-            blocks.append(Table(cells[0], cells[1:]))
-            continue
-        start = i
-        while i < len(lines) and not lines[i].lstrip().startswith("|"):
-            i += 1
-        chunk = "\n".join(lines[start:i]).strip()
-        if chunk:
-            blocks.append(Pre(chunk))
-        if i == start:  # a lone pipe line that is not a table
-            blocks.append(Pre(lines[i]))
-            i += 1
-    return blocks
-
-
-def _split_row(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
-
-
 def fmt(value: Any, digits: int = 3) -> str:
     """A number for a table: NaN/None as an en dash, tiny values in scientific form."""
     if value is None:
@@ -263,6 +224,11 @@ def _md_table(caption: str | None, headers: list[str], rows: list[list[Any]]) ->
     return lines + [""]
 
 
+def table_markdown(table: Table) -> str:
+    """One table as Markdown (its caption in italics above it), e.g. for a command's standard output."""
+    return "\n".join(_md_table(table.caption, table.headers, table.rows))
+
+
 def to_markdown(title: str, blocks: list[Any]) -> str:
     """The report as Markdown; images are linked PNG files next to it."""
     lines = [f"# {_md(title)}", ""]
@@ -290,8 +256,6 @@ def to_markdown(title: str, blocks: list[Any]) -> str:
             lines += [_md(_legend_text(block)), ""]
         elif isinstance(block, Definitions):
             lines += [f"- **{_md(term)}**: {_md(meaning)}" for term, meaning in block.items] + [""]
-        elif isinstance(block, Pre):
-            lines += ["```", block.text.replace("```", "'''"), "```", ""]
     return "\n".join(lines)
 
 
@@ -440,8 +404,6 @@ def to_html(title: str, blocks: list[Any]) -> str:
             out.append("</dl>")
         elif isinstance(block, ExampleTable):
             out.append(_example_table_html(block))
-        elif isinstance(block, Pre):
-            out.append(f"<pre>{_e(block.text)}</pre>")
     out.append(f"<script>{SCRIPT}</script>")
     out.append("</body></html>")
     return "\n".join(out)
