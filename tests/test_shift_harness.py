@@ -77,6 +77,10 @@ def test_reference_with_another_tokenizer_fails_once_and_clearly(tmp_path, lm_to
     with pytest.raises(ReferenceModelError, match="tokenizer could not be loaded"):
         load_reference(str(tmp_path / "missing"), evaluated, lm_tokenizer)
     check_same_vocab(lm_tokenizer, lm_tokenizer, "same")  # no error
+    wider = build_tiny_model("llama", lm_tokenizer, seed=1)
+    wider.resize_token_embeddings(len(lm_tokenizer) + 8)  # same tokenizer, a padded output layer
+    with pytest.raises(ReferenceModelError, match="same vocabulary size"):
+        load_reference(str(save_tiny(wider, lm_tokenizer, tmp_path / "wider")), evaluated, lm_tokenizer)
 
 
 def test_reference_loads_frozen_on_the_evaluated_models_dtype(tmp_path, lm_tokenizer, tiny_llama_dir):

@@ -98,6 +98,13 @@ def load_reference(
         model = AutoModelForCausalLM.from_pretrained(path, dtype=param.dtype, **extra)
     except (OSError, ValueError) as err:
         raise ReferenceModelError(f"interp_reference={path}: the model could not be loaded ({err})") from err
+    rows = [m.get_output_embeddings().weight.shape[0] for m in (evaluated_model, model)]
+    if rows[0] != rows[1]:
+        raise ReferenceModelError(
+            f"interp_reference={path}: its output layer scores {rows[1]} tokens, the evaluated model's "
+            f"{rows[0]}; the shift compares the two distributions token by token, so both need the same "
+            "vocabulary size (a tuned model with added tokens needs a base resized to match)"
+        )
     model.to(param.device)
     model.eval()
     for weight in model.parameters():
