@@ -1,8 +1,9 @@
 """Benchmark: the added cost of issue 23's signals as a ratio of the interpretation pass, in one process.
 
-A random Llama (a tokenizer trained locally on the task text, `--vocab`), one evaluated model and one
-reference of the same shape. Per request (a prompt of `--prompt` tokens, a target of N tokens for each N in
-`--targets`; multiple choice has N of 1 to 3, generation more) it times, interleaved within each repetition:
+Two random Llamas of the same shape built from a config (`--vocab` 32000 by default, so the LM head, the
+logit lens and the KL run at a realistic width): the evaluated model and its reference. Per request (a prompt
+of `--prompt` tokens, a target of N tokens for each N in `--targets`; multiple choice has N of 1 to 3,
+generation more) it times, interleaved within each repetition:
 
 * ``pass``: `interpret.passes.run_pass` with its defaults (attribution, instruction attention, ablation; no
   FFN concepts: they need the model's global components);
@@ -97,19 +98,30 @@ def _cell(model, reference, adapter, settings, prompt, target, foil, labels, rep
 def measure(args: argparse.Namespace) -> list[dict]:
     """One row per target length: median seconds of every column and their ratios to the pass."""
     import torch
+    from transformers import AutoModelForCausalLM
 
     from lm_interp_plugin.arch import get_adapter
     from lm_interp_plugin.interpret.settings import InterpSettings
-    from lm_interp_plugin.testing.tiny import build_tiny_model, task_corpus, train_tokenizer
+    from lm_interp_plugin.testing.tiny import tiny_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    tokenizer = train_tokenizer(task_corpus(), vocab_size=args.vocab)
-    shape = dict(hidden=args.hidden, layers=args.layers, heads=max(2, args.hidden // 64), kv_heads=None)
-    model = build_tiny_model("llama", tokenizer, seed=0, **shape).to(args.device)
-    reference = build_tiny_model("llama", tokenizer, seed=1, **shape).to(args.device)
+    config = tiny_config(
+        "llama",
+        vocab_size=args.vocab,
+        hidden=args.hidden,
+        layers=args.layers,
+        heads=max(2, args.hidden // 64),
+        kv_heads=None,
+        max_positions=4096,
+    )
+    models = []
+    for seed in (0, 1):  # the evaluated model and its reference: same shape, other weights
+        torch.manual_seed(seed)
+        models.append(AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval().to(args.device))
+    model, reference = models
     adapter = get_adapter(model)
-    vocab = len(tokenizer)
+    vocab = args.vocab
     generator = torch.Generator().manual_seed(0)
     rows = []
     for n in args.targets:
@@ -148,7 +160,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--vocab", type=int, default=800, help="tokenizer vocabulary size")
+    parser.add_argument("--vocab", type=int, default=32000, help="vocabulary size (the LM head's width)")
     parser.add_argument("--prompt", type=int, default=96, help="prompt tokens")
     parser.add_argument(
         "--targets", type=lambda s: [int(x) for x in s.split(",")], default=[1, 3, 16], help="target lengths"
