@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -178,16 +177,3 @@ def contrastive_shares(density: np.ndarray, labels: Sequence[str]) -> dict[str, 
         return None
     parts = np.asarray(list(labels), dtype=object)
     return {part: float(density[parts == part].sum() / total) for part in dict.fromkeys(labels)}
-
-
-def contrastive_summary(result: ContrastiveResult, labels: Sequence[str], L: int = 10) -> dict[str, Any]:
-    """The record's detail: raw contrast, density, shares and the margin."""
-    density = contrastive_density(result.raw, L=L)
-    return {
-        "raw": result.raw.tolist(),
-        "density": density.tolist(),
-        "shares": contrastive_shares(density, labels),
-        "logprob_gold": result.logprob_gold,
-        "logprob_foil": result.logprob_foil,
-        "margin": result.margin,
-    }
