@@ -33,7 +33,7 @@ import torch
 
 from .importance import quantise
 from .model_state import inputs_only_grad
-from .scoring import token_logprobs
+from .scoring import last_positions_logprobs
 
 
 class ContrastiveError(ValueError):
@@ -88,11 +88,15 @@ def contrastive_gradient_x_input(
             filler = tail.new_zeros((1, pad, tail.shape[2]))
             rows.append(torch.cat([leaf, tail, filler], dim=1))  # the leaf is shared by both rows
             mask[row, : prompt_len + len(answer) - 1] = 1
-        out = model(inputs_embeds=torch.cat(rows), attention_mask=mask.to(device), use_cache=False)
-        sums = []
+        longest = max(len(a) for a in answers)
+        targets = torch.zeros((2, longest), dtype=torch.long)  # right-padded; the padding is not summed
         for row, answer in enumerate(answers):
-            span = slice(prompt_len - 1, prompt_len - 1 + len(answer))
-            sums.append(token_logprobs(out.logits[row, span], answer).sum())
+            targets[row, : len(answer)] = answer
+        # the LM head only at the last `longest` positions: those that predict the answers' tokens
+        logprobs, _ = last_positions_logprobs(
+            model, torch.cat(rows), targets.to(device), attention_mask=mask.to(device)
+        )
+        sums = [logprobs[row, : len(answer)].sum() for row, answer in enumerate(answers)]
         contrast = sums[0] - sums[1]
         (grad,) = torch.autograd.grad(contrast, leaf)
     raw = (grad[0].float() * leaf.detach()[0].float()).sum(-1)
@@ -138,8 +142,10 @@ def contrast_with_gold_term(
         with torch.no_grad():
             embeds = embed(torch.cat([prompt, foil[:-1]])[None].to(device))
         leaf = embeds[:, : len(prompt)].clone().requires_grad_(True)
-        out = model(inputs_embeds=torch.cat([leaf, embeds[:, len(prompt) :]], dim=1), use_cache=False)
-        score = token_logprobs(out.logits[0, len(prompt) - 1 :], foil).sum()
+        logprobs, _ = last_positions_logprobs(
+            model, torch.cat([leaf, embeds[:, len(prompt) :]], dim=1), foil[None].to(device)
+        )
+        score = logprobs.sum()
         (grad,) = torch.autograd.grad(score, leaf)
     foil_term = (grad[0].float() * leaf.detach()[0].float()).sum(-1).cpu().numpy().astype(np.float64)
     return ContrastiveResult(
