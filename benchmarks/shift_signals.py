@@ -51,27 +51,31 @@ def _timed(fn: Callable[[], object]) -> float:
 
 def _cell(model, reference, adapter, settings, prompt, target, foil, labels, repeats: int) -> dict:
     """Median seconds of every column for one (prompt, target) request."""
+    import torch
+
+    from lm_interp_plugin.interpret.capture import capture
     from lm_interp_plugin.interpret.passes import run_pass
     from lm_interp_plugin.methods.contrastive import (
         contrast_with_gold_term,
         contrastive_gradient_x_input,
         gold_term,
     )
-    from lm_interp_plugin.methods.logit_lens import ResidualCapture, logit_lens
+    from lm_interp_plugin.methods.logit_lens import logit_lens
     from lm_interp_plugin.methods.shift import distribution_shift, target_logits
 
     n = len(target)
-    capture = ResidualCapture(adapter)
+    captured: dict = {}
 
     def the_pass():
         return run_pass(model, prompt, target, labels, settings)
 
     def pass_with_capture():
-        with capture.capture(keep_last=n):
+        captured.clear()
+        with capture(model, ["resid_post"], n, captured):
             return run_pass(model, prompt, target, labels, settings)
 
     result = pass_with_capture()
-    residuals = capture.residuals()
+    residuals = torch.stack([r[0] for r in captured["resid_post"]])
     evaluated_logits = target_logits(model, prompt, target)
 
     def contrast_reusing_the_pass():

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lm_interp_plugin.arch import get_adapter
+from lm_interp_plugin.interpret.capture import capture
 from lm_interp_plugin.methods.contrastive import (
     ContrastiveError,
     best_other_choice,
@@ -19,7 +20,7 @@ from lm_interp_plugin.methods.contrastive import (
     contrastive_gradient_x_input,
     contrastive_shares,
 )
-from lm_interp_plugin.methods.logit_lens import LogitLensError, ResidualCapture, logit_lens
+from lm_interp_plugin.methods.logit_lens import LogitLensError, logit_lens
 from lm_interp_plugin.methods.shift import ShiftError, distribution_shift, target_logits
 from lm_interp_plugin.testing.tiny import build_tiny_model
 from tests.tolerances import assert_matrix_close
@@ -141,11 +142,12 @@ def _hand_lens(model, prompt, target):
 def test_logit_lens_equals_a_hand_written_lens(model, pair):
     prompt, target = pair
     adapter = get_adapter(model)
-    capture = ResidualCapture(adapter)
     ids = torch.tensor([list(prompt) + list(target[:-1])])
-    with torch.no_grad(), capture.capture(keep_last=len(target)):
+    captured = {}
+    with torch.no_grad(), capture(model, ["resid_post"], len(target), captured):
         model(ids)
-    got = logit_lens(adapter, capture.residuals(), target)
+    residuals = torch.stack([r[0] for r in captured["resid_post"]])
+    got = logit_lens(adapter, residuals, target)
     ranks, _ = _hand_lens(model, prompt, target)
     assert np.array_equal(np.asarray(got.ranks), ranks)
     for n in range(len(target)):
@@ -160,20 +162,19 @@ def test_logit_lens_of_a_token_the_model_ranks_last(model, pair):
     """A target the lens never ranks first has no answer layer (absent, not 0)."""
     prompt, target = pair
     adapter = get_adapter(model)
-    capture = ResidualCapture(adapter)
     ids = torch.tensor([list(prompt) + list(target[:-1])])
-    with torch.no_grad(), capture.capture(keep_last=len(target)):
+    captured = {}
+    with torch.no_grad(), capture(model, ["resid_post"], len(target), captured):
         model(ids)
+    residuals = torch.stack([r[0] for r in captured["resid_post"]])
     final = _direct_logits(model, prompt, target, 0)
     worst = int(np.argmin(final))
-    got = logit_lens(adapter, capture.residuals()[:, :1], [worst])
+    got = logit_lens(adapter, residuals[:, :1], [worst])
     assert got.ranks[-1][0] == len(final) - 1  # the final layer ranks it last
     if all(row[0] > 0 for row in got.ranks):
         assert got.answer_layer is None and got.answer_depth is None
     with pytest.raises(LogitLensError, match="one row per target"):
-        logit_lens(adapter, capture.residuals(), target[:2])
-    with pytest.raises(LogitLensError, match="no residuals captured"):
-        ResidualCapture(adapter).residuals()
+        logit_lens(adapter, residuals, target[:2])
 
 
 def _per_choice_contrast(model, prompt, gold, foil):

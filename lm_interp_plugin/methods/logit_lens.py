@@ -6,19 +6,19 @@ positions that predict the target tokens it gives, per layer, the rank of the ta
 layer at which the target is the top-1 token (where the answer "appears"); comparing that layer between a base
 model and its tuned version shows whether tuning makes the answer emerge earlier or later.
 
-The residuals come from the pass's own primal forward (`ResidualCapture`, forward hooks on the decoder layers
-that `arch` finds), so the lens costs one final norm and one ``d_model x vocab`` projection per layer and
-target position, never an extra forward. The last layer's lens is the model's own logits (before any final
-logit soft-capping, which is monotonic and changes no rank).
+The residuals come from the pass's own primal forward (the ``resid_post`` capture point of
+`interpret.capture`: forward hooks on the decoder layers that `arch` finds), so the lens costs one final
+norm and one ``d_model x vocab`` projection per layer and target position, never an extra forward. The last
+layer's lens is the model's own logits (before any final logit soft-capping, which is monotonic and changes
+no rank).
 
 Shapes: ``layers x target_len x d_model`` residuals, ``layers x target_len`` ranks.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,47 +29,6 @@ from ..arch import ArchAdapter
 
 class LogitLensError(ValueError):
     """The lens cannot be read (nothing captured, or shapes that do not match the targets)."""
-
-
-@dataclass
-class ResidualCapture:
-    """Records the residual stream after every decoder layer at the last `keep_last` positions of a forward.
-
-    Use `capture` around exactly one forward (the pass's primal forward); `residuals` is then
-    ``layers x keep_last x d_model``, detached (no graph is kept alive).
-    """
-
-    adapter: ArchAdapter
-    _rows: list[Tensor | None] = field(default_factory=list)
-
-    @contextlib.contextmanager
-    def capture(self, keep_last: int) -> Iterator[None]:
-        """Hook every decoder layer for the block; the hooks are removed on exit, also on error."""
-        layers = self.adapter.layers()
-        self._rows = [None] * len(layers)
-
-        def hook_for(index: int):
-            def hook(_module, _args, output):
-                hidden = output[0] if isinstance(output, tuple) else output
-                if self._rows[index] is None:  # the first call is the primal forward's
-                    self._rows[index] = hidden[0, -keep_last:].detach()
-
-            return hook
-
-        handles = [layer.register_forward_hook(hook_for(i)) for i, layer in enumerate(layers)]
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def residuals(self) -> Tensor:
-        """The captured residuals ``layers x keep_last x d_model``."""
-        if not self._rows or any(row is None for row in self._rows):
-            raise LogitLensError(
-                "no residuals captured: run the model's forward inside ResidualCapture.capture(keep_last=N)"
-            )
-        return torch.stack([row.to(self._rows[0].device) for row in self._rows])
 
 
 @dataclass
@@ -111,7 +70,7 @@ def logit_lens(adapter: ArchAdapter, residuals: Tensor, target_ids: Sequence[int
     Args:
         adapter: the model's `arch` adapter (final norm and output projection).
         residuals: ``layers x N x d_model`` residuals after each decoder layer at the N target-predicting
-            positions (from `ResidualCapture`).
+            positions (the ``resid_post`` capture).
         target_ids: the N target token ids.
     """
     target = torch.as_tensor(target_ids, dtype=torch.long)
