@@ -12,6 +12,7 @@ from lm_interp_plugin.harness.reference import (
     check_same_vocab,
     load_reference,
     vocab_differences,
+    with_reference_signal,
 )
 from lm_interp_plugin.harness.tasks import tag_of
 
@@ -95,3 +96,12 @@ def test_reference_loads_frozen_on_the_evaluated_models_dtype(tmp_path, lm_token
     param = next(ref.model.parameters())
     assert param.dtype == torch.bfloat16 and not param.requires_grad and not ref.model.training
     assert ref.fingerprint["weight_hash"] and ref.name == str(ref_dir)
+
+
+def test_a_reference_turns_the_shift_signal_on_and_the_signal_needs_one():
+    assert with_reference_signal({"interp_reference": "base"})["interp_signals"] == "reference_shift"
+    got = with_reference_signal({"interp_reference": "base", "interp_signals": "entropy+logit_lens"})
+    assert got["interp_signals"] == "entropy+logit_lens+reference_shift"
+    assert with_reference_signal({"interp_signals": "entropy"}) == {"interp_signals": "entropy"}
+    with pytest.raises(ReferenceModelError, match="add interp_reference=PATH"):
+        with_reference_signal({"interp_signals": "reference_shift"})

@@ -57,6 +57,27 @@ def check_same_vocab(evaluated_tokenizer: Any, reference_tokenizer: Any, referen
         )
 
 
+#: the signal `interp_reference` turns on (`interpret.signals.reference_shift`)
+REFERENCE_SIGNAL = "reference_shift"
+
+
+def with_reference_signal(interp_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """interp-hf's ``interp_*`` arguments with the reference shift signal added when a reference is given;
+    a reference shift asked for without a reference is an error that says what to add."""
+    reference = str(interp_kwargs.get("interp_reference") or "").strip()
+    signals = [s for s in str(interp_kwargs.get("interp_signals") or "").replace(",", "+").split("+") if s]
+    has_reference = reference.lower() not in ("", "none")
+    if has_reference and REFERENCE_SIGNAL not in signals:
+        return {**interp_kwargs, "interp_signals": "+".join([*signals, REFERENCE_SIGNAL])}
+    if not has_reference and REFERENCE_SIGNAL in signals:
+        raise ReferenceModelError(
+            f"interp_signals={interp_kwargs['interp_signals']} asks for {REFERENCE_SIGNAL}, which compares "
+            "the model with a reference: add interp_reference=PATH (a hub id or folder of the base or tuned "
+            "model)"
+        )
+    return interp_kwargs
+
+
 @dataclass
 class Reference:
     """A loaded reference model and what identifies it in the records."""
