@@ -26,6 +26,9 @@ from torch import Tensor
 
 from ..arch import ArchAdapter
 
+#: logits held at once by `logit_lens` (floats): 64M = 256 MB in float32
+LENS_LOGITS_PER_CALL = 64 * 2**20
+
 
 class LogitLensError(ValueError):
     """The lens cannot be read (nothing captured, or shapes that do not match the targets)."""
@@ -80,16 +83,23 @@ def logit_lens(adapter: ArchAdapter, residuals: Tensor, target_ids: Sequence[int
         )
     norm, head = adapter.final_norm_module(), adapter.output_head_module()
     dtype = head.weight.dtype
+    layers, n = int(residuals.shape[0]), len(target)
+    vocab = int(head.weight.shape[0])
+    # several layers per projection: the head's weight is read once per group, not once per layer (on a CPU
+    # the lens is bound by that read), with at most LENS_LOGITS_PER_CALL logits in memory at a time
+    group = max(1, min(layers, LENS_LOGITS_PER_CALL // max(1, n * vocab)))
     ranks: list[list[int]] = []
     with torch.no_grad():
-        for layer_residual in residuals:  # one layer at a time: N x V logits, never layers x N x V
-            hidden = layer_residual.to(head.weight.device, dtype)
-            logits = head(norm(hidden)).float()
-            ids = target.to(logits.device)
-            chosen = logits.gather(-1, ids[:, None])
-            ranks.append([int(r) for r in (logits > chosen).sum(-1)])
+        ids = target.to(head.weight.device).repeat(group)
+        for start in range(0, layers, group):
+            block = residuals[start : start + group]
+            hidden = block.reshape(-1, block.shape[-1]).to(head.weight.device, dtype)
+            logits = head(norm(hidden)).float()  # (group * N) x V
+            chosen = logits.gather(-1, ids[: len(hidden), None])
+            counts = (logits > chosen).sum(-1).view(len(block), n)
+            ranks.extend([int(r) for r in row] for row in counts)
     first: list[int | None] = []
-    for n in range(len(target)):
-        layers = [layer for layer, row in enumerate(ranks) if row[n] == 0]
-        first.append(layers[0] if layers else None)
-    return LensResult(ranks=ranks, first_layer=first, num_layers=int(residuals.shape[0]))
+    for position in range(n):
+        top = [layer for layer, row in enumerate(ranks) if row[position] == 0]
+        first.append(top[0] if top else None)
+    return LensResult(ranks=ranks, first_layer=first, num_layers=layers)
