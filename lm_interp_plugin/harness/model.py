@@ -40,8 +40,10 @@ from ..interpret.signals.reference_shift import REFERENCE
 from ..records import RECORDS_DIR_KEY, InterpRecord, RecordStore
 from ..spans import SPECIAL, label_tokens, token_offsets, truncated_offsets
 from .choices import Foil, foils
+from .model_checks import check_model, check_records_dir
 from .reference import Reference, load_reference, with_reference_signal
 from .tasks import tag_of
+from .verify import metrics_mismatch
 
 CONTRASTIVE = _Contrastive.name
 
@@ -62,19 +64,23 @@ class InterpHFLM(HFLM):
     def __init__(self, pretrained: Any, records_dir: str | None = None, **kwargs: Any) -> None:
         interp_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("interp_")}
         self.interp_settings = InterpSettings.from_kwargs(with_reference_signal(interp_kwargs))
-        super().__init__(pretrained=pretrained, **kwargs)
-        self._shard_across_cpu_processes()
-        self.reference = self._load_reference(kwargs)
-        self._foils: dict[int, Foil | str] = {}
         self.pretrained_name = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
         self.records_dir = Path(
             records_dir
             or os.environ.get(RECORDS_DIR_ENV)
             or Path("lm_interp_records") / sanitize_model_name(self.pretrained_name)
         )
+        check_records_dir(self.records_dir)  # before the model loads, not after the whole pass
+        super().__init__(pretrained=pretrained, **kwargs)
+        self._shard_across_cpu_processes()
         _follow_lm_eval_logging()
+        check_model(self.model, self.tokenizer, self.pretrained_name)  # once, before the long passes
+        self.reference = self._load_reference(kwargs)
+        self._foils: dict[int, Foil | str] = {}
         self.fingerprint = self._fingerprint(kwargs)
-        self.store = RecordStore(self.records_dir, rank=self.rank, world_size=self.world_size)
+        self.store = RecordStore(
+            self.records_dir, rank=self.rank, world_size=self.world_size, verify=metrics_mismatch
+        )
         self.interpreter = build_pass(
             self.model,
             self.tokenizer,

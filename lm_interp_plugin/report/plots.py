@@ -13,7 +13,7 @@ import numpy as np
 
 from lm_interp_plugin.records import InterpRecord
 
-from .tokens import display_token
+from .tokens import density_params, display_token
 
 MAX_PROMPT_TOKENS = 120
 MAX_TARGET_TOKENS = 40
@@ -102,8 +102,23 @@ def family_bars(title: str, summaries: dict[str, list[Any]], families: list[tupl
     return _png(fig)
 
 
+def _levels_colormap(levels: int, b: int) -> tuple[Any, Any]:
+    """A discrete colour map over the quantised levels 0..`levels`: the levels the score drops (<= `b`) in
+    light greys, the levels it counts in blues; with its norm (one colour per whole level)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    greys, blues = colormaps["Greys"], colormaps["Blues"]
+    dropped = [greys(0.02 + 0.25 * i / max(b, 1)) for i in range(b + 1)]
+    counted = [blues(0.35 + 0.65 * (i + 1) / max(levels - b, 1)) for i in range(levels - b)]
+    cmap = ListedColormap(dropped + counted)
+    return cmap, BoundaryNorm(np.arange(-0.5, levels + 1.0), cmap.N)
+
+
 def token_heatmaps(records: dict[str, InterpRecord]) -> bytes:
-    """Quantised attribution S (prompt x target tokens) per run side by side; instruction tokens in red."""
+    """Quantised attribution S (prompt x target tokens) per run side by side; instruction tokens in red. The
+    colour bar marks the cut b of the score: levels <= b (grey) are dropped by instruction_importance, the
+    blue ones count, so the picture and the score agree."""
     plt = _plt()
     n = len(records)
     rows = max(min(len(r.prompt_tokens), MAX_PROMPT_TOKENS) for r in records.values())
@@ -117,7 +132,11 @@ def token_heatmaps(records: dict[str, InterpRecord]) -> bytes:
             ax.set_title(f"{_plain(label)}: no matrix")
             continue
         s = s[:MAX_PROMPT_TOKENS, :MAX_TARGET_TOKENS]
-        im = ax.imshow(s, aspect="auto", cmap="Blues", vmin=0, vmax=float(rec.params.get("L", 10)))
+        levels = int(rec.params.get("L", 10))
+        b, _ = density_params(rec)
+        b = min(max(b, 0), levels - 1)
+        cmap, norm = _levels_colormap(levels, b)
+        im = ax.imshow(s, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
         ax.set_yticks(range(s.shape[0]), [_plain(t, 18) for t in rec.prompt_tokens[: s.shape[0]]], fontsize=6)
         ax.set_xticks(
             range(s.shape[1]),
@@ -130,7 +149,10 @@ def token_heatmaps(records: dict[str, InterpRecord]) -> bytes:
                 tick.set_color("crimson")
                 tick.set_fontweight("bold")
         ax.set_title(_plain(label))
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, ticks=range(0, levels + 1))
+        bar.ax.tick_params(labelsize=6)
+        bar.ax.axhline(b + 0.5, color="crimson", linewidth=1.5)
+        bar.set_label(f"level of S; cut b = {b}: levels \u2264 {b} (grey) do not count", fontsize=7)
     return _png(fig)
 
 

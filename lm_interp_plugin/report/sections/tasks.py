@@ -143,8 +143,10 @@ def _shift_blocks(task: TaskAnalysis, views: ExampleViews, baseline: str, figure
                 figures.add(
                     f"{task.task}_tokens_{i + 1}",
                     plots.token_heatmaps(recs),
-                    f"{task.task} doc {s.doc_id_baseline}: attribution S (prompt x target), "
-                    "instruction tokens in red",
+                    f"{task.task} doc {s.doc_id_baseline}: quantised attribution S of each prompt token "
+                    "(rows) to each answer token (columns), per run; instruction tokens in red. Grey levels "
+                    "(at or under the cut b marked on the colour bar) are dropped by instruction_importance, "
+                    "blue levels count",
                 )
             )
     return blocks
@@ -366,10 +368,10 @@ class Tasks(Section[TasksData]):
         return TasksData(ctx.baseline, views)
 
     def blocks(self, data: TasksData, figures: Figures) -> list[Block]:
-        blocks: list[Block] = []
+        folds: list[Block] = []
         for view in data.tasks:
             task = view.analysis
-            blocks.append(R.Heading(f"Task {task.task}"))
+            blocks: list[Block] = []
             if task.notes:
                 blocks.append(R.Notes(task.notes, warning=any(is_warning(n) for n in task.notes)))
             blocks += _leaderboard_blocks(task, figures)
@@ -377,4 +379,5 @@ class Tasks(Section[TasksData]):
             for views in view.examples:
                 blocks += _shift_blocks(task, views, data.baseline, figures)
             blocks += _record_blocks(task, data.baseline, figures)
-        return blocks
+            folds.append(R.Fold(f"Task {task.task}", blocks, anchor=f"task-{_slug(task.task)}"))
+        return folds
