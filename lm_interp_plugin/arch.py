@@ -169,6 +169,7 @@ class ArchSpec:
     norm_weight_offset: float = 0.0
     embed_scale: float = 1.0
     model_class: str = ""
+    final_norm: str | None = None  # the norm between the last layer's residual and the output head
 
 
 def supported_families() -> list[str]:
@@ -294,6 +295,21 @@ def _find_layers(model: nn.Module, text) -> tuple[str, nn.ModuleList]:
         key=lambda nm: (bool(towers.search(nm[0])), "language_model" not in nm[0], nm[0].count("."), nm[0])
     )
     return candidates[0]
+
+
+def _find_final_norm(model: nn.Module, layers_path: str) -> str | None:
+    """The norm that the decoder applies after its last layer: the last norm-like child of the module that
+    holds the layer list (``model.norm``, ``transformer.ln_f``, ``gpt_neox.final_layer_norm``), or None."""
+    parent_path = layers_path.rsplit(".", 1)[0] if "." in layers_path else ""
+    parent = model.get_submodule(parent_path) if parent_path else model
+    found = [
+        name
+        for name, child in parent.named_children()
+        if isinstance(child, nn.LayerNorm) or "norm" in type(child).__name__.lower()
+    ]
+    if not found:
+        return None
+    return f"{parent_path}.{found[-1]}" if parent_path else found[-1]
 
 
 def _qk_layout(attn: nn.Module, text, d: int) -> dict:
@@ -486,6 +502,26 @@ class ArchAdapter:
     def mlp_module(self, layer: int) -> nn.Module:
         """The FFN module of `layer`; its forward output is the FFN output (before any post-MLP norm)."""
         return self._get(layer, self._layout(layer).mlp, "FFN")
+
+    def final_norm_module(self) -> nn.Module:
+        """The norm between the last layer's residual and the output projection (what the logit lens applies
+        to every layer's residual)."""
+        if self.spec.final_norm is None:
+            raise UnsupportedArchitectureError(
+                f"{type(self.model).__name__}: no final norm beside the decoder layers at "
+                f"{self.spec.layers!r} (the logit lens needs it). Module names seen: "
+                f"{_seen_module_names(self.model)}"
+            )
+        return self.model.get_submodule(self.spec.final_norm)
+
+    def output_head_module(self) -> nn.Module:
+        """The output projection (LM head): residual after the final norm -> logits."""
+        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        if head is None:
+            raise UnsupportedArchitectureError(
+                f"{type(self.model).__name__} has no output embeddings (get_output_embeddings): no logit lens"
+            )
+        return head
 
     # -- embeddings ------------------------------------------------------------------------------------------
     def input_embedding_matrix(self) -> Tensor:
@@ -756,6 +792,7 @@ def _detect(model: nn.Module) -> ArchAdapter:
         norm_weight_offset=0.0 if conv is None else conv.offset,
         embed_scale=_embedding_scale(model, layers),
         model_class=type(model).__name__,
+        final_norm=_find_final_norm(model, layers_path),
     )
     adapter = ArchAdapter(
         model=model,

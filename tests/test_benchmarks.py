@@ -543,3 +543,24 @@ def test_precision_benchmark_on_real_items_of_the_demo_pair(tmp_path):
     # moves it by a level step of one token; the benchmark's own criterion (1%) holds either way
     assert f32["instruction_importance_rel"] <= 0.01
     assert "3 items of heldout_instruct.jsonl" in result["table"] and "undecidable" not in result["table"]
+
+
+@pytest.mark.slow
+def test_shift_signals_benchmark_toy(capsys):
+    """The signals' cost benchmark runs at toy size; every ratio is its column's time over the pass's."""
+    bench = _load("shift_signals")
+    rows = bench.main(
+        ["--hidden", "32", "--layers", "1", "--vocab", "300", "--prompt", "8", "--targets", "2"]
+    )
+    row = rows[0]
+    assert set(row["seconds"]) == {
+        "pass",
+        "pass+capture",
+        "reference",
+        "lens",
+        "contrastive",
+        "contrast(pass)",
+    }
+    for name, seconds in row["seconds"].items():
+        assert row["ratio_to_pass"][name] == pytest.approx(seconds / row["seconds"]["pass"])
+    assert "contrast(pass)" in capsys.readouterr().out

@@ -179,6 +179,13 @@ def test_demo_on_the_shipped_pair(tmp_path, capsys):
     assert {f["task"] for f in results["findings"]} == {"demo_instruct", "demo_instruct_mc"}
     not_shown = [f for f in results["findings"] if f["verdict"] != "shows up"]
     assert sum(line.strip().startswith("why not ") for line in printed.splitlines()) == len(not_shown)
+    # issue 23: each run's reference is the other model; the flips and one line per new measurement
+    lines = [line.strip() for line in printed.splitlines()]
+    assert "base vs tuned, item by item (each run's reference model is the other one):" in lines
+    assert any(line.startswith("flips [demo_instruct_mc]: ") for line in lines)
+    for measurement in ("reference_kl", "token_shift_shifted", "contrastive_margin"):
+        assert any(line.startswith(f"[demo_instruct_mc] {measurement}: base ") for line in lines), measurement
+    assert results["flips"] and results["corrected_tests"]["tests"]
 
 
 def test_rebuild_agreement_counts_same_verdicts(tmp_path):

@@ -18,6 +18,8 @@ import torch
 from lm_interp_plugin import metric_names as names
 from lm_interp_plugin.interpret import METHODS, SIGNALS, BaseSignal, build_pass
 from lm_interp_plugin.interpret.settings import HOW_NOT_WHAT, InterpSettings
+from lm_interp_plugin.interpret.signals.contrastive import FOIL
+from lm_interp_plugin.interpret.signals.reference_shift import REFERENCE
 from lm_interp_plugin.records import InterpRecord, parse_record_line, record_line
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,8 +103,10 @@ def every_signal(tiny_model, lm_tokenizer, tmp_path_factory):
     optional = "+".join(n for n, s in SIGNALS.items() if type(s).enabled is BaseSignal.enabled)  # by name
     settings = InterpSettings(methods="+".join(METHODS), deletion=True, ig_steps=2, signals=optional)
     interpreter = build_pass(model, lm_tokenizer, settings, ffn_cache_dir=tmp_path_factory.mktemp("ffn"))
+    # what the signals that compare read beyond the request: a reference model, a foil choice
+    interpreter.resources[REFERENCE] = tiny_model("llama", seed=4)
     prompt, target, labels = _request(7, prompt_len=10, target_len=3, n_instruction=3)
-    return interpreter.run(prompt, target, labels), prompt, target, labels
+    return interpreter.run(prompt, target, labels, resources={FOIL: [11, 12]}), prompt, target, labels
 
 
 def test_every_signal_and_method_runs_and_round_trips_through_a_record(every_signal, lm_tokenizer):

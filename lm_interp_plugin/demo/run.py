@@ -40,10 +40,13 @@ from .build import (
     torch_threads,
     training_threads,
 )
+from .shift_lines import shift_lines
 
 logger = logging.getLogger(__name__)
 
 DEMO_TASKS = ("demo_instruct", "demo_instruct_mc")
+#: the opt-in signals of the demo runs (``interp_reference`` adds the reference shift)
+DEMO_SIGNALS = "logit_lens+contrastive"
 #: Beside the shipped pair: the verdicts of rebuilds from its recipe (`benchmarks/demo_robustness.py`).
 ROBUSTNESS_NAME = "robustness.json"
 
@@ -151,6 +154,7 @@ def _evaluate_and_report(out: Path, models: DemoModels, limit: int | None) -> in
     """Both lm-eval runs, the global explanations, the comparison report and the printed verdicts."""
     tasks = write_demo_tasks(out / "tasks", models.heldout_path, models.heldout_mc_path)
     runs = {}
+    other = {"base": models.tuned_path, "tuned": models.base_path}  # each run's reference: the other model
     for label, path in (("base", models.base_path), ("tuned", models.tuned_path)):
         run_dir = out / "runs" / label
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -159,7 +163,7 @@ def _evaluate_and_report(out: Path, models: DemoModels, limit: int | None) -> in
             "--model",
             "interp-hf",
             "--model_args",
-            f"pretrained={path}",
+            f"pretrained={path},interp_reference={other[label]},interp_signals={DEMO_SIGNALS}",
             "--device",
             "cpu",
             "--tasks",
@@ -224,6 +228,13 @@ def _evaluate_and_report(out: Path, models: DemoModels, limit: int | None) -> in
     print(
         '  (the same table is in the report: "The paper\'s findings on these runs"; the global Table 3 and '
         "Table 5 views of heads and FFN rotation are at its end)"
+    )
+    print("\nbase vs tuned, item by item (each run's reference model is the other one):")
+    for line in shift_lines(result):
+        print("  " + line)
+    print(
+        '  (in the report: "Answers that flip between base and tuned" and "Base vs tuned: every paired test, '
+        'Holm-corrected")'
     )
     print(
         f"\nreport: {report_dir / 'report.html'}\n        {report_dir / 'report.md'}\n"

@@ -35,11 +35,18 @@ from ..fingerprint import identity_hash, model_fingerprint
 from ..interpret.builder import build_pass
 from ..interpret.encoding import encode_pair
 from ..interpret.settings import HOW_NOT_WHAT, InterpSettings
+from ..interpret.signals.contrastive import FOIL
+from ..interpret.signals.contrastive import Contrastive as _Contrastive
+from ..interpret.signals.reference_shift import REFERENCE
 from ..records import RECORDS_DIR_KEY, InterpRecord, RecordStore
 from ..spans import SPECIAL, label_tokens, token_offsets, truncated_offsets
+from .choices import Foil, foils
 from .model_checks import check_model, check_records_dir
+from .reference import Reference, load_reference, with_reference_signal
 from .tasks import tag_of
 from .verify import logprob_mismatch, metrics_mismatch
+
+CONTRASTIVE = _Contrastive.name
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +64,7 @@ class InterpHFLM(HFLM):
 
     def __init__(self, pretrained: Any, records_dir: str | None = None, **kwargs: Any) -> None:
         interp_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("interp_")}
-        self.interp_settings = InterpSettings.from_kwargs(interp_kwargs)
+        self.interp_settings = InterpSettings.from_kwargs(with_reference_signal(interp_kwargs))
         self.pretrained_name = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
         self.records_dir = Path(
             records_dir
@@ -69,6 +76,8 @@ class InterpHFLM(HFLM):
         self._shard_across_cpu_processes()
         _follow_lm_eval_logging()
         check_model(self.model, self.tokenizer, self.pretrained_name)  # once, before the long passes
+        self.reference = self._load_reference(kwargs)
+        self._foils: dict[int, Foil | str] = {}
         self.fingerprint = self._fingerprint(kwargs)
         self.store = RecordStore(
             self.records_dir, rank=self.rank, world_size=self.world_size, verify=metrics_mismatch
@@ -80,6 +89,8 @@ class InterpHFLM(HFLM):
             ffn_cache_dir=self.records_dir / "ffn_components",
             model_identity=f"{self.pretrained_name}@{self.fingerprint['revision']}",
         )
+        if self.reference is not None:
+            self.interpreter.resources[REFERENCE] = self.reference.model
         self._n_interpreted = 0  # requests interpreted by this process (picks the float32-checked ones)
         self._fp32_errors: list[float] = []
         logger.info("interp-hf: interpretation records go to %s", self.records_dir)
@@ -125,6 +136,8 @@ class InterpHFLM(HFLM):
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         results = super().loglikelihood(requests, disable_tqdm=disable_tqdm)
         answers = {id(req): float(result[0]) for req, result in zip(requests, results)}
+        # the contrastive signal needs each gold answer's best other choice: a separate request of the doc
+        self._foils = foils(requests, results) if CONTRASTIVE in self.interp_settings.signal_names else {}
         self._interpret_all(requests, [req.args[1] for req in requests], disable_tqdm, answers)
         return results
 
@@ -144,10 +157,10 @@ class InterpHFLM(HFLM):
         what = {k: v for k, v in settings.items() if k not in HOW_NOT_WHAT}
         model_hash = identity_hash(fingerprint)
         settings_hash = identity_hash({"settings": what}, ignore=())
-        run_hash = identity_hash(
-            {"model": model_hash, "settings": settings_hash, "plugin": fingerprint["plugin_version"]},
-            ignore=(),
-        )
+        identity = {"model": model_hash, "settings": settings_hash, "plugin": fingerprint["plugin_version"]}
+        if self.reference is not None:  # records computed against another reference are not reused
+            identity["reference"] = identity_hash(self.reference.fingerprint)
+        run_hash = identity_hash(identity, ignore=())
         return {
             **fingerprint,
             "settings": settings,
@@ -155,6 +168,32 @@ class InterpHFLM(HFLM):
             "settings_hash": settings_hash,
             "run_hash": run_hash,
         }
+
+    def _load_reference(self, kwargs: dict[str, Any]) -> Reference | None:
+        """The reference model of ``interp_reference`` (same device, dtype and tokenizer), or None."""
+        settings = self.interp_settings
+        if not settings.reference:
+            return None
+        return load_reference(
+            settings.reference,
+            self.model,
+            self.tokenizer,
+            gguf_file=settings.reference_gguf_file,
+            trust_remote_code=bool(kwargs.get("trust_remote_code", False)),
+        )
+
+    def _request_resources(self, req: Instance, prepared: _Prepared) -> tuple[dict[str, Any], list[str]]:
+        """What this request's signals read beyond it: the foil choice's token ids (the contrastive
+        signal), with a note when there is none."""
+        foil = self._foils.get(id(req))
+        if foil is None or CONTRASTIVE not in self.interp_settings.signal_names:
+            return {}, []
+        if isinstance(foil, str):
+            return {}, [f"contrastive: {foil}"]
+        prompt_ids, foil_ids, _ = self._prompt_target_ids(req.args[0], foil.continuation)
+        if prompt_ids[-len(prepared.prompt_ids) :] != prepared.prompt_ids:
+            return {}, ["contrastive: the other choice tokenises the prompt differently; no contrast"]
+        return {FOIL: foil_ids}, []
 
     def _selected(self, req: Instance) -> bool:
         tag = tag_of(req)
@@ -315,8 +354,13 @@ class InterpHFLM(HFLM):
         every = self.interp_settings.fp32_check
         check_fp32 = every > 0 and self._n_interpreted % every == 0
         self._n_interpreted += 1
+        resources, notes = self._request_resources(req, prepared)
         result = self.interpreter.run(
-            prepared.prompt_ids, prepared.target_ids, prepared.labels, check_fp32=check_fp32
+            prepared.prompt_ids,
+            prepared.target_ids,
+            prepared.labels,
+            check_fp32=check_fp32,
+            resources=resources,
         )
         if "fp32_check" in result.extras:
             self._fp32_errors.append(result.extras["fp32_check"]["rel_error"])
@@ -339,7 +383,7 @@ class InterpHFLM(HFLM):
             token_parts=prepared.labels,
             params={**settings.importance.__dict__, "objective": settings.objective},
             fingerprint=self.fingerprint,
-            notes=list(prepared.notes),
+            notes=list(prepared.notes) + notes,
             store_matrices=settings.store_matrices,
         )
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -86,6 +86,8 @@ class InterpretationPass:
             getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
         )
         self._ffn_probe: FFNProbe | None = None
+        #: what the signals read beyond the request, the same for every pass (a reference model)
+        self.resources: dict[str, Any] = {}
         self.ffn_error: str | None = None
 
     def ffn_probe(self) -> FFNProbe | None:
@@ -119,8 +121,10 @@ class InterpretationPass:
         target_ids: Sequence[int],
         labels: Sequence[str],
         check_fp32: bool = False,
+        resources: Mapping[str, Any] | None = None,
     ) -> PassResult:
-        """One pass (`passes.run_pass`) with this model's tokens and FFN components."""
+        """One pass (`passes.run_pass`) with this model's tokens and FFN components; `resources` are this
+        request's (a foil choice), on top of the passes' own (`self.resources`: a reference model)."""
         probe = self.ffn_probe()
         result = run_pass(
             self.model,
@@ -131,6 +135,7 @@ class InterpretationPass:
             ffn_probe=probe,
             check_fp32=check_fp32,
             tokens=self.tokens,
+            resources={**self.resources, **(resources or {})},
         )
         if probe is None and self.settings.ffn:
             result.notes.insert(0, f"no FFN concepts: {self.ffn_error}")

@@ -12,6 +12,7 @@ tensor per module (``1 x target_len x width``).
 | ``mlp_out`` | each decoder layer's FFN (`ArchAdapter.mlp_module`) | layer |
 | ``attn_out`` | each decoder layer's attention (`ArchAdapter.attention_module`) | layer |
 | ``logits`` | the output head (``get_output_embeddings``): the next-token logits | model (one) |
+| ``resid_post`` | each decoder layer (`ArchAdapter.layers`): the residual stream after the layer | layer |
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ CAPTURE_POINTS: dict[str, Callable[[torch.nn.Module], list[torch.nn.Module]]] = 
     "mlp_out": _layers(ArchAdapter.mlp_module),
     "attn_out": _layers(ArchAdapter.attention_module),
     "logits": _output_head,
+    "resid_post": lambda model: get_adapter(model).layers(),
 }
 
 

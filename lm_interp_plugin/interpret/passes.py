@@ -9,7 +9,7 @@ What it runs is registered elsewhere: attribution methods in `attributions/`, si
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -40,6 +40,7 @@ def run_pass(
     neutral_token_id: int | None = None,
     check_fp32: bool = False,
     tokens: TokenRoles | None = None,
+    resources: Mapping[str, Any] | None = None,
 ) -> PassResult:
     """Attribute `target_ids` onto `prompt_ids` and derive the per-example metrics of every enabled signal.
 
@@ -54,6 +55,7 @@ def run_pass(
             (``extras["fp32_check"]``). Independently of it, a half-precision pass that gives NaN or inf is
             re-run in float32 and says so in ``notes`` and ``extras["precision"]``.
         tokens: neutral and BOS tokens (`builder.build_pass` resolves them from the config or the tokenizer).
+        resources: what signals read beyond the request, by their keys (a reference model, a foil choice).
     """
     ctx = PassContext.create(
         model,
@@ -62,7 +64,7 @@ def run_pass(
         labels,
         settings,
         tokens=tokens or TokenRoles(neutral=neutral_token_id),
-        resources={FFN_PROBE: ffn_probe} if ffn_probe is not None else {},
+        resources={**(resources or {}), **({FFN_PROBE: ffn_probe} if ffn_probe is not None else {})},
         check_fp32=check_fp32,
     )
     primary, *others = [METHODS[name]() for name in settings.method_names]

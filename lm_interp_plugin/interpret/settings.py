@@ -58,6 +58,9 @@ class InterpSettings:
         choices: ``gold`` interprets the reference answer of multiple-choice docs (and every generation);
             ``all`` interprets every choice.
         store_matrices: keep the raw and quantised matrices in the records (they dominate the file size).
+        reference: a reference model (hub id or folder; the base model when the tuned one is evaluated, or
+            the other way round) for the ``reference_shift`` signal, which it turns on; same tokenizer.
+        reference_gguf_file: a GGUF file inside the reference's folder or hub repository to load it from.
     """
 
     L: int = 10
@@ -81,6 +84,8 @@ class InterpSettings:
     ig_steps: int = 32
     deletion: bool = False
     signals: str | None = None
+    reference: str | None = None
+    reference_gguf_file: str | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -1,0 +1,66 @@
+"""Every base-vs-tuned test of a report, Holm-corrected as one family.
+
+A report of a declared pair runs a paired t-test per task and metric (the paper's findings are three of
+them, the new shift metrics more); read one by one at alpha = 0.05, some pass by chance. This collects all of
+them (the pair's `PairedComparison` rows over every task), corrects their p-values together with Holm's
+step-down method (`methods.multiple_testing.holm`: the family-wise error rate, no independence assumed), and
+keeps beside each the uncorrected p and the paired 95% bootstrap interval of the mean difference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..methods.multiple_testing import holm
+from .analysis import TaskAnalysis
+from .findings import ALPHA, FINDINGS
+
+
+@dataclass
+class CorrectedTest:
+    """One paired test of the family (tuned minus base)."""
+
+    task: str
+    metric: str
+    n_pairs: int
+    mean_diff: float
+    diff_ci_low: float
+    diff_ci_high: float
+    p_value: float | None
+    p_holm: float | None
+    finding: int | None
+
+    @property
+    def significant(self) -> bool:
+        """Significant after the correction (Holm-adjusted p < `ALPHA`)."""
+        return self.p_holm is not None and self.p_holm < ALPHA
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "significant_holm": self.significant}
+
+
+def corrected_tests(tasks: list[TaskAnalysis], base: str, tuned: str) -> list[CorrectedTest]:
+    """The pair's paired t-tests over all tasks, with Holm-adjusted p-values (untested rows stay None)."""
+    finding_of = {metric: number for number, _, metric, _ in FINDINGS}
+    rows = [row for task in tasks for row in task.paired if row.baseline == base and row.other == tuned]
+    raw = []
+    for row in rows:
+        p = row.paired_t.get("p_value")
+        raw.append(float(p) if isinstance(p, (int, float)) and math.isfinite(p) else math.nan)
+    adjusted = holm(raw)
+    return [
+        CorrectedTest(
+            row.task,
+            row.metric,
+            row.n_pairs,
+            row.mean_diff,
+            row.diff_ci_low,
+            row.diff_ci_high,
+            None if math.isnan(p) else p,
+            None if math.isnan(a) else a,
+            finding_of.get(row.metric.split(",", 1)[0]),
+        )
+        for row, p, a in zip(rows, raw, adjusted)
+    ]

@@ -1,0 +1,61 @@
+"""Issue 23's report sections end to end on synthetic runs: flips (counts against the planted correctness,
+links to the token views), the Holm-corrected family, and the comparability note."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lm_interp_plugin.methods.multiple_testing import holm
+from lm_interp_plugin.report import compare
+
+from fixtures_report import doc_hash, make_docs, scored, write_run
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shift_runs")
+    docs = make_docs(12, seed=3, prefix="f")
+    base, tuned = scored(docs, seed=11), scored(docs, seed=12, shift=0.4)
+    write_run(root / "base", "org/base", {"interp_f": base})
+    write_run(root / "tuned", "org/tuned", {"interp_f": tuned}, seed=1)
+    out = root / "report"
+    compare([root / "base", root / "tuned"], out, labels=["base", "tuned"], examples=1)
+    return {"base": base, "tuned": tuned, "out": out}
+
+
+def test_flips_section_counts_the_planted_flips_and_links_token_views(report):
+    saved = json.loads((report["out"] / "results.json").read_text())
+    (flips,) = saved["flips"]
+    pairs = list(zip(report["base"], report["tuned"]))
+    up = sum(b.acc < 0.5 <= t.acc for b, t in pairs)
+    down = sum(t.acc < 0.5 <= b.acc for b, t in pairs)
+    assert flips["counts"]["wrong->right"] == up and flips["counts"]["right->wrong"] == down
+    assert up + down == len(flips["items"]) > 0
+    by_hash = {doc_hash(b.doc): (b, t) for b, t in pairs}
+    for item in flips["items"]:
+        b, t = by_hash[item["key"]]
+        delta = item["deltas"]["instruction_attention"]
+        assert delta == pytest.approx(t.attention - b.attention)
+    html = (report["out"] / "report.html").read_text()
+    assert "Answers that flip between base and tuned" in html
+    assert 'href="#ex-interp_f-tuned-' in html  # a flipped item links to its token view
+
+
+def test_corrected_section_is_holm_over_the_pairs_paired_tests(report):
+    saved = json.loads((report["out"] / "results.json").read_text())
+    tests = saved["corrected_tests"]["tests"]
+    paired = saved["tasks"]["interp_f"]["paired"]
+    assert [t["metric"] for t in tests] == [p["metric"] for p in paired]
+    raw = [p["paired_t"]["p_value"] for p in paired]
+    assert [t["p_value"] for t in tests] == pytest.approx(raw)
+    assert [t["p_holm"] for t in tests] == pytest.approx(holm(raw))
+    md = (report["out"] / "report.md").read_text()
+    assert "p (Holm)" in md
+
+
+def test_comparability_without_faithfulness_signals_says_why(report):
+    saved = json.loads((report["out"] / "results.json").read_text())
+    (task,) = saved["comparability"]
+    assert task["rows"] == [] and not task["flagged"] and "interp_deletion=true" in task["absent"]
