@@ -63,7 +63,9 @@ def compare(args: argparse.Namespace) -> int:
 
 def explain_heads(args: argparse.Namespace) -> int:
     """`lm-interp explain-heads MODEL --out heads.jsonl [--compare base_heads.jsonl]`."""
-    from .explain.heads import compare_heads, explain_heads_to_file, format_table3, read_heads_jsonl
+    from .explain.heads import compare_heads, explain_heads_to_file, read_heads_jsonl
+    from .report.render import table_markdown
+    from .report.sections.heads import table3
 
     explanation = explain_heads_to_file(
         args.model,
@@ -77,14 +79,16 @@ def explain_heads(args: argparse.Namespace) -> int:
     )
     print(f"wrote {args.out} ({len(explanation.heads)} heads)")
     if args.compare:
-        print(format_table3(compare_heads(read_heads_jsonl(args.compare), explanation)))
+        print(table_markdown(table3(compare_heads(read_heads_jsonl(args.compare), explanation))))
     return 0
 
 
 def explain_ffn(args: argparse.Namespace) -> int:
     """`lm-interp explain-ffn MODEL --out ffn.jsonl [--compare base_ffn.jsonl]`."""
     from .explain.ffn import explain_ffn_to_file, read_ffn_jsonl
-    from .explain.ffn_compare import compare_ffn, format_table5
+    from .explain.ffn_compare import compare_ffn
+    from .report.render import table_markdown
+    from .report.sections.ffn_global import table5
 
     explanation = explain_ffn_to_file(
         args.model,
@@ -101,7 +105,8 @@ def explain_ffn(args: argparse.Namespace) -> int:
         comparison = compare_ffn(read_ffn_jsonl(args.compare), explanation)
         for layer, angles in zip(comparison.layers, comparison.mean_angles):
             print(f"layer {layer}: mean principal angle {angles:.1f} degrees")
-        print(format_table5(comparison))
+        table = table5(comparison)
+        print(table_markdown(table) if table is not None else "(no concept proportions: no layers compared)")
     return 0
 
 

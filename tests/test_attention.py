@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from lm_interp_plugin.explain.heads import format_table3
 from lm_interp_plugin.methods.attention import instruction_attention, target_query_positions
 from lm_interp_plugin.methods.head_pairs import (
     DimensionWords,
@@ -21,6 +20,8 @@ from lm_interp_plugin.methods.head_pairs import (
 )
 from lm_interp_plugin.methods.verbs import layer_groups, load_verbs, verb_analysis
 from lm_interp_plugin.methods.vocab import WordRelatedness, whole_word_vocab, word_list_vocab
+from lm_interp_plugin.report.render import table_markdown
+from lm_interp_plugin.report.sections.heads import table3
 from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
 
@@ -268,7 +269,7 @@ def test_verb_analysis_shares_and_welch_test():
     assert res.t_stat["first"] == pytest.approx((a.mean() - g.mean()) / se)
     assert res.t_stat["first"] > 0 and res.t_stat["middle"] < 0
     assert 0 < res.p_value["first"] < 1
-    table = format_table3(res)
+    table = table_markdown(table3(res))
     assert "| instruction verbs (n=3) | 66.7% | 0.0% | 66.7% |" in table
     assert "| general verbs (n=3) | 16.7% | 16.7% | 0.0% |" in table
     assert "first layers (0-0)" in table and "t = " in table

@@ -278,3 +278,83 @@ def test_example_search_from_the_address(report, tmp_path):
     shown = [r for r in rows if "display: none" not in r[0]]
     assert len(shown) == 2 and all(query in r[1] for r in shown[1:])  # header row + doc 3
     assert "1 of 8 shown" in dom
+
+
+# -- layout at 1280 px: tables that never break a number or a word, navigation, #q= over every table
+
+#: Appended (on a copy without the CSP) to measure the laid-out page: number cells on more than one line,
+#: cells whose words may break, the table of contents and whether its links land, and horizontal overflow.
+LAYOUT_PROBE = """<script>window.addEventListener('load',function(){
+function lines(el){var r=document.createRange();r.selectNodeContents(el);var tops={};
+Array.prototype.forEach.call(r.getClientRects(),function(x){if(x.width>0)tops[Math.round(x.top)]=1;});
+return Object.keys(tops).length;}
+var cells=document.querySelectorAll('td.num');var wrapped=[];
+Array.prototype.forEach.call(cells,function(td){if(lines(td)>1)wrapped.push(td.textContent);});
+var breaking=[];Array.prototype.forEach.call(document.querySelectorAll('td,th'),function(c){
+var s=getComputedStyle(c);
+if(s.overflowWrap!=='normal'||s.wordBreak!=='normal')breaking.push(c.textContent);});
+var links=document.querySelectorAll('nav.toc a[href^="#"]');var dead=[];
+Array.prototype.forEach.call(links,function(a){if(!document.getElementById(a.getAttribute('href').slice(1)))
+dead.push(a.getAttribute('href'));});
+var folds=document.querySelectorAll('details.fold > summary > h2').length;var scrolled=[];
+Array.prototype.forEach.call(document.querySelectorAll('.tablewrap,.scroll'),function(w){
+var c=w.querySelector('caption');if(w.scrollWidth>w.clientWidth+1)scrolled.push(c?c.textContent:'?');});
+var out={numbers:cells.length,wrapped:wrapped,scrolled:scrolled,breaking:breaking.length,toc:links.length,
+dead:dead,folds:folds,width:window.innerWidth,overflow:document.documentElement.scrollWidth-window.innerWidth};
+document.body.setAttribute('data-probe',JSON.stringify(out));});</script></body>"""
+
+
+@pytest.fixture(scope="module")
+def wide_report(tmp_path_factory):
+    """A base/tuned report of two tasks with long metric names, CIs and p-values: the demo's layout."""
+    root = tmp_path_factory.mktemp("wide")
+    docs = {
+        task: make_docs(12, seed=i, prefix=task[:2]) for i, task in enumerate(("interp_one", "interp_two"))
+    }
+    write_run(root / "base", "org/base", {t: scored(d, seed=1) for t, d in docs.items()})
+    write_run(root / "tuned", "org/tuned", {t: scored(d, seed=2, shift=0.5) for t, d in docs.items()}, seed=1)
+    out = root / "report"
+    result = compare([root / "base", root / "tuned"], out, labels=["base", "tuned"], examples=1)
+    return {"out": out, "result": result, "page": out / "report.html"}
+
+
+def _layout(page: Path, profile: Path, width: int, extra_css: str = "") -> dict:
+    import json
+
+    html = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page.read_text("utf-8"))
+    probe = page.with_name(f"probe_{width}{'_control' if extra_css else ''}.html")
+    probe.write_text(
+        html.replace("</style>", extra_css + "</style>").replace("</body>", LAYOUT_PROBE), "utf-8"
+    )
+    dom = chromium(
+        probe, profile, f"--window-size={width},2000", "--virtual-time-budget=3000", "--dump-dom"
+    ).stdout
+    found = re.search(r'data-probe="([^"]*)"', dom)
+    assert found, "the layout probe did not run"
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+def test_at_1280_px_no_number_wraps_and_the_page_has_navigation(wide_report, tmp_path):
+    assert wide_report["result"].findings  # the findings table (the widest) is on the page
+    layout = _layout(wide_report["page"], tmp_path / "p", 1280)
+    assert layout["width"] == 1280
+    assert layout["numbers"] > 50 and layout["wrapped"] == [], layout["wrapped"][:10]
+    assert layout["breaking"] == 0  # no cell may break a word (paths are in their own fold-out)
+    assert layout["overflow"] <= 0 and layout["scrolled"] == []  # no table wider than the page
+    assert layout["folds"] == 2 and layout["toc"] >= 5 and layout["dead"] == []
+    # Control: the same page with numbers allowed to break, in a narrow window, does wrap them.
+    loose = (
+        "td.num{white-space:normal!important;overflow-wrap:anywhere!important}.tablewrap{overflow:visible}"
+    )
+    control = _layout(wide_report["page"], tmp_path / "c", 420, loose)
+    assert control["wrapped"] and control["breaking"] > 0
+
+
+def test_address_query_filters_every_example_table(wide_report, tmp_path):
+    """``#q=TEXT`` fills every task's search box, not only the first one."""
+    dom = dump_dom(wide_report["page"], tmp_path / "p0", fragment="#q=in_one_doc_that_does_not_exist")
+    counts = re.findall(r'id="examples-[^"]*-count">([^<]*)<', dom)
+    assert len(counts) == 2 and all(c.startswith("0 of 12 shown") for c in counts), counts
+    dom = dump_dom(wide_report["page"], tmp_path / "p1")
+    counts = re.findall(r'id="examples-[^"]*-count">([^<]*)<', dom)
+    assert counts == ["12 of 12 shown", "12 of 12 shown"], counts

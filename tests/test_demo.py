@@ -63,30 +63,29 @@ def test_cli_demo_flags(monkeypatch, tmp_path):
 
 
 def _paired(metric, base, tuned, ci=None):
+    from lm_interp_plugin.report.analysis import PairedComparison
+
     lo, hi = ci or (tuned - base - 0.01, tuned - base + 0.01)
-    return {
-        "metric": metric,
-        "baseline": "base",
-        "other": "tuned",
-        "mean_baseline": base,
-        "mean_other": tuned,
-        "mean_diff": tuned - base,
-        "diff_ci_low": lo,
-        "diff_ci_high": hi,
-    }
+    return PairedComparison("t", metric, "base", "tuned", 10, base, tuned, tuned - base, lo, hi, {}, {}, {})
 
 
-def _finding(number, metric, verdict, diff, n=10):
-    return {
-        "finding": number,
-        "task": "t",
-        "metric": metric,
-        "baseline": "base",
-        "other": "tuned",
-        "mean_diff": diff,
-        "n_pairs": n,
-        "verdict": verdict,
+def _finding(number, metric, verdict, diff, n=10, task="t"):
+    from lm_interp_plugin.report.findings import FindingCheck
+
+    return FindingCheck(number, "claim", task, metric, 1, "base", "tuned", n, 0.0, diff, diff, 0.01, verdict)
+
+
+def _result(findings, tasks=()):
+    """A comparison as `compare()` returns it, with only the findings and task analyses set."""
+    from lm_interp_plugin.report import ComparisonResult
+    from lm_interp_plugin.report.sections.findings import FindingsData
+    from lm_interp_plugin.report.sections.tasks import TasksData, TaskView
+
+    sections = {
+        "findings": FindingsData(list(findings)),
+        "tasks": TasksData("base", [TaskView(t) for t in tasks]),
     }
+    return ComparisonResult("base", {}, sections)
 
 
 def _record(doc_id, tokens, parts, quantised, role="gold"):
@@ -131,26 +130,26 @@ def test_why_not_says_where_the_evidence_went(tmp_path):
                 _record(9, tokens, parts, [[0, 0]] * 4 + [[10, 10]], role="choice")
             )  # not the interpreted answer
         runs[label] = tmp_path / label
-    results = {
-        "findings": [
-            _finding(1, "instruction_importance", "opposite", -0.3),
-            _finding(2, "instruction_attention", "not significant", -0.01),
-            _finding(3, "ffn_concept_other", "shows up", -0.1),
+    from lm_interp_plugin.report.analysis import TaskAnalysis
+
+    task = TaskAnalysis(
+        "t",
+        ["base", "tuned"],
+        paired=[
+            _paired("attribution_share_instruction", 0.5, 0.1),
+            _paired("attribution_share_template", 0.4, 0.85),
+            _paired("attribution_share_special", 0.1, 0.05),
+            _paired("instruction_attention", 0.2, 0.19, ci=(-0.03, 0.01)),
+            _paired("instruction_attention_lift", 1.5, 1.2),
         ],
-        "tasks": {
-            "t": {
-                "paired": [
-                    _paired("attribution_share_instruction", 0.5, 0.1),
-                    _paired("attribution_share_template", 0.4, 0.85),
-                    _paired("attribution_share_special", 0.1, 0.05),
-                    _paired("instruction_attention", 0.2, 0.19, ci=(-0.03, 0.01)),
-                    _paired("instruction_attention_lift", 1.5, 1.2),
-                ],
-                "attention_means": {"base": [[0.2, 0.4], [0.1, 0.1]], "tuned": [[0.3, 0.3], [0.0, 0.2]]},
-            }
-        },
-    }
-    lines = why_not(results, runs)
+        attention_means={"base": [[0.2, 0.4], [0.1, 0.1]], "tuned": [[0.3, 0.3], [0.0, 0.2]]},
+    )
+    findings = [
+        _finding(1, "instruction_importance", "opposite", -0.3),
+        _finding(2, "instruction_attention", "not significant", -0.01),
+        _finding(3, "ffn_concept_other", "shows up", -0.1),
+    ]
+    lines = why_not(_result(findings, [task]), runs)
     assert len(lines) == 2  # finding 3 shows up: nothing to explain
     one, two = lines
     assert one.startswith("why not 1 [t]: share of the importance density per prompt part: ")
@@ -185,7 +184,7 @@ def test_demo_on_the_shipped_pair(tmp_path, capsys):
 def test_rebuild_agreement_counts_same_verdicts(tmp_path):
     from lm_interp_plugin.demo.run import rebuild_agreement
 
-    results = {"findings": [_finding(1, "m", "opposite", -0.3), _finding(2, "m", "shows up", 0.1)]}
+    results = [_finding(1, "m", "opposite", -0.3), _finding(2, "m", "shows up", 0.1)]
     path = tmp_path / "robustness.json"
     assert rebuild_agreement(path, results) is None  # no file: nothing printed
     rebuilds = [
@@ -300,8 +299,7 @@ def test_recipe_sweep_summarises_finished_builds(tmp_path, capsys):
         (0, {"t/1": "opposite", "t/2": "shows up"}),
         (1, {"t/1": "opposite", "t/2": "not significant"}),
     ]
-    results = {"findings": [{"task": "t", "finding": 1, "verdict": "opposite"}]}
-    results["findings"].append({"task": "t", "finding": 2, "verdict": "shows up"})
+    results = [_finding(1, "m", "opposite", -0.3), _finding(2, "m", "shows up", 0.1)]
     assert rebuild_agreement(summary, results, skip_seed=1) == [(1, 1), (1, 1)]
     assert rebuild_agreement(summary, results) == [(2, 2), (1, 2)]
     assert bench._cores("4-6,9") == ["4", "5", "6", "9"]

@@ -23,13 +23,13 @@ from lm_interp_plugin.explain.ffn import (
 from lm_interp_plugin.explain.ffn_cache import load_or_compute_components, load_or_compute_concepts
 from lm_interp_plugin.explain.ffn_compare import (
     compare_ffn,
-    format_table5,
-    plot_concept_proportions,
-    plot_rotation,
 )
 from lm_interp_plugin.methods.concepts import ConceptLabel
 from lm_interp_plugin.methods.ffn import FFNComponents, ffn_pca
 from lm_interp_plugin.methods.vocab import whole_word_vocab
+from lm_interp_plugin.report import plots
+from lm_interp_plugin.report.render import table_markdown
+from lm_interp_plugin.report.sections.ffn_global import table5
 from lm_interp_plugin.testing.tiny import TINY_FAMILIES, build_tiny_model, sample_corpus, train_tokenizer
 
 LEX = {
@@ -112,12 +112,11 @@ def test_compare_detects_rotation_in_changed_layer_only(tmp_path, llama, tok):
     assert cmp.mean_angles[0] < 1e-3
     assert cmp.mean_angles[1] > 10
     assert len(cmp.to_dict()["mean_angles"]) == 2
-    table = format_table5(cmp)
+    table = table_markdown(table5(cmp))
     assert "| coding |" in table and "first layers 0-0" in table and "chi-square p" in table
     for kind in ("concept", "level"):
-        png = plot_concept_proportions(cmp, tmp_path / f"{kind}.png", kind=kind)
-        assert png.stat().st_size > 1000
-    assert plot_rotation(cmp, tmp_path / "rotation.png").stat().st_size > 1000
+        assert len(plots.ffn_concept_proportions(cmp, kind=kind)) > 1000
+    assert len(plots.ffn_rotation(cmp)) > 1000
     with pytest.raises(ValueError, match="base explains layers \\[0, 1\\] but tuned explains \\[1\\]"):
         compare_ffn(
             base_e,
@@ -161,9 +160,9 @@ def test_group_proportions_and_tests_against_hand_computation():
     last = next(g for g in cmp.proportions if g.kind == "concept" and g.group == "last")
     assert last.base_counts == [0, 10, 0] and last.tuned_counts == [5, 5, 0]
     assert cmp.per_layer_shares["tuned"]["concept"]["coding"] == [0.2, 0.0, 0.5]
-    table = format_table5(cmp)
+    table = table_markdown(table5(cmp))
     assert "| coding | 80.0 -> 20.0 (p=0.00729) | 0.0 -> 0.0 (p=1) | 0.0 -> 50.0" in table
-    assert format_table5(cmp, kind="level").count("| other |") == 1
+    assert table_markdown(table5(cmp, kind="level")).count("| other |") == 1
 
 
 def test_component_cache_round_trip_and_invalidation(tmp_path, tok, monkeypatch, caplog):
@@ -202,6 +201,18 @@ def test_component_cache_round_trip_and_invalidation(tmp_path, tok, monkeypatch,
     torch.testing.assert_close(fixed[0].components, changed[0].components)
     with pytest.raises(ValueError, match="model_identity is empty"):
         load_or_compute_components(model, 3, tmp_path, "", progress=False)
+
+
+def test_cache_file_names_are_cut_between_words():
+    """The readable part of a cache file name ends the model path and starts with a whole word."""
+    identity = "/work/wt/report/lm_interp_plugin/data/demo_pair/checkpoints/instruction-tuned"
+    name = ef.readable_name(identity)
+    assert len(name) <= ef.NAME_CHARS and identity.replace("/", "_").endswith(name)
+    assert name == "interp_plugin_data_demo_pair_checkpoints_instruction-tuned"  # not "p_plugin_..."
+    assert ef.readable_name("org/model") == "org_model"  # short: whole
+    assert ef.readable_name("x" * 80) == "x" * ef.NAME_CHARS  # one long word: its end
+    path = ef.component_cache_path("/c", identity, 3, "float32", "abc")
+    assert path.name.startswith("ffn_components_interp_plugin_data_") and path.name.endswith(".npz")
 
 
 def test_concept_cache_writes_labels_next_to_components(tmp_path, llama, tok):

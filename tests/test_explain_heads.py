@@ -10,13 +10,14 @@ import torch
 from lm_interp_plugin.explain.heads import (
     compare_heads,
     explain_heads,
-    format_table3,
     load_model_for_explain,
     parse_layers,
     read_heads_jsonl,
     write_heads_jsonl,
 )
 from lm_interp_plugin.methods.head_pairs import normalise_like_norm
+from lm_interp_plugin.report.render import table_markdown
+from lm_interp_plugin.report.sections.heads import table3
 from lm_interp_plugin.testing.tiny import (
     TINY_FAMILIES,
     build_tiny_model,
@@ -99,13 +100,13 @@ def test_table3_from_two_files(tok, tmp_path):
         expl = explain_heads(model, tok, top_k=4, neighbors=5, progress=False)
         paths.append(write_heads_jsonl(tmp_path / f"{name}.jsonl", expl))
     base, tuned = (read_heads_jsonl(p) for p in paths)
-    table = format_table3(base, tuned)
-    assert table.startswith("| verbs | first layers (0-0) | middle layers (1-1) | last layers (none) |")
-    assert "instruction verbs" in table and "general verbs" in table
+    table = table3(compare_heads(base, tuned))
+    assert table.headers == ["verbs", "first layers (0-0)", "middle layers (1-1)", "last layers (none)"]
+    firsts = [row[0].split(" (")[0] for row in table.rows]
+    assert firsts == ["instruction verbs", "general verbs", "Welch t-test"]
     analysis = compare_heads(base, tuned, ["list", "write"], ["fast", "slow"])
-    assert format_table3(analysis).count("\n") == 5
-    with pytest.raises(TypeError, match="VerbAnalysis"):
-        format_table3(base)
+    lines = table_markdown(table3(analysis)).splitlines()
+    assert sum(line.startswith("| ") for line in lines) == 4  # header and 3 rows
 
 
 def test_parse_layers_and_bad_files(tmp_path):

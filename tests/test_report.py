@@ -317,27 +317,55 @@ def _ffn_files(tmp_path: Path) -> list[Path]:
     return paths
 
 
-def test_global_sections_from_explain_files(tmp_path):
+def _runs_and_heads(tmp_path, labels):
+    """Two runs of one task (no records) and a base/tuned pair of explain-heads files."""
     docs = make_docs(4, seed=0)
-    runs = [
-        write_run(tmp_path / name, name, {"t": scored(docs, i)}, records=False)
-        for i, name in enumerate(["b", "t"])
-    ]
+    runs = [write_run(tmp_path / n, n, {"t": scored(docs, i)}, records=False) for i, n in enumerate(labels)]
     base = _heads_file(tmp_path / "base.jsonl", ["go", "sit", "eat", "run"])
     tuned = _heads_file(tmp_path / "tuned.jsonl", ["write", "summarize", "translate", "list"])
+    return runs, base, tuned
+
+
+def test_global_sections_from_explain_files(tmp_path):
+    runs, base, tuned = _runs_and_heads(tmp_path, ["b", "t"])
     result = compare(runs, tmp_path / "out", examples=0, heads=[base, tuned], ffn=_ffn_files(tmp_path))
-    heads_section, ffn_section = result.global_sections
-    assert not heads_section.notes and "instruction verbs" in heads_section.text
-    assert not ffn_section.notes and "chi-square p" in ffn_section.text
-    assert ffn_section.images == ["ffn_concept_proportions.png", "ffn_rotation.png"]
+    heads_section, ffn_section = result.sections["heads"], result.sections["ffn"]
+    assert not heads_section.notes and heads_section.analysis is not None
+    assert not ffn_section.notes and ffn_section.comparison is not None
+    figs = result.files["figures"]
+    assert [f.split("_", 1)[1] for f in figs[-2:]] == ["ffn_concept_proportions.png", "ffn_rotation.png"]
+    assert all((tmp_path / "out" / f).stat().st_size > 1000 for f in figs[-2:])
     html_text = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "<th>verbs</th>" in html_text and "Table 3 form" in html_text and "Table 5 form" in html_text
+    assert "<th>concept</th>" in html_text and "chi-square p" in html_text
     assert html_text.count("data:image/png;base64,") == len(result.files["figures"])
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["heads"]["analysis"]["instruction_verbs"] and saved["ffn"]["comparison"]["layers"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n")
     one = compare(runs, tmp_path / "out1", examples=0, heads=[base], ffn=[bad, bad])
-    assert "give two files" in one.global_sections[0].notes[0]
-    assert one.global_sections[1].notes and not one.global_sections[1].text  # unreadable: a note, no crash
+    assert "give two files" in one.sections["heads"].notes[0]
+    ffn_one = one.sections["ffn"]
+    assert ffn_one.notes and ffn_one.comparison is None  # unreadable: a note, no crash
+
+
+def test_every_registered_section_is_in_results_json(tmp_path):
+    """The sections' contract: each registered section has its key in results.json (listed in "sections",
+    in page order), and a section with nothing to show is null there, not missing."""
+    from lm_interp_plugin.report.sections import registered
+
+    runs, base, tuned = _runs_and_heads(tmp_path, ["base", "tuned"])
+    compare(runs, tmp_path / "out", examples=0, heads=[base, tuned], ffn=_ffn_files(tmp_path))
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    names = [s.name for s in registered()]
+    assert saved["sections"] == names
+    assert all(name in saved for name in names)
+    assert saved["findings"] and saved["differences"] == []  # labelled base and tuned: the paper's findings
+    assert all(saved[name] is not None for name in names if name != "differences")
+    bare = compare(runs, tmp_path / "bare", examples=0)  # no explain files: those sections are null
+    saved = json.loads((tmp_path / "bare" / "results.json").read_text())
+    assert saved["sections"] == names and saved["heads"] is None and saved["ffn"] is None
+    assert set(bare.sections) == set(names)
 
 
 def test_single_run_and_filters(tmp_path):

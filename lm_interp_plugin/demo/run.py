@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,8 @@ from ..harness.launcher import run_lmeval
 from ..harness.variants import write_task_yaml
 from ..methods.importance import importance_density
 from ..records import load_records, record_files
-from ..report import compare
+from ..report import ComparisonResult, compare
+from ..report.analysis import PairedComparison
 from ..report.findings import FindingCheck
 from ..report.tokens import display_token
 from .build import (
@@ -97,9 +100,9 @@ def write_demo_tasks(folder: Path, heldout: Path, heldout_mc: Path) -> Path:
     return folder
 
 
-def findings(results: dict) -> list[str]:
-    """One sentence per paper finding and task, from the compare report's results.json (`report.findings`)."""
-    return [FindingCheck(**row).sentence() for row in results.get("findings", [])]
+def findings(result: ComparisonResult) -> list[str]:
+    """One sentence per paper finding and task, from the comparison (`report.findings`)."""
+    return [check.sentence() for check in result.findings]
 
 
 def demo_pair(
@@ -181,14 +184,13 @@ def _evaluate_and_report(out: Path, models: DemoModels, limit: int | None) -> in
         logger.info("wrote %s (%d heads)", globals_dir / f"heads_{label}.jsonl", len(heads.heads))
         explain_ffn_to_file(path, globals_dir / f"ffn_{label}.jsonl", dtype="float32", device="cpu")
     report_dir = out / "report"
-    compare(
+    result = compare(
         [runs["base"], runs["tuned"]],
         report_dir,
         labels=["base", "tuned"],
         heads=[globals_dir / "heads_base.jsonl", globals_dir / "heads_tuned.jsonl"],
         ffn=[globals_dir / "ffn_base.jsonl", globals_dir / "ffn_tuned.jsonl"],
     )
-    results = json.loads((report_dir / "results.json").read_text())
     print("\nlm-interp demo: does this tiny pair show the paper's findings?")
     stats = models.stats or {}
     folder = models.manifest_path.parent
@@ -207,10 +209,9 @@ def _evaluate_and_report(out: Path, models: DemoModels, limit: int | None) -> in
         )
         print(f"  (instruction following on held-out items, measured at build time: {scores})")
     # the rebuilds ran on every item: a --limit run's verdicts are not comparable with theirs
-    held = (
-        None if limit else rebuild_agreement(folder / ROBUSTNESS_NAME, results, skip_seed=stats.get("seed"))
-    )
-    for line, kept in zip(findings(results), held or [None] * len(results.get("findings", []))):
+    robustness = folder / ROBUSTNESS_NAME
+    held = None if limit else rebuild_agreement(robustness, result.findings, skip_seed=stats.get("seed"))
+    for line, kept in zip(findings(result), held or [None] * len(result.findings)):
         print("  " + line + (f" [same in {kept[0]} of {kept[1]} rebuilds]" if kept else ""))
     if held:
         print(
@@ -218,7 +219,7 @@ def _evaluate_and_report(out: Path, models: DemoModels, limit: int | None) -> in
             f"{ROBUSTNESS_NAME} beside the pair; a verdict the rebuilds do not share belongs to this pair "
             "more than to the recipe)"
         )
-    for line in why_not(results, runs):
+    for line in why_not(result, runs):
         print("  " + line)
     print(
         '  (the same table is in the report: "The paper\'s findings on these runs"; the global Table 3 and '
@@ -231,15 +232,25 @@ def _evaluate_and_report(out: Path, models: DemoModels, limit: int | None) -> in
     return 0
 
 
-def _paired(results: dict, task: str, metric: str, baseline: str, other: str) -> dict | None:
-    for row in results.get("tasks", {}).get(task, {}).get("paired", []):
-        if row["metric"] == metric and row["baseline"] == baseline and row["other"] == other:
+def _task_paired(result: ComparisonResult, task: str) -> list[PairedComparison]:
+    return next((t.paired for t in result.tasks if t.task == task), [])
+
+
+def _paired(
+    result: ComparisonResult, task: str, metric: str, baseline: str, other: str
+) -> PairedComparison | None:
+    for row in _task_paired(result, task):
+        if row.metric == metric and row.baseline == baseline and row.other == other:
             return row
     return None
 
 
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
 def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
+    return f"{value:.2f}" if _finite(value) else "n/a"
 
 
 def top_tokens(run_dir: Path, task: str) -> tuple[str, str, int, int] | None:
@@ -268,36 +279,37 @@ def top_tokens(run_dir: Path, task: str) -> tuple[str, str, int, int] | None:
     return token, part, n, total
 
 
-def _shares(results: dict, task: str, prefix: str, baseline: str, other: str) -> str:
+def _shares(result: ComparisonResult, task: str, prefix: str, baseline: str, other: str) -> str:
     """`part base -> other` for every paired metric named `prefix<part>`, largest move first."""
     rows = [
         row
-        for row in results.get("tasks", {}).get(task, {}).get("paired", [])
-        if row["metric"].startswith(prefix) and row["baseline"] == baseline and row["other"] == other
+        for row in _task_paired(result, task)
+        if row.metric.startswith(prefix) and row.baseline == baseline and row.other == other
     ]
-    rows.sort(key=lambda row: -abs(row["mean_diff"] or 0.0))
+    rows.sort(key=lambda row: -abs(row.mean_diff) if _finite(row.mean_diff) else 0.0)
     return ", ".join(
-        f"{row['metric'][len(prefix) :]} {_fmt(row['mean_baseline'])} -> {_fmt(row['mean_other'])}"
-        for row in rows
+        f"{row.metric[len(prefix) :]} {_fmt(row.mean_baseline)} -> {_fmt(row.mean_other)}" for row in rows
     )
 
 
-def why_not(results: dict, runs: dict[str, Path]) -> list[str]:
+def why_not(result: ComparisonResult, runs: dict[str, Path]) -> list[str]:
     """For each finding that does not show up, where the evidence went instead, read from the paired
     per-example metrics and the records (demo text only; the report has its own tables)."""
     lines = []
-    for row in results.get("findings", []):
-        if row["verdict"] == "shows up":
+    for row in result.findings:
+        if row.verdict == "shows up":
             continue
-        task, base, other = row["task"], row["baseline"], row["other"]
-        head = f"why not {row['finding']} [{task}]: "
-        if row["verdict"] == "not significant":
-            paired = _paired(results, task, row["metric"], base, other) or {}
-            lo, hi = paired.get("diff_ci_low"), paired.get("diff_ci_high")
-            ci = f", 95% CI of the difference [{_fmt(lo)}, {_fmt(hi)}] holds 0" if lo is not None else ""
-            head += f"the per-example difference is {row['mean_diff']:+.3f} on n={row['n_pairs']}{ci}; "
-        if row["finding"] == 1:
-            text = _shares(results, task, "attribution_share_", base, other)
+        task, base, other = row.task, row.baseline, row.other
+        head = f"why not {row.finding} [{task}]: "
+        if row.verdict == "not significant":
+            paired = _paired(result, task, row.metric, base, other)
+            ci = ""
+            if paired is not None and _finite(paired.diff_ci_low):
+                lo, hi = _fmt(paired.diff_ci_low), _fmt(paired.diff_ci_high)
+                ci = f", 95% CI of the difference [{lo}, {hi}] holds 0"
+            head += f"the per-example difference is {row.mean_diff:+.3f} on n={row.n_pairs}{ci}; "
+        if row.finding == 1:
+            text = _shares(result, task, "attribution_share_", base, other)
             tops = []
             for label in (base, other):
                 top = top_tokens(runs[label], task) if label in runs else None
@@ -308,9 +320,9 @@ def why_not(results: dict, runs: dict[str, Path]) -> list[str]:
             if tops:
                 line += ("; " if line else "") + "most often the top token: " + ", ".join(tops)
             lines.append(head + (line or "no per-part shares in the records"))
-        elif row["finding"] == 2:
-            lift = _paired(results, task, "instruction_attention_lift", base, other)
-            means = results.get("tasks", {}).get(task, {}).get("attention_means", {})
+        elif row.finding == 2:
+            lift = _paired(result, task, "instruction_attention_lift", base, other)
+            means = next((t.attention_means for t in result.tasks if t.task == task), {})
             layers = []
             for label in (base, other):
                 grid = means.get(label)
@@ -318,23 +330,23 @@ def why_not(results: dict, runs: dict[str, Path]) -> list[str]:
                     layers.append(f"{label} " + " ".join(f"{sum(r) / len(r):.2f}" for r in grid))
             text = (
                 f"attention on the instruction relative to its share of the prompt (1 = no preference): "
-                f"{_fmt(lift['mean_baseline'])} -> {_fmt(lift['mean_other'])}"
+                f"{_fmt(lift.mean_baseline)} -> {_fmt(lift.mean_other)}"
                 if lift
                 else ""
             )
             if layers:
                 text += ("; " if text else "") + "per layer, first to last: " + "; ".join(layers)
             lines.append(head + (text or "no attention records"))
-        elif row["finding"] == 3:
-            text = _shares(results, task, "ffn_concept_", base, other)
+        elif row.finding == 3:
+            text = _shares(result, task, "ffn_concept_", base, other)
             lines.append(head + f"FFN activation share per concept: {text or 'no concept records'}")
     return lines
 
 
 def rebuild_agreement(
-    path: Path, results: dict, skip_seed: int | None = None
+    path: Path, checks: Sequence[FindingCheck], skip_seed: int | None = None
 ) -> list[tuple[int, int]] | None:
-    """Per finding of `results` (in order): in how many of the recorded rebuilds the same task and finding
+    """Per finding check (in order): in how many of the recorded rebuilds the same task and finding
     got the same verdict, and how many rebuilds recorded it; None without a readable robustness file.
     Rebuilds with `skip_seed` (the pair's own seed: the same weights again) are not counted."""
     try:
@@ -346,8 +358,8 @@ def rebuild_agreement(
         return None
     rebuilds = [r for r in rebuilds if skip_seed is None or r.get("seed") != skip_seed]
     counts = []
-    for row in results.get("findings", []):
-        key = f"{row['task']}/{row['finding']}"
+    for row in checks:
+        key = f"{row.task}/{row.finding}"
         seen = [r["verdicts"][key] for r in rebuilds if key in r.get("verdicts", {})]
-        counts.append((sum(v == row["verdict"] for v in seen), len(seen)))
+        counts.append((sum(v == row.verdict for v in seen), len(seen)))
     return counts if any(n for _, n in counts) else None

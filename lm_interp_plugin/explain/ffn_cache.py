@@ -136,6 +136,21 @@ def down_proj_checksum(adapter: ArchAdapter) -> str:
     return h.hexdigest()[:16]
 
 
+#: longest readable model name in a cache file name (the digest keys the file; the name is for people)
+NAME_CHARS = 60
+
+
+def readable_name(identity: str, limit: int = NAME_CHARS) -> str:
+    """The end of `identity` as a file-name part of at most `limit` characters, cut only where a word starts
+    (after ``_``, ``-`` or ``.``: a path's separators become ``_``), so ``..._models_llama-3-8b`` keeps
+    ``models_llama-3-8b`` and never ``dels_llama-3-8b``; a single word longer than `limit` keeps its end."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in identity).strip("_.-")
+    if len(safe) <= limit:
+        return safe
+    starts = [i for i in range(len(safe) - limit, len(safe)) if safe[i - 1] in "_-." and safe[i] not in "_-."]
+    return safe[starts[0] :] if starts else safe[-limit:]
+
+
 def component_cache_path(
     cache_dir: str | Path, model_identity: str, k: int, dtype: str, checksum: str
 ) -> Path:
@@ -145,8 +160,7 @@ def component_cache_path(
         sort_keys=True,
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_identity)[-60:]
-    return Path(cache_dir) / f"ffn_components_{safe}_k{k}_{digest}.npz"
+    return Path(cache_dir) / f"ffn_components_{readable_name(model_identity)}_k{k}_{digest}.npz"
 
 
 def _load_or_compute(

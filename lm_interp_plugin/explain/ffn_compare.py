@@ -1,8 +1,8 @@
 """Base vs tuned FFN explanations as data: rotation per layer, matched components, concept proportions.
 
 ``compare_ffn`` -> `FFNComparison`: per-layer principal angles (rotation of the top-k subspace), matched
-components with word and label changes, concept proportions per layer group with tests; ``format_table5`` is
-the paper's Table 5 form, ``plot_concept_proportions`` (Figure 3 form) and ``plot_rotation`` its figures.
+components with word and label changes, concept proportions per layer group with tests. The report's FFN
+section (`report.sections.ffn_global`) draws them as the paper's Table 5 and its figures.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -261,96 +260,3 @@ def compare_ffn(base: FFNExplanation, tuned: FFNExplanation) -> FFNComparison:
         per_layer_shares=shares,
         fingerprints={"base": base.fingerprint, "tuned": tuned.fingerprint},
     )
-
-
-def _pct(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{100 * x:.1f}"
-
-
-def _p(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{x:.3g}"
-
-
-def format_table5(cmp: FFNComparison, kind: str = "concept") -> str:
-    """The paper's Table 5 form in markdown: % of components per category, base -> tuned, per layer group.
-
-    Each cell is ``base% -> tuned%`` with the two-proportion test's p-value; the last row is the chi-square
-    test of the whole group's distribution.
-    """
-    if kind not in LABEL_KINDS:
-        raise ValueError(f"kind {kind!r} is not one of {LABEL_KINDS}")
-    groups = [g for g in cmp.proportions if g.kind == kind]
-    if not groups:
-        return f"(no {kind} proportions: no layers compared)\n"
-    head = (
-        "| "
-        + kind
-        + " | "
-        + " | ".join(
-            f"{g.group} layers {g.layers[0]}-{g.layers[-1]} (n={g.n_base}/{g.n_tuned})" for g in groups
-        )
-        + " |"
-    )
-    lines = [head, "|" + "---|" * (len(groups) + 1)]
-    for i, cat in enumerate(groups[0].categories):
-        cells = []
-        for g in groups:
-            b, t = g.base_shares()[i], g.tuned_shares()[i]
-            cells.append(f"{_pct(b)} -> {_pct(t)} (p={_p(g.z_p[i])})")
-        lines.append(f"| {cat} | " + " | ".join(cells) + " |")
-    lines.append("| chi-square p | " + " | ".join(_p(g.chi2_p) for g in groups) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_concept_proportions(cmp: FFNComparison, path: str | Path, kind: str = "concept") -> Path:
-    """The paper's Figure 3 form: per category, its share of the components at each layer, base vs tuned."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    if kind not in LABEL_KINDS:
-        raise ValueError(f"kind {kind!r} is not one of {LABEL_KINDS}")
-    base, tuned = cmp.per_layer_shares["base"][kind], cmp.per_layer_shares["tuned"][kind]
-    cats = list(base)
-    ncols = min(3, len(cats))
-    nrows = math.ceil(len(cats) / ncols)
-    fig = Figure(figsize=(4 * ncols, 2.8 * nrows))
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
-    for ax, cat in zip(axes.flat, cats):
-        ax.plot(cmp.layers, [100 * x for x in base[cat]], "o--", label="base", color="tab:gray")
-        ax.plot(cmp.layers, [100 * x for x in tuned[cat]], "o-", label="tuned", color="tab:blue")
-        ax.set_title(cat)
-        ax.set_xlabel("layer")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
-        ax.set_ylabel("% of components")
-    for ax in list(axes.flat)[len(cats) :]:
-        ax.axis("off")
-    axes.flat[0].legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
-
-
-def plot_rotation(cmp: FFNComparison, path: str | Path) -> Path:
-    """Rotation of each layer's top-k FFN subspace: mean principal angle with the min-max range."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    fig = Figure(figsize=(6, 3.2))
-    ax = fig.subplots()
-    lo = [min(a) for a in cmp.angles]
-    hi = [max(a) for a in cmp.angles]
-    ax.fill_between(cmp.layers, lo, hi, alpha=0.25, color="tab:blue", label="min-max")
-    ax.plot(cmp.layers, cmp.mean_angles, "o-", color="tab:blue", label="mean")
-    ax.set_xlabel("layer")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
-    ax.set_ylabel("principal angle (degrees)")
-    ax.set_ylim(0, 90)
-    ax.set_title("FFN top-k subspace rotation, base -> tuned")
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path

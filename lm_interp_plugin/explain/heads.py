@@ -3,14 +3,14 @@
 This module joins the architecture adapter (weights by family) with the pure method in
 `lm_interp_plugin.methods.head_pairs` (projection of whole words through the norm-folded W_Q / W_K). The JSONL
 file has one header line (model fingerprint, parameters, shape) and one line per (layer, head); two files,
-base and tuned, feed the instruction-verb analysis (`format_table3`).
+base and tuned, feed the instruction-verb analysis (`compare_heads`; the report's heads section draws it as
+the paper's Table 3).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,7 @@ from ..methods.head_pairs import (
     layer_word_pairs,
     normalise_like_norm,
 )
-from ..methods.verbs import LAYER_GROUPS, VerbAnalysis, verb_analysis
+from ..methods.verbs import VerbAnalysis, verb_analysis
 from ..methods.vocab import WordRelatedness, WordVocab, resolve_word_vocab
 from .io import read_header_jsonl
 from .loading import load_model_for_explain, model_fingerprint, parse_layers
@@ -44,7 +44,6 @@ __all__ = [
     "HeadsExplanation",
     "compare_heads",
     "explain_heads",
-    "format_table3",
     "read_heads_jsonl",
     "write_heads_jsonl",
 ]
@@ -189,18 +188,6 @@ def compare_heads(
     return verb_analysis(base, tuned, instruction_verbs, general_verbs)
 
 
-def format_table3(*args: VerbAnalysis | HeadsExplanation) -> str:
-    """Table 3 (markdown) from a `VerbAnalysis`, or from two explanations (base, tuned)."""
-    if len(args) == 1 and isinstance(args[0], VerbAnalysis):
-        return _format_analysis(args[0])
-    if len(args) == 2 and all(isinstance(a, HeadsExplanation) for a in args):
-        return _format_analysis(compare_heads(args[0], args[1]))
-    raise TypeError(
-        "format_table3 takes one VerbAnalysis or two HeadsExplanation (base, tuned); "
-        f"got {[type(a).__name__ for a in args]}"
-    )
-
-
 def explain_heads_to_file(
     model_path: str | Path,
     out: str | Path,
@@ -215,35 +202,3 @@ def explain_heads_to_file(
     explanation = explain_heads(model, tokenizer, **{k: v for k, v in options.items() if v is not None})
     write_heads_jsonl(out, explanation)
     return explanation
-
-
-def _pct(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
-
-
-def _format_analysis(analysis: VerbAnalysis) -> str:
-    """Markdown table in the form of the paper's Table 3: share of heads where verb counts rise, per group."""
-    cols = []
-    for name in LAYER_GROUPS:
-        layers = analysis.groups[name]
-        span = f"{layers[0]}-{layers[-1]}" if layers else "none"
-        cols.append(f"{name} layers ({span})")
-    lines = [
-        "| verbs | " + " | ".join(cols) + " |",
-        "|---|" + "---|" * len(cols),
-        f"| instruction verbs (n={len(analysis.instruction_verbs)}) | "
-        + " | ".join(_pct(analysis.instruction_mean[g]) for g in LAYER_GROUPS)
-        + " |",
-        f"| general verbs (n={len(analysis.general_verbs)}) | "
-        + " | ".join(_pct(analysis.general_mean[g]) for g in LAYER_GROUPS)
-        + " |",
-        "| Welch t-test (t, p) | "
-        + " | ".join(
-            "n/a"
-            if math.isnan(analysis.t_stat[g])
-            else f"t = {analysis.t_stat[g]:.2f}, p = {analysis.p_value[g]:.3g}"
-            for g in LAYER_GROUPS
-        )
-        + " |",
-    ]
-    return "\n".join(lines) + "\n"

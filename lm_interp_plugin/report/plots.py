@@ -13,7 +13,7 @@ import numpy as np
 
 from lm_interp_plugin.records import InterpRecord
 
-from .tokens import display_token
+from .tokens import density_params, display_token
 
 MAX_PROMPT_TOKENS = 120
 MAX_TARGET_TOKENS = 40
@@ -102,8 +102,23 @@ def family_bars(title: str, summaries: dict[str, list[Any]], families: list[tupl
     return _png(fig)
 
 
+def _levels_colormap(levels: int, b: int) -> tuple[Any, Any]:
+    """A discrete colour map over the quantised levels 0..`levels`: the levels the score drops (<= `b`) in
+    light greys, the levels it counts in blues; with its norm (one colour per whole level)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    greys, blues = colormaps["Greys"], colormaps["Blues"]
+    dropped = [greys(0.02 + 0.25 * i / max(b, 1)) for i in range(b + 1)]
+    counted = [blues(0.35 + 0.65 * (i + 1) / max(levels - b, 1)) for i in range(levels - b)]
+    cmap = ListedColormap(dropped + counted)
+    return cmap, BoundaryNorm(np.arange(-0.5, levels + 1.0), cmap.N)
+
+
 def token_heatmaps(records: dict[str, InterpRecord]) -> bytes:
-    """Quantised attribution S (prompt x target tokens) per run side by side; instruction tokens in red."""
+    """Quantised attribution S (prompt x target tokens) per run side by side; instruction tokens in red. The
+    colour bar marks the cut b of the score: levels <= b (grey) are dropped by instruction_importance, the
+    blue ones count, so the picture and the score agree."""
     plt = _plt()
     n = len(records)
     rows = max(min(len(r.prompt_tokens), MAX_PROMPT_TOKENS) for r in records.values())
@@ -117,7 +132,11 @@ def token_heatmaps(records: dict[str, InterpRecord]) -> bytes:
             ax.set_title(f"{_plain(label)}: no matrix")
             continue
         s = s[:MAX_PROMPT_TOKENS, :MAX_TARGET_TOKENS]
-        im = ax.imshow(s, aspect="auto", cmap="Blues", vmin=0, vmax=float(rec.params.get("L", 10)))
+        levels = int(rec.params.get("L", 10))
+        b, _ = density_params(rec)
+        b = min(max(b, 0), levels - 1)
+        cmap, norm = _levels_colormap(levels, b)
+        im = ax.imshow(s, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
         ax.set_yticks(range(s.shape[0]), [_plain(t, 18) for t in rec.prompt_tokens[: s.shape[0]]], fontsize=6)
         ax.set_xticks(
             range(s.shape[1]),
@@ -130,7 +149,10 @@ def token_heatmaps(records: dict[str, InterpRecord]) -> bytes:
                 tick.set_color("crimson")
                 tick.set_fontweight("bold")
         ax.set_title(_plain(label))
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, ticks=range(0, levels + 1))
+        bar.ax.tick_params(labelsize=6)
+        bar.ax.axhline(b + 0.5, color="crimson", linewidth=1.5)
+        bar.set_label(f"level of S; cut b = {b}: levels \u2264 {b} (grey) do not count", fontsize=7)
     return _png(fig)
 
 
@@ -222,3 +244,58 @@ def layer_group_concepts(layered: dict[str, list[dict[str, float]]], groups: int
     ax.set_ylabel("concept proportion")
     ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     return _png(fig)
+
+
+def _figure_png(fig: Any, dpi: int = 120) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def ffn_concept_proportions(cmp: Any, kind: str = "concept") -> bytes:
+    """The paper's Figure 3 form from an `FFNComparison`: per category, its share of the components at each
+    layer, base vs tuned."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    base, tuned = cmp.per_layer_shares["base"][kind], cmp.per_layer_shares["tuned"][kind]
+    cats = list(base)
+    ncols = max(1, min(3, len(cats)))
+    nrows = max(1, math.ceil(len(cats) / ncols))
+    fig = Figure(figsize=(4 * ncols, 2.8 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    for ax, cat in zip(axes.flat, cats):
+        ax.plot(cmp.layers, [100 * x for x in base[cat]], "o--", label="base", color="tab:gray")
+        ax.plot(cmp.layers, [100 * x for x in tuned[cat]], "o-", label="tuned", color="tab:blue")
+        ax.set_title(_plain(cat))
+        ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
+        ax.set_ylabel("% of components")
+    for ax in list(axes.flat)[len(cats) :]:
+        ax.axis("off")
+    if cats:
+        axes.flat[0].legend()
+    fig.tight_layout()
+    return _figure_png(fig)
+
+
+def ffn_rotation(cmp: Any) -> bytes:
+    """Rotation of each layer's top-k FFN subspace from an `FFNComparison`: mean principal angle with the
+    min-max range."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
+    lo = [min(a) for a in cmp.angles]
+    hi = [max(a) for a in cmp.angles]
+    ax.fill_between(cmp.layers, lo, hi, alpha=0.25, color="tab:blue", label="min-max")
+    ax.plot(cmp.layers, cmp.mean_angles, "o-", color="tab:blue", label="mean")
+    ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
+    ax.set_ylabel("principal angle (degrees)")
+    ax.set_ylim(0, 90)
+    ax.set_title("FFN top-k subspace rotation, base -> tuned")
+    ax.legend()
+    fig.tight_layout()
+    return _figure_png(fig)

@@ -18,38 +18,48 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1150px;margin:2em auto;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45} h1{border-bottom:2px solid #444}h2{border-bottom:1px solid
-#ccc;margin-top:2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.88em}
-th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left;overflow-wrap:anywhere}
-td:first-child{overflow-wrap:normal}
-th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+#ccc;margin-top:1.6em}
+.tablewrap{overflow-x:auto;margin:.6em 0}
+table{border-collapse:collapse;font-size:.88em}
+caption{text-align:left;font-style:italic;padding:.2em 0}
+th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left;vertical-align:top;overflow-wrap:normal;
+word-break:normal;hyphens:none}
+th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.long{min-width:18em}
 .note{background:#fff8e1;border-left:4px solid #f0ad4e;padding:.4em .8em;margin:.4em 0}
 .warn{background:#fdecea;border-left:4px solid #d9534f;padding:.4em .8em;margin:.4em 0}
-img{max-width:100%;border:1px solid #eee}
+img{max-width:100%;border:1px solid #eee}figcaption{font-size:.88em;color:#444}
 .pair{display:flex;gap:1em}.pair>div{flex:1;min-width:0}
 .tokens{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.82em;white-space:pre-wrap;
 border:1px solid #ddd;padding:.5em;line-height:1.9}
 .tokens span{border-radius:2px}.tokens .instr{border-bottom:2px solid #c0392b}
 .tokens .target{outline:1px dashed #888}
-pre{background:#f7f7f7;padding:.6em;overflow-x:auto}
 .legend{display:flex;align-items:center;gap:.5em;font-size:.85em;margin:.4em 0}
-.legend .bar{width:220px;height:14px;border:1px solid #bbb;
+.legend .bar{flex:0 0 220px;height:14px;border:1px solid #bbb;
 background:linear-gradient(to right,rgba(33,113,181,0),rgba(33,113,181,1))}
 .defs{font-size:.9em;color:#333}.defs dt{font-weight:bold;margin-top:.3em}.defs dd{margin-left:1.2em}
 details.ex{margin:.3em 0;border:1px solid #eee;padding:.2em .5em}details.ex>summary{cursor:pointer}
 details.ex:target{border-color:#f0ad4e}
-table.sortable th{cursor:pointer;user-select:none;position:sticky;top:0;overflow-wrap:anywhere}
-table.sortable td:nth-child(2){min-width:18em}
+details.fold>summary{cursor:pointer;list-style-position:outside}
+details.fold>summary>h2{display:inline-block;margin:1.2em 0 .3em;border:0}
+details.fold{border-bottom:1px solid #ccc}
+details.cell>summary{cursor:pointer;white-space:nowrap}
+details.cell .full{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em;word-break:break-all}
+nav.toc{background:#f7f7f7;border:1px solid #e3e3e3;padding:.4em 1em;font-size:.92em;margin:1em 0}
+nav.toc ol{margin:.2em 0;padding-left:1.4em}nav.toc ol ol{font-size:.95em}
+table.sortable th{cursor:pointer;user-select:none;position:sticky;top:0}
+table.sortable td:nth-child(2){min-width:15em}
 table.sortable th[data-dir=asc]::after{content:" \\25B2"}
 table.sortable th[data-dir=desc]::after{content:" \\25BC"}
 .search{margin:.5em 0;font-size:.9em}.search input{width:22em;padding:.2em}
 .scroll{max-height:32em;overflow:auto;border:1px solid #eee}
 """
 
-#: The page's only script: sortable tables (click a header), a search box per example table (also from the
-#: address, ``report.html#q=text``), and token views opened when a link or the address points at them.
+#: The page's only script: sortable tables (click a header), a search box per example table (``report.html#q=
+#: text`` fills every one of them), and what a link or the address points at opened (token views, folded
+#: sections around it).
 SCRIPT = """(function(){
 function val(c){var t=c.getAttribute('data-v');if(t===null)t=c.textContent.trim();
 var n=parseFloat(t);return isNaN(n)||!/^[-+\u2212]?[0-9.]/.test(t)?null:n;}
@@ -68,9 +78,10 @@ var hit=r.textContent.toLowerCase().indexOf(q)>=0;r.style.display=hit?'':'none';
 var count=document.getElementById(input.getAttribute('data-count'));
 if(count)count.textContent=shown+' of '+table.tBodies[0].rows.length+' shown';}
 function openTarget(){var h=decodeURIComponent(location.hash.slice(1));
-if(h.indexOf('q=')===0){var box=document.querySelector('input[data-table]');
-if(box){box.value=h.slice(2);filter(box);}return;}
-var el=h&&document.getElementById(h);if(el&&el.tagName==='DETAILS'){el.open=true;el.scrollIntoView();}}
+if(h.indexOf('q=')===0){Array.prototype.forEach.call(document.querySelectorAll('input[data-table]'),
+function(box){box.value=h.slice(2);filter(box);});return;}
+var el=h&&document.getElementById(h);if(!el)return;
+for(var p=el;p;p=p.parentElement){if(p.tagName==='DETAILS')p.open=true;}el.scrollIntoView();}
 Array.prototype.forEach.call(document.querySelectorAll('table.sortable'),function(table){
 Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th,i){
 th.title='click to sort';th.addEventListener('click',function(){sortBy(table,th,i);});});});
@@ -87,10 +98,36 @@ CSP = (
 )
 
 
+#: text cells longer than this many characters get a minimum width, so they wrap between words in a wide
+#: column instead of squeezing the numbers beside them
+LONG_TEXT = 60
+
+
 @dataclass
 class Heading:
     text: str
     level: int = 2
+    #: its id in the page (default: from the text); the table of contents links to level-2 headings
+    anchor: str = ""
+
+
+@dataclass
+class Fold:
+    """A titled part of the page the reader can fold away (HTML details/summary, open by default); in
+    Markdown a heading. Listed in the table of contents with its level-3 headings."""
+
+    title: str
+    blocks: list[Any] = field(default_factory=list)
+    anchor: str = ""
+    open: bool = True
+
+
+@dataclass
+class Expand:
+    """A table cell that shows `short` and the whole `full` one click away (HTML); Markdown shows `full`."""
+
+    short: str
+    full: str
 
 
 @dataclass
@@ -165,49 +202,12 @@ class ExampleTable:
     table_id: str = "examples"
 
 
-@dataclass
-class Pre:
-    text: str
-
-
-def text_blocks(text: str) -> list[Any]:
-    """Blocks for text from another module: its Markdown pipe tables become `Table`s, the rest `Pre`."""
-    blocks: list[Any] = []
-    lines = text.strip("\n").splitlines()
-    i = 0
-    while i < len(lines):
-        if (
-            lines[i].lstrip().startswith("|")
-            and i + 1 < len(lines)
-            and set(lines[i + 1].strip()) <= set("|-: ")
-        ):
-            cells = [_split_row(lines[i])]
-            i += 2
-            while i < len(lines) and lines[i].lstrip().startswith("|"):
-                cells.append(_split_row(lines[i]))
-                i += 1
-            blocks.append(Table(cells[0], cells[1:]))
-            continue
-        start = i
-        while i < len(lines) and not lines[i].lstrip().startswith("|"):
-            i += 1
-        chunk = "\n".join(lines[start:i]).strip()
-        if chunk:
-            blocks.append(Pre(chunk))
-        if i == start:  # a lone pipe line that is not a table
-            blocks.append(Pre(lines[i]))
-            i += 1
-    return blocks
-
-
-def _split_row(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
-
-
 def fmt(value: Any, digits: int = 3) -> str:
     """A number for a table: NaN/None as an en dash, tiny values in scientific form."""
     if value is None:
         return "\u2013"
+    if isinstance(value, Expand):
+        return value.full
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):
@@ -263,12 +263,23 @@ def _md_table(caption: str | None, headers: list[str], rows: list[list[Any]]) ->
     return lines + [""]
 
 
+def table_markdown(table: Table) -> str:
+    """One table as Markdown (its caption in italics above it), e.g. for a command's standard output."""
+    return "\n".join(_md_table(table.caption, table.headers, table.rows))
+
+
 def to_markdown(title: str, blocks: list[Any]) -> str:
     """The report as Markdown; images are linked PNG files next to it."""
-    lines = [f"# {_md(title)}", ""]
+    return "\n".join([f"# {_md(title)}", ""] + _md_blocks(blocks))
+
+
+def _md_blocks(blocks: list[Any]) -> list[str]:
+    lines: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
             lines += [f"{'#' * block.level} {_md(block.text)}", ""]
+        elif isinstance(block, Fold):
+            lines += [f"## {_md(block.title)}", ""] + _md_blocks(block.blocks)
         elif isinstance(block, Paragraph):
             lines += [_md(block.text), ""]
         elif isinstance(block, Notes):
@@ -290,9 +301,7 @@ def to_markdown(title: str, blocks: list[Any]) -> str:
             lines += [_md(_legend_text(block)), ""]
         elif isinstance(block, Definitions):
             lines += [f"- **{_md(term)}**: {_md(meaning)}" for term, meaning in block.items] + [""]
-        elif isinstance(block, Pre):
-            lines += ["```", block.text.replace("```", "'''"), "```", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _marked_text(view: TokenView) -> str:
@@ -352,7 +361,7 @@ def _example_table_html(block: ExampleTable) -> str:
     ]
     if block.caption:
         out.append(f"<caption>{_e(block.caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in block.headers) + "</tr></thead><tbody>")
+    out.append("<thead><tr>" + "".join(f"<th>{_th(h)}</th>" for h in block.headers) + "</tr></thead><tbody>")
     for row, link in zip(block.rows, block.links):
         cells = [_cell(c) for c in row]
         if link and cells:
@@ -378,18 +387,76 @@ def _token_html(view: TokenView) -> str:
     return f'<div><b>{_e(view.label)}</b><div class="tokens">{"".join(spans)}<br>\u2192 {target}</div></div>'
 
 
+def _th(text: Any) -> str:
+    """A column header: escaped, with a line-break opportunity after each underscore, so a long metric name
+    in a header may wrap between its words (``instruction_|importance``) and never inside one."""
+    return _e(text).replace("_", "_<wbr>")
+
+
 def _cell(value: Any) -> str:
-    """A table cell; numbers (and their formatted strings, CIs included) are right-aligned, text is not."""
+    """A table cell; numbers (and their formatted strings, CIs included) are right-aligned and never wrap,
+    long text gets room to wrap between words, an `Expand` shows its short form and the whole on a click."""
+    if isinstance(value, Expand):
+        return (
+            f'<td><details class="cell"><summary>{_e(value.short)}</summary>'
+            f'<span class="full">{_e(value.full)}</span></details></td>'
+        )
     text = fmt(value)
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     numeric = numeric or (
         isinstance(value, str) and bool(text) and text.lstrip("-\u2212").replace(".", "", 1)[:1].isdigit()
     )
-    return f'<td class="num">{_e(text)}</td>' if numeric else f"<td>{_e(text)}</td>"
+    if numeric:
+        return f'<td class="num">{_e(text)}</td>'
+    return f'<td class="long">{_e(text)}</td>' if len(text) > LONG_TEXT else f"<td>{_e(text)}</td>"
+
+
+def _anchors(blocks: list[Any]) -> dict[int, str]:
+    """A unique id for every heading and fold (its own anchor, else a slug of its text), by object id."""
+    ids: dict[int, str] = {}
+    seen: set[str] = set()
+
+    def walk(items: list[Any]) -> None:
+        for block in items:
+            if isinstance(block, (Heading, Fold)):
+                text = block.text if isinstance(block, Heading) else block.title
+                slug = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-").lower()[:60] or "x"
+                base = block.anchor or "s-" + slug
+                anchor, n = base, 1
+                while anchor in seen:
+                    n += 1
+                    anchor = f"{base}-{n}"
+                seen.add(anchor)
+                ids[id(block)] = anchor
+            if isinstance(block, Fold):
+                walk(block.blocks)
+
+    walk(blocks)
+    return ids
+
+
+def _toc_html(blocks: list[Any], ids: dict[int, str]) -> str:
+    """The table of contents: every level-2 heading and fold, with the level-3 headings inside a fold."""
+    items = []
+    for block in blocks:
+        if isinstance(block, Heading) and block.level == 2:
+            items.append(f'<li><a href="#{_e(ids[id(block)])}">{_e(block.text)}</a></li>')
+        elif isinstance(block, Fold):
+            subs = [
+                f'<li><a href="#{_e(ids[id(b)])}">{_e(b.text)}</a></li>'
+                for b in block.blocks
+                if isinstance(b, Heading) and b.level == 3
+            ]
+            inner = f"<ol>{''.join(subs)}</ol>" if subs else ""
+            items.append(f'<li><a href="#{_e(ids[id(block)])}">{_e(block.title)}</a>{inner}</li>')
+    if not items:
+        return ""
+    return f'<nav class="toc" aria-label="Contents"><b>Contents</b><ol>{"".join(items)}</ol></nav>'
 
 
 def to_html(title: str, blocks: list[Any]) -> str:
-    """The report as one self-contained HTML page (figures embedded as base64 PNG)."""
+    """The report as one self-contained HTML page (figures embedded as base64 PNG), with its contents."""
+    ids = _anchors(blocks)
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -397,23 +464,40 @@ def to_html(title: str, blocks: list[Any]) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
+        _toc_html(blocks, ids),
     ]
+    out += _html_blocks(blocks, ids)
+    out.append(f"<script>{SCRIPT}</script>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _html_blocks(blocks: list[Any], ids: dict[int, str]) -> list[str]:
+    out: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
             level = min(max(block.level, 2), 4)
-            out.append(f"<h{level}>{_e(block.text)}</h{level}>")
+            out.append(f'<h{level} id="{_e(ids[id(block)])}">{_e(block.text)}</h{level}>')
+        elif isinstance(block, Fold):
+            opened = " open" if block.open else ""
+            out.append(
+                f'<details class="fold" id="{_e(ids[id(block)])}"{opened}><summary><h2>{_e(block.title)}</h2>'
+                "</summary>"
+            )
+            out += _html_blocks(block.blocks, ids)
+            out.append("</details>")
         elif isinstance(block, Paragraph):
             out.append(f"<p>{_e(block.text)}</p>")
         elif isinstance(block, Notes):
             cls = "warn" if block.warning else "note"
             out += [f'<div class="{cls}">{_e(item)}</div>' for item in block.items]
         elif isinstance(block, Table):
-            out.append("<table>")
+            out.append('<div class="tablewrap"><table>')
             if block.caption:
                 out.append(f"<caption>{_e(block.caption)}</caption>")
-            out.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in block.headers) + "</tr>")
+            out.append("<tr>" + "".join(f"<th>{_th(h)}</th>" for h in block.headers) + "</tr>")
             out += ["<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in block.rows]
-            out.append("</table>")
+            out.append("</table></div>")
         elif isinstance(block, Image):
             data = base64.b64encode(block.png).decode("ascii")
             out.append(
@@ -440,8 +524,4 @@ def to_html(title: str, blocks: list[Any]) -> str:
             out.append("</dl>")
         elif isinstance(block, ExampleTable):
             out.append(_example_table_html(block))
-        elif isinstance(block, Pre):
-            out.append(f"<pre>{_e(block.text)}</pre>")
-    out.append(f"<script>{SCRIPT}</script>")
-    out.append("</body></html>")
-    return "\n".join(out)
+    return out
