@@ -54,6 +54,23 @@ def make_labeller(
     return build_labeller(labeller, embeddings=embeddings, tokenizer=tokenizer, **(labeller_options or {}))
 
 
+def label_components(
+    labeller: ConceptLabeller,
+    layer_poles: Sequence[Sequence[tuple[list[str], list[str]]]],
+    components: Sequence[FFNComponents],
+) -> list[list[ConceptLabel]]:
+    """Every component's label, all layers at once (the labeller's false-discovery control runs over all of
+    them), with the components themselves as the basis of the labeller's null (`concepts.null_directions`)."""
+    flat = [pole for poles in layer_poles for pole in poles]
+    basis = torch.cat([c.components.detach().float().cpu() for c in components]) if components else None
+    labels = labeller.label_all(flat, basis)
+    out, start = [], 0
+    for poles in layer_poles:
+        out.append(labels[start : start + len(poles)])
+        start += len(poles)
+    return out
+
+
 def compute_components(
     adapter: ArchAdapter, k: int, layers: Sequence[int], progress: bool
 ) -> list[FFNComponents]:
@@ -260,10 +277,11 @@ def load_or_compute_concepts(
         except (OSError, ValueError, KeyError, TypeError) as err:
             logger.warning("FFN label cache %s is unreadable (%s); recomputing", lpath, err)
     words_normed = normalise_rows(E_out[torch.tensor(word_vocab.token_ids, device=E_out.device)])
-    labels = []
-    for comps in tqdm(components, desc="label FFN components", disable=not progress):
-        poles = component_top_words(comps.components, words_normed, word_vocab.words, top_n)
-        labels.append([lab.label(p, n) for p, n in poles])
+    layer_poles = [
+        component_top_words(comps.components, words_normed, word_vocab.words, top_n)
+        for comps in tqdm(components, desc="FFN component words", disable=not progress)
+    ]
+    labels = label_components(lab, layer_poles, components)
     payload = {
         "labeller": lab.config(),
         "top_n": top_n,
