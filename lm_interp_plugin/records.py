@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .metric_names import metric_spec
+
 logger = logging.getLogger(__name__)
 
 RECORD_FILE_PREFIX = "interp_records_"
@@ -107,6 +109,46 @@ class InterpRecord:
         return dataclasses.asdict(self)
 
     @classmethod
+    def from_pass(
+        cls,
+        result: Any,
+        *,
+        request: dict[str, Any],
+        prompt_tokens: list[str],
+        target_tokens: list[str],
+        token_parts: list[str],
+        params: dict[str, Any],
+        fingerprint: dict[str, Any],
+        notes: list[str],
+        store_matrices: bool = True,
+    ) -> InterpRecord:
+        """The record of one pass (`interpret.PassResult`: metrics, matrices, each signal's JSON form).
+
+        Args:
+            request: the request's identity fields (task, doc_id, doc_hash, request_index, request_type,
+                role, input_hash, context_sha256, continuation_sha256).
+            params: the settings that shaped the numbers (L, b, p, eps, objective); the pass's mode and
+                primary method are added.
+            notes: the request's notes before the pass's own (which follow).
+            store_matrices: keep the raw and quantised matrices (they dominate the file size).
+        """
+        return cls(
+            **request,
+            prompt_tokens=prompt_tokens,
+            target_tokens=target_tokens,
+            token_parts=token_parts,
+            raw=result.raw.tolist() if store_matrices else [],
+            quantised=result.quantised.tolist() if store_matrices else [],
+            params={**params, "mode": result.mode, "method": result.method},
+            metrics=result.metrics,
+            attention=result.attention,
+            ffn=result.ffn,
+            extras={"target_logprobs": result.target_logprobs.tolist(), **result.extras},
+            fingerprint=dict(fingerprint),
+            notes=notes + result.notes,
+        )
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InterpRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         missing = [
@@ -138,8 +180,6 @@ _DICT_FIELDS = ("params", "metrics", "attention", "ffn", "extras", "fingerprint"
 _STR_LIST_FIELDS = ("prompt_tokens", "target_tokens", "token_parts", "notes")
 _REQUEST_TYPES = ("loglikelihood", "generate_until")
 _TOLERANCE = 1e-6
-# metrics that are shares or probabilities: [0, 1]
-_UNIT_METRICS = ("attribution_share_", "ffn_concept_", "instruction_found", "instruction_attention")
 
 
 def _is_int(value: Any) -> bool:
@@ -162,6 +202,25 @@ def _matrix_problem(name: str, value: Any, rows: int, cols: int, integer: bool) 
             if not (_is_int(x) if integer else _is_number(x)):
                 return f"{name} holds {x!r}, not a finite {'integer' if integer else 'number'}"
     return None
+
+
+def _range_problem(name: str, value: float, prompt_len: int) -> str | None:
+    """The metric table's bounds (`metric_names.METRICS`), with the record's prompt length where the bound
+    depends on it (instruction importance: densities <= 1 summed over instruction tokens / log2(2 + n))."""
+    spec = metric_spec(name)
+    if spec is None:
+        return None
+    low, high = spec.bounds
+    if spec.bounded_by_prompt:
+        high = prompt_len
+    if (low is not None and value < low - _TOLERANCE) or (high is not None and value > high + _TOLERANCE):
+        shown = f"[{_bound(low)}, {_bound(high)}]" if high is not None else f"[{_bound(low)}, inf)"
+        return f"metric {name}={value!r} is outside {shown}"
+    return None
+
+
+def _bound(value: float | None) -> str:
+    return "-inf" if value is None else f"{value:g}"
 
 
 def validate_record(record: InterpRecord) -> list[str]:
@@ -202,12 +261,10 @@ def validate_record(record: InterpRecord) -> list[str]:
     for name, value in record.metrics.items():
         if not isinstance(name, str) or not _is_number(value):
             problems.append(f"metric {name!r}={value!r} is not a finite number")
-        elif name.startswith(_UNIT_METRICS) and name != "instruction_attention_lift":
-            if not -_TOLERANCE <= value <= 1 + _TOLERANCE:
-                problems.append(f"metric {name}={value!r} is outside [0, 1]")
-        elif name == "instruction_importance" and not -_TOLERANCE <= value <= len(record.prompt_tokens):
-            # sum of densities (each <= 1) over instruction tokens / log2(2 + n) < number of prompt tokens
-            problems.append(f"metric {name}={value!r} is outside [0, {len(record.prompt_tokens)}]")
+        else:
+            problem = _range_problem(name, value, len(record.prompt_tokens))
+            if problem:
+                problems.append(problem)
     if record.quantised and "L" in record.params and _is_int(record.params["L"]):
         top = max((max(row) for row in record.quantised if row), default=0)
         if top > record.params["L"] or min((min(row) for row in record.quantised if row), default=0) < 0:
@@ -461,3 +518,93 @@ def load_records(path: str | Path, strict: bool = False) -> list[InterpRecord]:
             raise ValueError(f"{path}:{lineno}: corrupt interpretation record ({reason})")
         logger.warning("%s:%d: skipping a corrupt interpretation record (%s)", path, lineno, reason)
     return loaded.records
+
+
+class RecordStore:
+    """The records of one run folder as a run uses them: what is stored per request, which stored record a
+    request may reuse (resume), and the writer (closed after each batch).
+
+    A stored record is reused only for the same computation: the same input hash (ids, parts, role) and the
+    same run hash (model identity, the settings that change the numbers, the plugin version).
+    """
+
+    def __init__(self, directory: str | Path, rank: int = 0, world_size: int = 1) -> None:
+        self.directory = Path(directory)
+        self.rank, self.world_size = rank, world_size
+        self._done: dict[tuple[str, str, int], list[InterpRecord]] | None = None
+        self._invalid: dict[tuple[str, str, int], str] = {}
+        self._writer: RecordWriter | None = None
+
+    def finished(self) -> dict[tuple[str, str, int], list[InterpRecord]]:
+        """Every valid stored record, per request key, in file order (the last one is the newest)."""
+        if self._done is None:
+            self._done = {}
+            for path in record_files(self.directory, rank=self.rank, world_size=self.world_size):
+                loaded = read_records(path)
+                for record in loaded.records:
+                    self._done.setdefault(record.key, []).append(record)
+                for lineno, key, reason in loaded.invalid:
+                    logger.warning(
+                        "interp-hf: %s:%d: invalid interpretation record (%s); its request is recomputed",
+                        path,
+                        lineno,
+                        reason,
+                    )
+                    if key is not None:
+                        self._invalid[key] = reason
+        return self._done
+
+    def reuse(
+        self,
+        key: tuple[str, str, int],
+        input_hash: str,
+        fingerprint: dict[str, Any],
+        how_not_what: frozenset[str] = frozenset(),
+    ) -> tuple[InterpRecord | None, str]:
+        """The stored record this request may reuse, or None and why it is computed: ``"new"``, ``"invalid
+        record"`` or what changed (`stale_reason`). A reused record that a record of another configuration
+        follows in the file is appended again, so the newest record of a request is the one this run used."""
+        stored = self.finished().setdefault(key, [])
+        run_hash = fingerprint.get("run_hash")
+        for record in reversed(stored):
+            if record.input_hash == input_hash and record.fingerprint.get("run_hash") == run_hash:
+                if record is not stored[-1]:
+                    self.add(record)
+                return record, "reused"
+        if stored:
+            same_input = [r for r in stored if r.input_hash == input_hash]
+            return None, stale_reason((same_input or stored)[-1], input_hash, fingerprint, how_not_what)
+        return None, "invalid record" if key in self._invalid else "new"
+
+    def add(self, record: InterpRecord) -> None:
+        """Append a record to its task's file and to what is stored."""
+        if self._writer is None:
+            self._writer = RecordWriter(self.directory, rank=self.rank, world_size=self.world_size)
+        self._writer.write(record)
+        self.finished().setdefault(record.key, []).append(record)
+
+    def close(self) -> None:
+        """Sync and close the open files (a later `add` reopens them)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def stale_reason(
+    newest: InterpRecord, input_hash: str, fingerprint: dict[str, Any], how_not_what: frozenset[str]
+) -> str:
+    """Why the newest stored record of a request does not match this computation."""
+    if newest.input_hash != input_hash:
+        return "prompt or target tokens changed" if newest.input_hash else "written by an older lm-interp"
+    old, new = newest.fingerprint, fingerprint
+    if old.get("model_hash") != new["model_hash"]:
+        parts = ("weight_hash", "tokenizer_hash", "config_hash", "dtype")
+        fields = [f for f in parts if old.get(f) != new.get(f)]
+        return "model changed" + (f" ({', '.join(fields)})" if fields else "")
+    if old.get("settings_hash") != new["settings_hash"]:
+        before, after = old.get("settings") or {}, new["settings"]
+        changed = sorted(
+            k for k in set(before) | set(after) if k not in how_not_what and before.get(k) != after.get(k)
+        )
+        return "settings changed" + (f" ({', '.join('interp_' + k for k in changed)})" if changed else "")
+    return "plugin version changed"

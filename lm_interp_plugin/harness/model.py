@@ -31,10 +31,10 @@ from tqdm import tqdm
 
 from .. import metric_names as names
 from ..fingerprint import identity_hash, model_fingerprint
+from ..interpret.builder import build_pass
 from ..interpret.encoding import encode_pair
-from ..interpret.passes import run_pass
 from ..interpret.settings import HOW_NOT_WHAT, InterpSettings
-from ..records import RECORDS_DIR_KEY, InterpRecord, RecordWriter, read_records, record_files
+from ..records import RECORDS_DIR_KEY, InterpRecord, RecordStore
 from ..spans import SPECIAL, label_tokens, token_offsets, truncated_offsets
 from .tasks import tag_of
 
@@ -65,11 +65,14 @@ class InterpHFLM(HFLM):
         )
         _follow_lm_eval_logging()
         self.fingerprint = self._fingerprint(kwargs)
-        self._writer: RecordWriter | None = None
-        self._done: dict[tuple[str, str, int], list[InterpRecord]] | None = None
-        self._invalid: dict[tuple[str, str, int], str] = {}
-        self._ffn_probe = None
-        self._ffn_error: str | None = None
+        self.store = RecordStore(self.records_dir, rank=self.rank, world_size=self.world_size)
+        self.interpreter = build_pass(
+            self.model,
+            self.tokenizer,
+            self.interp_settings,
+            ffn_cache_dir=self.records_dir / "ffn_components",
+            model_identity=f"{self.pretrained_name}@{self.fingerprint['revision']}",
+        )
         self._n_interpreted = 0  # requests interpreted by this process (picks the float32-checked ones)
         self._fp32_errors: list[float] = []
         logger.info("interp-hf: interpretation records go to %s", self.records_dir)
@@ -141,56 +144,6 @@ class InterpHFLM(HFLM):
             "run_hash": run_hash,
         }
 
-    def _settings_key(self) -> str:
-        """Hash of what determines the results (model identity, the settings that change the numbers, the
-        plugin version); how they are computed (chunking, memory) is left out, so a rerun with a smaller
-        memory budget after running out of memory still resumes."""
-        return str(self.fingerprint["run_hash"])
-
-    def _finished_records(self) -> dict[tuple[str, str, int], list[InterpRecord]]:
-        """Every valid stored record, per request key, in file order (the last one is the newest)."""
-        if self._done is None:
-            self._done = {}
-            for path in record_files(self.records_dir, rank=self.rank, world_size=self.world_size):
-                loaded = read_records(path)
-                for record in loaded.records:
-                    self._done.setdefault(record.key, []).append(record)
-                for lineno, key, reason in loaded.invalid:
-                    logger.warning(
-                        "interp-hf: %s:%d: invalid interpretation record (%s); its request is recomputed",
-                        path,
-                        lineno,
-                        reason,
-                    )
-                    if key is not None:
-                        self._invalid[key] = reason
-        return self._done
-
-    def _stale_reason(self, newest: InterpRecord, input_hash: str) -> str:
-        """Why the newest stored record of a request does not match this computation."""
-        if newest.input_hash != input_hash:
-            return "prompt or target tokens changed" if newest.input_hash else "written by an older lm-interp"
-        old, new = newest.fingerprint, self.fingerprint
-        if old.get("model_hash") != new["model_hash"]:
-            fields = [
-                f
-                for f in ("weight_hash", "tokenizer_hash", "config_hash", "dtype")
-                if old.get(f) != new.get(f)
-            ]
-            return "model changed" + (f" ({', '.join(fields)})" if fields else "")
-        if old.get("settings_hash") != new["settings_hash"]:
-            before, after = old.get("settings") or {}, new["settings"]
-            changed = sorted(
-                k for k in set(before) | set(after) if k not in HOW_NOT_WHAT and before.get(k) != after.get(k)
-            )
-            return "settings changed" + (f" ({', '.join('interp_' + k for k in changed)})" if changed else "")
-        return "plugin version changed"
-
-    def _writer_handle(self) -> RecordWriter:
-        if self._writer is None:
-            self._writer = RecordWriter(self.records_dir, rank=self.rank, world_size=self.world_size)
-        return self._writer
-
     def _selected(self, req: Instance) -> bool:
         tag = tag_of(req)
         if tag.skip:
@@ -211,40 +164,19 @@ class InterpHFLM(HFLM):
         if not todo:
             return
         events: dict[str, Counter] = {}  # per task: truncated prompts, empty targets (logged once below)
-        finished = self._finished_records()
-        run_hash = self._settings_key()
         reused, new, recomputed = 0, 0, Counter()
         for req, target in tqdm(todo, desc="Interpreting", disable=disable_tqdm or self.rank != 0):
             prepared = self._prepare(req, target)
             key = (req.task_name, prepared.doc_hash, int(req.idx))
-            stored = finished.setdefault(key, [])
-            record = next(
-                (
-                    r
-                    for r in reversed(stored)
-                    if r.input_hash == prepared.input_hash and r.fingerprint.get("run_hash") == run_hash
-                ),
-                None,
-            )
+            record, why = self.store.reuse(key, prepared.input_hash, self.fingerprint, HOW_NOT_WHAT)
             if record is not None:
                 reused += 1
-                if record is not stored[-1]:
-                    # a newer record of another configuration follows it in the file: append this one again,
-                    # so that the newest record of a request is always the one this run used
-                    self._writer_handle().write(record)
-                    stored.append(record)
             else:
-                if stored:
-                    same_input = [r for r in stored if r.input_hash == prepared.input_hash]
-                    reference = (same_input or stored)[-1]
-                    recomputed[self._stale_reason(reference, prepared.input_hash)] += 1
-                elif key in self._invalid:
-                    recomputed["invalid record"] += 1
-                else:
-                    new += 1
+                new += why == "new"
+                if why != "new":
+                    recomputed[why] += 1
                 record = self._interpret_one(req, prepared)
-                self._writer_handle().write(record)
-                stored.append(record)
+                self.store.add(record)
             counts = events.setdefault(req.task_name, Counter())
             counts["truncated"] += any("left-truncated" in n for n in record.notes)
             counts["empty"] += not record.target_tokens
@@ -253,8 +185,7 @@ class InterpHFLM(HFLM):
                 **record.metrics,
                 names.INSTRUCTION_FOUND: float("instruction" in record.token_parts),
             }
-        if self._writer is not None:
-            self._writer.sync()
+        self.store.close()
         self._log_summary(reused, new, recomputed)
         for task, counts in events.items():
             if counts["truncated"]:
@@ -296,33 +227,6 @@ class InterpHFLM(HFLM):
             logger.warning(text + "; the stale records stay in the file, superseded")
         else:
             logger.info(text)
-
-    def _probe(self):
-        """The FFN concept probe, built on first use; None (with a warning once) if the model has no
-        adapter."""
-        if not self.interp_settings.ffn or self._ffn_error:
-            return None
-        if self._ffn_probe is None:
-            from ..arch import UnsupportedArchitectureError
-            from ..interpret.ffn_probe import FFNProbe
-
-            try:
-                self._ffn_probe = FFNProbe(
-                    self.model,
-                    self.tokenizer,
-                    k=self.interp_settings.ffn_k,
-                    cache_dir=self.records_dir / "ffn_components",
-                    model_identity=f"{self.pretrained_name}@{self.fingerprint['revision']}",
-                )
-            except UnsupportedArchitectureError as err:
-                self._ffn_error = str(err)
-                logger.warning(
-                    "interp-hf: FFN concepts disabled for this model (%s); pass interp_ffn=false "
-                    "to silence this",
-                    err,
-                )
-                return None
-        return self._ffn_probe
 
     def _prompt_target_ids(self, context: str, continuation: str) -> tuple[list[int], list[int], str]:
         """Tokenise exactly as HFLM scores: trailing context spaces move to the continuation."""
@@ -377,59 +281,35 @@ class InterpHFLM(HFLM):
         )
 
     def _interpret_one(self, req: Instance, prepared: _Prepared) -> InterpRecord:
-        prompt_ids, target_ids, labels = prepared.prompt_ids, prepared.target_ids, prepared.labels
-        notes = list(prepared.notes)
-        probe = self._probe()
-        if probe is None and self.interp_settings.ffn:
-            notes.append(f"no FFN concepts: {self._ffn_error}")
-        neutral = (
-            self.tokenizer.pad_token_id
-            if self.tokenizer.pad_token_id is not None
-            else self.tokenizer.eos_token_id
-        )
         every = self.interp_settings.fp32_check
         check_fp32 = every > 0 and self._n_interpreted % every == 0
         self._n_interpreted += 1
-        result = run_pass(
-            self.model,
-            prompt_ids,
-            target_ids,
-            labels,
-            self.interp_settings,
-            probe,
-            neutral_token_id=neutral,
-            check_fp32=check_fp32,
+        result = self.interpreter.run(
+            prepared.prompt_ids, prepared.target_ids, prepared.labels, check_fp32=check_fp32
         )
         if "fp32_check" in result.extras:
             self._fp32_errors.append(result.extras["fp32_check"]["rel_error"])
         settings = self.interp_settings
-        return InterpRecord(
-            task=req.task_name,
-            doc_id=int(req.doc_id),
-            doc_hash=prepared.doc_hash,
-            request_index=int(req.idx),
-            request_type=req.request_type,
-            role=prepared.role,
-            prompt_tokens=self.tokenizer.convert_ids_to_tokens(prompt_ids),
-            target_tokens=self.tokenizer.convert_ids_to_tokens(target_ids),
-            token_parts=labels,
-            raw=result.raw.tolist() if settings.store_matrices else [],
-            quantised=result.quantised.tolist() if settings.store_matrices else [],
-            params={
-                **settings.importance.__dict__,
-                "objective": settings.objective,
-                "mode": result.mode,
-                "method": "gradient_x_input",
+        return InterpRecord.from_pass(
+            result,
+            request={
+                "task": req.task_name,
+                "doc_id": int(req.doc_id),
+                "doc_hash": prepared.doc_hash,
+                "request_index": int(req.idx),
+                "request_type": req.request_type,
+                "role": prepared.role,
+                "input_hash": prepared.input_hash,
+                "context_sha256": prepared.context_sha256,
+                "continuation_sha256": prepared.continuation_sha256,
             },
-            metrics=result.metrics,
-            attention=result.attention,
-            ffn=result.ffn,
-            extras={"target_logprobs": result.target_logprobs.tolist(), **result.extras},
-            fingerprint=dict(self.fingerprint),
-            notes=notes + result.notes,
-            input_hash=prepared.input_hash,
-            context_sha256=prepared.context_sha256,
-            continuation_sha256=prepared.continuation_sha256,
+            prompt_tokens=self.tokenizer.convert_ids_to_tokens(prepared.prompt_ids),
+            target_tokens=self.tokenizer.convert_ids_to_tokens(prepared.target_ids),
+            token_parts=prepared.labels,
+            params={**settings.importance.__dict__, "objective": settings.objective},
+            fingerprint=self.fingerprint,
+            notes=list(prepared.notes),
+            store_matrices=settings.store_matrices,
         )
 
 

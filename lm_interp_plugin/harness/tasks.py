@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
 INSTRUCTION_FOUND = names.INSTRUCTION_FOUND
+_AGGREGATIONS = {"mean": mean}
 
 
 @dataclass
@@ -90,23 +91,34 @@ def tasks_dir() -> Path:
 
 
 class _InterpMetrics(dict):
-    """Aggregation table that averages any interpretation metric it was not told about.
+    """Aggregation table that aggregates every interpretation metric as the metric table says.
 
     lm-eval aggregates each metric over the samples that report it, so the instruction metrics, absent for a
     prompt without an instruction, are means over the prompts that have one; ``instruction_found`` says how
-    many those are, and a task where none has one is named in a warning instead of a table of zeros.
+    many those are, and a task where none has one is named in a warning instead of a table of zeros. A name
+    the table does not know (a signal that registered no metric) is averaged with a warning: a `KeyError`
+    inside lm-eval's aggregation would lose the whole run.
     """
 
-    def __init__(self, stock: Mapping[str, Any], task_name: str) -> None:
+    def __init__(self, stock: Mapping[str, Any], task_name: str, seen: set[str] | None = None) -> None:
         super().__init__(stock)
         self.task_name = task_name
+        self.seen = seen if seen is not None else set()
 
     def __missing__(self, key: str):
+        self.seen.add(key)
         if key == INSTRUCTION_FOUND:
             return self._found_share
-        if names.is_interp_metric(key):
+        spec = names.metric_spec(key)
+        if spec is None:
+            logger.warning(
+                "task %s: metric %r is in no table (lm-eval's or lm-interp's metric_names.METRICS); "
+                "averaging it",
+                self.task_name,
+                key,
+            )
             return mean
-        raise KeyError(key)
+        return _AGGREGATIONS[spec.aggregation]
 
     def _found_share(self, items: list[float]) -> float:
         share = mean(items)
@@ -304,4 +316,20 @@ class InterpTask(ConfigurableTask):
         return out
 
     def aggregation(self) -> dict:
-        return _InterpMetrics(super().aggregation(), self.config.task)
+        return _InterpMetrics(super().aggregation(), self.config.task, self._interp_names)
+
+    def higher_is_better(self) -> dict:
+        """lm-eval's up/down column: the stock metrics' directions plus those the metric table gives for the
+        interpretation metrics this task aggregated (none for a metric without a better direction)."""
+        out = dict(super().higher_is_better())
+        for name in sorted(self._interp_names):
+            spec = names.metric_spec(name)
+            if name not in out and spec is not None and spec.higher_is_better is not None:
+                out[name] = spec.higher_is_better
+        return out
+
+    @property
+    def _interp_names(self) -> set[str]:
+        if not hasattr(self, "_seen_interp_names"):
+            self._seen_interp_names: set[str] = set()
+        return self._seen_interp_names

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..spans import instruction_mask, label_tokens, locate_fields, token_offsets
+from .builder import build_pass
 from .encoding import encode_pair, prefix_token, tokenizer_encoder
-from .passes import run_pass
+from .registry import Detail
 from .settings import InterpSettings
 
 if TYPE_CHECKING:
@@ -28,8 +30,11 @@ class Attribution:
         target_tokens: the target tokens.
         token_parts: a part label per prompt token (``instruction`` where `instruction` was located).
         target_logprobs: log p of each target token given the prompt and the earlier targets.
-        metrics: the per-example scalars (instruction importance, part shares, instruction attention).
+        metrics: the per-example scalars, as interp-hf computes them (instruction importance, part shares,
+            instruction attention, FFN concepts, ablation drops, and the opt-in ones asked for).
         attention: per layer x head instruction attention (when computed).
+        ffn: per layer FFN concept activations and shares (when computed).
+        details: each signal's typed detail, by signal name (``ablation``, ``ffn``, ``ig``, ...).
         notes: what happened that a reader should know (a float32 re-run after NaN in half precision, say).
         fp32_check: for half-precision models called with ``check_fp32=True``: the relative error against a
             float32 attribution of the same pair.
@@ -44,6 +49,8 @@ class Attribution:
     attention: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     fp32_check: dict[str, Any] | None = None
+    ffn: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Detail] = field(default_factory=dict)
 
     @property
     def instruction_mask(self) -> np.ndarray:
@@ -57,6 +64,7 @@ def attribute(
     target: str,
     instruction: str | Sequence[str] | None = None,
     check_fp32: bool = False,
+    ffn_cache_dir: str | Path | None = None,
     **settings: Any,
 ) -> Attribution:
     """Gradient x input of every target token onto every prompt token (the paper's raw matrix).
@@ -68,8 +76,12 @@ def attribute(
         target: the continuation to explain (e.g. the model's own response).
         instruction: the instruction text(s) inside `prompt`, to get the instruction metrics.
         check_fp32: half-precision models: also attribute in float32 and report the relative error.
+        ffn_cache_dir: where the model's FFN components are cached (default ``~/.cache/lm_interp``, or
+            ``$LM_INTERP_CACHE``); computed on the first call for a model's weights.
         **settings: `InterpSettings` fields (L, b, p, eps, objective, mode, chunk_size, memory_budget,
-            checkpoint, attention, ...).
+            checkpoint, attention, ffn, ablation, methods, signals, ...).
+
+    Tokens the model's config lacks (pad, BOS, the ablation's neutral token) come from `tokenizer`.
     """
     config = InterpSettings(**settings)
     prompt_ids, target_ids, prompt = encode_pair(
@@ -79,7 +91,9 @@ def attribute(
     needles = [instruction] if isinstance(instruction, str) else list(instruction or [])
     spans = locate_fields(prompt, {"instruction": needles}, where="the prompt") if needles else {}
     labels = label_tokens(offsets, prompt, spans)
-    result = run_pass(model, prompt_ids, target_ids, labels, config, check_fp32=check_fp32)
+    result = build_pass(model, tokenizer, config, ffn_cache_dir=ffn_cache_dir).run(
+        prompt_ids, target_ids, labels, check_fp32=check_fp32
+    )
     return Attribution(
         raw=result.raw.astype(np.float32),
         prompt_tokens=tokenizer.convert_ids_to_tokens(prompt_ids),
@@ -90,4 +104,6 @@ def attribute(
         attention=result.attention,
         notes=result.notes,
         fp32_check=result.extras.get("fp32_check"),
+        ffn=result.ffn,
+        details=result.details,
     )

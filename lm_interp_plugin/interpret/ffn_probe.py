@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,14 +84,26 @@ class FFNProbe:
                 handle.remove()
 
     def metrics(self, target_len: int) -> tuple[dict[str, float], dict[str, Any]]:
-        """Concept shares (mean over layers) as scalars; per-layer distributions for the record."""
+        """Concept shares (mean over layers) as scalars; per-layer distributions for the record (from the
+        last `capture`)."""
         if len(self._outputs) != self.adapter.num_layers:
             raise RuntimeError(f"FFN hooks recorded {len(self._outputs)} of {self.adapter.num_layers} layers")
+        outputs = [self._outputs[layer] for layer in range(self.adapter.num_layers)]
+        self._outputs.clear()
+        return self.metrics_from(outputs, target_len)
+
+    def metrics_from(
+        self, outputs: Sequence[torch.Tensor], target_len: int
+    ) -> tuple[dict[str, float], dict[str, Any]]:
+        """The same from FFN outputs captured elsewhere (the pass's ``mlp_out``): one ``1 x >=target_len x
+        hidden`` tensor per layer."""
+        if len(outputs) != self.adapter.num_layers:
+            raise RuntimeError(f"got FFN outputs of {len(outputs)} of {self.adapter.num_layers} layers")
         distributions, layer_shares = [], []
         for layer in range(self.adapter.num_layers):
-            outputs = self._outputs[layer][0, -target_len:].float()  # the positions that predict the targets
-            comps = self.components[layer].components.to(outputs.device, torch.float32)
-            dist = concept_activation(outputs, comps)
+            layer_out = outputs[layer][0, -target_len:].float()  # the positions that predict the targets
+            comps = self.components[layer].components.to(layer_out.device, torch.float32)
+            dist = concept_activation(layer_out, comps)
             labels = [label.concept for label in self.labels[layer]]
             distributions.append([float(x) for x in dist])
             layer_shares.append(concept_shares(dist, labels, self.concepts))
@@ -103,5 +115,4 @@ class FFNProbe:
             "concept_shares": mean_shares,
             "component_labels": [[label.concept for label in layer] for layer in self.labels],
         }
-        self._outputs.clear()
         return scalars, detail

@@ -6,16 +6,22 @@ import dataclasses
 import difflib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from ..methods.attribution import Mode, Objective
 from ..methods.importance import ImportanceParams
 
 Choices = Literal["gold", "all"]
-# settings that change how the values are computed (speed, memory, extra checks), not the values: a record
-# computed under other values of these is still the same computation and is reused on resume
-HOW_NOT_WHAT = frozenset({"chunk_size", "memory_budget", "checkpoint", "fp32_check"})
+#: field metadata key of the settings that change how the values are computed (speed, memory, extra checks),
+#: not the values: a record computed under other values of these is still the same computation and is reused
+#: on resume, and the report does not compare them between runs
+HOW = "how_not_what"
+PRIMARY_METHOD = "gxi"
+
+
+def _how(default: Any) -> Any:
+    return field(default=default, metadata={HOW: True})
 
 
 @dataclass
@@ -40,9 +46,15 @@ class InterpSettings:
         ffn: compute per-example FFN concept activation (needs the FFN components of the model).
         ffn_k: number of principal components per layer for the FFN concepts.
         ablation: instruction ablation: the target's log-prob drop when the instruction is removed / replaced.
-        ig: integrated gradients (zero baseline) as a second attribution method, with the paper's score on it.
+        methods: attribution methods by name, joined by ``+`` (``gxi+ig``; a comma would split lm-eval's
+            model_args); gradient x input always runs first: it is the paper's score and its forward carries
+            the other signals.
+        ig: integrated gradients (zero baseline) as a second attribution method, with the paper's score on it
+            (an alias of adding ``ig`` to `methods`).
         ig_steps: interpolation steps of integrated gradients.
         deletion: deletion curves (faithfulness) of each attribution method, against random orders.
+        signals: optional per-example signals by name, joined by ``+`` (``entropy``); the built-in ones have
+            their own switches (attention, ffn, ablation, deletion).
         choices: ``gold`` interprets the reference answer of multiple-choice docs (and every generation);
             ``all`` interprets every choice.
         store_matrices: keep the raw and quantised matrices in the records (they dominate the file size).
@@ -54,19 +66,21 @@ class InterpSettings:
     eps: float = 1e-7
     objective: Objective = "prob"
     mode: Mode = "auto"
-    chunk_size: int | None = None
-    memory_budget: str | None = None
-    checkpoint: bool = False
-    fp32_check: int = 50
+    chunk_size: int | None = _how(None)
+    memory_budget: str | None = _how(None)
+    checkpoint: bool = _how(False)
+    fp32_check: int = _how(50)
     attention: bool = True
     ffn: bool = True
     ffn_k: int = 8
     choices: Choices = "gold"
     store_matrices: bool = True
     ablation: bool = True
+    methods: str = PRIMARY_METHOD
     ig: bool = False
     ig_steps: int = 32
     deletion: bool = False
+    signals: str | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -91,6 +105,41 @@ class InterpSettings:
                 f"got {self.fp32_check}"
             )
         _ = self.memory_budget_bytes  # validates the size string
+        self.methods = "+".join(self._method_names())
+        self.ig = "ig" in self.method_names
+        self.signals = "+".join(self._signal_names()) or None
+
+    def _signal_names(self) -> list[str]:
+        from .signals import SIGNALS  # the signals import this module for its type
+
+        asked = [m.strip() for m in re.split(r"[+,]", self.signals or "") if m.strip()]
+        unknown = [m for m in asked if m not in SIGNALS]
+        if unknown:
+            raise ValueError(f"interp_signals: unknown signal(s) {unknown}; registered: {', '.join(SIGNALS)}")
+        return list(dict.fromkeys(asked))
+
+    @property
+    def signal_names(self) -> tuple[str, ...]:
+        """The opt-in signals named by ``interp_signals``."""
+        return tuple(self.signals.split("+")) if self.signals else ()
+
+    def _method_names(self) -> list[str]:
+        from .attributions import METHODS  # the methods import this module for its type
+
+        asked = [m.strip() for m in re.split(r"[+,]", str(self.methods)) if m.strip()]
+        if self.ig:
+            asked.append("ig")
+        unknown = [m for m in asked if m not in METHODS]
+        if unknown:
+            raise ValueError(
+                f"interp_methods: unknown attribution method(s) {unknown}; registered: {', '.join(METHODS)}"
+            )
+        return list(dict.fromkeys([PRIMARY_METHOD, *asked]))
+
+    @property
+    def method_names(self) -> tuple[str, ...]:
+        """The attribution methods of this pass, the primary (gradient x input) first."""
+        return tuple(self.methods.split("+"))
 
     @property
     def memory_budget_bytes(self) -> int | None:
@@ -120,6 +169,10 @@ class InterpSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+#: the `InterpSettings` fields that change how, not what, is computed (field metadata `HOW`)
+HOW_NOT_WHAT = frozenset(f.name for f in dataclasses.fields(InterpSettings) if f.metadata.get(HOW))
 
 
 _UNITS = {

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from lm_interp_plugin.fingerprint import differing_fields
+from lm_interp_plugin.interpret.settings import HOW_NOT_WHAT
 from lm_interp_plugin.methods import stats
 from lm_interp_plugin.metric_names import (
     INSTRUCTION_ATTENTION,
@@ -31,14 +32,8 @@ CORRECTNESS_METRICS = ("acc", "exact_match", "acc_norm")
 #: Fingerprint fields that name the model itself and are expected to differ between base and tuned.
 EXPECTED_TO_DIFFER = ("model", "revision", "weight", "hash", "path", "name", "commit", "date", "time", "host")
 # not settings but per-request outcomes (``auto`` picks the mode per request; "none" for an empty target), or
-# settings of how the values are computed that do not change them
-NOT_COMPARED = (
-    "params.mode",
-    "settings.chunk_size",
-    "settings.memory_budget",
-    "settings.checkpoint",
-    "settings.fp32_check",
-)
+# settings of how the values are computed that do not change them (`InterpSettings` field metadata)
+NOT_COMPARED = ("params.mode", *(f"settings.{name}" for name in sorted(HOW_NOT_WHAT)))
 PROMPT_CHARS = 300
 
 

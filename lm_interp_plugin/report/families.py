@@ -9,14 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lm_interp_plugin.metric_names import (
-    ATTRIBUTION_SHARE_PREFIX,
-    FFN_CONCEPT_PREFIX,
-    INSTRUCTION_ATTENTION,
-    INSTRUCTION_ATTENTION_LIFT,
-    INSTRUCTION_IMPORTANCE,
-    is_interp_metric,
-)
+import lm_interp_plugin.interpret.signals  # noqa: F401  (registers every signal's metrics in the table)
+from lm_interp_plugin.metric_names import PREFIXES, metric_spec
 
 
 @dataclass(frozen=True)
@@ -56,22 +50,15 @@ FAMILIES = (STOCK, SCORE, SHARES, ATTENTION, LIFT, LOGPROB, OTHER)
 
 
 def metric_family(name: str) -> Family:
-    """The family of a metric name (``acc``, ``instruction_importance``, ``ablation_drop_removed``, ...)."""
-    base = name.split(",", 1)[0]
-    if not is_interp_metric(base):
-        return STOCK
-    core = base[3:] if base.startswith("ig_") else base
-    if core == INSTRUCTION_IMPORTANCE:
-        return SCORE
-    if core.startswith((ATTRIBUTION_SHARE_PREFIX, FFN_CONCEPT_PREFIX)):
-        return SHARES
-    if core == INSTRUCTION_ATTENTION:
-        return ATTENTION
-    if core == INSTRUCTION_ATTENTION_LIFT:
-        return LIFT
-    if core.startswith(("ablation_", "deletion_")):
-        return LOGPROB
-    return OTHER
+    """The family of a metric name (``acc``, ``instruction_importance``, ``ablation_drop_removed``, ...): the
+    metric table's (`metric_names.METRICS`), stock for a metric not in it."""
+    spec = metric_spec(name)
+    if spec is None:
+        return STOCK if not name.split(",", 1)[0].startswith(PREFIXES) else OTHER
+    return _BY_KEY[spec.family]
+
+
+_BY_KEY = {family.key: family for family in FAMILIES}
 
 
 def by_family(metrics: list[str]) -> list[tuple[Family, list[str]]]:
