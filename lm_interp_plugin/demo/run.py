@@ -337,6 +337,8 @@ def why_not(result: ComparisonResult, runs: dict[str, Path]) -> list[str]:
             if layers:
                 text += ("; " if text else "") + "per layer, first to last: " + "; ".join(layers)
             lines.append(head + (text or "no attention records"))
+        elif row.finding == 3 and row.explanation:  # not measurable: the labels are not valid on the model
+            lines.append(head + row.explanation)
         elif row.finding == 3:
             text = _shares(result, task, "ffn_concept_", base, other)
             lines.append(head + f"FFN activation share per concept: {text or 'no concept records'}")
