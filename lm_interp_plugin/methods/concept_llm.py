@@ -102,10 +102,9 @@ class LLMLabeller(ConceptLabeller):
         self.model, self.lm_tokenizer = model, lm_tokenizer
         self.model_path, self.gguf_file = str(model_path or ""), gguf_file
         self.judge = _judge_fingerprint(self.model_path, gguf_file) if model_path else "in-memory"
-        if concepts is None or levels is None:
-            lex = load_lexicons()
-            concepts = list(lex["task_concepts"]) if concepts is None else concepts
-            levels = list(lex["linguistic_levels"]) if levels is None else levels
+        if concepts is None:
+            concepts = list(load_lexicons()["task_concepts"])
+        levels = [] if levels is None else levels  # opt-in: one more prompt per component
         self.concepts, self.levels = list(concepts), list(levels)
         if int(n_null) < 8:
             raise ValueError(f"n_null={n_null}: the null's mean and spread need at least 8 random directions")
@@ -116,8 +115,9 @@ class LLMLabeller(ConceptLabeller):
 
     @classmethod
     def create(cls, *, embeddings: torch.Tensor | None, tokenizer: Any, **options) -> LLMLabeller:
-        """Options: ``model_path`` and ``gguf_file`` (or ``model`` and ``lm_tokenizer``), ``concepts``,
-        ``levels``, ``n_null``, ``alpha``, ``seed``, ``batch_size``. The explained model's embeddings and
+        """Options: ``model_path`` and ``gguf_file`` (or ``model`` and ``lm_tokenizer``), ``concepts``
+        (default: the lexicon file's), ``levels`` (default none: linguistic levels cost one more prompt per
+        component, so they are opt-in), ``n_null``, ``alpha``, ``seed``, ``batch_size``. The explained model's embeddings and
         tokenizer give the null's random directions their top words."""
         return cls(embeddings=embeddings, tokenizer=tokenizer, **options)
 
