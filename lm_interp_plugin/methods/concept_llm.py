@@ -117,8 +117,8 @@ class LLMLabeller(ConceptLabeller):
     def create(cls, *, embeddings: torch.Tensor | None, tokenizer: Any, **options) -> LLMLabeller:
         """Options: ``model_path`` and ``gguf_file`` (or ``model`` and ``lm_tokenizer``), ``concepts``
         (default: the lexicon file's), ``levels`` (default none: linguistic levels cost one more prompt per
-        component, so they are opt-in), ``n_null``, ``alpha``, ``seed``, ``batch_size``. The explained model's embeddings and
-        tokenizer give the null's random directions their top words."""
+        component, so they are opt-in), ``n_null``, ``alpha``, ``seed``, ``batch_size``. The explained
+        model's embeddings and tokenizer give the null's random directions their top words."""
         return cls(embeddings=embeddings, tokenizer=tokenizer, **options)
 
     def config(self) -> dict[str, Any]:
