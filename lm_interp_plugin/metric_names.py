@@ -55,7 +55,8 @@ class MetricSpec:
         unit: what one unit of the value is (nats, share, ratio, ...).
         bounds: (low, high) every value lies in (None = open); records outside them are invalid.
         aggregation: how lm-eval aggregates it over the samples that report it.
-        higher_is_better: lm-eval's up/down column and the report's reading; None = no better direction.
+        higher_is_better: lm-eval's up/down column and the direction of the paper's findings (for the
+            instruction metrics: the instruction-tuned model's side); None = no better direction.
         meaning: one line, for README's metric table and the report.
         placeholder: for a prefix, what follows it (``part``, ``concept``, ``method``); README shows
             ``<prefix><placeholder>``.
@@ -134,6 +135,7 @@ for _spec in (
         "sum of instruction-token densities / log2(2 + #instruction tokens)",
         "the paper's score: the instruction tokens' importance density, length-normalised",
         bounds=(0.0, None),
+        higher_is_better=True,  # the paper's reading: more reliance on the instruction
         bounded_by_prompt=True,
     ),
     MetricSpec(
@@ -157,6 +159,7 @@ for _spec in (
         "attention probability (0-1)",
         "mean over layers, heads and answer positions of the attention on instruction tokens",
         bounds=(0.0, 1.0),
+        higher_is_better=True,  # the paper's reading: more attention to the instruction
     ),
     MetricSpec(
         INSTRUCTION_ATTENTION_LIFT,
@@ -172,6 +175,14 @@ for _spec in (
         "share of the FFN activation on components of each concept, averaged over layers",
         bounds=(0.0, 1.0),
         placeholder="concept",
+    ),
+    MetricSpec(
+        FFN_CONCEPT_OTHER,
+        "shares",
+        _SHARE,
+        "share of the FFN activation on components of no user-task concept",
+        bounds=(0.0, 1.0),
+        higher_is_better=False,  # the paper's reading: tuning moves activation toward user-task concepts
     ),
     MetricSpec(
         ABLATION_DROP_REMOVED,

@@ -48,3 +48,15 @@ def tiny_llama_dir(tmp_path_factory, lm_tokenizer) -> Path:
 
     model = build_tiny_model("llama", lm_tokenizer, seed=0)
     return save_tiny(model, lm_tokenizer, tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(lm_tokenizer):
+    """A factory of tiny random models on the shared tokenizer: ``tiny_model("llama", seed=1)`` (any family
+    of `lm_interp_plugin.testing.tiny`), built fresh on each call, so a test may change it."""
+    from lm_interp_plugin.testing.tiny import build_tiny_model
+
+    def build(family: str = "llama", seed: int = 0, **kwargs):
+        return build_tiny_model(family, lm_tokenizer, seed=seed, **kwargs)
+
+    return build

@@ -26,6 +26,8 @@ from lm_interp_plugin.records import (
     record_line,
 )
 
+from lmeval_run import plugin_task_manager, run_lmeval
+
 TASK = "interp_instruct_mc"
 LIMIT = 3
 
@@ -34,12 +36,7 @@ LIMIT = 3
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def task_manager():
-    from lm_eval.tasks import TaskManager
-
-    import lm_interp_plugin.harness.model  # noqa: F401  (registers interp-hf)
-    from lm_interp_plugin.harness.tasks import tasks_dir
-
-    return TaskManager(include_path=[tasks_dir()], include_defaults=False)
+    return plugin_task_manager(include_defaults=False)
 
 
 @pytest.fixture(scope="module")
@@ -63,28 +60,14 @@ def install(weights: dict[str, Path], which: str, path: Path) -> Path:
 
 def evaluate(task_manager, model: Path, records: Path, limit: int = LIMIT, extra: str = "", out=None, **kw):
     """One lm-eval evaluation with interp-hf; with `out`, also the samples and results files."""
-    import lm_eval
-    from lm_eval.loggers import EvaluationTracker
-
-    tracker = EvaluationTracker(output_path=str(out)) if out is not None else None
-    results = lm_eval.simple_evaluate(
-        model="interp-hf",
-        model_args=f"pretrained={model},records_dir={records}{extra}",
-        tasks=[TASK],
+    return run_lmeval(
+        f"pretrained={model},records_dir={records}{extra}",
+        [TASK],
         limit=limit,
-        log_samples=True,
         task_manager=task_manager,
-        bootstrap_iters=0,
-        device="cpu",
-        evaluation_tracker=tracker,
+        out=out,
         **kw,
     )
-    if tracker is not None:
-        samples = results.pop("samples")
-        tracker.save_results_aggregated(results=results, samples=samples)
-        tracker.save_results_samples(task_name=TASK, samples=samples[TASK])
-        results["samples"] = samples
-    return results
 
 
 def samples_of(results) -> list[dict]:
@@ -144,6 +127,7 @@ def test_new_weights_under_the_same_path_are_recomputed(task_manager, weights, t
     assert effective_records(records) == effective_records(tmp_path / "fresh_b")
 
 
+@pytest.mark.slow  # runs lm-eval end to end
 @pytest.mark.parametrize(
     "change", [{"num_fewshot": 2}, {"system_instruction": "Read the instruction first."}], ids=str
 )
@@ -159,6 +143,7 @@ def test_a_changed_prompt_is_recomputed(task_manager, weights, fresh_a, tmp_path
         assert len(rec["prompt_tokens"]) > len(before[key]["prompt_tokens"])  # the longer prompt, stored
 
 
+@pytest.mark.slow  # runs lm-eval end to end
 def test_a_write_cut_mid_line_is_repaired_and_recomputed(task_manager, weights, fresh_a, tmp_path):
     records = tmp_path / "records"
     shutil.copytree(fresh_a[2], records)
@@ -172,6 +157,7 @@ def test_a_write_cut_mid_line_is_repaired_and_recomputed(task_manager, weights, 
     assert effective_records(records) == fresh_a[1]
 
 
+@pytest.mark.slow  # runs lm-eval end to end
 @pytest.mark.parametrize("keep_checksum", [True, False], ids=["edited", "valid-checksum"])
 def test_metrics_null_is_recomputed_not_a_crash(task_manager, weights, fresh_a, tmp_path, keep_checksum):
     records = tmp_path / "records"
@@ -182,6 +168,7 @@ def test_metrics_null_is_recomputed_not_a_crash(task_manager, weights, fresh_a, 
     assert effective_records(records) == fresh_a[1]
 
 
+@pytest.mark.slow  # runs lm-eval end to end
 @pytest.mark.parametrize("keep_checksum", [True, False], ids=["edited", "valid-checksum"])
 def test_a_changed_value_is_not_reused(task_manager, weights, fresh_a, tmp_path, keep_checksum):
     records = tmp_path / "records"
@@ -243,6 +230,7 @@ for _ in range(2):
     assert "0 reused, 2 computed" in proc.stderr
 
 
+@pytest.mark.slow  # runs lm-eval end to end
 def test_a_resumed_run_is_bit_identical_ffn_included(task_manager, weights, fresh_a, tmp_path):
     """Stopped after one document, resumed: the FFN components of the second part come from the npz cache,
     those of the uninterrupted run were computed fresh; every value is identical."""
@@ -254,6 +242,7 @@ def test_a_resumed_run_is_bit_identical_ffn_included(task_manager, weights, fres
     assert any(r["ffn"] for r in fresh_a[1].values())
 
 
+@pytest.mark.slow  # runs lm-eval end to end
 @pytest.mark.parametrize(
     "arg, message",
     [

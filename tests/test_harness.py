@@ -12,6 +12,8 @@ import pytest
 
 from lm_interp_plugin.records import load_records, record_files
 
+from lmeval_run import run_lmeval
+
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["interp_instruct", "interp_instruct_mc"]
 LIMIT = 4
@@ -20,23 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def evaluate(model: str, model_args: str, tasks=TASKS, **kwargs):
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    import lm_interp_plugin.harness.model  # noqa: F401
-    from lm_interp_plugin.harness.tasks import tasks_dir
-
-    return lm_eval.simple_evaluate(
-        model=model,
-        model_args=model_args,
-        tasks=list(tasks),
-        limit=LIMIT,
-        log_samples=True,
-        task_manager=TaskManager(include_path=[tasks_dir()]),
-        bootstrap_iters=0,
-        device="cpu",
-        **kwargs,
-    )
+    return run_lmeval(model_args, list(tasks), model=model, limit=LIMIT, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +63,10 @@ def test_samples_carry_interpretation_next_to_accuracy(runs):
         table = interp["results"][task]
         assert "instruction_importance,none" in table
         assert "instruction_attention_lift,none" in table
+        # lm-eval's up/down column, from the metric table: a direction where it has one, none elsewhere
+        directions = interp["higher_is_better"][task]
+        assert directions["instruction_importance"] is True and directions["ffn_concept_other"] is False
+        assert "instruction_attention_lift" not in directions
 
 
 def test_records_are_complete_and_join_the_samples(runs):

@@ -269,19 +269,14 @@ def test_system_instruction_gives_such_tasks_an_instruction_to_measure(lm_tokeni
 @pytest.mark.slow
 def test_system_instruction_few_shot_run_measures_the_instruction(tiny_llama_dir, tmp_path):
     """Defect 1 end to end through lm-eval: --system_instruction, 2-shot, no chat template."""
-    import lm_eval
-
-    import lm_interp_plugin.harness.model  # noqa: F401
+    from lmeval_run import run_lmeval
 
     tasks = [variant_task(name, num_fewshot=2) for name in ("boolq", "hellaswag", "winogrande")]
-    out = lm_eval.simple_evaluate(
-        model="interp-hf",
-        model_args=f"pretrained={tiny_llama_dir},records_dir={tmp_path},interp_ffn=false",
-        tasks=tasks,
+    out = run_lmeval(
+        f"pretrained={tiny_llama_dir},records_dir={tmp_path},interp_ffn=false",
+        tasks,
         limit=2,
         system_instruction=SYSTEM,
-        bootstrap_iters=0,
-        device="cpu",
     )
     for task in tasks:
         table = out["results"][task.config.task]

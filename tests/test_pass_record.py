@@ -11,7 +11,6 @@ from lm_interp_plugin.interpret.passes import run_pass
 from lm_interp_plugin.interpret.settings import InterpSettings
 from lm_interp_plugin.methods import ablation as ablation_module
 from lm_interp_plugin.methods.ablation import instruction_ablation
-from lm_interp_plugin.testing.tiny import build_tiny_model
 
 LOGPROB_ATOL = 1e-5  # the same log p from the attribution forward (embeddings, SDPA) and a padded batch
 
@@ -23,8 +22,8 @@ def _request(seed: int = 0):
     return prompt, target, labels
 
 
-def test_ablation_reuses_the_attribution_forward(lm_tokenizer, monkeypatch):
-    model = build_tiny_model("llama", lm_tokenizer, seed=1)
+def test_ablation_reuses_the_attribution_forward(tiny_model, monkeypatch):
+    model = tiny_model("llama", seed=1)
     prompt, target, labels = _request(1)
     mask = torch.tensor([label == "instruction" for label in labels])
     expected = instruction_ablation(model, prompt, target, mask)  # three sequences scored
@@ -49,16 +48,16 @@ def test_ablation_reuses_the_attribution_forward(lm_tokenizer, monkeypatch):
     )
 
 
-def test_original_logprobs_must_match_the_target(lm_tokenizer):
-    model = build_tiny_model("llama", lm_tokenizer, seed=1)
+def test_original_logprobs_must_match_the_target(tiny_model):
+    model = tiny_model("llama", seed=1)
     prompt, target, labels = _request(2)
     mask = torch.tensor([label == "instruction" for label in labels])
     with pytest.raises(ValueError, match="original_logprobs has shape"):
         instruction_ablation(model, prompt, target, mask, original_logprobs=torch.zeros(len(target) + 1))
 
 
-def test_every_record_states_its_precision(lm_tokenizer):
-    model = build_tiny_model("llama", lm_tokenizer, seed=2)
+def test_every_record_states_its_precision(tiny_model):
+    model = tiny_model("llama", seed=2)
     prompt, target, labels = _request(3)
     settings = InterpSettings(ffn=False, ablation=False)
     used = run_pass(model, prompt.tolist(), target.tolist(), labels, settings).extras["precision_used"]
@@ -84,7 +83,7 @@ def test_every_record_states_its_precision(lm_tokenizer):
     assert forward["fp32_checked"] is False
 
 
-def test_ffn_probe_keeps_only_the_target_positions(lm_tokenizer):
+def test_ffn_probe_keeps_only_the_target_positions(tiny_model):
     """The pass's FFN capture keeps the last target_len positions per layer (what `metrics` reads): the same
     concept metrics as a capture of every position."""
     import sys
@@ -93,7 +92,7 @@ def test_ffn_probe_keeps_only_the_target_positions(lm_tokenizer):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from attribution import synthetic_ffn_probe
 
-    model = build_tiny_model("llama", lm_tokenizer, seed=4)
+    model = tiny_model("llama", seed=4)
     prompt, target, labels = _request(5)
     probe = synthetic_ffn_probe(model, k=4)
     settings = InterpSettings(ablation=False, attention=False)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from lm_interp_plugin import metric_names as names
-from lm_interp_plugin.interpret import METHODS, SIGNALS, build_pass
+from lm_interp_plugin.interpret import METHODS, SIGNALS, BaseSignal, build_pass
 from lm_interp_plugin.interpret.settings import HOW_NOT_WHAT, InterpSettings
 from lm_interp_plugin.records import InterpRecord, parse_record_line, record_line
 
@@ -95,15 +95,13 @@ def test_methods_are_chosen_by_name_and_the_old_flag_is_an_alias():
 
 
 @pytest.fixture(scope="module")
-def every_signal(lm_tokenizer, tmp_path_factory):
+def every_signal(tiny_model, lm_tokenizer, tmp_path_factory):
     """One pass with every registered signal and method on, through `build_pass` (FFN components cached)."""
-    from lm_interp_plugin.testing.tiny import build_tiny_model
-
-    model = build_tiny_model("llama", lm_tokenizer, seed=3)
-    optional = "+".join(name for name, s in SIGNALS.items() if name in ("entropy",) or s.order > 50)
-    settings = InterpSettings(methods="+".join(METHODS), deletion=True, ig_steps=4, signals=optional)
+    model = tiny_model("llama", seed=3)
+    optional = "+".join(n for n, s in SIGNALS.items() if type(s).enabled is BaseSignal.enabled)  # by name
+    settings = InterpSettings(methods="+".join(METHODS), deletion=True, ig_steps=2, signals=optional)
     interpreter = build_pass(model, lm_tokenizer, settings, ffn_cache_dir=tmp_path_factory.mktemp("ffn"))
-    prompt, target, labels = _request(7)
+    prompt, target, labels = _request(7, prompt_len=10, target_len=3, n_instruction=3)
     return interpreter.run(prompt, target, labels), prompt, target, labels
 
 
@@ -140,12 +138,10 @@ def test_every_signal_and_method_runs_and_round_trips_through_a_record(every_sig
         assert names.metric_spec(name) is not None, f"{name} is not in the metric table"
 
 
-def test_next_token_entropy_equals_an_independent_computation(every_signal, lm_tokenizer):
+def test_next_token_entropy_equals_an_independent_computation(every_signal, tiny_model):
     """H_n from a plain forward on the ids (not the pass's embeddings and kept logits), float64."""
-    from lm_interp_plugin.testing.tiny import build_tiny_model
-
     result, prompt, target, _ = every_signal
-    model = build_tiny_model("llama", lm_tokenizer, seed=3)
+    model = tiny_model("llama", seed=3)
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([prompt + target[:-1]])).logits[0, len(prompt) - 1 :]
     logp = logits.double().log_softmax(-1)
@@ -159,12 +155,11 @@ def test_next_token_entropy_equals_an_independent_computation(every_signal, lm_t
 
 
 # -- build_pass and attribute() ------------------------------------------------------------------------------
-def test_attribute_works_on_a_config_without_a_pad_token(lm_tokenizer, tmp_path):
+def test_attribute_works_on_a_config_without_a_pad_token(tiny_model, lm_tokenizer, tmp_path):
     """Llama-3 and Mistral hub configs set no pad_token_id: the neutral token comes from the tokenizer."""
     from lm_interp_plugin import attribute
-    from lm_interp_plugin.testing.tiny import build_tiny_model
 
-    model = build_tiny_model("llama", lm_tokenizer, seed=5)
+    model = tiny_model("llama", seed=5)
     model.config.pad_token_id = None
     prompt = "Answer with one word.\n\nQuestion: what is ice?\nAnswer:"
     result = attribute(
@@ -177,10 +172,8 @@ def test_attribute_works_on_a_config_without_a_pad_token(lm_tokenizer, tmp_path)
     assert result.ffn["component_distribution"]
 
 
-def test_build_pass_takes_the_tokens_the_config_lacks_from_the_tokenizer(lm_tokenizer):
-    from lm_interp_plugin.testing.tiny import build_tiny_model
-
-    model = build_tiny_model("llama", lm_tokenizer, seed=5)
+def test_build_pass_takes_the_tokens_the_config_lacks_from_the_tokenizer(tiny_model, lm_tokenizer):
+    model = tiny_model("llama", seed=5)
     model.config.pad_token_id = model.config.bos_token_id = None
     tokens = build_pass(model, lm_tokenizer, InterpSettings(ffn=False)).tokens
     assert (tokens.neutral, tokens.bos, tokens.pad) == (

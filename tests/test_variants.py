@@ -54,11 +54,11 @@ def test_write_variant_for_any_task(tmp_path):
 
 @pytest.mark.slow
 def test_variants_report_stock_and_interpretation_metrics(tiny_llama_dir, tmp_path):
-    import lm_eval
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    import lm_interp_plugin.harness.model  # noqa: F401
     from lm_interp_plugin.harness.tasks import InterpTask
+
+    from lmeval_run import run_lmeval
 
     tasks = []
     for name, fixture in (("arc_easy", "arc"), ("winogrande", "winogrande"), ("hellaswag", "hellaswag")):
@@ -66,15 +66,7 @@ def test_variants_report_stock_and_interpretation_metrics(tiny_llama_dir, tmp_pa
         splits = {cfg[k] for k in ("training_split", "validation_split", "test_split") if cfg.get(k)}
         cfg["metadata"]["interp"]["data_files"] = {s: str(FIXTURES / f"{fixture}.jsonl") for s in splits}
         tasks.append(InterpTask(config=cfg))
-    out = lm_eval.simple_evaluate(
-        model="interp-hf",
-        model_args=f"pretrained={tiny_llama_dir},records_dir={tmp_path}",
-        tasks=tasks,
-        limit=2,
-        log_samples=True,
-        bootstrap_iters=0,
-        device="cpu",
-    )
+    out = run_lmeval(f"pretrained={tiny_llama_dir},records_dir={tmp_path}", tasks, limit=2)
     for name in ("interp_arc_easy", "interp_winogrande", "interp_hellaswag"):
         table = out["results"][name]
         assert "acc,none" in table

@@ -1,7 +1,8 @@
-"""What the pass asks of a probe: record something during its one primal forward, then turn it into metrics.
+"""The older probe shape: record something during the pass's primal forward, then turn it into metrics.
 
-`run_pass` takes any object of this shape (the FFN concept probe today), so a new per-example signal needs no
-change to the pass: capture it in the forward the attribution runs anyway.
+New per-example signals follow `registry.Signal` instead (the activations they need named from the capture
+vocabulary, `compute(ctx)`); `ffn_probe.FFNProbe` keeps this shape for the benchmarks and tests that capture
+FFN outputs outside a pass, and the pass's FFN signal uses its `metrics_from`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 @runtime_checkable
 class Probe(Protocol):
-    """A per-example measurement taken during the pass's primal forward (no extra forward)."""
+    """A per-example measurement taken during a forward (no extra forward)."""
 
     def capture(self) -> AbstractContextManager[None]:
         """A context manager that records, during the forward run inside it, what `metrics` needs."""

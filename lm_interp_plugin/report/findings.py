@@ -34,10 +34,22 @@ from .errors import ReportInputError
 ALPHA = 0.05
 NOT_MEASURABLE = "not measurable on this model"
 
-FINDINGS: tuple[tuple[int, str, str, int], ...] = (
-    (1, "tuned models attribute their responses more to the instruction", names.INSTRUCTION_IMPORTANCE, +1),
-    (2, "tuned models attend more from the answer to the instruction", names.INSTRUCTION_ATTENTION, +1),
-    (3, "tuned FFN activation moves toward user-task concepts", names.FFN_CONCEPT_OTHER, -1),
+
+def _direction(metric: str) -> int:
+    """The paper's direction for tuning, from the metric table (`MetricSpec.higher_is_better`)."""
+    spec = names.metric_spec(metric)
+    if spec is None or spec.higher_is_better is None:
+        raise ValueError(f"metric {metric!r} has no direction in metric_names.METRICS")
+    return +1 if spec.higher_is_better else -1
+
+
+FINDINGS: tuple[tuple[int, str, str, int], ...] = tuple(
+    (number, claim, metric, _direction(metric))
+    for number, claim, metric in (
+        (1, "tuned models attribute their responses more to the instruction", names.INSTRUCTION_IMPORTANCE),
+        (2, "tuned models attend more from the answer to the instruction", names.INSTRUCTION_ATTENTION),
+        (3, "tuned FFN activation moves toward user-task concepts", names.FFN_CONCEPT_OTHER),
+    )
 )
 
 
