@@ -99,6 +99,22 @@ def _build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--k", type=int, default=None, help="principal components per layer")
             p.add_argument(
+                "--labeller",
+                default="lexicon",
+                help="who names each component's concept: lexicon (word lists in the model's embedding "
+                "space), llm:PATH (a local instruction-tuned LM folder or hub id as the judge) or "
+                "llm:FOLDER::FILE.gguf (a GGUF judge); labels are kept only when they beat a null (FDR 0.05)",
+            )
+            p.add_argument(
+                "--validate",
+                action="store_true",
+                help="measure each concept's validity on the shipped interp_instruct items (AUC of its share "
+                "on its own category's items, bootstrap interval) and print the table",
+            )
+            p.add_argument(
+                "--cache_dir", type=Path, default=None, help="cache of components, labels and validity items"
+            )
+            p.add_argument(
                 "--compare",
                 type=Path,
                 default=None,

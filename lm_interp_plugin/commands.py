@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections import Counter
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +100,20 @@ def explain_ffn(args: argparse.Namespace) -> int:
         k=args.k,
         top_n=args.top_k,
         layers=args.layers,
+        labeller=args.labeller,
+        validate=args.validate or None,
+        cache_dir=args.cache_dir,
     )
     print(f"wrote {args.out}")
+    counts = Counter(label.concept for layer in explanation.layers for label in layer.labels)
+    total = sum(counts.values())
+    config = explanation.params["labeller"]
+    print(
+        f"labels ({config['name']}, FDR {config.get('alpha')}): "
+        + ", ".join(f"{name} {counts.get(name, 0)}/{total}" for name in explanation.categories("concept"))
+    )
+    if explanation.validity is not None:
+        print(explanation.validity.table())
     if args.compare:
         comparison = compare_ffn(read_ffn_jsonl(args.compare), explanation)
         for layer, angles in zip(comparison.layers, comparison.mean_angles):

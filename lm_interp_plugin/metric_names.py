@@ -172,7 +172,8 @@ for _spec in (
         FFN_CONCEPT_PREFIX,
         "shares",
         _SHARE,
-        "share of the FFN activation on components of each concept, averaged over layers",
+        "share of the FFN activation on components of each concept valid on the model, averaged over layers "
+        "(absent for a concept not valid on it)",
         bounds=(0.0, 1.0),
         placeholder="concept",
     ),
@@ -180,7 +181,7 @@ for _spec in (
         FFN_CONCEPT_OTHER,
         "shares",
         _SHARE,
-        "share of the FFN activation on components of no user-task concept",
+        "share of the FFN activation on components without a valid concept (absent when none is valid)",
         bounds=(0.0, 1.0),
         higher_is_better=False,  # the paper's reading: tuning moves activation toward user-task concepts
     ),

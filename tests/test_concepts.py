@@ -1,22 +1,28 @@
-"""Tests for methods/concepts.py: lexicon labelling of planted concepts, the registry, the local-LM
-plumbing."""
+"""Tests for methods/concepts.py and concept_llm.py: calibrated labels (planted concepts found, random
+directions not), the FDR machinery, the registry and specs, the LLM judge's deterministic scoring."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
+from lm_interp_plugin.methods.concept_llm import LLMLabeller
 from lm_interp_plugin.methods.concepts import (
     LABELLERS,
+    NONE,
     ConceptLabel,
     ConceptLabeller,
     LexiconLabeller,
-    LocalLMLabeller,
+    benjamini_hochberg,
     build_labeller,
+    empirical_p,
+    fdr_labels,
     load_lexicons,
-    parse_category,
+    load_validation_categories,
+    parse_labeller_spec,
     validate_lexicons,
 )
 from lm_interp_plugin.methods.ffn import component_top_words, normalise_rows
@@ -70,61 +76,70 @@ def _planted_space(seed: int = 0, d: int = 128):
     return words, E, coding_dir, math_dir
 
 
-def test_lexicon_labeller_recovers_planted_coding_component():
+def _labeller(E, words, **kw):
+    return LexiconLabeller(E, WordTokenizer(words), lexicons=LEXICONS, pool=words, n_null=999, **kw)
+
+
+def test_planted_concepts_beat_random_directions_and_random_components_do_not():
     words, E, coding_dir, math_dir = _planted_space()
-    labeller = LexiconLabeller(E, WordTokenizer(words), lexicons=LEXICONS, exact_weight=0.0)
-    # a component pointing at the coding cluster; its negative pole is unstructured filler
-    ((pos, neg),) = component_top_words(coding_dir[None], normalise_rows(E), words, top_n=4)
-    assert set(pos) <= set(CODING_VOCAB) and not set(neg) & set(CODING_VOCAB)
-    label = labeller.label(pos, neg)
-    assert label.concept == "coding" and label.pole == "positive"
-    # words that are in no lexicon but sit in the coding cluster are still coding
-    assert labeller.label(["python", "function", "variable"], []).concept == "coding"
-    assert label.scores["coding"] > 0.3 > max(label.scores[c] for c in ("math", "writing", "translation"))
-    # the score is the mean pairwise cosine in the centred embedding space (independent computation)
-    Ec = E - E.mean(dim=0)
-    Ec = Ec / Ec.norm(dim=1, keepdim=True)
-    idx = {w: i for i, w in enumerate(words)}
-    pairs = [float(Ec[idx[a]] @ Ec[idx[b]]) for a in pos for b in ("compiler", "loop")]  # "debug" is unknown
-    assert label.scores["coding"] == pytest.approx(sum(pairs) / len(pairs), abs=1e-5)
-    # the math direction gives math
-    ((pos_m, neg_m),) = component_top_words(math_dir[None], normalise_rows(E), words, top_n=4)
-    assert labeller.label(pos_m, neg_m).concept == "math"
-    # the same words as the negative pole still give coding, now from the negative side
-    flipped = labeller.label(["cat", "dog"], pos)
-    assert flipped.concept == "coding" and flipped.pole == "negative"
-    # unrelated words stay below the threshold
-    assert labeller.label(["cat", "river", "green"], ["slow", "tree"]).concept == "other"
+    labeller = _labeller(E, words)
+    gen = torch.Generator().manual_seed(1)
+    random_dirs = torch.randn(10, E.shape[1], generator=gen)
+    comps = torch.cat([coding_dir[None], math_dir[None], random_dirs])
+    poles = component_top_words(comps, normalise_rows(E), words, top_n=4)
+    assert set(poles[0][0]) <= set(CODING_VOCAB)
+    labels = labeller.label_all(poles)
+    assert labels[0].concept == "coding" and labels[0].pole == "positive"
+    assert labels[1].concept == "math"
+    assert all(lab.concept == NONE for lab in labels[2:])  # random directions: no concept
+    # the evidence is recorded: p-values per concept, a q-value per component
+    assert labels[0].p_values["coding"] == pytest.approx(1 / 1000)  # no null direction scores higher
+    assert labels[0].q_concept <= 0.05 and all(lab.q_concept > 0.05 for lab in labels[2:])
+    # the same words at the negative pole: still coding, from the negative side
+    flipped = labeller.label_all([(poles[5][0], poles[0][0]), *poles[1:]])
+    assert flipped[0].concept == "coding" and flipped[0].pole == "negative"
+    # deterministic given the seed
+    assert labeller.label_all(poles) == labels
 
 
-def test_exact_matches_and_multi_token_words():
+def test_multi_token_words_and_unknown_words():
     words, E, *_ = _planted_space()
-    E = torch.randn(E.shape, generator=torch.Generator().manual_seed(5))  # no structure: only exact matches
-    labeller = LexiconLabeller(E, WordTokenizer(words), lexicons=LEXICONS, threshold=0.4)
-    label = labeller.label(["story", "poem", "cat"], ["dog"])
-    assert label.concept == "writing" and label.scores["writing"] >= 2 / 3 - 0.35
-    assert labeller.label(["story", "cat", "dog", "river"], []).concept == "other"  # 1/4 < 0.4 with noise
-    # a multi-token word is the mean of its tokens' unit vectors
+    labeller = _labeller(E, words)
     v = labeller.word_vector("codebase")
     expected = labeller.word_vector("code") + labeller.word_vector("base")
     torch.testing.assert_close(v, expected / expected.norm())
     assert labeller.word_vector("zzz-unknown") is None
+    # unknown words only: every concept's score is 0, nothing is labelled
+    label = labeller.label(["zzz"], ["yyy"])
+    assert label.concept == NONE and set(label.scores.values()) == {0.0}
 
 
-def test_label_is_deterministic_and_ties_go_to_first_concept():
-    words, E, *_ = _planted_space()
-    labeller = LexiconLabeller(
-        E, WordTokenizer(words), lexicons={"task_concepts": {"a": ["cat"], "b": ["cat"]}}, threshold=0.0
+def test_fdr_machinery_against_hand_computation():
+    assert empirical_p(np.array(3.0), np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx(3 / 5)
+    assert empirical_p(np.array(9.0), np.array([1.0, 2.0])) == pytest.approx(1 / 3)  # never 0
+    # sorted .01 .03 .04 .2 -> x m/rank .04 .06 .0533 .2 -> running minimum from the top
+    q = benjamini_hochberg([0.01, 0.04, 0.03, 0.2])
+    np.testing.assert_allclose(q, [0.04, 0.16 / 3, 0.16 / 3, 0.2], rtol=1e-12)
+    # Bonferroni over a component's two names, then BH over the components
+    chosen, qc = fdr_labels(np.array([[0.001, 0.5], [0.3, 0.02], [0.9, 0.8]]), alpha=0.05)
+    np.testing.assert_allclose(qc, [0.006, 0.06, 1.0], rtol=1e-12)
+    assert chosen.tolist() == [0, -1, -1]
+
+
+def test_registry_specs_and_did_you_mean():
+    assert "lexicon" in LABELLERS
+    assert parse_labeller_spec("lexicon") == ("lexicon", {})
+    assert parse_labeller_spec("llm:/m/smol") == ("llm", {"model_path": "/m/smol"})
+    assert parse_labeller_spec("llm:/m/pkg::SmolLM2.gguf") == (
+        "llm",
+        {"model_path": "/m/pkg", "gguf_file": "SmolLM2.gguf"},
     )
-    first = labeller.label(["cat"], [])
-    assert first.concept == "a" and first.level == "other"
-    assert labeller.label(["cat"], []) == first
-
-
-def test_registry_did_you_mean_and_subclass_registration():
-    assert {"lexicon", "local_lm"} <= set(LABELLERS)
     with pytest.raises(ValueError, match="Did you mean 'lexicon'"):
         build_labeller("lexcon")
+    with pytest.raises(ValueError, match="give the judge"):
+        build_labeller("llm:")
+    with pytest.raises(ValueError, match="needs a judge model"):
+        build_labeller("llm")
 
     class Constant(ConceptLabeller):
         name = "constant_test"
@@ -136,8 +151,8 @@ def test_registry_did_you_mean_and_subclass_registration():
         def create(cls, *, embeddings, tokenizer, **options):
             return cls()
 
-        def label(self, top_words_pos, top_words_neg):
-            return ConceptLabel(concept="math")
+        def label_all(self, poles, directions=None):
+            return [ConceptLabel(concept="math") for _ in poles]
 
     try:
         assert build_labeller("constant_test").label([], []).concept == "math"
@@ -150,47 +165,71 @@ def test_lexicon_validation_and_file(tmp_path):
         validate_lexicons({"concepts": {}})
     with pytest.raises(ValueError, match="task_concepts.math must be a list of strings"):
         validate_lexicons({"task_concepts": {"math": "sum"}})
-    with pytest.raises(ValueError, match="may not define 'other'"):
-        validate_lexicons({"task_concepts": {"other": ["x"]}})
+    with pytest.raises(ValueError, match="may not define 'none'"):
+        validate_lexicons({"task_concepts": {"none": ["x"]}})
     path = tmp_path / "lex.json"
     path.write_text(json.dumps(LEXICONS))
     assert load_lexicons(path)["task_concepts"]["coding"] == ["compiler", "loop", "debug"]
     words, E, *_ = _planted_space()
-    labeller = build_labeller("lexicon", embeddings=E, tokenizer=WordTokenizer(words), lexicons=str(path))
+    labeller = build_labeller(
+        "lexicon", embeddings=E, tokenizer=WordTokenizer(words), lexicons=str(path), pool=words
+    )
     assert labeller.concepts == ["writing", "coding", "math", "translation"]
-    assert labeller.config()["name"] == "lexicon"
+    assert labeller.config()["name"] == "lexicon" and labeller.config()["alpha"] == 0.05
+    with pytest.raises(ValueError, match="no get_vocab"):
+        build_labeller("lexicon", embeddings=E, tokenizer=WordTokenizer(words))
 
 
 def test_packaged_lexicons_follow_the_schema():
     lex = load_lexicons()  # the packaged file ships: a missing one is a failure, not a skip
     assert {"writing", "coding", "math", "translation"} <= set(lex["task_concepts"])
     assert {"morphology", "syntax", "semantics"} <= set(lex["linguistic_levels"])
+    validation = load_validation_categories()
+    assert set(validation) == set(lex["task_concepts"])  # every concept can be validated
 
 
-def test_parse_category():
-    cats = ["writing", "coding", "math", "translation"]
-    assert parse_category("Coding.", cats) == "coding"
-    assert parse_category("  answer: MATHEMATICS", cats) == "math"
-    assert parse_category("translation or maybe writing", cats) == "translation"  # first named wins
-    assert parse_category("aftermath", cats) == "other"  # not at a word start
-    assert parse_category("", cats) == "other"
-
-
-def test_local_lm_labeller_plumbing_with_tiny_random_model():
+@pytest.fixture(scope="module")
+def tiny_judge():
     from lm_interp_plugin.testing.tiny import build_tiny_model, sample_corpus, train_tokenizer
 
     tok = train_tokenizer(sample_corpus(), vocab_size=300)
     model = build_tiny_model("llama", tok, hidden=32, layers=1, heads=2, kv_heads=1)
+    return model, tok
+
+
+@pytest.mark.slow
+def test_llm_judge_scores_answers_by_log_likelihood(tiny_judge):
+    model, tok = tiny_judge
+    labeller = LLMLabeller(model=model, lm_tokenizer=tok, concepts=["coding", "math"], batch_size=3)
+    prompts = [labeller._prompt(["code", "loop"], ["cat"], "topic", ["coding", "math", NONE]), "short"]
+    options = ["coding", "math", NONE]
+    lp = labeller.answer_logprobs(prompts, options)
+    # independent computation: one unpadded forward per (prompt, answer), summing log p of the answer tokens
+    for i, prompt in enumerate(prompts):
+        p_ids = tok.encode(prompt)
+        for j, option in enumerate(options):
+            a_ids = tok.encode(" " + option, add_special_tokens=False)
+            with torch.no_grad():
+                logits = model(torch.tensor([p_ids + a_ids])).logits[0].float()
+            logp = torch.log_softmax(logits, -1)
+            expected = sum(float(logp[len(p_ids) - 1 + t, a]) for t, a in enumerate(a_ids))
+            assert lp[i, j] == pytest.approx(expected, abs=1e-4 * max(1, len(a_ids)))
+    np.testing.assert_array_equal(labeller.answer_logprobs(prompts, options), lp)  # deterministic
+
+
+@pytest.mark.slow
+def test_llm_labeller_calibrates_against_random_directions(tiny_judge):
+    model, tok = tiny_judge
+    from lm_interp_plugin.methods.vocab import whole_word_vocab
+
+    E = model.get_output_embeddings().weight.detach()
     labeller = build_labeller(
-        "local_lm",
-        model=model,
-        lm_tokenizer=tok,
-        concepts=["coding", "math"],
-        levels=["syntax"],
-        max_new_tokens=4,
+        "llm", embeddings=E, tokenizer=tok, model=model, lm_tokenizer=tok, n_null=16, batch_size=8
     )
-    assert isinstance(labeller, LocalLMLabeller)
-    label = labeller.label(["python", "code"], ["sum"])
-    assert label.concept == "other" and label.level == "other"  # a random model's junk parses to "other"
-    with pytest.raises(ValueError, match="needs model_path"):
-        LocalLMLabeller(concepts=["x"], levels=[])
+    vocab = whole_word_vocab(tok)
+    comps = torch.randn(6, E.shape[1], generator=torch.Generator().manual_seed(2))
+    poles = component_top_words(comps, normalise_rows(E[torch.tensor(vocab.token_ids)]), vocab.words, 3)
+    labels = labeller.label_all(poles)
+    assert all(lab.concept == NONE for lab in labels)  # a random judge on random directions: no concept
+    assert all(set(lab.p_values) == set(labeller.concepts) for lab in labels)
+    assert labeller.config()["judge_fingerprint"] == "in-memory" and labeller.levels == []

@@ -146,7 +146,8 @@ def test_group_proportions_and_tests_against_hand_computation():
     tuned = _synthetic([["coding"] * 2 + ["other"] * 8, ["math"] * 10, ["math"] * 5 + ["coding"] * 5])
     cmp = compare_ffn(base, tuned)
     first = next(g for g in cmp.proportions if g.kind == "concept" and g.group == "first")
-    assert first.categories == ["coding", "math", "other"] and first.layers == [0]
+    # an old file's "other" label is pooled with "none" (no concept)
+    assert first.categories == ["coding", "math", "none"] and first.layers == [0]
     assert first.base_shares() == [0.8, 0.0, 0.2] and first.tuned_shares() == [0.2, 0.0, 0.8]
     # pooled two-proportion z: p = 0.5, se = sqrt(0.25 * (1/10 + 1/10)), z = 0.6 / se
     z = 0.6 / math.sqrt(0.25 * 0.2)
@@ -162,7 +163,7 @@ def test_group_proportions_and_tests_against_hand_computation():
     assert cmp.per_layer_shares["tuned"]["concept"]["coding"] == [0.2, 0.0, 0.5]
     table = table_markdown(table5(cmp))
     assert "| coding | 80.0 -> 20.0 (p=0.00729) | 0.0 -> 0.0 (p=1) | 0.0 -> 50.0" in table
-    assert table_markdown(table5(cmp, kind="level")).count("| other |") == 1
+    assert table_markdown(table5(cmp, kind="level")).count("| none |") == 1
 
 
 def test_component_cache_round_trip_and_invalidation(tmp_path, tok, monkeypatch, caplog):
@@ -247,7 +248,7 @@ def test_concept_cache_writes_labels_next_to_components(tmp_path, llama, tok):
         tmp_path,
         "tiny/llama",
         top_n=4,
-        labeller_options={"lexicons": LEX, "threshold": 0.5},
+        labeller_options={"lexicons": LEX, "alpha": 0.1},
         progress=False,
     )
     assert len(list(tmp_path.glob("*.labels_*.json"))) == 2

@@ -28,7 +28,7 @@ from ..methods.importance import importance_density
 from ..records import load_records, record_files
 from ..report import ComparisonResult, compare
 from ..report.analysis import PairedComparison
-from ..report.findings import FindingCheck
+from ..report.findings import NOT_MEASURABLE, FindingCheck
 from ..report.tokens import display_token
 from .build import (
     DEFAULT_SEED,
@@ -216,7 +216,7 @@ def _evaluate_and_report(out: Path, models: DemoModels, limit: int | None) -> in
     robustness = folder / ROBUSTNESS_NAME
     held = None if limit else rebuild_agreement(robustness, result.findings, skip_seed=stats.get("seed"))
     for line, kept in zip(findings(result), held or [None] * len(result.findings)):
-        print("  " + line + (f" [same in {kept[0]} of {kept[1]} rebuilds]" if kept else ""))
+        print("  " + line + (f" [same in {kept[0]} of {kept[1]} rebuilds]" if kept and kept[1] else ""))
     if held:
         print(
             "  (rebuilds: the recipe trained again with other seeds, listed in "
@@ -355,6 +355,8 @@ def why_not(result: ComparisonResult, runs: dict[str, Path]) -> list[str]:
             if layers:
                 text += ("; " if text else "") + "per layer, first to last: " + "; ".join(layers)
             lines.append(head + (text or "no attention records"))
+        elif row.finding == 3 and row.explanation:  # not measurable: the labels are not valid on the model
+            lines.append(head + row.explanation)
         elif row.finding == 3:
             text = _shares(result, task, "ffn_concept_", base, other)
             lines.append(head + f"FFN activation share per concept: {text or 'no concept records'}")
@@ -377,6 +379,9 @@ def rebuild_agreement(
     rebuilds = [r for r in rebuilds if skip_seed is None or r.get("seed") != skip_seed]
     counts = []
     for row in checks:
+        if row.verdict == NOT_MEASURABLE:  # the rebuilds' verdicts predate the validity check
+            counts.append((0, 0))
+            continue
         key = f"{row.task}/{row.finding}"
         seen = [r["verdicts"][key] for r in rebuilds if key in r.get("verdicts", {})]
         counts.append((sum(v == row.verdict for v in seen), len(seen)))

@@ -10,6 +10,7 @@ can be compared later without the models (`ffn_compare`). The component cache is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..arch import get_adapter
-from ..methods.concepts import OTHER, ConceptLabel, ConceptLabeller
+from ..methods.concepts import NONE, ConceptLabel, ConceptLabeller
 from ..methods.ffn import (
     FFNComponents,
     component_top_words,
@@ -31,12 +32,14 @@ from ..methods.vocab import WordVocab, resolve_word_vocab
 from .ffn_cache import (
     components_to_arrays,
     compute_components,
+    label_components,
     load_npz,
     load_or_compute_components,
     make_labeller,
     save_npz,
     to_cpu,
 )
+from .ffn_validity import FFNValidity, load_or_compute_activations, measure_validity
 from .io import read_header_jsonl
 from .loading import load_model_for_explain, model_fingerprint, parse_layers
 
@@ -112,6 +115,7 @@ class FFNExplanation:
         levels: linguistic levels the labeller can assign.
         layers: one `FFNLayerConcepts` per explained layer, in layer order.
         components: the matching `FFNComponents` (``None`` when read without the sidecar file).
+        validity: each concept's validity on the model (`explain.ffn_validity`), when measured.
     """
 
     fingerprint: dict[str, Any]
@@ -121,12 +125,13 @@ class FFNExplanation:
     levels: list[str]
     layers: list[FFNLayerConcepts]
     components: list[FFNComponents] | None = None
+    validity: FFNValidity | None = None
 
     def categories(self, kind: str) -> list[str]:
-        """The categories of a label kind (``"concept"`` or ``"level"``), ``"other"`` last."""
+        """The categories of a label kind (``"concept"`` or ``"level"``), ``"none"`` last."""
         if kind not in LABEL_KINDS:
             raise ValueError(f"label kind {kind!r} is not one of {LABEL_KINDS}")
-        return [*(self.concepts if kind == "concept" else self.levels), OTHER]
+        return [*(self.concepts if kind == "concept" else self.levels), NONE]
 
 
 @torch.no_grad()
@@ -143,6 +148,7 @@ def explain_ffn(
     cache_dir: str | Path | None = None,
     model_identity: str | None = None,
     progress: bool = True,
+    validate: bool = False,
 ) -> FFNExplanation:
     """Explain every (selected) layer's FFN as its top-k principal components, their words and concepts.
 
@@ -150,7 +156,7 @@ def explain_ffn(
         model, tokenizer: a Hugging Face causal LM of a supported family and its tokenizer.
         k: principal components per layer.
         top_n: words per pole of each component.
-        labeller: a registered labeller name (``"lexicon"``, ``"local_lm"``) or a `ConceptLabeller`.
+        labeller: ``"lexicon"``, ``"llm:PATH"``, ``"llm:PATH::FILE.gguf"`` or a `ConceptLabeller`.
         labeller_options: keyword options of the labeller (e.g. ``{"threshold": 0.15}``).
         layers: None (all), a list, or a string such as ``"0-3,7"``.
         vocab: words the components are read in: None (the tokenizer's whole-word tokens), a word list, or a
@@ -159,6 +165,8 @@ def explain_ffn(
         cache_dir: if given, components of all layers are cached there (see `load_or_compute_components`).
         model_identity: cache key of the model (default: its name or path).
         progress: show tqdm bars.
+        validate: measure each concept's validity on the shipped ``interp_instruct`` items
+            (`explain.ffn_validity`); the per-item activations are cached in `cache_dir` when given.
     """
     adapter = get_adapter(model)
     chosen = parse_layers(layers, adapter.num_layers)
@@ -188,17 +196,31 @@ def explain_ffn(
         lab.name,
     )
 
-    per_layer: list[FFNLayerConcepts] = []
-    for layer, comps in tqdm(list(zip(chosen, components)), desc="explain-ffn", disable=not progress):
-        poles = component_top_words(comps.components, words_normed, word_vocab.words, top_n)
-        per_layer.append(
-            FFNLayerConcepts(
-                layer=layer,
-                explained_variance_ratio=[round(float(x), 8) for x in comps.explained_variance_ratio],
-                positive=[p for p, _ in poles],
-                negative=[n for _, n in poles],
-                labels=[lab.label(p, n) for p, n in poles],
-            )
+    layer_poles = [
+        component_top_words(comps.components, words_normed, word_vocab.words, top_n)
+        for comps in tqdm(components, desc="explain-ffn top words", disable=not progress)
+    ]
+    labels = label_components(lab, layer_poles, components)
+    per_layer = [
+        FFNLayerConcepts(
+            layer=layer,
+            explained_variance_ratio=[round(float(x), 8) for x in comps.explained_variance_ratio],
+            positive=[p for p, _ in poles],
+            negative=[n for _, n in poles],
+            labels=layer_labels,
+        )
+        for layer, comps, poles, layer_labels in zip(chosen, components, layer_poles, labels)
+    ]
+    validity = None
+    if validate:
+        cache = (
+            None
+            if cache_dir is None
+            else Path(cache_dir) / f"ffn_validity_{fingerprint_key(fingerprint)}.npz"
+        )
+        acts, categories = load_or_compute_activations(model, tokenizer, components, cache, chosen)
+        validity = measure_validity(
+            acts, categories, [[x.concept for x in layer] for layer in labels], lab.concepts, lab.config()
         )
     params = {
         "k": k,
@@ -217,7 +239,13 @@ def explain_ffn(
         levels=list(lab.levels),
         layers=per_layer,
         components=[to_cpu(c) for c in components],
+        validity=validity,
     )
+
+
+def fingerprint_key(fingerprint: dict[str, Any]) -> str:
+    """A short, file-name-safe key of a model fingerprint."""
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _components_path(jsonl_path: Path) -> Path:
@@ -244,6 +272,7 @@ def write_ffn_jsonl(path: str | Path, expl: FFNExplanation) -> Path:
         "concepts": expl.concepts,
         "levels": expl.levels,
         "components_file": sidecar.name if sidecar else None,
+        "validity": expl.validity.to_dict() if expl.validity is not None else None,
     }
     with path.open("w", encoding="utf-8") as f:
         f.write(json.dumps(header, ensure_ascii=False) + "\n")
@@ -278,6 +307,7 @@ def read_ffn_jsonl(path: str | Path, load_components: bool = True) -> FFNExplana
         levels=list(header["levels"]),
         layers=layers,
         components=components,
+        validity=FFNValidity.from_dict(header["validity"]) if header.get("validity") else None,
     )
 
 

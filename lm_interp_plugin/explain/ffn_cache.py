@@ -54,6 +54,23 @@ def make_labeller(
     return build_labeller(labeller, embeddings=embeddings, tokenizer=tokenizer, **(labeller_options or {}))
 
 
+def label_components(
+    labeller: ConceptLabeller,
+    layer_poles: Sequence[Sequence[tuple[list[str], list[str]]]],
+    components: Sequence[FFNComponents],
+) -> list[list[ConceptLabel]]:
+    """Every component's label, all layers at once (the labeller's false-discovery control runs over all of
+    them), with the components themselves as the basis of the labeller's null (`concepts.null_directions`)."""
+    flat = [pole for poles in layer_poles for pole in poles]
+    basis = torch.cat([c.components.detach().float().cpu() for c in components]) if components else None
+    labels = labeller.label_all(flat, basis)
+    out, start = [], 0
+    for poles in layer_poles:
+        out.append(labels[start : start + len(poles)])
+        start += len(poles)
+    return out
+
+
 def compute_components(
     adapter: ArchAdapter, k: int, layers: Sequence[int], progress: bool
 ) -> list[FFNComponents]:
@@ -237,14 +254,16 @@ def load_or_compute_concepts(
     top_n: int = 15,
     max_words: int | None = None,
     progress: bool = True,
-) -> tuple[list[FFNComponents], list[list[ConceptLabel]]]:
+    return_labeller: bool = False,
+) -> Any:
     """Components and their labels for every layer, both cached (labels as JSON next to the ``.npz``).
 
     This is what the per-example FFN concept activation needs: project each layer's FFN output on its
     components (`methods.ffn.concept_activation`) and pool the shares by label (`methods.ffn.concept_shares`).
 
     Returns:
-        ``(components, labels)``: per layer, its `FFNComponents` and its ``k`` `ConceptLabel`s.
+        ``(components, labels)``: per layer, its `FFNComponents` and its ``k`` `ConceptLabel`s; with
+        `return_labeller` also the labeller (its concepts and config).
     """
     adapter, components, cpath = _load_or_compute(model, k, cache_dir, model_identity, progress)
     E_out = adapter.output_embedding_matrix()
@@ -256,14 +275,15 @@ def load_or_compute_concepts(
             data = json.loads(lpath.read_text(encoding="utf-8"))
             labels = [[ConceptLabel.from_dict(d) for d in layer] for layer in data["labels"]]
             if len(labels) == len(components) and all(len(x) == k for x in labels):
-                return components, labels
+                return (components, labels, lab) if return_labeller else (components, labels)
         except (OSError, ValueError, KeyError, TypeError) as err:
             logger.warning("FFN label cache %s is unreadable (%s); recomputing", lpath, err)
     words_normed = normalise_rows(E_out[torch.tensor(word_vocab.token_ids, device=E_out.device)])
-    labels = []
-    for comps in tqdm(components, desc="label FFN components", disable=not progress):
-        poles = component_top_words(comps.components, words_normed, word_vocab.words, top_n)
-        labels.append([lab.label(p, n) for p, n in poles])
+    layer_poles = [
+        component_top_words(comps.components, words_normed, word_vocab.words, top_n)
+        for comps in tqdm(components, desc="FFN component words", disable=not progress)
+    ]
+    labels = label_components(lab, layer_poles, components)
     payload = {
         "labeller": lab.config(),
         "top_n": top_n,
@@ -273,4 +293,4 @@ def load_or_compute_concepts(
         "labels": [[x.to_dict() for x in layer] for layer in labels],
     }
     atomic_write(lpath, lambda h: h.write(json.dumps(payload, ensure_ascii=False).encode("utf-8")))
-    return components, labels
+    return (components, labels, lab) if return_labeller else (components, labels)

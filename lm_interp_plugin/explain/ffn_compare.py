@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..methods.concepts import OTHER, ConceptLabel
+from ..methods.concepts import NONE, ConceptLabel
 from ..methods.ffn import (
     match_components,
     principal_angles,
@@ -63,7 +63,7 @@ class GroupProportions:
         kind: ``"concept"`` or ``"level"``.
         group: ``"first"``, ``"middle"`` or ``"last"`` third of the layers.
         layers: the layers of the group.
-        categories: the categories (``"other"`` last).
+        categories: the categories (``"none"`` last).
         base_counts, tuned_counts: components per category.
         chi2, chi2_p: chi-square test of homogeneity of the 2 x categories table (categories empty in both
             models left out); NaN when fewer than two categories occur.
@@ -160,7 +160,7 @@ def _group_proportions(
         for layer in layers:
             for lab in labels_by_layer[layer]:
                 value = getattr(lab, kind)
-                c[value if value in c else OTHER] += 1
+                c[value if value in c else NONE] += 1
         return [c[x] for x in categories]
 
     b, t = counts(base_labels), counts(tuned_labels)
@@ -234,7 +234,7 @@ def compare_ffn(base: FFNExplanation, tuned: FFNExplanation) -> FFNComparison:
     shares: dict[str, dict[str, dict[str, list[float]]]] = {"base": {}, "tuned": {}}
     for kind in LABEL_KINDS:
         categories = list(dict.fromkeys(base.categories(kind) + tuned.categories(kind)))
-        categories = [c for c in categories if c != OTHER] + [OTHER]
+        categories = [c for c in categories if c != NONE] + [NONE]
         for group, layers in _layer_groups(base_layers):
             if layers:
                 proportions.append(
@@ -245,7 +245,7 @@ def compare_ffn(base: FFNExplanation, tuned: FFNExplanation) -> FFNComparison:
             for cat in categories:
                 table[cat] = [
                     sum(
-                        (getattr(x, kind) if getattr(x, kind) in categories else OTHER) == cat
+                        (getattr(x, kind) if getattr(x, kind) in categories else NONE) == cat
                         for x in by_layer[layer]
                     )
                     / max(1, len(by_layer[layer]))

@@ -106,6 +106,7 @@ class InterpretationPass:
                     k=self.settings.ffn_k,
                     cache_dir=self.ffn_cache_dir or default_cache_dir() / "ffn_components",
                     model_identity=self.model_identity,
+                    labeller=self.settings.ffn_labeller,
                 )
             except UnsupportedArchitectureError as err:
                 self.ffn_error = str(err)

@@ -3,7 +3,12 @@
 The model's FFN components (PCA of each layer's value vectors) and their concept labels are computed once per
 model and cached on disk (`explain.ffn_cache.load_or_compute_concepts`); during the pass's one primal forward,
 hooks on each layer's MLP record its output, and `metrics` turns the outputs at the target positions into a
-distribution over components and over concept categories.
+distribution over components (label-free) and over concept categories.
+
+A concept is reported per example only when it is valid on the model (`explain.ffn_validity`: its share is
+higher on its own ``interp_instruct`` items, measured once per model and labeller, cached beside the
+components); the others are left out, each with its reason in the record (``concepts_absent``). With no valid
+concept there is no ``ffn_concept_*`` scalar at all (``other`` would be the whole activation).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import torch
 from .. import metric_names as names
 from ..arch import get_adapter
 from ..explain.ffn_cache import load_or_compute_concepts
-from ..methods.concepts import OTHER, load_lexicons
+from ..explain.ffn_validity import FFNValidity, load_or_compute_activations, measure_validity
+from ..methods.concepts import OTHER, ConceptLabeller, load_lexicons
 from ..methods.ffn import concept_activation, concept_shares
 
 if TYPE_CHECKING:
@@ -38,26 +44,50 @@ class FFNProbe:
         k: int,
         cache_dir: str | Path,
         model_identity: str,
+        labeller: str | ConceptLabeller = "lexicon",
     ):
-        components, labels = load_or_compute_concepts(
-            model, tokenizer, k=k, cache_dir=cache_dir, model_identity=model_identity, progress=False
+        components, labels, lab = load_or_compute_concepts(
+            model,
+            tokenizer,
+            k=k,
+            cache_dir=cache_dir,
+            model_identity=model_identity,
+            labeller=labeller,
+            progress=False,
+            return_labeller=True,
         )
-        self._setup(model, components, labels)
+        acts, categories = load_or_compute_activations(
+            model, tokenizer, components, Path(cache_dir) / f"ffn_validity_{_safe(model_identity)}_k{k}.npz"
+        )
+        validity = measure_validity(
+            acts, categories, [[x.concept for x in layer] for layer in labels], lab.concepts, lab.config()
+        )
+        for concept, reason in validity.absent().items():
+            logger.info("FFN concept %r is not reported per example: %s", concept, reason)
+        self._setup(model, components, labels, validity)
 
-    def _setup(self, model: torch.nn.Module, components: list, labels: list) -> None:
+    def _setup(
+        self, model: torch.nn.Module, components: list, labels: list, validity: FFNValidity | None
+    ) -> None:
         self.adapter = get_adapter(model)
-        self.components, self.labels = components, labels
-        self.concepts = [*load_lexicons()["task_concepts"].keys(), OTHER]
+        self.components, self.labels, self.validity = components, labels, validity
+        every = list(load_lexicons()["task_concepts"])
+        valid = every if validity is None else validity.valid_concepts()
+        self.concepts = [*valid, OTHER] if valid else []
+        self.absent = {} if validity is None else validity.absent()
         self._outputs: dict[int, torch.Tensor] = {}
 
     @classmethod
-    def from_parts(cls, model: torch.nn.Module, components: list, labels: list) -> FFNProbe:
+    def from_parts(
+        cls, model: torch.nn.Module, components: list, labels: list, validity: FFNValidity | None = None
+    ) -> FFNProbe:
         """A probe from components and labels already at hand (benchmarks, tests): no cache, no tokenizer.
 
         `components[layer].components` is ``k x d_model``; `labels[layer]` holds k objects with ``.concept``.
+        Without `validity` every lexicon concept is reported: the caller vouches for the labels.
         """
         probe = cls.__new__(cls)
-        probe._setup(model, components, labels)
+        probe._setup(model, components, labels, validity)
         return probe
 
     @contextlib.contextmanager
@@ -116,5 +146,10 @@ class FFNProbe:
             "layer_concept_shares": layer_shares,
             "concept_shares": mean_shares,
             "component_labels": [[label.concept for label in layer] for layer in self.labels],
+            "concepts_absent": dict(self.absent),
         }
         return scalars, detail
+
+
+def _safe(identity: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in identity)[-60:]

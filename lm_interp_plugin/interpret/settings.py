@@ -45,6 +45,10 @@ class InterpSettings:
         attention: compute per-example instruction attention (layers x heads).
         ffn: compute per-example FFN concept activation (needs the FFN components of the model).
         ffn_k: number of principal components per layer for the FFN concepts.
+        ffn_labeller: who names the FFN components' concepts: ``lexicon`` (word lists in the model's embedding
+            space) or ``llm:PATH`` / ``llm:FOLDER::FILE.gguf`` (a local judge LM scoring each concept name).
+            Either way a concept is reported per example only when it is valid on the model (its share is
+            higher on its own interp_instruct items, AUC >= 0.65); the others are absent, with the reason.
         ablation: instruction ablation: the target's log-prob drop when the instruction is removed / replaced.
         methods: attribution methods by name, joined by ``+`` (``gxi+ig``; a comma would split lm-eval's
             model_args); gradient x input always runs first: it is the paper's score and its forward carries
@@ -76,6 +80,7 @@ class InterpSettings:
     attention: bool = True
     ffn: bool = True
     ffn_k: int = 8
+    ffn_labeller: str = "lexicon"
     choices: Choices = "gold"
     store_matrices: bool = True
     ablation: bool = True

@@ -137,6 +137,8 @@ class TaskAnalysis:
     attention_means: dict[str, list[list[float]]] = field(default_factory=dict)
     concept_shares: dict[str, dict[str, float]] = field(default_factory=dict)
     layer_concept_shares: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    #: per run: the FFN concepts its records leave out (not valid on that model), each with the reason
+    ffn_concepts_absent: dict[str, dict[str, str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -353,6 +355,11 @@ def _record_aggregates(analysis: TaskAnalysis, label: str, task_run: TaskRun, ke
     shares = [r.ffn["concept_shares"] for r in recs if isinstance(r.ffn.get("concept_shares"), dict)]
     if shares:
         analysis.concept_shares[label] = _mean_shares(shares)
+    absent = next(
+        (r.ffn["concepts_absent"] for r in recs if isinstance(r.ffn.get("concepts_absent"), dict)), None
+    )
+    if absent:
+        analysis.ffn_concepts_absent[label] = {str(k): str(v) for k, v in absent.items()}
     layered = [r.ffn.get("layer_concept_shares") for r in recs]
     layered = [x for x in layered if isinstance(x, list) and x and all(isinstance(d, dict) for d in x)]
     if layered and len({len(x) for x in layered}) == 1:

@@ -10,7 +10,9 @@ user tasks. Per task and per run against the baseline, each finding is read off 
 3. ``ffn_concept_other`` goes down, i.e. more of the FFN activation falls on user-task concepts (a per-example
    proxy of the global rotation in Table 5).
 
-The verdict is "shows up" only when the paired t-test gives p < `ALPHA` in the paper's direction.
+The verdict is "shows up" only when the paired t-test gives p < `ALPHA` in the paper's direction. Finding 3
+is "not measurable on this model" when a run's records leave the FFN concept shares out because no concept is
+valid on its model (`explain.ffn_validity`); the reasons go into the row's explanation.
 
 The findings are claims about instruction tuning, so they are checked only for runs declared to be a base
 model and its instruction-tuned version (`declared_pairs`: ``--pair BASE:TUNED``, or runs labelled ``base``
@@ -30,6 +32,7 @@ from .analysis import PairedComparison, TaskAnalysis
 from .errors import ReportInputError
 
 ALPHA = 0.05
+NOT_MEASURABLE = "not measurable on this model"
 
 
 def _direction(metric: str) -> int:
@@ -70,6 +73,8 @@ class FindingCheck:
     explanation: str = ""
 
     def sentence(self) -> str:
+        if self.verdict == NOT_MEASURABLE:  # no numbers to show; the reasons are in `explanation`
+            return f"{self.finding}. {self.claim} [{self.task}, {self.metric}]: {self.verdict}"
         p = "n/a" if self.p_value is None else f"{self.p_value:.3g}"
         text = (
             f"{self.finding}. {self.claim} [{self.task}, {self.metric}]: {self.baseline} "
@@ -127,12 +132,53 @@ def declared_pairs(
     return None, []
 
 
-def check_findings(tasks: list[TaskAnalysis], tuned: list[str] | None = None) -> list[FindingCheck]:
+def _not_measurable(
+    task: TaskAnalysis, number: int, claim: str, metric: str, direction: int, base: str, others: list[str]
+) -> list[FindingCheck]:
+    """Finding 3's rows when the FFN concept shares are absent from a run's records (no valid concept)."""
+    rows = []
+    for other in others:
+        reasons = [
+            f"{label}: {concept} absent ({reason})"
+            for label in (base, other)
+            for concept, reason in task.ffn_concepts_absent.get(label, {}).items()
+        ]
+        if not reasons:
+            continue
+        nan = math.nan
+        rows.append(
+            FindingCheck(
+                number,
+                claim,
+                task.task,
+                metric,
+                direction,
+                base,
+                other,
+                0,
+                nan,
+                nan,
+                nan,
+                None,
+                NOT_MEASURABLE,
+                "FFN concept labels are not valid on this model; " + "; ".join(reasons),
+            )
+        )
+    return rows
+
+
+def check_findings(
+    tasks: list[TaskAnalysis], tuned: list[str] | None = None, baseline: str | None = None
+) -> list[FindingCheck]:
     """Every finding whose metric the runs share, per task and per non-baseline run (only the `tuned` runs,
-    when given)."""
+    when given); finding 3 "not measurable on this model" when its shares are absent for lack of valid
+    concepts (needs `baseline`)."""
     checks = []
     for task in tasks:
         for number, claim, metric, direction in FINDINGS:
+            if number == 3 and not _row(task, metric) and baseline is not None:
+                others = tuned if tuned is not None else [r for r in task.runs if r != baseline]
+                checks.extend(_not_measurable(task, number, claim, metric, direction, baseline, others))
             for row in _row(task, metric):
                 if tuned is not None and row.other not in tuned:
                     continue

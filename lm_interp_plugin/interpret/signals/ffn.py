@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ...methods.attention_probe import log_once
@@ -25,6 +25,8 @@ class FFNDetail:
     layer_concept_shares: list[dict[str, float]]
     concept_shares: dict[str, float]
     component_labels: list[list[str]]
+    #: concepts left out of the per-example metrics (not valid on this model), each with its reason
+    concepts_absent: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -32,6 +34,7 @@ class FFNDetail:
             "layer_concept_shares": self.layer_concept_shares,
             "concept_shares": self.concept_shares,
             "component_labels": self.component_labels,
+            "concepts_absent": self.concepts_absent,
         }
 
 

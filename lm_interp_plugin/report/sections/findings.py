@@ -8,7 +8,7 @@ from typing import Any
 
 from ... import metric_names as names
 from .. import render as R
-from ..findings import ALPHA, FindingCheck, check_findings, differences
+from ..findings import ALPHA, NOT_MEASURABLE, FindingCheck, check_findings, differences
 from . import Block, Figures, ReportContext, Section, register_section
 
 _HEADERS = ["finding", "task", "metric", "runs", "baseline", "other", "diff", "p (paired t)", "n"]
@@ -50,6 +50,11 @@ VERDICTS = [
     ),
     ("not significant", f"p >= {ALPHA} (or no difference): these runs neither confirm nor contradict it"),
     ("untested", "no p-value (too few shared examples, or every difference the same)"),
+    (
+        NOT_MEASURABLE,
+        "the metric is left out of the records because its labels are not valid on this model (finding 3: no "
+        "FFN concept's share is higher on its own interp_instruct items, AUC >= 0.65); the reasons follow",
+    ),
 ]
 
 
@@ -64,6 +69,8 @@ def meaning(check: FindingCheck) -> str:
         text = f"against the paper: {seen}"
     elif check.verdict == "not significant":
         text = f"no significant change; the paper expects {expected}"
+    elif check.verdict == NOT_MEASURABLE:
+        text = f"not measurable; the paper expects {expected}"
     else:
         text = f"not tested; the paper expects {expected}"
     return f"{text}. {check.explanation}" if check.explanation else text
@@ -101,7 +108,9 @@ class Findings(Section[FindingsData]):
     name, title, order = "findings", "The paper's findings on these runs", 20
 
     def analyse(self, ctx: ReportContext) -> FindingsData:
-        checks = check_findings(ctx.tasks, tuned=ctx.pair["tuned"]) if ctx.pair else []
+        checks = (
+            check_findings(ctx.tasks, tuned=ctx.pair["tuned"], baseline=ctx.pair["base"]) if ctx.pair else []
+        )
         return FindingsData(checks, dict(ctx.pair))
 
     def blocks(self, data: FindingsData, figures: Figures) -> list[Block]:
