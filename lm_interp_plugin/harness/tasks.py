@@ -19,6 +19,7 @@ and its `process_results` adds the interpretation scalars next to the stock metr
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -139,8 +140,6 @@ def check_local_data(config: Mapping[str, Any]) -> dict[str, Path]:
 
 
 def _check_rows(task: str, path: Path, fields: list[str], choice_field: str | None) -> None:
-    import json
-
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
