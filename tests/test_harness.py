@@ -61,6 +61,10 @@ def test_samples_carry_interpretation_next_to_accuracy(runs):
         table = interp["results"][task]
         assert "instruction_importance,none" in table
         assert "instruction_attention_lift,none" in table
+        # lm-eval's up/down column, from the metric table: a direction where it has one, none elsewhere
+        directions = interp["higher_is_better"][task]
+        assert directions["instruction_importance"] is True and directions["ffn_concept_other"] is False
+        assert "instruction_attention_lift" not in directions
 
 
 def test_records_are_complete_and_join_the_samples(runs):

@@ -181,3 +181,29 @@ def test_build_pass_takes_the_tokens_the_config_lacks_from_the_tokenizer(tiny_mo
         lm_tokenizer.bos_token_id,
         lm_tokenizer.pad_token_id,
     )
+
+
+def test_the_capture_vocabulary_records_each_named_activation_at_the_target_positions(tiny_model):
+    """`attn_out`/`mlp_out`: one ``1 x keep x hidden`` tensor per layer, `logits` one ``1 x keep x vocab``;
+    the same values as a forward with hooks of one's own; an unknown name is an error."""
+    from lm_interp_plugin.arch import get_adapter
+    from lm_interp_plugin.interpret.capture import CAPTURE_POINTS, capture
+
+    model = tiny_model("llama", seed=2)
+    adapter = get_adapter(model)
+    ids = torch.randint(5, 700, (1, 9), generator=torch.Generator().manual_seed(2))
+    captured: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad(), capture(model, list(CAPTURE_POINTS), 3, captured):
+        logits = model(input_ids=ids).logits
+    assert len(captured["attn_out"]) == len(captured["mlp_out"]) == adapter.num_layers
+    assert captured["mlp_out"][0].shape == (1, 3, adapter.hidden_size)
+    torch.testing.assert_close(captured["logits"][0], logits[:, -3:], rtol=0, atol=0)  # the same tensor
+    mine = []
+    handle = adapter.mlp_module(1).register_forward_hook(lambda _m, _a, out: mine.append(out))
+    with torch.no_grad():
+        model(input_ids=ids)
+    handle.remove()
+    torch.testing.assert_close(captured["mlp_out"][1], mine[0][:, -3:], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown capture point.*mlp_out"):
+        with capture(model, ["resid_post"], 3, {}):
+            pass

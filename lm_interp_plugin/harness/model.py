@@ -1,14 +1,14 @@
 """`interp-hf`: lm-eval's HF model, answering exactly as `hf` does, plus one interpretation pass per request.
 
 The stock answers come from `HFLM` unchanged (same batching, same SDPA path), so accuracy is identical to
-`--model hf`. Afterwards every selected request gets one interpretation pass (`interpret.run_pass`) on its
+`--model hf`. Afterwards every selected request gets one interpretation pass (`interpret.build_pass`) on its
 (context, continuation) or (context, generation), tokenised exactly as HFLM scored it. The pass's scalars are
 attached to the request (`tasks.RequestTag.output`), where `InterpTask` picks them up for the samples; the
 full record is appended to ``<records_dir>/interp_records_<task>.jsonl`` as soon as it exists, and a rerun
-with the same records_dir reuses finished records instead of recomputing them (resume), but only a record of
-the same
-computation: same request, same prompt and target token ids, same model identity (weights, config, tokenizer
-hashed) and same settings. Each batch logs how many records were reused, computed and recomputed, and why.
+with the same records_dir reuses finished records instead of recomputing them (resume, `records.RecordStore`),
+but only a record of the same computation: same request, same prompt and target token ids, same model identity
+(weights, config, tokenizer hashed) and same settings. Each batch logs how many records were reused, computed
+and recomputed, and why.
 """
 
 from __future__ import annotations

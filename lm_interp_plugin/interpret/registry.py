@@ -81,7 +81,9 @@ class Signal(Protocol):
     """A per-example signal: enabled by the settings, fed by the pass context, giving scalars and a detail.
 
     `needs` names activations of the primal forward from the capture vocabulary (`CAPTURE_POINTS`); the
-    pass records them (at the target positions) and hands them over as ``ctx.captured[name]``.
+    pass records them (at the target positions) and hands them over as ``ctx.captured[name]``. Before the
+    primal forward, `prepare(ctx)` returns False (not for this request: no instruction, no FFN components),
+    None, or a context-manager factory of its own to enter around the forward (the attention probe's).
     """
 
     name: str
@@ -91,7 +93,7 @@ class Signal(Protocol):
 
     def enabled(self, settings: InterpSettings) -> bool: ...
 
-    def prepare(self, ctx: PassContext) -> Callable[[], AbstractContextManager[Any]] | None: ...
+    def prepare(self, ctx: PassContext) -> Callable[[], AbstractContextManager[Any]] | None | bool: ...
 
     def compute(self, ctx: PassContext) -> tuple[dict[str, float], Detail | None]: ...
 
@@ -118,8 +120,8 @@ class BaseSignal:
     def enabled(self, settings: InterpSettings) -> bool:
         return self.name in settings.signal_names
 
-    def prepare(self, ctx: PassContext) -> Callable[[], AbstractContextManager[Any]] | None:
-        """A capture of its own around the primal forward (beyond `needs`), or None."""
+    def prepare(self, ctx: PassContext) -> Callable[[], AbstractContextManager[Any]] | None | bool:
+        """False to skip this request; else None, or a capture of its own around the primal forward."""
         return None
 
     def compute(self, ctx: PassContext) -> tuple[dict[str, float], Detail | None]:
