@@ -207,3 +207,9 @@ def test_the_capture_vocabulary_records_each_named_activation_at_the_target_posi
     with pytest.raises(ValueError, match="unknown capture point.*mlp_out"):
         with capture(model, ["resid_post"], 3, {}):
             pass
+    from lm_interp_plugin.interpret.context import PassContext
+
+    ctx = PassContext.create(model, [5, 6], [7], ["content"] * 2, InterpSettings(ffn=False))
+    ctx.captured["mlp_out"] = [captured["mlp_out"][0], None]  # a layer the forward never ran
+    with pytest.raises(RuntimeError, match="did not run 1 of the 2 modules of 'mlp_out'"):
+        ctx.activations("mlp_out")

@@ -48,7 +48,7 @@ class FFNConceptSignal(BaseSignal):
         return None if ctx.resources.get(FFN_PROBE) is not None else False
 
     def compute(self, ctx: PassContext) -> tuple[dict[str, float], FFNDetail | None]:
-        scalars, detail = ctx.resources[FFN_PROBE].metrics_from(ctx.captured["mlp_out"], ctx.n_targets)
+        scalars, detail = ctx.resources[FFN_PROBE].metrics_from(ctx.activations("mlp_out"), ctx.n_targets)
         return scalars, FFNDetail(**detail)
 
     def to_record(self, detail: FFNDetail) -> dict[str, Any]:
