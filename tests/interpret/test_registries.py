@@ -20,7 +20,7 @@ from lm_interp_plugin.interpret import METHODS, SIGNALS, BaseSignal, build_pass
 from lm_interp_plugin.interpret.settings import HOW_NOT_WHAT, InterpSettings
 from lm_interp_plugin.records import InterpRecord, parse_record_line, record_line
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _request(seed: int, prompt_len: int = 15, target_len: int = 4, n_instruction: int = 5):
