@@ -69,8 +69,8 @@ def capture(
     model: torch.nn.Module, names: Sequence[str], keep_last: int, into: dict[str, list[torch.Tensor]]
 ) -> Iterator[None]:
     """Record the named activations during the forward run inside (hooks removed on exit, also on error):
-    ``into[name][i]`` is module i's output at the last `keep_last` positions, detached. A module called more
-    than once keeps its first call (the primal forward's)."""
+    ``into[name][i]`` is module i's output at the last `keep_last` positions, detached (None if it never ran;
+    `context.PassContext.activations` says so). A module called more than once keeps its first call."""
     unknown = [name for name in names if name not in CAPTURE_POINTS]
     if unknown:
         raise ValueError(f"unknown capture point(s) {unknown}; known: {', '.join(CAPTURE_POINTS)}")
@@ -96,5 +96,4 @@ def capture(
         for handle in handles:
             handle.remove()
         for name, slots in slots_of.items():
-            if all(slot is not None for slot in slots):
-                into[name] = slots  # type: ignore[assignment]
+            into[name] = slots  # type: ignore[assignment]  (None where a module never ran)

@@ -89,6 +89,20 @@ class PassContext:
             **kwargs,
         )
 
+    def activations(self, name: str) -> list[torch.Tensor]:
+        """The captured activation `name` (see `capture.CAPTURE_POINTS`), one tensor per module; an error
+        naming what is missing when the primal forward did not run every module (or did not run)."""
+        slots = self.captured.get(name)
+        if slots is None:
+            raise RuntimeError(f"no {name!r} activations were captured: did a signal name it in `needs`?")
+        missing = [i for i, slot in enumerate(slots) if slot is None]
+        if missing:
+            raise RuntimeError(
+                f"the primal forward did not run {len(missing)} of the {len(slots)} modules of {name!r} "
+                f"(first: {missing[0]}); this model's family is not captured correctly (see arch.py)"
+            )
+        return slots
+
     @property
     def n_targets(self) -> int:
         return int(self.target.numel())

@@ -6,7 +6,7 @@ rescales every target column to its own maximum and quantises it to integer leve
 weak levels (``sparsify``), and then asks, per prompt token, whether its influence is concentrated on a few
 targets or spread over many (``importance_density``). The instruction-importance score of an example sums
 that density over the instruction tokens (``instruction_importance``). With the released matrices these
-functions reproduce the paper's Tables 1 and 2 to four decimals (see ``tests/test_importance.py``).
+functions reproduce the paper's Tables 1 and 2 to four decimals (see ``tests/methods/test_importance.py``).
 
 Conventions that matter for exact reproduction:
     * quantisation: ``S = ceil(L * relu(I) / (max over the column of relu(I) + eps))``, computed in float64;

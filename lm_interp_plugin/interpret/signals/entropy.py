@@ -42,7 +42,7 @@ class NextTokenEntropy(BaseSignal):
     needs = ("logits",)
 
     def compute(self, ctx: PassContext) -> tuple[dict[str, float], EntropyDetail]:
-        (logits,) = ctx.captured["logits"]  # 1 x target_len x vocab
+        (logits,) = ctx.activations("logits")  # 1 x target_len x vocab
         logp = logits[0, -ctx.n_targets :].float().log_softmax(-1)
         per_token = (-(logp.exp() * logp).sum(-1)).clamp_min(0.0)  # >= 0; clamps float rounding only
         return {NEXT_TOKEN_ENTROPY: float(per_token.mean())}, EntropyDetail(per_token.tolist())

@@ -52,14 +52,13 @@ class FFNConceptSignal(BaseSignal):
         return None if ctx.resources.get(FFN_PROBE) is not None else False
 
     def compute(self, ctx: PassContext) -> tuple[dict[str, float], FFNDetail | None]:
-        outputs = ctx.captured.get("mlp_out")
-        why = None if outputs is not None else "some layer's FFN did not run in the forward"
-        if outputs is not None:
-            try:
-                scalars, detail = ctx.resources[FFN_PROBE].metrics_from(outputs, ctx.n_targets)
-                return scalars, FFNDetail(**detail)
-            except RuntimeError as err:
-                why = str(err)
+        why = None
+        try:
+            outputs = ctx.activations("mlp_out")
+            scalars, detail = ctx.resources[FFN_PROBE].metrics_from(outputs, ctx.n_targets)
+            return scalars, FFNDetail(**detail)
+        except RuntimeError as err:  # a layer's FFN did not run, or its output cannot be read
+            why = str(err)
         log_once(f"ffn:{type(ctx.model).__name__}", "FFN concepts left out: %s", why)  # once per run
         return {}, None
 

@@ -14,7 +14,7 @@ from lm_interp_plugin.records import load_records, record_files
 
 from lmeval_run import run_lmeval
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TASKS = ["interp_instruct", "interp_instruct_mc"]
 LIMIT = 4
 

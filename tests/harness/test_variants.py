@@ -9,7 +9,7 @@ import pytest
 
 from lm_interp_plugin.harness.variants import variant_config, write_variant
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VARIANTS = REPO / "tasks" / "variants"
 FIXTURES = REPO / "tests" / "fixtures"
 EXPECTED = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "lm_interp_plugin"
+PACKAGE = Path(__file__).resolve().parents[2] / "lm_interp_plugin"
 
 # Module names of the supported families (see arch.py's table), as attribute access or a string literal.
 SUBMODULE_NAMES = (

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 INSTRUCT = ROOT / "tasks" / "interp_instruct.jsonl"
 INSTRUCT_MC = ROOT / "tasks" / "interp_instruct_mc.jsonl"
 DATA = ROOT / "lm_interp_plugin" / "data"

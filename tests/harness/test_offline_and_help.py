@@ -17,7 +17,7 @@ from lm_interp_plugin.harness import launcher, local_data, variants
 from lm_interp_plugin.harness.local_data import DATA_DIR_ENV, DatasetUnavailableError, load_local_dataset
 from lm_interp_plugin.interpret.settings_reference import settings_reference
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARC_ROWS = [
     {
         "id": f"q{i}",

@@ -91,7 +91,7 @@ def test_ffn_probe_keeps_only_the_target_positions(tiny_model):
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from attribution import synthetic_ffn_probe
 
     model = tiny_model("llama", seed=4)

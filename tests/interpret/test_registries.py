@@ -22,7 +22,7 @@ from lm_interp_plugin.interpret.signals.contrastive import FOIL
 from lm_interp_plugin.interpret.signals.reference_shift import REFERENCE
 from lm_interp_plugin.records import InterpRecord, parse_record_line, record_line
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _request(seed: int, prompt_len: int = 15, target_len: int = 4, n_instruction: int = 5):
@@ -213,3 +213,9 @@ def test_the_capture_vocabulary_records_each_named_activation_at_the_target_posi
     with pytest.raises(ValueError, match="unknown capture point.*mlp_out"):
         with capture(model, ["no_such_point"], 3, {}):
             pass
+    from lm_interp_plugin.interpret.context import PassContext
+
+    ctx = PassContext.create(model, [5, 6], [7], ["content"] * 2, InterpSettings(ffn=False))
+    ctx.captured["mlp_out"] = [captured["mlp_out"][0], None]  # a layer the forward never ran
+    with pytest.raises(RuntimeError, match="did not run 1 of the 2 modules of 'mlp_out'"):
+        ctx.activations("mlp_out")

@@ -16,7 +16,7 @@ from lm_interp_plugin.report import RunDirError, compare
 
 from fixtures_report import make_docs, scored, write_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 

@@ -231,7 +231,7 @@ def test_robustness_benchmark_summarises_finished_runs(tmp_path, capsys):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_robustness.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "demo_robustness.py"
     spec = importlib.util.spec_from_file_location("bench_demo_robustness", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
@@ -273,7 +273,7 @@ def test_recipe_sweep_summarises_finished_builds(tmp_path, capsys):
 
     from lm_interp_plugin.demo.run import rebuild_agreement
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_recipe_sweep.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "demo_recipe_sweep.py"
     spec = importlib.util.spec_from_file_location("bench_demo_recipe_sweep", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -10,7 +10,7 @@ import pytest
 
 from lm_interp_plugin.harness.segment import CHAT_MARKUP, SegmentationError, segment_prompt, skeleton
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
 VARIANTS = REPO / "tasks" / "variants"
 FIXTURE = {

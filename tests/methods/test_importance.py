@@ -232,7 +232,7 @@ def _paper_dir() -> Path:
     override = os.environ.get("LM_INTERP_PAPER_DATA")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "shared" / "paper-data"
+    return Path(__file__).resolve().parents[3] / "shared" / "paper-data"
 
 
 @pytest.fixture(scope="module")
