@@ -209,5 +209,5 @@ def test_the_capture_vocabulary_records_each_named_activation_at_the_target_posi
     handle.remove()
     torch.testing.assert_close(captured["mlp_out"][1], mine[0][:, -3:], rtol=0, atol=0)
     with pytest.raises(ValueError, match="unknown capture point.*mlp_out"):
-        with capture(model, ["resid_post"], 3, {}):
+        with capture(model, ["resid_mid"], 3, {}):
             pass
