@@ -22,6 +22,7 @@ from sweep_check import check_family
 KNOWN_CRASHES = {
     "blt": "byte-latent patching needs input_ids beside inputs_embeds",
     "deepseek_v4": "hash routing needs input_ids beside inputs_embeds",
+    "cpmant": "its forward reads input_ids unconditionally (no inputs_embeds path)",
 }
 
 

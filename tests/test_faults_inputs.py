@@ -129,3 +129,28 @@ def test_compare_says_when_records_come_from_outside_the_run_folder(tmp_path):
     assert f"outside the run folder {copy}" in notes
     assert run.tasks["t"].records  # and they are used
     assert "outside the run folder" not in " ".join(load_run(original, "tuned").tasks["t"].notes)
+
+
+def test_an_empty_first_choice_of_data_lm_eval_loads_is_named(tmp_path):
+    """Data that lm-eval loads itself (no metadata.interp.data_files: a variant, a user's task): its own
+    check of the first document fails with "string index out of range"; the task says what it means."""
+    from lm_interp_plugin.harness.tasks import InterpTask, TaskDataError
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({**ROW, "choices": ["", "right"]}) + "\n", encoding="utf-8")
+    config = {
+        "task": "hub_like",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "{{instruction}}\n\nInput: {{input}}\n\nOutput:",
+        "doc_to_choice": "choices",
+        "doc_to_target": "label",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"interp": {"instruction_fields": ["instruction"]}},
+    }
+    with pytest.raises(
+        TaskDataError, match=r"task hub_like: .*string index out of range.*empty answer choice"
+    ):
+        InterpTask(config=config)

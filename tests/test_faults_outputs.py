@@ -11,24 +11,22 @@ import pytest
 def _runs(tmp_path, n: int = 8):
     from fixtures_report import make_docs, scored, write_run
 
-    docs = make_docs(n, seed=0)
-    base = write_run(tmp_path / "base", "base", {"t": scored(docs, 1)})
-    tuned = write_run(tmp_path / "tuned", "tuned", {"t": scored(docs, 2)})
-    return base, tuned
+    return write_run(tmp_path / "tuned", "tuned", {"t": scored(make_docs(n, seed=0), 2)})
 
 
 def _notes(tmp_path) -> str:
-    from lm_interp_plugin.report import compare
+    """The notes `compare` gives the tuned run's task (its loader's; the report shows them)."""
+    from lm_interp_plugin.report.loading import load_run
 
-    result = compare([tmp_path / "base", tmp_path / "tuned"], tmp_path / "out", examples=0)
-    return " ".join(result.task("t").notes)
+    (folder,) = (tmp_path / "tuned").iterdir()
+    return " ".join(load_run(folder, "tuned").tasks["t"].notes)
 
 
 def test_a_truncated_samples_file_is_called_truncated(tmp_path):
     """The samples write stopped after 5 of 8 lines (a full disk): compare says the file is truncated, with
     the counts from the results file, and the records of the missing documents are left out for that
     reason (not as records of another evaluation)."""
-    _, tuned = _runs(tmp_path)
+    tuned = _runs(tmp_path)
     (samples,) = tuned.glob("samples_t_*.jsonl")
     lines = samples.read_text(encoding="utf-8").splitlines(keepends=True)
     samples.write_text("".join(lines[:5]) + lines[5][:40], encoding="utf-8")  # a last line cut mid-way
@@ -47,7 +45,7 @@ def test_a_whole_samples_file_is_not_called_truncated(tmp_path):
 def test_repeated_samples_lines_are_named_as_repeats(tmp_path):
     """A samples file written twice over (the same lines again) is not "identical content" of different
     documents: the repeats are named and dropped."""
-    _, tuned = _runs(tmp_path)
+    tuned = _runs(tmp_path)
     (samples,) = tuned.glob("samples_t_*.jsonl")
     samples.write_text(samples.read_text(encoding="utf-8") * 2, encoding="utf-8")
     notes = _notes(tmp_path)

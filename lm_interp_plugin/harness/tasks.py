@@ -19,6 +19,7 @@ and its `process_results` adds the interpretation scalars next to the stock metr
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -139,8 +140,6 @@ def check_local_data(config: Mapping[str, Any]) -> dict[str, Path]:
 
 
 def _check_rows(task: str, path: Path, fields: list[str], choice_field: str | None) -> None:
-    import json
-
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
@@ -258,7 +257,14 @@ class InterpTask(ConfigurableTask):
         config.pop("class", None)  # lm-eval passes it through; TaskConfig rejects it
         metadata = config.get("metadata") or {}
         self.interp_config: dict[str, Any] = dict(metadata.get("interp") or {})
-        super().__init__(config=config, **kwargs)
+        try:
+            super().__init__(config=config, **kwargs)
+        except IndexError as err:  # lm-eval's check of the first document reads choice[0] of each choice
+            raise TaskDataError(
+                f"task {config.get('task', '?')}: lm-eval's check of the task's first document failed "
+                f"({err}); an empty answer choice does this (lm-eval reads its first character): give every "
+                "choice text"
+            ) from err
         self._skipped = 0
         self._first_skip = ""
         self._system_instruction: str | None = None
