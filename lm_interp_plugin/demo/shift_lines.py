@@ -53,13 +53,21 @@ def shift_lines(result: ComparisonResult) -> list[str]:
     holm = {(c.task, c.metric): c.p_holm for c in corrected.tests} if corrected is not None else {}
     for task in result.tasks:
         rows = {row.metric: row for row in task.paired}
+        means = {label: {cell.metric: cell for cell in cells} for label, cells in task.leaderboard.items()}
         for metric in NEW_METRICS:
-            row = rows.get(metric)
-            if row is None:
+            cells = [means.get(label, {}).get(metric) for label in ("base", "tuned")]
+            if any(cell is None for cell in cells):
                 continue
-            lines.append(
-                f"[{task.task}] {metric}: base {row.mean_baseline:.3f} -> tuned {row.mean_other:.3f} "
-                f"(paired t p={_p(row.paired_t.get('p_value'))}, Holm p={_p(holm.get((task.task, metric)))}, "
-                f"n={row.n_pairs}){_READING.get(metric, '')}"
-            )
+            base, tuned = cells
+            text = f"[{task.task}] {metric}: base {base.mean:.3f} -> tuned {tuned.mean:.3f}"
+            row = rows.get(metric)
+            if row is not None and row.n_pairs >= 2:
+                text += (
+                    f" (paired t p={_p(row.paired_t.get('p_value'))}, "
+                    f"Holm p={_p(holm.get((task.task, metric)))}, n={row.n_pairs})"
+                )
+            else:  # absent where it is undefined: each run's mean is over its own items
+                n_pairs = 0 if row is None else row.n_pairs
+                text += f" (items with a value: base {base.n}, tuned {tuned.n}; {n_pairs} in both: no test)"
+            lines.append(text + _READING.get(metric, ""))
     return lines
