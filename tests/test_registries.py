@@ -168,7 +168,9 @@ def test_attribute_works_on_a_config_without_a_pad_token(tiny_model, lm_tokenize
     assert result.details["ablation"].neutral_token_id == lm_tokenizer.pad_token_id
     for key in ("instruction_importance", "ablation_drop_replaced", "instruction_attention"):
         assert np.isfinite(result.metrics[key]), key
-    assert any(key.startswith("ffn_concept_") for key in result.metrics)  # notebooks get FFN concepts too
+    # notebooks get FFN concepts too: on a random model none is valid, so each is absent with its reason
+    concepts = [key for key in result.metrics if key.startswith("ffn_concept_")]
+    assert concepts or set(result.ffn["concepts_absent"]) == {"writing", "coding", "math", "translation"}
     assert result.ffn["component_distribution"]
 
 
