@@ -122,7 +122,7 @@ def test_validity_verdicts_and_reasons():
     by = {c.concept: c for c in validity.concepts}
     assert by["coding"].valid and by["coding"].auc > 0.95 and by["coding"].ci_low > 0.5
     assert not by["math"].valid and by["math"].auc < MIN_AUC and "below 0.65" in by["math"].reason
-    assert not by["writing"].valid and "no component is labelled 'writing'" in by["writing"].reason
+    assert not by["writing"].valid and "no component carries it" in by["writing"].reason
     assert by["writing"].categories == ["rewriting", "editing"] and by["coding"].n_positive == 18
     assert validity.valid_concepts() == ["coding"] and set(validity.absent()) == {
         "writing",
@@ -163,10 +163,16 @@ def test_probe_reports_only_valid_concepts(random_llama):
 
 def test_finding_3_is_not_measurable_without_valid_concepts():
     task = TaskAnalysis(task="interp_instruct", runs=["base", "tuned"])
-    task.ffn_concepts_absent = {"base": {"coding": "no component is labelled 'coding'"}, "tuned": {}}
+    why = "no component carries it"
+    task.ffn_concepts_absent = {"base": {"coding": why, "math": why}, "tuned": {"coding": why, "math": why}}
     (row,) = check_findings([task], tuned=["tuned"], baseline="base")
     assert row.finding == 3 and row.verdict == NOT_MEASURABLE
-    assert "base: coding absent (no component is labelled 'coding')" in row.explanation
+    assert row.explanation.endswith("base, tuned: coding, math absent (no component carries it)")
+    task.ffn_concepts_absent["tuned"] = {"math": "AUC 0.50 below 0.65"}
+    (row,) = check_findings([task], tuned=["tuned"], baseline="base")
+    assert (
+        "base: coding, math absent (no component carries it); tuned: math absent (AUC 0.50" in row.explanation
+    )
     assert "nan" not in row.sentence() and row.sentence().endswith(NOT_MEASURABLE)
     assert math.isnan(row.mean_diff) and row.p_value is None
     assert check_findings([TaskAnalysis(task="t", runs=["base", "tuned"])], ["tuned"], "base") == []
@@ -200,7 +206,7 @@ def test_report_section_shows_validity_and_absent_concepts(tmp_path):
     tables = [b for b in section.blocks(data, Figures(tmp_path)) if isinstance(b, R.Table)]
     measured, absent = tables
     assert measured.rows[1][0] == "coding" and measured.rows[1][-1] == "valid"
-    assert measured.rows[0][-1].startswith("no component is labelled 'writing'")
+    assert measured.rows[0][-1].startswith("no component carries it")
     assert absent.rows == [["math", "AUC 0.40 below 0.65"]] and "tuned" in absent.caption
     empty = ReportContext([], "base", {}, [TaskAnalysis(task="t", runs=[])], [], [], tmp_path)
     assert section.analyse(empty) is None

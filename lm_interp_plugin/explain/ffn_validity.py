@@ -288,7 +288,7 @@ def measure_validity(
         if not own or not positive.any():
             entry.reason = f"no {ITEMS_SOURCE} category to validate {concept!r} on (validation_categories)"
         elif n_comp == 0:
-            entry.reason = f"no component is labelled {concept!r} (none beat its null after FDR control)"
+            entry.reason = "no component carries it: none beat its null after FDR control"
         else:
             shares = concept_item_shares(activations, labels, concept)
             entry.auc = round(auc(shares, positive), 4)

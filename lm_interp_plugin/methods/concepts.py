@@ -324,6 +324,7 @@ def _encoder(tokenizer: Any) -> Callable[[str], list[int]]:
 
 
 _FREQ_BINS = 8
+_MIN_POOL = 20  # fewer whole words than this: random directions' top words say nothing, no label is tested
 
 
 class LexiconLabeller(ConceptLabeller):
@@ -382,7 +383,7 @@ class LexiconLabeller(ConceptLabeller):
         self.concepts = list(self.lexicons.get("task_concepts", {}))
         self.levels = list(self.lexicons.get("linguistic_levels", {}))
         self._pool_words, pool_ids = self._make_pool(tokenizer, pool)
-        self._pool_ids = torch.tensor(pool_ids)
+        self._pool_ids = torch.tensor(pool_ids, dtype=torch.long)
         self._pool_unit = self._unit_rows(self._pool_ids)
         self._nulls: dict[tuple[str, int, int | None], torch.Tensor] = {}
         # per group: each entry's lexicon direction net of its size- and frequency-matched random baseline
@@ -448,9 +449,13 @@ class LexiconLabeller(ConceptLabeller):
         else:
             pairs = [(w, self._word_token(w)) for w in pool]
             pairs = [(w, t) for w, t in pairs if t is not None]
-        if len(pairs) < 20:
-            raise ValueError(
-                f"the null's word pool has {len(pairs)} single-token words; it needs at least 20"
+        if len(pairs) < _MIN_POOL:
+            logger.warning(
+                "the lexicon labeller's null has %d single-token words to read random directions in (fewer "
+                "than %d): no label can be tested, every component is labelled %r",
+                len(pairs),
+                _MIN_POOL,
+                NONE,
             )
         return [w for w, _ in pairs], [int(t) for _, t in pairs]
 
@@ -492,6 +497,8 @@ class LexiconLabeller(ConceptLabeller):
             torch.bucketize(torch.tensor(ranks).double(), edges, right=True), minlength=_FREQ_BINS
         )
         out = torch.zeros(self._d)
+        if len(self._pool_ids) < _MIN_POOL:
+            return out
         for b in range(_FREQ_BINS):
             if int(want[b]):
                 out += float(want[b]) / len(ranks) * self._pool_unit[pool_bin == b].mean(dim=0)
@@ -545,6 +552,8 @@ class LexiconLabeller(ConceptLabeller):
     def label_all(self, poles: Poles, directions: torch.Tensor | None = None) -> list[ConceptLabel]:
         self._nulls.clear()
         labels = [ConceptLabel() for _ in poles]
+        if len(self._pool_words) < _MIN_POOL:
+            return labels  # nothing to test against (warned at construction)
         for group, attr in LEXICON_GROUPS.items():
             names = list(self.lexicons.get(group, {}))
             if not names or not poles:

@@ -138,10 +138,17 @@ def _not_measurable(
     """Finding 3's rows when the FFN concept shares are absent from a run's records (no valid concept)."""
     rows = []
     for other in others:
+        # one phrase per (reason, concepts) shared by the runs: "base, tuned: writing, math absent (why)"
+        grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        for label in dict.fromkeys((base, other)):
+            by_reason: dict[str, list[str]] = {}
+            for concept, reason in task.ffn_concepts_absent.get(label, {}).items():
+                by_reason.setdefault(reason, []).append(concept)
+            for reason, concepts in by_reason.items():
+                grouped.setdefault((reason, tuple(concepts)), []).append(label)
         reasons = [
-            f"{label}: {concept} absent ({reason})"
-            for label in (base, other)
-            for concept, reason in task.ffn_concepts_absent.get(label, {}).items()
+            f"{', '.join(labels)}: {', '.join(concepts)} absent ({reason})"
+            for (reason, concepts), labels in grouped.items()
         ]
         if not reasons:
             continue

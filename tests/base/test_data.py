@@ -225,7 +225,11 @@ def test_instruction_verbs_are_used_in_tasks(instruct: list[dict]) -> None:
 
 def test_concepts() -> None:
     concepts = _load_json("concepts.json")
-    assert set(concepts) == {"task_concepts", "linguistic_levels"}
+    assert set(concepts) == {"task_concepts", "linguistic_levels", "validation_categories"}
+    validation = concepts.pop("validation_categories")
+    categories = {json.loads(line)["category"] for line in (ROOT / "tasks" / "interp_instruct.jsonl").open()}
+    assert set(validation) == set(concepts["task_concepts"])  # every concept can be validated
+    assert all(cats and set(cats) <= categories for cats in validation.values()), validation
     assert set(concepts["task_concepts"]) == {"writing", "coding", "math", "translation"}
     assert set(concepts["linguistic_levels"]) == {"morphology", "syntax", "semantics"}
     for section in concepts.values():

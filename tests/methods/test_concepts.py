@@ -233,3 +233,11 @@ def test_llm_labeller_calibrates_against_random_directions(tiny_judge):
     assert all(lab.concept == NONE for lab in labels)  # a random judge on random directions: no concept
     assert all(set(lab.p_values) == set(labeller.concepts) for lab in labels)
     assert labeller.config()["judge_fingerprint"] == "in-memory" and labeller.levels == []
+
+
+def test_too_few_whole_words_label_nothing(caplog):
+    words, E, coding_dir, _ = _planted_space()
+    labeller = LexiconLabeller(E, WordTokenizer(words), lexicons=LEXICONS, pool=CODING_VOCAB, n_null=99)
+    assert "no label can be tested" in caplog.text
+    poles = component_top_words(coding_dir[None], normalise_rows(E), words, top_n=4)
+    assert labeller.label_all(poles)[0].concept == NONE  # even a planted concept: there is no null

@@ -31,6 +31,8 @@ class ValidityData:
 
     absent: dict[str, dict[str, str]] = field(default_factory=dict)
     measured: list[dict[str, Any]] = field(default_factory=list)
+    #: per run: the concepts its records report (valid on its model, besides "other")
+    reported: dict[str, list[str]] = field(default_factory=dict)
 
 
 @register_section
@@ -44,6 +46,9 @@ class FFNValidity(Section[ValidityData]):
         for task in ctx.tasks:
             for run, absent in task.ffn_concepts_absent.items():
                 data.absent.setdefault(run, {}).update(absent)
+            for run, shares in task.concept_shares.items():
+                seen = data.reported.setdefault(run, [])
+                seen.extend(c for c in shares if c != "other" and c not in seen)
         for path in ctx.inputs.get("ffn") or []:
             try:
                 expl = read_ffn_jsonl(Path(path), load_components=False)
@@ -52,13 +57,15 @@ class FFNValidity(Section[ValidityData]):
                 continue
             if expl.validity is not None:
                 data.measured.append({"file": Path(path).name, **expl.validity.to_dict()})
-        return data if data.absent or data.measured else None
+            else:
+                data.measured.append({"file": Path(path).name, "error": "written without --validate"})
+        return data if data.absent or data.measured or data.reported else None
 
     def blocks(self, data: ValidityData, figures: Figures) -> list[Block]:
         blocks: list[Block] = [R.Paragraph(_DEFINITION)]
         for entry in data.measured:
             if "error" in entry:
-                blocks.append(R.Paragraph(f"{entry['file']}: not readable ({entry['error']})"))
+                blocks.append(R.Paragraph(f"{entry['file']}: no validity measured ({entry['error']})"))
                 continue
             rows = []
             for c in entry["concepts"]:
@@ -76,6 +83,9 @@ class FFNValidity(Section[ValidityData]):
             blocks.append(
                 R.Table(["concept", "components", "own items", "AUC [95% CI]", "verdict"], rows, caption)
             )
+        for run, reported in sorted(data.reported.items()):
+            if reported:
+                blocks.append(R.Paragraph(f"{run}: per-example shares reported for {', '.join(reported)}."))
         for run, absent in sorted(data.absent.items()):
             rows = [[concept, reason] for concept, reason in absent.items()]
             blocks.append(
