@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .harness.preflight import PreflightError
+
 logger = logging.getLogger("lm_interp_plugin")
 
 LMEVAL_COMMANDS = ("run", "ls", "validate")
@@ -122,7 +124,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="the whole story on the tiny base/tuned pair shipped with lm-interp (CPU, under a minute)",
+        help="the whole story on the tiny base/tuned pair shipped with lm-interp (CPU: 30 to 45 s of CPU "
+        "time; the wall time grows with the load)",
     )
     demo.add_argument("--out", type=Path, default=Path("lm_interp_demo"), help="output folder")
     demo.add_argument("--limit", type=int, default=None, help="examples per task (default: all)")
@@ -193,6 +196,13 @@ def _debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
     return debug, rest
 
 
+#: What a user needs after Ctrl-C: nothing finished is lost (records are written line by line).
+RESUME_HINT = (
+    "Rerun the same command to resume: the interpretation records written so far are kept and reused "
+    "(the traceback with --verbosity DEBUG)"
+)
+
+
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     if not isinstance(err, (ValueError, RuntimeError, OSError, LookupError)) or isinstance(err, KeyError):
@@ -202,13 +212,21 @@ def _one_line(err: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A failure prints one ``lm-interp: error: ...`` line (exit status 1); the traceback
-    only with ``--verbosity DEBUG``."""
+    only with ``--verbosity DEBUG`` (none for a `run` argument caught before lm-eval starts)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug, argv = _debug_requested(argv)
     try:
         return _main(argv, debug)
-    except (KeyboardInterrupt, SystemExit):
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"lm-interp: interrupted. {RESUME_HINT}", file=sys.stderr)
+        return 130
+    except SystemExit:
         raise
+    except PreflightError as err:  # a wrong argument caught before lm-eval starts: the line says it all
+        print(f"lm-interp: error: {err}", file=sys.stderr)
+        return 1
     except Exception as err:
         if debug:
             raise
@@ -221,6 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str], debug: bool) -> int:
     if argv and argv[0] in LMEVAL_COMMANDS:
+        if argv[0] == "run":  # seconds, before lm-eval's ~30 s start-up (see harness/preflight.py)
+            from .harness.preflight import check_run
+
+            check_run(argv[1:])
         from .harness.launcher import run_lmeval
 
         run_lmeval(argv)

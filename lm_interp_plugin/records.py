@@ -12,6 +12,7 @@ Shapes are named once here and used everywhere: ``prompt_len x target_len`` for 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -19,6 +20,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -404,6 +406,29 @@ def repair_partial_line(path: str | Path) -> int:
 FSYNC_INTERVAL_S = 5.0
 
 
+class RecordWriteError(OSError):
+    """A record could not be written (a full disk, a file-size limit); the message names the file."""
+
+
+def _lock(path: Path) -> Any | None:
+    """An exclusive advisory lock beside `path` (``<file>.lock``), or None when another process holds it.
+
+    The lock goes with the process (flock), so a killed run leaves no stale lock; where flock does not
+    exist (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    handle = open(path.with_name(path.name + ".lock"), "a")  # held while writing, closed in close()
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
 class RecordWriter:
     """Appends records to one JSONL file per task.
 
@@ -425,6 +450,7 @@ class RecordWriter:
         self.rank, self.world_size = rank, world_size
         self.fsync_interval = fsync_interval
         self._handles: dict[str, Any] = {}
+        self._locks: list[Any] = []
         self._last_sync = time.monotonic()
         self.n_fsync = 0
 
@@ -432,6 +458,16 @@ class RecordWriter:
         handle = self._handles.get(task)
         if handle is None:
             path = record_path(self.directory, task, self.rank, self.world_size)
+            lock = _lock(path)
+            if lock is None:
+                logger.warning(
+                    "interp-hf: another process is writing %s (two runs into one records_dir?); nothing is "
+                    "lost, but requests both runs interpret are computed, and stored, twice: run one at a "
+                    "time per records_dir",
+                    path,
+                )
+            elif lock is not True:
+                self._locks.append(lock)
             repair_partial_line(path)
             handle = open(path, "ab")
             self._handles[task] = handle
@@ -444,11 +480,17 @@ class RecordWriter:
         try:
             handle.write(data)
             handle.flush()
-        except BaseException:
-            try:  # leave no partial line behind (full disk, file-size limit)
+        except BaseException as err:
+            try:  # leave no partial line behind where the file system lets us (full disk, file-size limit)
                 handle.truncate(start)
             except OSError:
                 pass  # the next run's repair_partial_line cuts it
+            if isinstance(err, OSError):
+                raise RecordWriteError(
+                    f"cannot write an interpretation record to {handle.name} ({err.strerror or err}); free "
+                    "space (or raise the file-size limit) and rerun the same command: the records written "
+                    "so far are reused"
+                ) from err
             raise
         if self.fsync_interval is not None and time.monotonic() - self._last_sync >= self.fsync_interval:
             self.sync()
@@ -471,6 +513,11 @@ class RecordWriter:
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
+        for lock in self._locks:  # removed while still held: the folder keeps only the records
+            with contextlib.suppress(OSError):
+                os.unlink(lock.name)
+            lock.close()
+        self._locks.clear()
 
     def __enter__(self) -> RecordWriter:
         return self
@@ -528,11 +575,21 @@ class RecordStore:
     same run hash (model identity, the settings that change the numbers, the plugin version).
     """
 
-    def __init__(self, directory: str | Path, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        rank: int = 0,
+        world_size: int = 1,
+        verify: Callable[[InterpRecord], str | None] | None = None,
+    ) -> None:
+        """`verify`: what is wrong with a well-formed stored record beyond its own lines (its metrics
+        recomputed from its stored matrix, `harness.verify`), or None; such a record is not reused."""
         self.directory = Path(directory)
         self.rank, self.world_size = rank, world_size
+        self.verify = verify
         self._done: dict[tuple[str, str, int], list[InterpRecord]] | None = None
         self._invalid: dict[tuple[str, str, int], str] = {}
+        self._unreadable = 0  # invalid lines whose request cannot be told (not JSON): counted apart
         self._writer: RecordWriter | None = None
 
     def finished(self) -> dict[tuple[str, str, int], list[InterpRecord]]:
@@ -542,6 +599,18 @@ class RecordStore:
             for path in record_files(self.directory, rank=self.rank, world_size=self.world_size):
                 loaded = read_records(path)
                 for record in loaded.records:
+                    wrong = self.verify(record) if self.verify is not None else None
+                    if wrong:  # e.g. an edit that recomputed the checksum
+                        logger.warning(
+                            "interp-hf: %s: invalid interpretation record of doc %d, request %d (%s); its "
+                            "request is recomputed",
+                            path,
+                            record.doc_id,
+                            record.request_index,
+                            wrong,
+                        )
+                        self._invalid[record.key] = wrong
+                        continue
                     self._done.setdefault(record.key, []).append(record)
                 for lineno, key, reason in loaded.invalid:
                     logger.warning(
@@ -552,6 +621,8 @@ class RecordStore:
                     )
                     if key is not None:
                         self._invalid[key] = reason
+                    else:
+                        self._unreadable += 1
         return self._done
 
     def reuse(
@@ -562,7 +633,8 @@ class RecordStore:
         how_not_what: frozenset[str] = frozenset(),
     ) -> tuple[InterpRecord | None, str]:
         """The stored record this request may reuse, or None and why it is computed: ``"new"``, ``"invalid
-        record"`` or what changed (`stale_reason`). A reused record that a record of another configuration
+        record"``, ``"unreadable record line"`` (as many as the files had lines that are not records) or
+        what changed (`stale_reason`). A reused record that a record of another configuration
         follows in the file is appended again, so the newest record of a request is the one this run used."""
         stored = self.finished().setdefault(key, [])
         run_hash = fingerprint.get("run_hash")
@@ -574,7 +646,12 @@ class RecordStore:
         if stored:
             same_input = [r for r in stored if r.input_hash == input_hash]
             return None, stale_reason((same_input or stored)[-1], input_hash, fingerprint, how_not_what)
-        return None, "invalid record" if key in self._invalid else "new"
+        if key in self._invalid:
+            return None, "invalid record"
+        if self._unreadable > 0:  # as likely as not its record was on a line that could not be read
+            self._unreadable -= 1
+            return None, "unreadable record line"
+        return None, "new"
 
     def add(self, record: InterpRecord) -> None:
         """Append a record to its task's file and to what is stored."""

@@ -19,11 +19,13 @@ import pytest
 
 from lm_interp_plugin.records import (
     InterpRecord,
+    RecordWriter,
     _checksum,
     load_records,
     read_records,
     record_files,
     record_line,
+    record_path,
 )
 
 from lmeval_run import plugin_task_manager, run_lmeval
@@ -548,3 +550,158 @@ def test_fsync_benchmark_toy(tmp_path, monkeypatch, capsys):
     assert result["fsyncs"]["every record"] == 6  # one per record, one on close
     assert result["fsyncs"]["flush only"] == 1  # on close only
     assert "x flush only" in capsys.readouterr().out
+
+
+# -- issue 24's reliability rows inside interp-hf and its records: zero-mass density, edited records with a
+# valid checksum, write errors, concurrent writers, unreadable lines, checks made once before the long passes
+# ------------------------------------------------------------------------------------------------
+# -- the pass
+# ------------------------------------------------------------------------------------------------
+def test_zero_mass_metrics_are_absent_with_a_reason(tiny_llama_dir, lm_tokenizer):
+    """Every quantised level at or under b (here: eps larger than any attribution, as in the 20,000-character
+    prompt whose largest attribution was 1.5e-7 against eps 1e-7): instruction_importance and the shares are
+    undefined, so absent with a note; before, all were 0.0 and entered the task means."""
+    import numpy as np
+    from transformers import AutoModelForCausalLM
+
+    from lm_interp_plugin.interpret.passes import run_pass
+    from lm_interp_plugin.interpret.settings import InterpSettings
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    prompt = lm_tokenizer("Answer the question. What is two plus two?")["input_ids"]
+    target = lm_tokenizer(" four", add_special_tokens=False)["input_ids"]
+    labels = ["special"] + ["instruction"] * 4 + ["content"] * (len(prompt) - 5)
+    settings = InterpSettings.from_kwargs({"interp_eps": 10.0, "interp_ffn": False})
+    result = run_pass(model, prompt, target, labels, settings)
+    assert result.quantised.max() <= settings.b and np.abs(result.raw).max() > 0
+    assert not [k for k in result.metrics if k.startswith(("instruction_importance", "attribution_share"))]
+    assert "instruction_attention" in result.metrics  # the other signals stay
+    (note,) = [n for n in result.notes if "survives the sparsification" in n]
+    assert f"b={settings.b}" in note and "left out" in note
+    normal = run_pass(model, prompt, target, labels, InterpSettings.from_kwargs({"interp_ffn": False}))
+    assert "instruction_importance" in normal.metrics
+    assert not [n for n in normal.notes if "survives the sparsification" in n]
+
+
+# -- records
+# ------------------------------------------------------------------------------------------------
+def test_a_write_error_names_the_file_and_that_the_command_resumes(tmp_path, monkeypatch):
+    from lm_interp_plugin.records import RecordWriteError
+
+    writer = RecordWriter(tmp_path)
+    writer.write(_record(0))
+    handle = writer._handle("t")
+
+    def full_disk(data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(handle, "write", full_disk, raising=False)
+    with pytest.raises(RecordWriteError) as err:
+        writer.write(_record(1))
+    text = str(err.value)
+    assert str(record_path(tmp_path, "t")) in text and "No space left on device" in text, text
+    assert "rerun the same command" in text
+    monkeypatch.undo()
+    writer.close()
+
+
+def test_concurrent_writers_are_warned(tmp_path, caplog):
+    """Two writers on one records file (two runs into one records_dir): the second is warned, naming the
+    file; both still write whole lines."""
+    first, second = RecordWriter(tmp_path), RecordWriter(tmp_path)
+    first.write(_record(0))
+    with caplog.at_level(logging.WARNING, logger="lm_interp_plugin"):
+        second.write(_record(1))
+    warned = [r.getMessage() for r in caplog.records if "another process" in r.getMessage()]
+    assert len(warned) == 1 and str(record_path(tmp_path, "t")) in warned[0], warned
+    first.write(_record(2))
+    first.close()
+    second.close()
+    assert sorted(r.doc_id for r in load_records(record_path(tmp_path, "t"), strict=True)) == [0, 1, 2]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lm_interp_plugin"):  # the lock went with the writers
+        with RecordWriter(tmp_path) as third:
+            third.write(_record(3))
+    assert not [r for r in caplog.records if "another process" in r.getMessage()]
+    assert [p.name for p in tmp_path.iterdir()] == [record_path(tmp_path, "t").name]  # no lock file left
+
+
+# -- interp-hf
+# ------------------------------------------------------------------------------------------------
+def test_records_dir_that_cannot_be_written_fails_before_the_model_loads(task_manager, tmp_path):
+    """Before: after the whole loglikelihood pass, without naming records_dir. The model path does not
+    exist: the check comes first."""
+    with pytest.raises(ValueError, match=r"records_dir=/proc/x cannot be written"):
+        evaluate(task_manager, tmp_path / "no-such-model", "/proc/x")
+
+
+def test_an_edited_record_with_a_valid_checksum_is_recomputed(
+    task_manager, weights, fresh_a, tmp_path, caplog
+):
+    """A plausible value (in range) written with a fresh checksum: recomputed, because the record's own
+    matrix gives another value."""
+    records = tmp_path / "records"
+    shutil.copytree(fresh_a[2], records)
+
+    def edit(data):
+        data["metrics"]["instruction_importance"] += 0.25
+
+    rewrite_line(records_path(records), 0, edit, keep_checksum=False)
+    with caplog.at_level(logging.INFO, logger="lm_interp_plugin"):
+        again = evaluate(task_manager, weights["A"], records)
+    assert samples_of(again) == fresh_a[0]
+    assert effective_records(records) == fresh_a[1]
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "not what its own stored matrix gives" in text and "1 invalid record" in text, text
+
+
+def test_unreadable_lines_are_not_counted_as_computed(task_manager, weights, fresh_a, tmp_path, caplog):
+    records = tmp_path / "records"
+    shutil.copytree(fresh_a[2], records)
+    path = records_path(records)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[1] = "{this is not json\n"
+    path.write_text("".join(lines), encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="lm_interp_plugin"):
+        evaluate(task_manager, weights["A"], records)
+    (summary,) = [r.getMessage() for r in caplog.records if "interpretation records in" in r.getMessage()]
+    assert f"{LIMIT - 1} reused, 0 computed, 1 recomputed (1 unreadable record line)" in summary, summary
+
+
+@pytest.mark.slow
+def test_a_bert_folder_is_refused(task_manager, lm_tokenizer, tmp_path):
+    """Before: it ran to exit 0 under interp-hf."""
+    import torch
+    from transformers import BertConfig, BertLMHeadModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(lm_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    BertLMHeadModel(config).save_pretrained(tmp_path / "bert")
+    lm_tokenizer.save_pretrained(tmp_path / "bert")
+    with pytest.raises(ValueError, match=r"is not a causal decoder"):
+        evaluate(task_manager, tmp_path / "bert", tmp_path / "records")
+
+
+@pytest.mark.slow
+def test_nan_weights_are_named_before_the_passes(task_manager, weights, tmp_path):
+    """Before: an FFN error on a float32 model, or "Out of range float values are not JSON compliant"."""
+    import math
+
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(weights["A"], model)
+    tensors = load_file(model / "model.safetensors")
+    name = sorted(k for k in tensors if "layers.0" in k and k.endswith("weight"))[0]
+    tensors[name].view(-1)[0] = math.nan
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    for extra in ("", ",interp_ffn=false"):
+        with pytest.raises(ValueError, match=rf"weight tensor\(s\) hold NaN or inf: model\.{name}|{name}"):
+            evaluate(task_manager, model, tmp_path / f"records{extra}", extra=extra)
+    assert not any((tmp_path / "records").glob("interp_records_*"))

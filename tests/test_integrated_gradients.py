@@ -11,6 +11,10 @@ import torch
 from lm_interp_plugin.methods.integrated_gradients import RULES, integrated_gradients, quadrature
 from lm_interp_plugin.testing.tiny import build_tiny_model, sample_corpus, train_tokenizer
 
+from tolerances import assert_matrix_close
+
+pytestmark = pytest.mark.float_sensitive  # float comparisons across kernels and orders
+
 
 @pytest.fixture(scope="module")
 def tok():
@@ -37,7 +41,7 @@ def test_inputs_embeds_equal_input_ids(tok, family):
     with torch.no_grad():
         by_ids = model(input_ids=ids).logits
         by_embeds = model(inputs_embeds=model.get_input_embeddings()(ids)).logits
-    torch.testing.assert_close(by_embeds, by_ids, atol=1e-6, rtol=0)
+    torch.testing.assert_close(by_embeds, by_ids, atol=0, rtol=0)  # the same kernels on the same inputs
 
 
 def _slow_ig(model, prompt, target, base, alphas, weights, objective):
@@ -87,7 +91,7 @@ def test_batched_vjp_equals_loop(llama, request_ids):
     prompt, target = request_ids
     loop = integrated_gradients(llama, prompt, target, steps=6, vjp="loop", batch_size=4)
     batched = integrated_gradients(llama, prompt, target, steps=6, vjp="batched", batch_size=2)
-    torch.testing.assert_close(batched.attributions, loop.attributions, atol=1e-6, rtol=1e-5)
+    assert_matrix_close(batched.attributions, loop.attributions)  # the same sums in another order
 
 
 def test_completeness_shrinks_with_steps(llama, request_ids):

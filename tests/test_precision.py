@@ -15,9 +15,11 @@ from lm_interp_plugin.methods.importance import ImportanceParams, instruction_im
 from lm_interp_plugin.methods.model_state import in_float32
 from lm_interp_plugin.testing.tiny import build_tiny_model
 
-from tolerances import assert_matrix_close
+from tolerances import HALF_REL, LOGPROB_ATOL, assert_matrix_close
 
 SETTINGS = {"attention": False, "ffn": False, "ablation": False}
+
+pytestmark = pytest.mark.float_sensitive  # float comparisons across kernels and orders
 
 
 @pytest.fixture()
@@ -65,10 +67,10 @@ def test_bf16_attribution_accumulates_in_float32_and_is_close_to_float32(bf16_mo
     with in_float32(bf16_model):
         full = gradient_x_input(bf16_model, prompt, target, mode="reverse", chunk_size=2)
     rel = float((half.raw - full.raw).norm() / full.raw.norm())
-    assert 0 < rel < 0.1, rel  # bf16 has 8 significant bits: close, but not equal
+    assert 0 < rel < HALF_REL, rel  # bf16 has 8 significant bits: close, but not equal
     # forward mode in bf16 agrees with reverse mode in bf16 to the same order
     fwd = gradient_x_input(bf16_model, prompt, target, mode="forward", chunk_size=4)
-    assert float((fwd.raw - full.raw).norm() / full.raw.norm()) < 0.1
+    assert float((fwd.raw - full.raw).norm() / full.raw.norm()) < HALF_REL
 
 
 def test_sampled_fp32_check_records_the_relative_error(bf16_model):
@@ -124,8 +126,8 @@ def test_nan_in_half_precision_reruns_the_request_in_float32(bf16_model):
         handle.remove()
     assert any("re-run in float32" in note for note in result.notes), result.notes
     assert result.extras["precision"].startswith("float32")
-    assert_matrix_close(result.raw, expected, rtol=1e-5)
-    np.testing.assert_allclose(result.target_logprobs, expected_logprobs, rtol=1e-5)
+    assert_matrix_close(result.raw, expected)
+    np.testing.assert_allclose(result.target_logprobs, expected_logprobs, rtol=0, atol=LOGPROB_ATOL)
     assert np.isfinite(result.raw).all() and np.abs(result.raw).max() > 0
     assert next(bf16_model.parameters()).dtype == torch.bfloat16
 

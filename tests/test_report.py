@@ -317,6 +317,12 @@ def _ffn_files(tmp_path: Path) -> list[Path]:
     return paths
 
 
+@pytest.fixture(scope="module")
+def ffn_files(tmp_path_factory) -> list[Path]:
+    """A base/tuned pair of explain-ffn files of two tiny models, made once for the tests that need them."""
+    return _ffn_files(tmp_path_factory.mktemp("ffn"))
+
+
 def _runs_and_heads(tmp_path, labels):
     """Two runs of one task (no records) and a base/tuned pair of explain-heads files."""
     docs = make_docs(4, seed=0)
@@ -326,9 +332,9 @@ def _runs_and_heads(tmp_path, labels):
     return runs, base, tuned
 
 
-def test_global_sections_from_explain_files(tmp_path):
+def test_global_sections_from_explain_files(tmp_path, ffn_files):
     runs, base, tuned = _runs_and_heads(tmp_path, ["b", "t"])
-    result = compare(runs, tmp_path / "out", examples=0, heads=[base, tuned], ffn=_ffn_files(tmp_path))
+    result = compare(runs, tmp_path / "out", examples=0, heads=[base, tuned], ffn=ffn_files)
     heads_section, ffn_section = result.sections["heads"], result.sections["ffn"]
     assert not heads_section.notes and heads_section.analysis is not None
     assert not ffn_section.notes and ffn_section.comparison is not None
@@ -349,13 +355,13 @@ def test_global_sections_from_explain_files(tmp_path):
     assert ffn_one.notes and ffn_one.comparison is None  # unreadable: a note, no crash
 
 
-def test_every_registered_section_is_in_results_json(tmp_path):
+def test_every_registered_section_is_in_results_json(tmp_path, ffn_files):
     """The sections' contract: each registered section has its key in results.json (listed in "sections",
     in page order), and a section with nothing to show is null there, not missing."""
     from lm_interp_plugin.report.sections import registered
 
     runs, base, tuned = _runs_and_heads(tmp_path, ["base", "tuned"])
-    compare(runs, tmp_path / "out", examples=0, heads=[base, tuned], ffn=_ffn_files(tmp_path))
+    compare(runs, tmp_path / "out", examples=0, heads=[base, tuned], ffn=ffn_files)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     names = [s.name for s in registered()]
     assert saved["sections"] == names

@@ -206,3 +206,38 @@ def test_cli_pair_flag(runs, tmp_path, capsys):
     assert "no base/tuned pair declared" in capsys.readouterr().out
     assert main([*args, "--out", str(tmp_path / "o3"), "--pair", "ab"]) == 2
     assert "'ab' is not BASE:TUNED" in capsys.readouterr().err
+
+
+def test_contents_folds_and_expand_cells_are_escaped_and_linked():
+    """The table of contents links every level-2 title (folds with their level-3 headings) to an id that
+    exists; fold titles, expand cells and their full text stay text; Markdown shows the full text."""
+    from lm_interp_plugin.report import render as R
+
+    evil = "<img src=x onerror=alert(1)>"
+    blocks = [
+        R.Heading("Findings"),
+        R.Table(["run", "folder"], [["base", R.Expand("short", "/very/long/" + evil)]]),
+        R.Fold("Task " + evil, [R.Heading("every example", 3), R.Paragraph("x")], anchor="task-a"),
+        R.Fold("Task two", [R.Heading("every example", 3)]),
+    ]
+    html_text = R.to_html("t", blocks)
+    assert evil not in html_text and "&lt;img src=x onerror=alert(1)&gt;" in html_text
+    nav = html_text.split('<nav class="toc"', 1)[1].split("</nav>", 1)[0]
+    links = re.findall(r'href="#([^"]+)"', nav)
+    assert len(links) == 5 and len(set(links)) == 5  # 1 heading, 2 folds, 2 level-3 headings: unique ids
+    assert all(f'id="{link}"' in html_text for link in links)
+    assert '<details class="fold" id="task-a" open>' in html_text
+    assert '<td><details class="cell"><summary>short</summary>' in html_text
+    md = R.to_markdown("t", blocks)
+    assert "/very/long/\\<img src=x onerror=alert(1)>" in md and "## Task two" in md
+
+
+def test_short_run_names():
+    from lm_interp_plugin.report.sections.runs import short_name
+
+    assert short_name("/tmp/d/runs/base/__work__wt__lm_interp_plugin__data__demo_pair__base") == "base"
+    assert short_name("/home/u/models/llama-3-8b-instruct") == "llama-3-8b-instruct"
+    assert short_name("EleutherAI/pythia-160m") == "EleutherAI/pythia-160m"  # a hub id as it is
+    assert short_name(None) == "\u2013"
+    long = short_name("/m/" + "x" * 50)
+    assert len(long) == 28 and long.startswith("\u2026")

@@ -275,8 +275,13 @@ def top_tokens(run_dir: Path, task: str) -> tuple[str, str, int, int] | None:
             total += 1
     if not counts:
         return None
-    (token, part), n = max(counts.items(), key=lambda kv: kv[1])
+    (token, part), n = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))  # ties: the first token by name
     return token, part, n, total
+
+
+def _rounded(value: float | None) -> float:
+    """`value` as `_fmt` prints it (2 decimals); None or non-finite as 0."""
+    return round(value, 2) if _finite(value) else 0.0
 
 
 def _shares(result: ComparisonResult, task: str, prefix: str, baseline: str, other: str) -> str:
@@ -286,7 +291,9 @@ def _shares(result: ComparisonResult, task: str, prefix: str, baseline: str, oth
         for row in _task_paired(result, task)
         if row.metric.startswith(prefix) and row.baseline == baseline and row.other == other
     ]
-    rows.sort(key=lambda row: -abs(row.mean_diff) if _finite(row.mean_diff) else 0.0)
+    # by the printed move (2 decimals), then by name: a 7e-11 difference between two printed 0.00 -> 0.00
+    # rows must not decide their order, or the line differs between machines
+    rows.sort(key=lambda r: (-abs(_rounded(r.mean_other) - _rounded(r.mean_baseline)), r.metric))
     return ", ".join(
         f"{row.metric[len(prefix) :]} {_fmt(row.mean_baseline)} -> {_fmt(row.mean_other)}" for row in rows
     )

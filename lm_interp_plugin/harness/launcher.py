@@ -13,17 +13,24 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
-import os
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from .local_data import DATA_DIR_ENV, dataset_status
-from .tasks import tasks_dir
+from .local_data import dataset_status
+from .outputs import failed_writes_raise
+from .preflight import (  # noqa: F401  (PluginTask: re-exported, the listing's record)
+    PluginTask,
+    _AnyTagLoader,
+    format_plugin_tasks,
+    include_paths,
+    option,
+    parse_model_args,
+    plugin_tasks,
+)
+from .tasks import check_local_data, tasks_dir
 
 
 @contextlib.contextmanager
@@ -57,33 +64,19 @@ def plugin_tasks_visible(builtin_tasks: bool = True) -> Iterator[Path]:
         TaskManager.__init__ = original
 
 
-def _option(argv: Sequence[str], *flags: str) -> str | None:
-    for i, arg in enumerate(argv):
-        for flag in flags:
-            if arg == flag and i + 1 < len(argv):
-                return argv[i + 1]
-            if arg.startswith(flag + "="):
-                return arg.split("=", 1)[1]
-    return None
-
-
 def with_records_dir(argv: list[str]) -> list[str]:
     """For `run --model interp-hf --output_path P`, put the records beside lm-eval's samples:
     ``records_dir=P/<sanitized model name>`` (unless the user gave records_dir)."""
     from lm_eval.utils import sanitize_model_name
 
-    if _option(argv, "--model") != "interp-hf":
+    if option(argv, "--model") != "interp-hf":
         return argv
-    output = _option(argv, "--output_path", "-o")
-    model_args = _option(argv, "--model_args", "-a") or ""
+    output = option(argv, "--output_path", "-o")
+    model_args = option(argv, "--model_args", "-a") or ""
     if not output or "records_dir" in model_args:
         return argv
-    if model_args.strip().startswith("{"):
-        parsed = json.loads(model_args)
-        pretrained = str(parsed.get("pretrained", "interp-hf"))
-    else:
-        pairs = dict(kv.split("=", 1) for kv in model_args.split(",") if "=" in kv)
-        pretrained = pairs.get("pretrained", "interp-hf")
+    parsed = parse_model_args(model_args)
+    pretrained = str(parsed.get("pretrained", "interp-hf"))
     out = Path(output)
     base = out.parent if out.suffix == ".json" else out
     records = str(base / sanitize_model_name(pretrained))
@@ -105,91 +98,15 @@ def with_records_dir(argv: list[str]) -> list[str]:
     return argv
 
 
-class _AnyTagLoader(yaml.SafeLoader):
-    """Reads task YAMLs without importing anything: ``!function ...`` becomes its text."""
-
-
-_AnyTagLoader.add_multi_constructor("!", lambda loader, suffix, node: f"!{suffix} {node.value}")
-
-
-@dataclass
-class PluginTask:
-    """One task YAML of the plugin (or of a user's variants folder), read as text: no lm-eval, no data."""
-
-    name: str
-    path: Path
-    base: str | None = None  # the stock task a variant wraps
-    tags: list[str] = field(default_factory=list)
-    summary: str = ""
-    interp: dict[str, Any] = field(default_factory=dict)
-
-
-def plugin_tasks(folders: Sequence[Path] | None = None) -> list[PluginTask]:
-    """The interp task YAMLs in the plugin's task folder (and `folders`), sorted: shipped tasks, then
-    variants. Fast: a text read of a few dozen files, no task index."""
-    out: dict[str, PluginTask] = {}
-    for folder in [tasks_dir(), *(folders or [])]:
-        for path in sorted(Path(folder).rglob("*.yaml")):
-            try:
-                cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=_AnyTagLoader)
-            except (OSError, yaml.YAMLError):
-                continue
-            if not isinstance(cfg, dict) or not isinstance(cfg.get("task"), str):
-                continue
-            interp = dict((cfg.get("metadata") or {}).get("interp") or {})
-            if not str(cfg.get("class", "")).startswith("!function") and not interp:
-                continue  # not an interp task
-            tags = cfg.get("tag") or []
-            tags = [tags] if isinstance(tags, str) else list(tags)
-            first = path.read_text(encoding="utf-8").splitlines()[0]
-            summary = first.lstrip("# ").strip() if first.startswith("#") else ""
-            if interp.get("base"):
-                summary = f"lm-eval's {interp['base']} + interpretation"
-            else:
-                summary = summary or str(cfg.get("output_type", ""))
-            out[cfg["task"]] = PluginTask(cfg["task"], path, interp.get("base"), tags, summary, interp)
-    return sorted(out.values(), key=lambda t: (t.base is not None, t.name))
-
-
-def format_plugin_tasks(tasks: list[PluginTask]) -> str:
-    """The `lm-interp ls` section of the plugin's tasks: name and what it is, variants with their data."""
-    width = min(max((len(t.name) for t in tasks), default=10), 30) + 2
-    data_dir = os.environ.get(DATA_DIR_ENV)
-    lines = [
-        f"lm-interp tasks ({len(tasks)}; folder {tasks_dir()}):",
-        "  run them with `lm-interp run --model interp-hf --tasks NAME` (or stock lm_eval with "
-        "`--tasks PATH/NAME.yaml`)",
-    ]
-    for t in tasks:
-        text = t.summary
-        if t.base and data_dir and (Path(data_dir) / t.base).is_dir():
-            text += f"; data: local copy {Path(data_dir) / t.base}"
-        elif t.base:
-            text += f"; data: hub or ${DATA_DIR_ENV}/{t.base}"
-        lines.append(f"  {t.name:<{width}}{text}")
-    tags: dict[str, int] = {}
-    for t in tasks:
-        for tag in t.tags:
-            tags[tag] = tags.get(tag, 0) + 1
-    if tags:
-        lines.append("  tags: " + ", ".join(f"{tag} ({n} tasks)" for tag, n in sorted(tags.items())))
-    return "\n".join(lines)
-
-
-def _include_paths(argv: Sequence[str]) -> list[Path]:
-    value = _option(argv, "--include_path")
-    return [Path(p) for p in value.split(",")] if value else []
-
-
 def validate_data(argv: Sequence[str]) -> list[str]:
     """For `validate`: per interp variant among ``--tasks``, where its data would come from; lines that say
     MISSING or UNREACHABLE mean the task cannot run here as it stands."""
     from .segment import SegmentationError
     from .variants import stock_task_config
 
-    patterns = [p for p in (_option(argv, "--tasks", "-t") or "").split(",") if p]
+    patterns = [p for p in (option(argv, "--tasks", "-t") or "").split(",") if p]
     lines = []
-    for task in plugin_tasks(_include_paths(argv)):
+    for task in plugin_tasks(include_paths(argv)):
         if not task.base or not any(fnmatch.fnmatchcase(task.name, p) for p in patterns):
             continue
         try:
@@ -199,6 +116,15 @@ def validate_data(argv: Sequence[str]) -> list[str]:
             continue
         lines.append(f"{task.name}: {dataset_status(task.base, task.interp, config)}")
     return lines
+
+
+def check_plugin_task_data(argv: Sequence[str]) -> None:
+    """Check the local data of the plugin tasks among ``--tasks`` (`tasks.check_local_data`) before
+    lm-eval starts: it loads the model first and reads the data after, and its data errors name no file."""
+    names = [p for p in (option(argv, "--tasks", "-t") or "").split(",") if p]
+    for task in plugin_tasks(include_paths(argv)):
+        if task.interp.get("data_files") and any(fnmatch.fnmatchcase(task.name, p) for p in names):
+            check_local_data(yaml.load(task.path.read_text(encoding="utf-8"), Loader=_AnyTagLoader))
 
 
 def _strip_flag(argv: list[str], flag: str) -> tuple[list[str], bool]:
@@ -215,7 +141,7 @@ def run_lmeval(argv: list[str], builtin_tasks: bool = True) -> None:
     """
     if argv and argv[0] == "ls":
         argv, plugin_only = _strip_flag(argv, "--plugin-only")
-        print(format_plugin_tasks(plugin_tasks(_include_paths(argv))), flush=True)
+        print(format_plugin_tasks(plugin_tasks(include_paths(argv))), flush=True)
         if plugin_only:
             return
         print("\nlm-eval's tasks (the full index takes a while to build):", flush=True)
@@ -226,10 +152,14 @@ def run_lmeval(argv: list[str], builtin_tasks: bool = True) -> None:
 
     if argv and argv[0] == "run":
         argv = with_records_dir(argv)
+        check_plugin_task_data(argv)
     old_argv = sys.argv
     sys.argv = ["lm-interp", *argv]
     try:
-        with plugin_tasks_visible(builtin_tasks=builtin_tasks):
+        with (
+            plugin_tasks_visible(builtin_tasks=builtin_tasks),
+            failed_writes_raise(option(argv, "--output_path", "-o")),
+        ):
             cli_evaluate()
     except SystemExit as done:
         if argv[:1] == ["run"] and ("--help" in argv or "-h" in argv) and not done.code:

@@ -36,7 +36,9 @@ from ..interpret.encoding import encode_pair
 from ..interpret.settings import HOW_NOT_WHAT, InterpSettings
 from ..records import RECORDS_DIR_KEY, InterpRecord, RecordStore
 from ..spans import SPECIAL, label_tokens, token_offsets, truncated_offsets
+from .model_checks import check_model, check_records_dir
 from .tasks import tag_of
+from .verify import metrics_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -55,17 +57,21 @@ class InterpHFLM(HFLM):
     def __init__(self, pretrained: Any, records_dir: str | None = None, **kwargs: Any) -> None:
         interp_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("interp_")}
         self.interp_settings = InterpSettings.from_kwargs(interp_kwargs)
-        super().__init__(pretrained=pretrained, **kwargs)
-        self._shard_across_cpu_processes()
         self.pretrained_name = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
         self.records_dir = Path(
             records_dir
             or os.environ.get(RECORDS_DIR_ENV)
             or Path("lm_interp_records") / sanitize_model_name(self.pretrained_name)
         )
+        check_records_dir(self.records_dir)  # before the model loads, not after the whole pass
+        super().__init__(pretrained=pretrained, **kwargs)
+        self._shard_across_cpu_processes()
         _follow_lm_eval_logging()
+        check_model(self.model, self.tokenizer, self.pretrained_name)  # once, before the long passes
         self.fingerprint = self._fingerprint(kwargs)
-        self.store = RecordStore(self.records_dir, rank=self.rank, world_size=self.world_size)
+        self.store = RecordStore(
+            self.records_dir, rank=self.rank, world_size=self.world_size, verify=metrics_mismatch
+        )
         self.interpreter = build_pass(
             self.model,
             self.tokenizer,

@@ -378,31 +378,13 @@ def segment_prompt(
         )
     start, end, spans, pieces = region
     prefix = context[:start]
-    chat = [m.span() for m in CHAT_MARKUP.finditer(prefix) if m.end() > m.start()]
-    chat += [
-        (end + m.start(), end + m.end()) for m in CHAT_MARKUP.finditer(context[end:]) if m.end() > m.start()
-    ]
-
-    # the system prompt: system instruction + fewshot_delimiter + description, before any example
-    instr_end = 0
-    for text in ((system_instruction or "").strip(), _description(task, doc).strip()):
-        if text and (at := prefix.find(text, instr_end)) >= 0:
-            spans.setdefault("instruction", []).append((at, at + len(text)))
-            instr_end = at + len(text)
-    fs_start = start
-    if (getattr(task.config, "num_fewshot", 0) or 0) > 0:
-        fs_start = instr_end
-        if pieces is not None and pieces[0][0] == "template":
-            m = _skeleton_regex(pieces, anchored=False).search(prefix, instr_end)
-            if m:
-                fs_start = m.start()
-        else:  # no template text to find the first example by: it starts in the first user turn, if any
-            user = [e for s, e in chat if e >= instr_end and re.search(r"user|\[INST\]", prefix[s:e])]
-            fs_start = max(fs_start, user[0]) if user else fs_start
-        while fs_start < start and prefix[fs_start].isspace():
-            fs_start += 1
-        if fs_start < start:
-            spans.setdefault("fewshot", []).extend(_subtract([(fs_start, start)], chat))
+    chat = _chat_markup(context, start, end)
+    system = _system_prompt(task, doc, prefix, system_instruction)
+    spans.setdefault("instruction", []).extend(system)
+    instr_end = system[-1][1] if system else 0
+    fs_start, demos = _demonstrations(task, context, start, pieces, chat, instr_end)
+    if demos:
+        spans.setdefault("fewshot", []).extend(demos)
     # system instruction / other text before the examples
     other = _subtract([(0, fs_start)], chat + spans.get("instruction", []))
     other = [trim_span(prefix, s, e) for s, e in other if prefix[s:e].strip()]
@@ -415,3 +397,79 @@ def segment_prompt(
     if chat:
         spans["chat"] = chat
     return {k: sorted(v) for k, v in spans.items() if v}
+
+
+def _chat_markup(context: str, start: int, end: int) -> list[Span]:
+    """Chat markup outside the evaluated example ``context[start:end]``."""
+    chat = [m.span() for m in CHAT_MARKUP.finditer(context[:start]) if m.end() > m.start()]
+    chat += [
+        (end + m.start(), end + m.end()) for m in CHAT_MARKUP.finditer(context[end:]) if m.end() > m.start()
+    ]
+    return chat
+
+
+def _system_prompt(
+    task: Any, doc: Mapping[str, Any], prefix: str, system_instruction: str | None
+) -> list[Span]:
+    """The system prompt in `prefix`: system instruction + fewshot_delimiter + description, before any
+    example."""
+    out: list[Span] = []
+    instr_end = 0
+    for text in ((system_instruction or "").strip(), _description(task, doc).strip()):
+        if text and (at := prefix.find(text, instr_end)) >= 0:
+            out.append((at, at + len(text)))
+            instr_end = at + len(text)
+    return out
+
+
+def _demonstrations(
+    task: Any,
+    context: str,
+    start: int,
+    pieces: list[tuple[str, str]] | None,
+    chat: list[Span],
+    instr_end: int,
+) -> tuple[int, list[Span]]:
+    """Where the demonstrations start, and their spans (chat markup cut out): from the first example after
+    the system prompt up to the evaluated example at `start`; none without ``num_fewshot``."""
+    if (getattr(task.config, "num_fewshot", 0) or 0) <= 0:
+        return start, []
+    prefix = context[:start]
+    fs_start = instr_end
+    if pieces is not None and pieces[0][0] == "template":
+        m = _skeleton_regex(pieces, anchored=False).search(prefix, instr_end)
+        if m:
+            fs_start = m.start()
+    else:  # no template text to find the first example by: it starts in the first user turn, if any
+        user = [e for s, e in chat if e >= instr_end and re.search(r"user|\[INST\]", prefix[s:e])]
+        fs_start = max(fs_start, user[0]) if user else fs_start
+    while fs_start < start and prefix[fs_start].isspace():
+        fs_start += 1
+    if fs_start >= start:
+        return start, []
+    return fs_start, _subtract([(fs_start, start)], chat)
+
+
+def demonstration_spans(
+    task: Any, doc: Mapping[str, Any], context: str, system_instruction: str | None = None
+) -> list[Span]:
+    """The few-shot demonstrations in `context`, for tasks that declare their fields
+    (``metadata.interp.instruction_fields``) instead of being segmented here: without them the
+    demonstrations would be template text (README's ``fewshot`` part promises otherwise).
+
+    Empty without ``num_fewshot`` or when the evaluated example's rendering is not in `context`.
+    """
+    if (getattr(task.config, "num_fewshot", 0) or 0) <= 0:
+        return []
+    try:
+        real = task.doc_to_text(doc)
+    except Exception as err:  # a template that does not render: no region to find demonstrations before
+        logger.debug("doc_to_text does not render: %s", err)
+        return []
+    start = context.rfind(real) if isinstance(real, str) and real else -1
+    if start <= 0:
+        return []
+    chat = _chat_markup(context, start, start + len(real))
+    system = _system_prompt(task, doc, context[:start], system_instruction)
+    instr_end = system[-1][1] if system else 0
+    return _demonstrations(task, context, start, skeleton(task, doc), chat, instr_end)[1]

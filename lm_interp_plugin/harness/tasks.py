@@ -39,6 +39,10 @@ INSTRUCTION_FOUND = names.INSTRUCTION_FOUND
 _AGGREGATIONS = {"mean": mean}
 
 
+class FewshotLeakError(ValueError):
+    """A task would show the model demonstrations that may contain the evaluated item and its answer."""
+
+
 @dataclass
 class RequestTag:
     """What `InterpTask` tells `interp-hf` about one lm-eval ``Instance``, and what interp-hf answers.
@@ -88,6 +92,91 @@ def tasks_dir() -> Path:
     except (ModuleNotFoundError, TypeError):
         pass
     return TASKS_DIR
+
+
+class TaskDataError(ValueError):
+    """A task's local data file cannot be evaluated as it stands (encoding, JSON, fields, choices)."""
+
+
+def check_local_data(config: Mapping[str, Any]) -> dict[str, Path]:
+    """The local data files of a task config (``metadata.interp.data_files``), checked line by line.
+
+    Why: lm-eval reads them only after the model has loaded, and its errors name no file ("string index
+    out of range" for an empty answer choice, "'instruction' is undefined" for a missing field, a decoding
+    error for invalid UTF-8); `lm-interp run` calls this before lm-eval starts, and `InterpTask` again when
+    it loads the data.
+
+    Returns:
+        split -> the file's path (relative names resolved against the shipped task folder).
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        TaskDataError: a file is not UTF-8 or not JSON lines, a line lacks a declared field, or a multiple
+            choice line has an empty choice; the message names the file, the line and the fix.
+    """
+    task = config.get("task", "?")
+    interp = (config.get("metadata") or {}).get("interp") or {}
+    fields = [*(interp.get("instruction_fields") or []), *(interp.get("content_fields") or [])]
+    choices = config.get("doc_to_choice")
+    choice_field = (
+        choices
+        if config.get("output_type") == "multiple_choice" and isinstance(choices, str) and "{" not in choices
+        else None
+    )
+    resolved: dict[str, Path] = {}
+    for split, name in (interp.get("data_files") or {}).items():
+        path = Path(name)
+        if not path.is_absolute():
+            path = tasks_dir() / path
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"task {task}: data file {path} not found; reinstall lm-interp "
+                "(pip install -e .) or fix metadata.interp.data_files in the task YAML"
+            )
+        _check_rows(task, path, fields, choice_field)
+        resolved[split] = path
+    return resolved
+
+
+def _check_rows(task: str, path: Path, fields: list[str], choice_field: str | None) -> None:
+    import json
+
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise TaskDataError(
+            f"task {task}: data file {path} is not valid UTF-8 (line {line}, byte {err.start}: "
+            f"{data[err.start : err.start + 4]!r}); save it as UTF-8"
+        ) from err
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise TaskDataError(
+                f"task {task}: {path}:{lineno} is not a JSON object ({err.msg}); one JSON object per line"
+            ) from err
+        if not isinstance(row, dict):
+            raise TaskDataError(
+                f"task {task}: {path}:{lineno} is not a JSON object; one JSON object per line"
+            )
+        missing = [f for f in fields if f not in row]
+        if missing:
+            raise TaskDataError(
+                f"task {task}: {path}:{lineno} has no field {missing[0]!r} (declared in "
+                "metadata.interp of the task YAML); add it to every line or fix the YAML"
+            )
+        options = row.get(choice_field) if choice_field else None
+        if isinstance(options, list):
+            empty = [i for i, c in enumerate(options) if not isinstance(c, str) or not c.strip()]
+            if empty:
+                raise TaskDataError(
+                    f"task {task}: {path}:{lineno}: choice {empty[0]} of {choice_field!r} is empty "
+                    f"({options[empty[0]]!r}); an empty answer cannot be scored, give it text"
+                )
 
 
 class _InterpMetrics(dict):
@@ -173,32 +262,86 @@ class InterpTask(ConfigurableTask):
         self._skipped = 0
         self._first_skip = ""
         self._system_instruction: str | None = None
+        self._warned_fewshot = False
 
     def fewshot_context(self, doc: dict, num_fewshot: int, *args: Any, **kwargs: Any):
         """lm-eval's context, remembering the ``--system_instruction`` it was built with: without a chat
-        template nothing else separates it from the first few-shot example (see `segment_prompt`)."""
+        template nothing else separates it from the first few-shot example (see `segment_prompt`).
+
+        Raises:
+            FewshotLeakError: the demonstrations would be drawn from the evaluated split without lm-eval
+                leaving the evaluated document out (see `check_demonstrations`).
+        """
+        self.check_demonstrations(num_fewshot)
         self._system_instruction = kwargs.get("system_instruction", args[0] if args else None)
         return super().fewshot_context(doc, num_fewshot, *args, **kwargs)
 
+    def fewshot_source(self) -> tuple[str | None, bool]:
+        """The split lm-eval draws demonstrations from (None: a fixed list in ``fewshot_config.samples``),
+        and whether it leaves the evaluated document out of them.
+
+        lm-eval leaves the evaluated document out only when ``fewshot_split`` names the test split; without
+        a ``fewshot_split`` it falls back to the training, validation, then test split, and from the
+        evaluated split (a task that evaluates its validation split, a local copy without a training
+        split) it may draw the evaluated item itself, with its answer, as a demonstration.
+        """
+        cfg = getattr(self, "fewshot_cfg", None)
+        declared = getattr(cfg, "split", None) or self.config.fewshot_split
+        if declared is not None:
+            return declared, declared == self.config.test_split
+        fixed = self.config.fewshot_config
+        samples = getattr(cfg, "samples", None)
+        if samples is None and isinstance(fixed, Mapping):
+            samples = fixed.get("samples")
+        if samples is not None:
+            return None, False
+        if self.has_training_docs():
+            return self.config.training_split, False
+        if self.has_validation_docs():
+            return self.config.validation_split, False
+        return self.config.test_split, False
+
+    def check_demonstrations(self, num_fewshot: int | None) -> None:
+        """Refuse demonstrations that may contain the evaluated item; warn (once) when they come from the
+        evaluated split with the item itself left out."""
+        if not num_fewshot or num_fewshot <= 0:
+            return
+        split, drops_itself = self.fewshot_source()
+        evaluated = self.config.test_split if self.has_test_docs() else self.config.validation_split
+        if split is None or split != evaluated:
+            return
+        if not drops_itself:
+            raise FewshotLeakError(
+                f"task {self.config.task}: --num_fewshot {num_fewshot} would draw the demonstrations from "
+                f"the split it evaluates ({split!r}, with no fewshot_split of other items), so a prompt can "
+                "contain its own item with its answer. Give the task a "
+                "fewshot_split of other items (the shipped interp_ tasks have one), or run with "
+                "--num_fewshot 0"
+            )
+        if not self._warned_fewshot:
+            self._warned_fewshot = True
+            logger.warning(
+                "task %s: the demonstrations of --num_fewshot come from the evaluated split %r (lm-eval "
+                "leaves each prompt's own document out, but the other evaluated items serve as "
+                "demonstrations); a fewshot_split of other items keeps them apart",
+                self.config.task,
+                split,
+            )
+
     # ------------------------------------------------------------------ data
     def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        data_files = self.interp_config.get("data_files")
-        if not data_files:
+        if not self.interp_config.get("data_files"):
             return super().download(dataset_kwargs, **kwargs)
         import datasets
 
-        resolved = {}
-        for split, name in data_files.items():
-            path = Path(name)
-            if not path.is_absolute():
-                path = tasks_dir() / path
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"task {self.config.task}: data file {path} not found; reinstall lm-interp "
-                    "(pip install -e .) or fix metadata.interp.data_files in the task YAML"
-                )
-            resolved[split] = str(path)
-        self.dataset = datasets.load_dataset("json", data_files=resolved)
+        config = {
+            "task": self.config.task,
+            "output_type": self.config.output_type,
+            "doc_to_choice": self.config.doc_to_choice,
+            "metadata": {"interp": self.interp_config},
+        }
+        resolved = check_local_data(config)
+        self.dataset = datasets.load_dataset("json", data_files={k: str(v) for k, v in resolved.items()})
 
     # ------------------------------------------------------------------ requests
     def segment(self, doc: dict, context: str) -> dict[str, list[tuple[int, int]]]:
@@ -220,6 +363,11 @@ class InterpTask(ConfigurableTask):
         system = (self._system_instruction or "").strip()
         if system and (at := context.find(system)) >= 0:  # a system prompt is an instruction too
             spans.setdefault("instruction", []).insert(0, (at, at + len(system)))
+        from .segment import demonstration_spans
+
+        demos = demonstration_spans(self, doc, context, self._system_instruction)
+        if demos:  # the demonstrations of --num_fewshot, which would otherwise be template text
+            spans["fewshot"] = demos
         return spans
 
     def _auto_segment(self, doc: dict, context: str) -> dict[str, list[tuple[int, int]]]:

@@ -122,7 +122,7 @@ def from_mass(
     mass = mass.float().cpu()
     lift = mass / uniform_share
     flat = lift.flatten()
-    order = torch.argsort(flat, descending=True)[: min(top_n, flat.numel())]
+    order = torch.argsort(flat, descending=True, stable=True)[: min(top_n, flat.numel())]  # ties: lower index
     n_heads = mass.shape[1]
     top = [
         (int(i) // n_heads, int(i) % n_heads, float(mass.flatten()[i]), float(flat[i]))

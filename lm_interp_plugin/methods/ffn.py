@@ -115,7 +115,7 @@ def ffn_pca(W_down: torch.Tensor, k: int) -> FFNComponents:
     if d_ff > d_model:
         cov = (Xc.T @ Xc) / (d_ff - 1)
         evals, evecs = torch.linalg.eigh(cov)  # ascending
-        order = torch.argsort(evals, descending=True)[:k]
+        order = torch.argsort(evals, descending=True, stable=True)[:k]  # ties: lower index
         variances = evals[order].clamp_min(0)
         comps = evecs[:, order].T
     else:

@@ -320,13 +320,13 @@ def _clip_prompt(text: str) -> str:
 
 
 def rank_shifts(shifts: list[ExampleShift], metric: str | None) -> list[ExampleShift]:
-    """Shifts sorted by the absolute change of `metric` (then FFN JSD), largest first."""
+    """Shifts sorted by the absolute change of `metric` (then FFN JSD), largest first; exact ties by key."""
 
     def size(s: ExampleShift) -> tuple[float, float]:
         d = s.deltas.get(metric, math.nan) if metric else math.nan
         return (abs(d) if math.isfinite(d) else -1.0, s.ffn_jsd if s.ffn_jsd is not None else -1.0)
 
-    return sorted(shifts, key=size, reverse=True)
+    return sorted(sorted(shifts, key=lambda s: s.key), key=size, reverse=True)  # stable: ties keep key order
 
 
 def _mean_matrix(mats: list[Any]) -> list[list[float]] | None:

@@ -223,7 +223,7 @@ def where_attribution_went(task: TaskAnalysis, other: str, top: int = 3) -> str:
     ]
     if not rows:
         return ""
-    rows.sort(key=lambda p: -p.mean_other)
+    rows.sort(key=lambda p: (-round(p.mean_other, 2), p.metric))  # as printed, then by name: no float noise
     parts = ", ".join(
         f"{p.metric[len(ATTRIBUTION_SHARE_PREFIX) :]} {p.mean_other:.2f} (baseline {p.mean_baseline:.2f})"
         for p in rows[:top]

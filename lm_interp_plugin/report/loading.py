@@ -65,6 +65,7 @@ class TaskRun:
     records_file: Path | None = None
     notes: list[str] = field(default_factory=list)
     candidates: list[InterpRecord] = field(default_factory=list)  # every valid record read, in file order
+    truncated: bool = False  # the samples file holds fewer documents than the results file counts
 
     def primary_record(self, key: str) -> InterpRecord | None:
         """The record that stands for a document: the gold answer, else the generation, else the first."""
@@ -204,14 +205,33 @@ def read_samples(path: Path) -> tuple[dict[str, DocSample], list[str]]:
     """
     notes: list[str] = []
     rows: list[dict[str, Any]] = []
+    seen_rows: set[tuple[Any, Any, Any]] = set()
+    repeated = 0
     with open(path, encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as err:
-                notes.append(f"{path.name}:{lineno}: skipped a corrupt samples line ({err.msg})")
+                cut = not line.endswith("\n")  # the last line, without its end: the write stopped there
+                what = "the last line is cut off (the file is truncated)" if cut else "a corrupt samples line"
+                notes.append(f"{path.name}:{lineno}: skipped {what} ({err.msg})")
+                continue
+            if not isinstance(row, dict):
+                notes.append(f"{path.name}:{lineno}: skipped a samples line that is not a JSON object")
+                continue
+            ident = (row.get("doc_id"), row.get("doc_hash"), row.get("filter"))
+            if ident in seen_rows:
+                repeated += 1  # the same document and filter again: the file was appended to twice
+                continue
+            seen_rows.add(ident)
+            rows.append(row)
+    if repeated:
+        notes.append(
+            f"{path.name}: {repeated} lines repeat a document (same doc_id, doc_hash and filter) already "
+            "read (the file was written twice?); the first of each is used"
+        )
     filters = {row.get("filter") for row in rows}
     by_doc: dict[tuple[str, int], DocSample] = {}
     for row in rows:
@@ -265,6 +285,7 @@ class _Results:
     notes: list[str]
     model_type: str | None = None
     records_dir: Path | None = None
+    n_docs: dict[str, int] = field(default_factory=dict)  # per task: documents evaluated ("n-samples")
 
 
 def _read_results(folder: Path, date_id: str | None = None) -> _Results:
@@ -275,6 +296,7 @@ def _read_results(folder: Path, date_id: str | None = None) -> _Results:
     notes: list[str] = []
     model_type: str | None = None
     records_dir: Path | None = None
+    n_docs: dict[str, int] = {}
     paths = sorted(folder.glob(f"{RESULTS_PREFIX}*.json"), key=lambda p: _date_id(p.name))
     if date_id is not None:
         paths = [p for p in paths if _date_id(p.name) == date_id]
@@ -286,6 +308,10 @@ def _read_results(folder: Path, date_id: str | None = None) -> _Results:
             continue
         for task, values in (data.get("results") or {}).items():
             reported[task] = {k: v for k, v in values.items() if _finite(v) is not None}
+        for task, count in (data.get("n-samples") or {}).items():
+            effective = count.get("effective") if isinstance(count, dict) else None
+            if isinstance(effective, int) and not isinstance(effective, bool):
+                n_docs[task] = effective
         cfg = data.get("config") or {}
         model_args = cfg.get("model_args")
         if isinstance(model_args, dict):
@@ -298,7 +324,7 @@ def _read_results(folder: Path, date_id: str | None = None) -> _Results:
         model_type = cfg.get("model") or model_type
         if isinstance(cfg.get(RECORDS_DIR_KEY), str):
             records_dir = Path(cfg[RECORDS_DIR_KEY])
-    return _Results(reported, model, notes, model_type, records_dir)
+    return _Results(reported, model, notes, model_type, records_dir, n_docs)
 
 
 def _read_records(folder: Path, tasks: dict[str, TaskRun], notes: list[str]) -> None:
@@ -378,6 +404,10 @@ def load_run(folder: Path, label: str, selected: Path | None = None, records_dir
             )
         task_run.samples, sample_notes = read_samples(newest)
         task_run.notes.extend(sample_notes)
+        truncated = _truncation_note(task, newest, task_run.samples, info.n_docs.get(task))
+        if truncated:
+            task_run.notes.append(truncated)
+            task_run.truncated = True
         tasks[task] = task_run
     if records_dir is not None and not Path(records_dir).is_dir():
         raise RunDirError(
@@ -393,6 +423,9 @@ def load_run(folder: Path, label: str, selected: Path | None = None, records_dir
         elif selected is None:
             tasks[name] = found
     for task_run in tasks.values():
+        outside = _records_outside(task_run, folder, records_dir)
+        if outside:
+            task_run.notes.append(outside)
         _join_records(task_run)
         if task_run.samples_file is None:
             _fill_from_records(task_run)
@@ -408,6 +441,34 @@ def load_run(folder: Path, label: str, selected: Path | None = None, records_dir
             "--log_samples (and --model interp-hf) so runs can be paired"
         )
     return Run(label, folder, model, tasks, notes, searched)
+
+
+def _records_outside(task_run: TaskRun, folder: Path, given: Path | None) -> str | None:
+    """Records read through the absolute records folder a results file names, outside the run folder: a
+    copied run reads the original's records from there, which the report says."""
+    path = task_run.records_file
+    if path is None or (given is not None and path.resolve().is_relative_to(Path(given).resolve())):
+        return None
+    if path.resolve().is_relative_to(folder.resolve()):
+        return None
+    return (
+        f"interpretation records of {task_run.task} read from {path.parent}, the records folder named in "
+        f"the results file, outside the run folder {folder} (a copied or moved run reads the original's "
+        "records there); pass `--records DIR` to read another copy"
+    )
+
+
+def _truncation_note(task: str, path: Path, samples: dict[str, DocSample], n_docs: int | None) -> str | None:
+    """A samples file that holds fewer documents than its evaluation's results file counts was cut short
+    (lm-eval 0.4.13 logs a failed samples write and exits 0): say so, with the counts."""
+    if n_docs is None or len(samples) >= n_docs:
+        return None
+    return (
+        f"{path.name} is truncated: it holds {len(samples)} of the {n_docs} documents its evaluation's "
+        f"results file counts for {task} (the samples write stopped part-way: a full disk or a file-size "
+        f"limit?); the statistics of {task} cover those {len(samples)} only: rerun the evaluation for all "
+        "of them"
+    )
 
 
 def _records_folders(folder: Path, recorded: Path | None, given: Path | None) -> list[Path]:
@@ -506,10 +567,16 @@ def _join_records(task_run: TaskRun) -> None:
     stale = with_doc - sum(len(recs) for recs in joined.values())
     task_run.records = joined
     if orphans:
+        used = task_run.samples_file.name if task_run.samples_file else "?"
+        why = (
+            "the documents whose samples lines were never written (the file is truncated), or records of "
+            "another evaluation"
+            if task_run.truncated
+            else "records of another evaluation in the same folder"
+        )
         task_run.notes.append(
             f"{orphans} interpretation records of {task_run.task} match no document of the samples file "
-            f"used ({task_run.samples_file.name if task_run.samples_file else '?'}): records of another "
-            "evaluation in the same folder, left out"
+            f"used ({used}): {why}, left out"
         )
     if stale:
         task_run.notes.append(
