@@ -58,6 +58,8 @@ class InterpHFLM(HFLM):
         super().__init__(pretrained=pretrained, **kwargs)
         self._shard_across_cpu_processes()
         self.pretrained_name = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
+        if isinstance(pretrained, str) and kwargs.get("gguf_file"):  # the model is the file, not its folder
+            self.pretrained_name = str(Path(pretrained) / str(kwargs["gguf_file"]))
         self.records_dir = Path(
             records_dir
             or os.environ.get(RECORDS_DIR_ENV)
