@@ -315,6 +315,45 @@ def _rfind_prefix(context: str, text: str) -> Span | None:
     return best
 
 
+_TEMPLATE_PROBE = "\x00lm-interp-probe\x00"
+
+
+def template_text(chat_template: Any) -> tuple[str, ...]:
+    """Text a chat template writes by itself before the first user message, other than its markup.
+
+    SmolLM2's template injects a default system prompt ("You are a helpful AI assistant named SmolLM, trained
+    by Hugging Face") when it is given none; Llama 3's writes its knowledge-cutoff lines. Found by rendering
+    one probe user message: what precedes it, less the markup, is the template's. Such text is the same on
+    every prompt and neither the task's nor the user's request, so it is labelled ``chat``; a system message
+    the prompt is given (``--system_instruction``, a task description) replaces SmolLM2's default and is
+    ``instruction``.
+    """
+    if chat_template is None:
+        return ()
+    try:
+        rendered = chat_template([{"role": "user", "content": _TEMPLATE_PROBE}])
+    except Exception as err:  # a template that refuses a lone user turn: no injected text is known
+        logger.debug("chat template probe failed (%s): no template-injected text", err)
+        return ()
+    head = rendered.split(_TEMPLATE_PROBE, 1)[0] if _TEMPLATE_PROBE in rendered else ""
+    return tuple(piece.strip() for piece in CHAT_MARKUP.split(head) if piece.strip())
+
+
+def chat_spans(context: str, start: int, end: int, injected: tuple[str, ...] = ()) -> list[Span]:
+    """Chat-template text outside the evaluated example ``[start, end)``: its markup, and the text the
+    template injected by itself (`template_text`) where it appears before the example."""
+    prefix = context[:start]
+    out = [m.span() for m in CHAT_MARKUP.finditer(prefix) if m.end() > m.start()]
+    out += [
+        (end + m.start(), end + m.end()) for m in CHAT_MARKUP.finditer(context[end:]) if m.end() > m.start()
+    ]
+    for text in injected:
+        at = prefix.find(text)
+        if at >= 0:
+            out.append((at, at + len(text)))
+    return sorted(out)
+
+
 def _subtract(spans: list[Span], holes: list[Span]) -> list[Span]:
     out = []
     for s, e in spans:
@@ -346,6 +385,7 @@ def segment_prompt(
     context: str,
     parts: Mapping[str, str] | None = None,
     system_instruction: str | None = None,
+    template: tuple[str, ...] = (),
 ) -> dict[str, list[Span]]:
     """Character spans of the parts of `context` (the final prompt lm-eval built for `doc`).
 
@@ -359,6 +399,7 @@ def segment_prompt(
         system_instruction: the ``--system_instruction`` the prompt was built with. lm-eval writes it, joined
             with the task description, before the few-shot examples; without a chat template nothing
             separates it from the first example, so it must be known to be found.
+        template: text the chat template injected by itself (`template_text`): ``chat``, not instruction.
 
     Raises:
         SegmentationError: the evaluated example cannot be found in `context`.
@@ -378,10 +419,7 @@ def segment_prompt(
         )
     start, end, spans, pieces = region
     prefix = context[:start]
-    chat = [m.span() for m in CHAT_MARKUP.finditer(prefix) if m.end() > m.start()]
-    chat += [
-        (end + m.start(), end + m.end()) for m in CHAT_MARKUP.finditer(context[end:]) if m.end() > m.start()
-    ]
+    markup = chat_spans(context, start, end)
 
     # the system prompt: system instruction + fewshot_delimiter + description, before any example
     instr_end = 0
@@ -389,6 +427,8 @@ def segment_prompt(
         if text and (at := prefix.find(text, instr_end)) >= 0:
             spans.setdefault("instruction", []).append((at, at + len(text)))
             instr_end = at + len(text)
+    injected = [span for span in chat_spans(context, start, end, template) if span not in markup]
+    chat = sorted(markup + _subtract(injected, spans.get("instruction", [])))
     fs_start = start
     if (getattr(task.config, "num_fewshot", 0) or 0) > 0:
         fs_start = instr_end
