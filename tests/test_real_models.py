@@ -309,3 +309,18 @@ def test_doctor_on_smollm2(smollm2):
     assert all(v.available for v in diagnosis.verdicts), diagnosis.verdicts
     text = format_diagnosis(diagnosis)
     assert "layers 0-29: attention model.layers.N.self_attn (9 query heads, 3 key heads, head_dim 64)" in text
+
+
+@pytest.mark.parametrize("command", ["explain-heads", "explain-ffn"])
+@pytest.mark.parametrize("which", ["smollm2", "gemma3"])
+def test_explain_commands_on_the_real_models(which, command, tmp_path, request):
+    """explain-heads / explain-ffn on one layer of each real model (the cached folder), through the CLI."""
+    from lm_interp_plugin.cli import main
+
+    model = request.getfixturevalue(which)
+    if which == "gemma3" and _arch_gap(model.hf_dir):
+        request.applymarker(pytest.mark.xfail(reason=ARCH_FIX, strict=True))
+    out = tmp_path / f"{command}.jsonl"
+    argv = [command, str(model.hf_dir), "--out", str(out), "--layers", "0", "--device", "cpu"]
+    assert main([*argv, "--verbosity", "DEBUG"]) == 0
+    assert out.is_file() and len(out.read_text().splitlines()) >= 2  # header + at least one row
