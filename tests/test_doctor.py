@@ -22,7 +22,7 @@ def test_doctor_finds_every_layer_of_a_tiny_llama(tiny_llama_dir):
     for layer in layers:
         assert layer.attention == f"model.layers.{layer.index}.self_attn"
         assert layer.ffn == f"model.layers.{layer.index}.mlp"
-        assert layer.down_proj == f"{config.hidden_size} x {config.intermediate_size}"
+        assert layer.ffn_shape == f"{config.hidden_size} x {config.intermediate_size}"
     assert {v.family: v.available for v in diagnosis.verdicts} == {
         "attribution": True,
         "ablation": True,
@@ -50,7 +50,7 @@ def test_doctor_reads_only_the_config(tmp_path):
     )
     config.save_pretrained(tmp_path)
     diagnosis = diagnose(tmp_path)
-    assert len(diagnosis.findings.layers) == 3 and diagnosis.findings.layers[0].down_proj == "64 x 96"
+    assert len(diagnosis.findings.layers) == 3 and diagnosis.findings.layers[0].ffn_shape == "64 x 96"
 
 
 def test_doctor_says_why_when_arch_finds_nothing(tmp_path):

@@ -305,7 +305,7 @@ def test_doctor_on_smollm2(smollm2):
     diagnosis = diagnose(smollm2.hf_dir)
     assert diagnosis.findings.error is None and diagnosis.findings.family == "llama"
     assert [layer.index for layer in diagnosis.findings.layers] == list(range(30))
-    assert all(layer.down_proj == "576 x 1536" for layer in diagnosis.findings.layers)
+    assert all(layer.ffn_shape == "576 x 1536" for layer in diagnosis.findings.layers)
     assert all(v.available for v in diagnosis.verdicts), diagnosis.verdicts
     text = format_diagnosis(diagnosis)
     assert "layers 0-29: attention model.layers.N.self_attn (9 query heads, 3 key heads, head_dim 64)" in text

@@ -40,7 +40,7 @@ class LayerFinding:
     qk_norm: bool  # per-head q/k norms after the projection
     input_norm: str  # "rms", "rms (1 + w)", "layer", "layer (no weight)"
     ffn: str
-    down_proj: str  # "d_model x d_ff"
+    ffn_shape: str  # the down projection, "d_model x d_ff"
 
 
 @dataclass
@@ -108,7 +108,7 @@ def arch_findings(model: nn.Module) -> ArchFindings:
                 qk_norm=q_norm is not None or k_norm is not None,
                 input_norm=norm,
                 ffn=where.get(id(adapter.mlp_module(index)), "?"),
-                down_proj=f"{d_model} x {d_ff}",
+                ffn_shape=f"{d_model} x {d_ff}",
             )
         )
     return ArchFindings(family=spec.family, layers=layers)
@@ -239,7 +239,7 @@ def _layer_groups(layers: list[LayerFinding]) -> list[tuple[str, LayerFinding]]:
             layer.qk_norm,
             layer.input_norm,
             strip.sub(r".N\1", layer.ffn),
-            layer.down_proj,
+            layer.ffn_shape,
         )
 
     groups: list[list[LayerFinding]] = []
@@ -278,7 +278,7 @@ def format_diagnosis(diagnosis: Diagnosis) -> str:
             qk = ", q/k norm per head" if layer.qk_norm else ""
             lines.append(
                 f"  layers {span}{kind}: attention {layer.attention} ({layer.heads}{qk}), input norm "
-                f"{layer.input_norm}; FFN {layer.ffn}, down projection {layer.down_proj}"
+                f"{layer.input_norm}; FFN {layer.ffn}, down projection {layer.ffn_shape}"
             )
     lines.append("metrics:")
     for v in d.verdicts:
