@@ -2,7 +2,7 @@
 
 `run`, `ls` and `validate` are lm-eval's own commands, argument for argument, with the plugin loaded (model
 `interp-hf`) and its task folder on the include path next to any `--include_path` of yours. The other commands
-are lm-interp's: `compare`, `explain-heads`, `explain-ffn`, `demo`, `parts`.
+are lm-interp's: `compare`, `explain-heads`, `explain-ffn`, `demo`, `parts`, `doctor`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .harness.preflight import PreflightError
 logger = logging.getLogger("lm_interp_plugin")
 
 LMEVAL_COMMANDS = ("run", "ls", "validate")
-OWN_COMMANDS = ("compare", "explain-heads", "explain-ffn", "demo", "parts")
+OWN_COMMANDS = ("compare", "explain-heads", "explain-ffn", "demo", "parts", "doctor")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -78,6 +78,7 @@ def _build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
         p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto")
         p.add_argument("--revision", default=None, help="model revision (branch, tag or commit)")
+        p.add_argument("--gguf_file", default=None, help="a GGUF file in MODEL (needs the gguf package)")
         p.add_argument("--top_k", type=int, default=None, help="words per dimension / component")
         p.add_argument(
             "--layers", type=str, default=None, help="layers to explain, e.g. 0-3,7 (default: all)"
@@ -172,6 +173,14 @@ def _build_parser() -> argparse.ArgumentParser:
     parts.add_argument("--include_path", action="append", default=None, help="extra task folder(s)")
     parts.add_argument("--json", action="store_true", help="one JSON object per prompt instead of colour")
     parts.add_argument("--plain", action="store_true", help="no ANSI colour: parts as [part|text]")
+
+    doctor = sub.add_parser(
+        "doctor", help="what lm-interp finds in a model, per layer, and which metrics it will get (no run)"
+    )
+    doctor.add_argument("model", help="hub id, local folder or .gguf file of a causal LM")
+    doctor.add_argument("--gguf_file", default=None, help="a GGUF file in MODEL (needs the gguf package)")
+    doctor.add_argument("--revision", default=None, help="model revision (branch, tag or commit)")
+    doctor.add_argument("--json", action="store_true", help="the diagnosis as one JSON object")
     return parser
 
 

@@ -62,6 +62,13 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_path(args: argparse.Namespace) -> str:
+    """MODEL, or the GGUF file MODEL/--gguf_file (the explain loaders split it again)."""
+    from pathlib import Path
+
+    return str(Path(args.model) / args.gguf_file) if getattr(args, "gguf_file", None) else args.model
+
+
 def explain_heads(args: argparse.Namespace) -> int:
     """`lm-interp explain-heads MODEL --out heads.jsonl [--compare base_heads.jsonl]`."""
     from .explain.heads import compare_heads, explain_heads_to_file, read_heads_jsonl
@@ -69,7 +76,7 @@ def explain_heads(args: argparse.Namespace) -> int:
     from .report.sections.heads import table3
 
     explanation = explain_heads_to_file(
-        args.model,
+        _model_path(args),
         args.out,
         dtype=args.dtype,
         device=args.device,
@@ -92,7 +99,7 @@ def explain_ffn(args: argparse.Namespace) -> int:
     from .report.sections.ffn_global import table5
 
     explanation = explain_ffn_to_file(
-        args.model,
+        _model_path(args),
         args.out,
         dtype=args.dtype,
         device=args.device,
@@ -163,4 +170,15 @@ def parts(args: argparse.Namespace) -> int:
             print(json.dumps(prompt.to_dict(), ensure_ascii=False))
     else:
         print(format_ansi(prompts, color=not args.plain))
+    return 0
+
+
+def doctor(args: argparse.Namespace) -> int:
+    """`lm-interp doctor MODEL`: what arch.py finds per layer and which metrics the model gets (no run)."""
+    import json
+
+    from .explain.doctor import diagnose, format_diagnosis
+
+    diagnosis = diagnose(args.model, gguf_file=args.gguf_file, revision=args.revision)
+    print(json.dumps(diagnosis.to_dict()) if args.json else format_diagnosis(diagnosis))
     return 0

@@ -14,9 +14,21 @@ from ..fingerprint import model_fingerprint
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["load_model_for_explain", "model_fingerprint", "parse_layers"]
+__all__ = ["load_model_for_explain", "model_fingerprint", "model_source", "parse_layers"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def model_source(path_or_hub_id: str | Path, gguf_file: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Where transformers loads a model from: ``(folder or hub id, {"gguf_file": name} or {})``.
+
+    A path to a ``.gguf`` file is split into its folder and file name (``explain-heads model.gguf`` works as
+    ``explain-heads . --gguf_file model.gguf`` does).
+    """
+    path = Path(str(path_or_hub_id))
+    if gguf_file is None and path.suffix == ".gguf" and path.is_file():
+        return str(path.parent), {"gguf_file": path.name}
+    return str(path_or_hub_id), ({"gguf_file": gguf_file} if gguf_file else {})
 
 
 def load_model_for_explain(
@@ -24,15 +36,18 @@ def load_model_for_explain(
     dtype: str | torch.dtype = "auto",
     device: str | None = None,
     revision: str | None = None,
+    gguf_file: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer (local folder or hub id) in eval mode on `device`.
+    """Load a causal LM and its tokenizer (local folder, hub id or GGUF file) in eval mode on `device`.
 
     Args:
-        path_or_hub_id: a folder written by ``save_pretrained`` or a hub id.
+        path_or_hub_id: a folder written by ``save_pretrained``, a hub id, or a ``.gguf`` file.
         dtype: ``"auto"`` (the checkpoint's dtype on GPU, float32 on CPU), ``"float32"``, ``"bfloat16"``,
             ``"float16"`` or a `torch.dtype`.
         device: ``"cuda"``, ``"cpu"``, ... (default: cuda when available).
         revision: hub revision (branch, tag or commit).
+        gguf_file: a GGUF file inside `path_or_hub_id` (transformers dequantises it to float; needs the
+            ``gguf`` package). The model's name (and so its fingerprint) is then the file's path.
 
     Returns:
         ``(model, tokenizer)``.
@@ -49,10 +64,14 @@ def load_model_for_explain(
             raise ValueError(f"dtype {dtype!r} is not one of auto, {', '.join(_DTYPES)}")
     else:
         torch_dtype = dtype
+    source, gguf = model_source(path_or_hub_id, gguf_file)
     kwargs: dict[str, Any] = {"revision": revision} if revision else {}
-    check_explainable(path_or_hub_id, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(str(path_or_hub_id), **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(str(path_or_hub_id), dtype=torch_dtype, **kwargs)
+    kwargs.update(gguf)
+    check_explainable(source, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    if gguf:  # the fingerprint's name: the file, not the folder it sits in
+        model.name_or_path = str(Path(source) / gguf["gguf_file"])
     model.to(device)
     model.eval()
     return model, tokenizer

@@ -66,6 +66,8 @@ class InterpHFLM(HFLM):
         interp_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("interp_")}
         self.interp_settings = InterpSettings.from_kwargs(with_reference_signal(interp_kwargs))
         self.pretrained_name = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
+        if isinstance(pretrained, str) and kwargs.get("gguf_file"):  # the model is the file, not its folder
+            self.pretrained_name = str(Path(pretrained) / str(kwargs["gguf_file"]))
         self.records_dir = Path(
             records_dir
             or os.environ.get(RECORDS_DIR_ENV)

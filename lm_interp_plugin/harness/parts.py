@@ -79,11 +79,15 @@ class PromptParts:
 
 
 def chat_renderer(tokenizer: str | None = None) -> Callable[..., str]:
-    """The ``chat_template`` callable lm-eval expects: the tokenizer's own template, or generic ChatML."""
+    """The ``chat_template`` callable lm-eval expects: the tokenizer's own template (a folder, hub id or
+    ``.gguf`` file), or generic ChatML."""
     if tokenizer:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(tokenizer)
+        from ..explain.loading import model_source
+
+        source, gguf = model_source(tokenizer)  # a .gguf file carries its tokenizer and chat template
+        tok = AutoTokenizer.from_pretrained(source, **gguf)
 
         def render(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
             return tok.apply_chat_template(

@@ -315,6 +315,45 @@ def _rfind_prefix(context: str, text: str) -> Span | None:
     return best
 
 
+_TEMPLATE_PROBE = "\x00lm-interp-probe\x00"
+
+
+def template_text(chat_template: Any) -> tuple[str, ...]:
+    """Text a chat template writes by itself before the first user message, other than its markup.
+
+    SmolLM2's template injects a default system prompt ("You are a helpful AI assistant named SmolLM, trained
+    by Hugging Face") when it is given none; Llama 3's writes its knowledge-cutoff lines. Found by rendering
+    one probe user message: what precedes it, less the markup, is the template's. Such text is the same on
+    every prompt and neither the task's nor the user's request, so it is labelled ``chat``; a system message
+    the prompt is given (``--system_instruction``, a task description) replaces SmolLM2's default and is
+    ``instruction``.
+    """
+    if chat_template is None:
+        return ()
+    try:
+        rendered = chat_template([{"role": "user", "content": _TEMPLATE_PROBE}])
+    except Exception as err:  # a template that refuses a lone user turn: no injected text is known
+        logger.debug("chat template probe failed (%s): no template-injected text", err)
+        return ()
+    head = rendered.split(_TEMPLATE_PROBE, 1)[0] if _TEMPLATE_PROBE in rendered else ""
+    return tuple(piece.strip() for piece in CHAT_MARKUP.split(head) if piece.strip())
+
+
+def chat_spans(context: str, start: int, end: int, injected: tuple[str, ...] = ()) -> list[Span]:
+    """Chat-template text outside the evaluated example ``[start, end)``: its markup, and the text the
+    template injected by itself (`template_text`) where it appears before the example."""
+    prefix = context[:start]
+    out = [m.span() for m in CHAT_MARKUP.finditer(prefix) if m.end() > m.start()]
+    out += [
+        (end + m.start(), end + m.end()) for m in CHAT_MARKUP.finditer(context[end:]) if m.end() > m.start()
+    ]
+    for text in injected:
+        at = prefix.find(text)
+        if at >= 0:
+            out.append((at, at + len(text)))
+    return sorted(out)
+
+
 def _subtract(spans: list[Span], holes: list[Span]) -> list[Span]:
     out = []
     for s, e in spans:
@@ -346,6 +385,7 @@ def segment_prompt(
     context: str,
     parts: Mapping[str, str] | None = None,
     system_instruction: str | None = None,
+    template: tuple[str, ...] = (),
 ) -> dict[str, list[Span]]:
     """Character spans of the parts of `context` (the final prompt lm-eval built for `doc`).
 
@@ -359,6 +399,7 @@ def segment_prompt(
         system_instruction: the ``--system_instruction`` the prompt was built with. lm-eval writes it, joined
             with the task description, before the few-shot examples; without a chat template nothing
             separates it from the first example, so it must be known to be found.
+        template: text the chat template injected by itself (`template_text`): ``chat``, not instruction.
 
     Raises:
         SegmentationError: the evaluated example cannot be found in `context`.
@@ -378,10 +419,14 @@ def segment_prompt(
         )
     start, end, spans, pieces = region
     prefix = context[:start]
-    chat = _chat_markup(context, start, end)
+    markup = chat_spans(context, start, end)
     system = _system_prompt(task, doc, prefix, system_instruction)
     spans.setdefault("instruction", []).extend(system)
     instr_end = system[-1][1] if system else 0
+    # text the chat template wrote by itself (SmolLM2's default system prompt) is chat, unless it is the
+    # system prompt this prompt was given
+    injected = [span for span in chat_spans(context, start, end, template) if span not in markup]
+    chat = sorted(markup + _subtract(injected, spans.get("instruction", [])))
     fs_start, demos = _demonstrations(task, context, start, pieces, chat, instr_end)
     if demos:
         spans.setdefault("fewshot", []).extend(demos)
@@ -397,15 +442,6 @@ def segment_prompt(
     if chat:
         spans["chat"] = chat
     return {k: sorted(v) for k, v in spans.items() if v}
-
-
-def _chat_markup(context: str, start: int, end: int) -> list[Span]:
-    """Chat markup outside the evaluated example ``context[start:end]``."""
-    chat = [m.span() for m in CHAT_MARKUP.finditer(context[:start]) if m.end() > m.start()]
-    chat += [
-        (end + m.start(), end + m.end()) for m in CHAT_MARKUP.finditer(context[end:]) if m.end() > m.start()
-    ]
-    return chat
 
 
 def _system_prompt(
@@ -469,7 +505,7 @@ def demonstration_spans(
     start = context.rfind(real) if isinstance(real, str) and real else -1
     if start <= 0:
         return []
-    chat = _chat_markup(context, start, start + len(real))
+    chat = chat_spans(context, start, start + len(real))
     system = _system_prompt(task, doc, context[:start], system_instruction)
     instr_end = system[-1][1] if system else 0
     return _demonstrations(task, context, start, skeleton(task, doc), chat, instr_end)[1]

@@ -269,6 +269,7 @@ class InterpTask(ConfigurableTask):
         self._first_skip = ""
         self._system_instruction: str | None = None
         self._warned_fewshot = False
+        self._template_text: tuple[str, ...] = ()  # text the chat template injects by itself (`chat`)
 
     def fewshot_context(self, doc: dict, num_fewshot: int, *args: Any, **kwargs: Any):
         """lm-eval's context, remembering the ``--system_instruction`` it was built with: without a chat
@@ -280,6 +281,13 @@ class InterpTask(ConfigurableTask):
         """
         self.check_demonstrations(num_fewshot)
         self._system_instruction = kwargs.get("system_instruction", args[0] if args else None)
+        apply = kwargs.get("apply_chat_template", args[1] if len(args) > 1 else False)
+        template = kwargs.get("chat_template", args[3] if len(args) > 3 else None)
+        self._template_text = ()
+        if apply and template is not None:  # one small render of the template per prompt
+            from .segment import template_text
+
+            self._template_text = template_text(template)
         return super().fewshot_context(doc, num_fewshot, *args, **kwargs)
 
     def fewshot_source(self) -> tuple[str | None, bool]:
@@ -366,6 +374,7 @@ class InterpTask(ConfigurableTask):
                 fields.setdefault(part, []).extend(str(v) for v in values if v)
         where = f"task {self.config.task!r}, doc {self._doc_label(doc)}"
         spans = locate_fields(context, fields, where=where)
+        located = [span for part in spans.values() for span in part]
         system = (self._system_instruction or "").strip()
         if system and (at := context.find(system)) >= 0:  # a system prompt is an instruction too
             spans.setdefault("instruction", []).insert(0, (at, at + len(system)))
@@ -374,6 +383,13 @@ class InterpTask(ConfigurableTask):
         demos = demonstration_spans(self, doc, context, self._system_instruction)
         if demos:  # the demonstrations of --num_fewshot, which would otherwise be template text
             spans["fewshot"] = demos
+        if located:  # chat-template markup, and a system prompt the template injected itself
+            from .segment import chat_spans
+
+            start, end = min(s for s, _ in located), max(e for _, e in located)
+            chat = chat_spans(context, start, end, self._template_text)
+            if chat:
+                spans["chat"] = chat
         return spans
 
     def _auto_segment(self, doc: dict, context: str) -> dict[str, list[tuple[int, int]]]:
@@ -386,6 +402,7 @@ class InterpTask(ConfigurableTask):
                 context,
                 parts=self.interp_config.get("parts"),
                 system_instruction=self._system_instruction,
+                template=self._template_text,
             )
         except SegmentationError as err:
             raise InstructionNotFoundError(f"{err} (doc {self._doc_label(doc)})") from err
