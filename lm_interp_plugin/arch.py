@@ -53,14 +53,14 @@ QKV_LAYOUTS = ("separate", "gated", "concat", "concat_conv1d", "per_head_interle
 
 #: Fused q/k/v projections laid out per head ([q_h | k_h | v_h]) rather than [q | k | v]: the weight alone
 #: cannot tell the two apart (same shape), so these attention classes are listed. Test:
-#: tests/test_arch_detect.py::test_qk_weights_reproduce_the_models_queries_and_keys.
+#: tests/base/test_arch_detect.py::test_qk_weights_reproduce_the_models_queries_and_keys.
 FUSED_PER_HEAD = frozenset(
     {"GPTNeoXAttention", "GPTNeoXJapaneseAttention", "BloomAttention", "PersimmonAttention"}
 )
 
 #: Fused projections whose layout is neither [q | k | v] nor per head (CodeGen splits it across model-parallel
 #: shards first): their per-head weights are left out of explain-heads rather than misread. Test:
-#: tests/test_arch_detect.py::test_unreadable_fused_layout_is_left_out_not_misread.
+#: tests/base/test_arch_detect.py::test_unreadable_fused_layout_is_left_out_not_misread.
 FUSED_UNREADABLE = frozenset({"CodeGenAttention"})
 
 #: Causal-LM heads of models that are not decoder-only: bidirectional encoders run as decoders (BERT and

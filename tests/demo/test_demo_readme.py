@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIRST = "lm-interp demo: does this tiny pair show the paper's findings?"
 LAST = '  (the same table is in the report: "The paper'
 
