@@ -17,7 +17,8 @@ prompts under 100 tokens) have their longest reduction over the vocabulary (the 
 of the attribution matrix between 5 and 150 across families and seeds (measured 2026-12-03, float64, three
 perturbations each: llama 6 to 11, gemma 96 to 148, gpt2 8 to 30, qwen3 8 to 20); `TINY_KAPPA` rounds that up
 and `tests/base/test_tolerances.py` measures it again on the llama and gemma fixtures, so the constant cannot
-go stale silently. A wrong matrix is off by O(1) of its scale, far above every bound here: the tests still fail.
+go stale silently. A wrong matrix is off by O(1) of its scale, far above every bound here: the tests still
+fail.
 """
 
 from __future__ import annotations
