@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     scores = results["results"]["interp_instruct_mc"]
     for metric in ("acc", "instruction_importance", "attribution_share_instruction", "instruction_attention"):
-        print(f"{metric:>32}: {scores[f'{metric},none']:.3f}")
+        value = scores.get(f"{metric},none")  # absent when undefined on every example (the records say why)
+        print(f"{metric:>32}: {'absent' if value is None else f'{value:.3f}'}")
     print("per example (lm-eval's samples carry the same keys):")
     for sample in results["samples"]["interp_instruct_mc"]:
         importance = sample.get("instruction_importance")  # absent where undefined (the record says why)

@@ -257,6 +257,8 @@ def _norm_convention(norm: nn.Module, d: int) -> NormConvention | None:
     ref = next((p for p in norm.parameters()), None)
     device = ref.device if ref is not None else torch.device("cpu")
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    if device.type == "meta":  # a model built without weights (`lm-interp doctor`): no value to evaluate
+        return None
     x = torch.randn(3, size, generator=gen).to(device=device, dtype=dtype)
     try:
         with torch.no_grad():
@@ -694,6 +696,8 @@ def _embedding_scale(model: nn.Module, layers: nn.ModuleList) -> float:
     """The factor between the embedding rows and the first layer's input, from one two-token forward
     (1.0 when the input is not a multiple of the embedding, e.g. with position embeddings added)."""
     embed = model.get_input_embeddings()
+    if embed.weight.is_meta:  # a model built without weights (`lm-interp doctor`): the scale is unknown
+        return float("nan")
     scale = getattr(embed, "embed_scale", None)
     if scale is not None:
         return float(scale)

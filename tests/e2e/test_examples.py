@@ -45,8 +45,14 @@ def test_attribute_one_prompt(tmp_path, capsys):
 def test_simple_evaluate_pipeline(tmp_path, capsys):
     results = load_example("simple_evaluate_pipeline").main(["--out", str(tmp_path), "--limit", "4"])
     scores = results["results"]["interp_instruct_mc"]
-    assert 0.0 <= scores["acc,none"] <= 1.0 and np.isfinite(scores["instruction_importance,none"])
-    assert len(results["samples"]["interp_instruct_mc"]) == 4
+    assert 0.0 <= scores["acc,none"] <= 1.0 and np.isfinite(scores["instruction_attention,none"])
+    samples = results["samples"]["interp_instruct_mc"]
+    assert len(samples) == 4
+    # the paper's score is absent where it is undefined (every level at or under b: zero mass), else finite
+    importance = [s["instruction_importance"] for s in samples if "instruction_importance" in s]
+    assert ("instruction_importance,none" in scores) == bool(importance)
+    assert all(np.isfinite(importance))
+    assert "instruction_importance" in capsys.readouterr().out
     assert list((tmp_path / "records").rglob("interp_records_interp_instruct_mc*.jsonl"))
     out = capsys.readouterr().out
     assert "instruction_importance" in out and out.count("doc ") == 4

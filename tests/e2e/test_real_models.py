@@ -31,7 +31,6 @@ FAMILIES = (
     names.ATTRIBUTION_SHARE_PREFIX,
     names.INSTRUCTION_ATTENTION,
     names.INSTRUCTION_ATTENTION_LIFT,
-    names.FFN_CONCEPT_PREFIX,
     names.ABLATION_DROP_REMOVED,
     names.ABLATION_DROP_REPLACED,
 )
@@ -161,6 +160,11 @@ def test_smollm2_records_name_the_gguf_file(smollm2_runs):
     assert len(loaded) == SMOLLM2_LIMIT
     for record in loaded:
         assert record.fingerprint["model"].endswith(real.SMOLLM2_FILE)
+        # the FFN signal ran: its label-free distribution, and each concept share reported only where the
+        # concept is valid on the model (issue 22), else absent with its reason
+        assert record.ffn.get("component_distribution")
+        shares = [k for k in record.metrics if k.startswith(names.FFN_CONCEPT_PREFIX)]
+        assert shares or record.ffn.get("concepts_absent")
 
 
 @pytest.mark.xdist_group("real_gemma3")

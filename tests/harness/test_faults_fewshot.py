@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-TASKS = Path(__file__).resolve().parents[1] / "tasks"
+TASKS = Path(__file__).resolve().parents[2] / "tasks"
 SHIPPED = ("interp_instruct", "interp_instruct_mc")
 
 

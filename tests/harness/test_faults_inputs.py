@@ -34,7 +34,7 @@ def _task(folder: Path, rows: list[dict] | None = None, raw: bytes | None = None
     data = folder / f"{name}.jsonl"
     data.write_bytes(raw if raw is not None else "".join(json.dumps(r) + "\n" for r in rows).encode())
     (folder / f"{name}.yaml").write_text(YAML.format(name=name, data=data), encoding="utf-8")
-    shutil.copy(Path(__file__).resolve().parents[1] / "tasks" / "interp_task.py", folder)
+    shutil.copy(Path(__file__).resolve().parents[2] / "tasks" / "interp_task.py", folder)
     return folder
 
 

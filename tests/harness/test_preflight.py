@@ -22,7 +22,7 @@ from lm_interp_plugin.harness.preflight import (
     yaml_task_names,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
