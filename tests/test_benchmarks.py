@@ -197,34 +197,23 @@ def test_cuda_request_without_cuda_falls_back_to_cpu(attribution, caplog):
 
 @pytest.mark.slow
 def test_overhead_benchmark_toy(tmp_path):
+    """gpu.sh's overhead stage, exactly as its dry run gives it (toy size, CPU), in this process: the
+    whole-script dry run below leaves this stage to this test, so its two lm-eval runs are paid once."""
     overhead, threads = _load("overhead"), torch.get_num_threads()
+    script, argv = _gpu_commands(dry=True)["overhead_1b"]
+    assert script == "benchmarks/overhead.py" and "--no-noattn" in argv
+    argv[argv.index("--json") + 1] = str(tmp_path / "o.json")
     try:
-        result = overhead.main(
-            [
-                "--limit",
-                "1",
-                "--hidden",
-                "32",
-                "--layers",
-                "1",
-                "--repeats",
-                "1",
-                "--warmup",
-                "0",
-                "--threads",
-                "1",
-                "--json",
-                str(tmp_path / "o.json"),
-            ]
-        )
+        result = overhead.main(argv)
     finally:
         torch.set_num_threads(threads)
-    assert set(result["times"]) == {"hf", "interp-hf", "interp-hf-noattn"}
+    assert set(result["times"]) == {"hf", "interp-hf"}
     assert result["ratios"]["hf"] == 1.0
     for name, seconds in result["times"].items():
         assert math.isclose(result["ratios"][name], seconds / result["times"]["hf"])
-    # interp-hf answers exactly as hf does, with or without the attention metrics
+    # interp-hf answers exactly as hf does
     assert len(set(result["accuracy"].values())) == 1
+    assert json.loads((tmp_path / "o.json").read_text())["ratios"] == result["ratios"]
 
 
 def _gpu_stages() -> dict[str, list[str]]:
@@ -234,13 +223,14 @@ def _gpu_stages() -> dict[str, list[str]]:
     }
 
 
-def _gpu_commands() -> dict[str, tuple[str, list[str]]]:
-    """benchmarks/gpu.sh's (script, argv) per Python-benchmark stage, from its print mode."""
+def _gpu_commands(dry: bool = False) -> dict[str, tuple[str, list[str]]]:
+    """benchmarks/gpu.sh's (script, argv) per Python-benchmark stage, from its print mode (`dry`: at the dry
+    run's toy size on the CPU)."""
     import os
     import subprocess
 
     out = subprocess.run(
-        ["bash", str(REPO / "benchmarks" / "gpu.sh"), "all"],
+        ["bash", str(REPO / "benchmarks" / "gpu.sh"), "--dry-run" if dry else "all"],
         env={**os.environ, "DRY_RUN": "1"},
         capture_output=True,
         text=True,
@@ -393,14 +383,21 @@ def test_profile_names_the_per_derivative_loops(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_script_dry_run_writes_one_tarball_and_one_summary(tmp_path):
-    """`gpu.sh --dry-run`: every stage at toy size on the CPU; every JSON and log in ONE tarball, and ONE
-    summary."""
+    """`gpu.sh --dry-run`: every stage at toy size on the CPU (the overhead stage, two lm-eval runs, is
+    test_overhead_benchmark_toy's); every JSON and log in ONE tarball, and ONE summary."""
     import subprocess
     import tarfile
 
+    # llama1b_p512_eager is optional: it runs only when --only names it
+    expected = {
+        "env", "deps", "llama1b_p512", "llama7b_p4096_n256", "precision_1b", "precision_demo", "profile_1b",
+        "pytest_gpu", "llama7b_p512", "explain_7b",
+    }  # fmt: skip
     out = tmp_path / "results"
+    only = ",".join(sorted(expected))
     done = subprocess.run(
-        ["bash", str(REPO / "benchmarks" / "gpu.sh"), "--dry-run", "--out", str(out), "--budget", "400"],
+        ["bash", str(REPO / "benchmarks" / "gpu.sh"), "--dry-run", "--out", str(out), "--budget", "400"]
+        + ["--only", only],
         capture_output=True,
         text=True,
         timeout=600,
@@ -410,11 +407,6 @@ def test_gpu_script_dry_run_writes_one_tarball_and_one_summary(tmp_path):
     with tarfile.open(out / "gpu_results.tar.gz") as tar:
         names = {Path(n).name for n in tar.getnames()}
         stages = tar.extractfile("./stages.tsv").read().decode().splitlines()[1:]
-    # llama1b_p512_eager is optional: it runs only when --only names it
-    expected = {
-        "env", "deps", "llama1b_p512", "llama7b_p4096_n256", "precision_1b", "precision_demo", "profile_1b",
-        "overhead_1b", "pytest_gpu", "llama7b_p512", "explain_7b",
-    }  # fmt: skip
     assert {row.split("\t")[0] for row in stages} == expected
     assert all(row.split("\t")[1] == "ok" for row in stages), stages
     assert {f"{name}.log" for name in expected} <= names and "summary.txt" in names

@@ -161,33 +161,6 @@ def test_why_not_says_where_the_evidence_went(tmp_path):
     assert "per layer, first to last: base 0.30 0.10; tuned 0.30 0.10" in two
 
 
-@pytest.mark.slow
-def test_demo_on_the_shipped_pair(tmp_path, capsys):
-    from lm_interp_plugin.demo.run import run_demo
-
-    assert run_demo(tmp_path / "demo", limit=3) == 0
-    assert not (tmp_path / "demo" / "models").exists()  # nothing was trained
-    printed = capsys.readouterr().out
-    assert "tuned exact match 94.4% / multiple choice 89.6%" in printed  # the shipped pair's build numbers
-    assert (
-        "(models: the pair shipped with lm-interp, recipe demo-pair-v2, seed 1, trained with 1 thread"
-        in printed
-    )
-    # robustness.json's rebuilds ran on every item: a --limit run is not compared with them
-    assert "rebuilds]" not in printed
-    results = json.loads((tmp_path / "demo" / "report" / "results.json").read_text())
-    assert {f["task"] for f in results["findings"]} == {"demo_instruct", "demo_instruct_mc"}
-    not_shown = [f for f in results["findings"] if f["verdict"] != "shows up"]
-    assert sum(line.strip().startswith("why not ") for line in printed.splitlines()) == len(not_shown)
-    # issue 23: each run's reference is the other model; the flips and one line per new measurement
-    lines = [line.strip() for line in printed.splitlines()]
-    assert "base vs tuned, item by item (each run's reference model is the other one):" in lines
-    assert any(line.startswith("flips [demo_instruct_mc]: ") for line in lines)
-    for measurement in ("reference_kl", "token_shift_shifted", "contrastive_margin"):
-        assert any(line.startswith(f"[demo_instruct_mc] {measurement}: base ") for line in lines), measurement
-    assert results["flips"] and results["corrected_tests"]["tests"]
-
-
 def test_rebuild_agreement_counts_same_verdicts(tmp_path):
     from lm_interp_plugin.demo.run import rebuild_agreement
 

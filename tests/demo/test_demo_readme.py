@@ -34,9 +34,30 @@ def test_readme_block_is_found():
 
 
 @pytest.mark.slow  # the whole demo: two lm-eval runs, the global explanations, the report (30 to 60 s of CPU)
-def test_demo_prints_the_readme_block(tmp_path, capsys):
+def test_demo_on_the_shipped_pair_prints_the_readme_block(tmp_path, capsys):
+    """One whole demo run (the README's main job) checked for everything a user reads: the verdict block
+    byte for byte, the shipped pair used as it is, the base-vs-tuned lines, and the report's results."""
+    import json
+
     from lm_interp_plugin.demo.run import run_demo
 
     assert run_demo(out=tmp_path / "demo") == 0
-    printed = verdict_block(capsys.readouterr().out)
-    assert printed == readme_block()  # nothing normalised: the shipped pair gives the same block everywhere
+    out = capsys.readouterr().out
+    assert verdict_block(out) == readme_block()  # nothing normalised: the same block everywhere
+    assert not (tmp_path / "demo" / "models").exists()  # nothing was trained
+    assert "tuned exact match 94.4% / multiple choice 89.6%" in out  # the shipped pair's build numbers
+    shipped = "(models: the pair shipped with lm-interp, recipe demo-pair-v2, seed 1, trained with 1 thread"
+    assert shipped in out
+    results = json.loads((tmp_path / "demo" / "report" / "results.json").read_text())
+    assert {f["task"] for f in results["findings"]} == {"demo_instruct", "demo_instruct_mc"}
+    # every item was run, so the verdicts are compared with the recipe's rebuilds (a --limit run's are not)
+    assert any(line.endswith("rebuilds]") for line in out.splitlines())
+    not_shown = [f for f in results["findings"] if f["verdict"] != "shows up"]
+    assert sum(line.strip().startswith("why not ") for line in out.splitlines()) == len(not_shown)
+    # issue 23: each run's reference is the other model; the flips and one line per new measurement
+    lines = [line.strip() for line in out.splitlines()]
+    assert "base vs tuned, item by item (each run's reference model is the other one):" in lines
+    assert any(line.startswith("flips [demo_instruct_mc]: ") for line in lines)
+    for measurement in ("reference_kl", "token_shift_shifted", "contrastive_margin"):
+        assert any(line.startswith(f"[demo_instruct_mc] {measurement}: base ") for line in lines), measurement
+    assert results["flips"] and results["corrected_tests"]["tests"]
