@@ -405,6 +405,11 @@ def _down_params(mlp: nn.Module, d: int) -> tuple[tuple[str, str], ...]:
                 path = leaf[0] if len(leaf) == 2 else ""
                 named = bool(_DOWN_NAMES.search("." + path)) if path else False
                 found.append((name, "in_out" if transposed else "out_in", named or in_dim != d))
+        elif p.dim() == 2 and pname != "weight" and d in p.shape and _DOWN_NAMES.search("." + name):
+            # experts stacked in one 2-D parameter ([E * d_ff, d_model], DBRX's w2, sliced per expert): only
+            # the name tells it from the up projections of the same shape; its columns/rows are per-expert
+            # value vectors either way
+            found.append((name, "in_out" if p.shape[1] == d and p.shape[0] != d else "out_in", True))
         elif p.dim() == 3 and d in p.shape[1:]:
             named = bool(re.search(r"(down|w2|wo|out)", name))
             if p.shape[1] == d and p.shape[2] != d:

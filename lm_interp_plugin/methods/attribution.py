@@ -223,11 +223,13 @@ def _target_scores(
     target_ids: torch.Tensor,
     objective: Objective,
     output_attentions: bool = False,
+    sequence_ids: torch.Tensor | None = None,
 ):
-    """f(y_n) for each target token from one forward (`scoring`: the LM head only at the target positions)."""
+    """f(y_n) for each target token from one forward (`scoring`: the LM head only at the target positions);
+    `sequence_ids` (``1 x seq``, prompt + y_<N) are fed beside the embeddings (`scoring.embedding_output`)."""
     extra = {"output_attentions": True} if output_attentions else {}
     logprobs, out = last_positions_logprobs(
-        model, torch.cat([prompt_embeds, target_embeds], dim=1), target_ids, **extra
+        model, torch.cat([prompt_embeds, target_embeds], dim=1), target_ids, input_ids=sequence_ids, **extra
     )
     logprobs = logprobs[0]
     return objective_values(logprobs, objective), logprobs, (out.attentions if output_attentions else None)
@@ -293,8 +295,9 @@ def gradient_x_input(
 
     with frozen_parameters(model), checkpointing:
         embed = model.get_input_embeddings()
+        sequence_ids = torch.cat([prompt_ids, target_ids[:-1]])[None]
         with torch.no_grad():
-            all_embeds = embed(torch.cat([prompt_ids, target_ids[:-1]])[None])
+            all_embeds = embed(sequence_ids)
         prompt_embeds = all_embeds[:, :prompt_len].detach()
         target_embeds = all_embeds[:, prompt_len:].detach()
         passes = _reverse if run_mode == "reverse" else _forward
@@ -308,6 +311,7 @@ def gradient_x_input(
             output_attentions,
             capture,
             head_shortcut,
+            sequence_ids,
         )
     return AttributionOutput(
         raw=raw.float().cpu(),
@@ -342,6 +346,7 @@ def _reverse(
     output_attentions: bool,
     capture: Callable[[], contextlib.AbstractContextManager] | None,
     shortcut: bool,
+    sequence_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Columns: one forward with a graph, then batched input-only VJPs, ``chunk()`` target tokens at a
     time, seeded at the final hidden state (`split_at_output_head`) where the model's head allows it."""
@@ -350,7 +355,7 @@ def _reverse(
     with torch.enable_grad(), capture(), splitting as split:
         # differentiate log p, scaled by p afterwards (`derivative_scale`)
         _, logprobs, attentions = _target_scores(
-            model, leaf, target_embeds, target_ids, "logprob", output_attentions
+            model, leaf, target_embeds, target_ids, "logprob", output_attentions, sequence_ids
         )
     target_len = logprobs.shape[0]
     inputs = leaf.detach().float()
@@ -412,6 +417,7 @@ def _forward(
     output_attentions: bool,
     capture: Callable[[], contextlib.AbstractContextManager] | None,
     shortcut: bool,
+    sequence_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Rows: batched JVPs, each along e_m at position m, ``chunk()`` prompt tokens at a time; with
     `shortcut` the JVPs stop at the final hidden state and are contracted with d log p / d h (one backward
@@ -427,7 +433,7 @@ def _forward(
     )
     with torch.enable_grad() if shortcut else torch.no_grad(), capture(), splitting as split:
         _, logprobs, attentions = _target_scores(
-            model, prompt_embeds, target_embeds, target_ids, objective, output_attentions
+            model, prompt_embeds, target_embeds, target_ids, objective, output_attentions, sequence_ids
         )
     head_rows = None
     if split.detached is not None and split.detached.requires_grad:
@@ -438,10 +444,10 @@ def _forward(
 
     def scores_of(prompt):  # log p; scaled by p afterwards (`derivative_scale`)
         if head_rows is None:
-            return _target_scores(model, prompt, target_embeds, target_ids, "logprob")[0]
+            return _target_scores(model, prompt, target_embeds, target_ids, "logprob", False, sequence_ids)[0]
         with stop_at_output_head(model) as stop:
             try:
-                _target_scores(model, prompt, target_embeds, target_ids, "logprob")
+                _target_scores(model, prompt, target_embeds, target_ids, "logprob", False, sequence_ids)
             except HeadReached:
                 pass
         rows_h = stop.hidden[0, stop.hidden.shape[1] - target_len :]
@@ -483,10 +489,13 @@ def reference_gradient_x_input(
     device = next(model.parameters()).device
     prompt_ids, target_ids = prompt_ids.to(device), target_ids.to(device)
     embed = model.get_input_embeddings()
+    sequence_ids = torch.cat([prompt_ids, target_ids[:-1]])[None]
     with torch.no_grad():
-        all_embeds = embed(torch.cat([prompt_ids, target_ids[:-1]])[None])
+        all_embeds = embed(sequence_ids)
     leaf = all_embeds[:, : len(prompt_ids)].clone().requires_grad_(True)
-    scores, _, _ = _target_scores(model, leaf, all_embeds[:, len(prompt_ids) :], target_ids, objective)
+    scores, _, _ = _target_scores(
+        model, leaf, all_embeds[:, len(prompt_ids) :], target_ids, objective, False, sequence_ids
+    )
     columns = []
     for n in range(len(target_ids)):
         (grad,) = torch.autograd.grad(scores[n], leaf, retain_graph=n < len(target_ids) - 1)

@@ -81,6 +81,8 @@ def contrastive_gradient_x_input(
             prompt_embeds = embed(prompt[None].to(device))
         leaf = prompt_embeds.clone().requires_grad_(True)
         rows, mask = [], torch.zeros((2, width), dtype=torch.long)
+        ids = prompt[None].repeat(2, 1)
+        ids = torch.cat([ids, ids.new_zeros((2, width - prompt_len))], dim=1)  # masked padding: id 0
         for row, answer in enumerate(answers):
             with torch.no_grad():
                 tail = embed(answer[:-1][None].to(device))
@@ -88,13 +90,14 @@ def contrastive_gradient_x_input(
             filler = tail.new_zeros((1, pad, tail.shape[2]))
             rows.append(torch.cat([leaf, tail, filler], dim=1))  # the leaf is shared by both rows
             mask[row, : prompt_len + len(answer) - 1] = 1
+            ids[row, prompt_len : prompt_len + len(answer) - 1] = answer[:-1]
         longest = max(len(a) for a in answers)
         targets = torch.zeros((2, longest), dtype=torch.long)  # right-padded; the padding is not summed
         for row, answer in enumerate(answers):
             targets[row, : len(answer)] = answer
         # the LM head only at the last `longest` positions: those that predict the answers' tokens
         logprobs, _ = last_positions_logprobs(
-            model, torch.cat(rows), targets.to(device), attention_mask=mask.to(device)
+            model, torch.cat(rows), targets.to(device), attention_mask=mask.to(device), input_ids=ids
         )
         sums = [logprobs[row, : len(answer)].sum() for row, answer in enumerate(answers)]
         contrast = sums[0] - sums[1]
@@ -139,11 +142,15 @@ def contrast_with_gold_term(
     device = model.get_input_embeddings().weight.device
     embed = model.get_input_embeddings()
     with inputs_only_grad(model):
+        sequence_ids = torch.cat([prompt, foil[:-1]])[None].to(device)
         with torch.no_grad():
-            embeds = embed(torch.cat([prompt, foil[:-1]])[None].to(device))
+            embeds = embed(sequence_ids)
         leaf = embeds[:, : len(prompt)].clone().requires_grad_(True)
         logprobs, _ = last_positions_logprobs(
-            model, torch.cat([leaf, embeds[:, len(prompt) :]], dim=1), foil[None].to(device)
+            model,
+            torch.cat([leaf, embeds[:, len(prompt) :]], dim=1),
+            foil[None].to(device),
+            input_ids=sequence_ids,
         )
         score = logprobs.sum()
         (grad,) = torch.autograd.grad(score, leaf)

@@ -179,14 +179,21 @@ def _baseline_embeddings(
 
 
 def _logprobs(
-    model: torch.nn.Module, prompt_embeds: torch.Tensor, target_embeds: torch.Tensor, target_ids: torch.Tensor
+    model: torch.nn.Module,
+    prompt_embeds: torch.Tensor,
+    target_embeds: torch.Tensor,
+    target_ids: torch.Tensor,
+    sequence_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """log p(y_n) for a batch of prompt embeddings ``[rows, M, hidden]``: ``[rows, N]`` (`scoring`)."""
+    """log p(y_n) for a batch of prompt embeddings ``[rows, M, hidden]``: ``[rows, N]`` (`scoring`); the
+    path points are fed beside `sequence_ids` (``1 x (M + N)``, the real tokens they interpolate to)."""
     rows = prompt_embeds.shape[0]
     inputs = torch.cat([prompt_embeds, target_embeds.expand(rows, -1, -1)], dim=1)
     mask = torch.ones(inputs.shape[:2], dtype=torch.long, device=inputs.device)
     # the whole target is fed, so the last position predicts nothing (trailing=1)
-    return last_positions_logprobs(model, inputs, target_ids, trailing=1, attention_mask=mask)[0]
+    return last_positions_logprobs(
+        model, inputs, target_ids, trailing=1, attention_mask=mask, input_ids=sequence_ids
+    )[0]
 
 
 def integrated_gradients(
@@ -237,6 +244,7 @@ def integrated_gradients(
     device = model_device(model)
     prompt_ids, target_ids = prompt_ids.to(device), target_ids.to(device)
     m, n = prompt_ids.numel(), target_ids.numel()
+    sequence_ids = torch.cat([prompt_ids, target_ids])[None]
 
     with inputs_only_grad(model):
         embed = model.get_input_embeddings()
@@ -252,7 +260,7 @@ def integrated_gradients(
             w = weights[start : start + batch_size].to(device)
             points = (base[None] + a[:, None, None] * diff[None]).requires_grad_(True)
             # differentiate log p; the prob objective scales each (row, column) by p in float32 afterwards
-            logp = _logprobs(model, points, target_embeds, target_ids)  # [rows, N]
+            logp = _logprobs(model, points, target_embeds, target_ids, sequence_ids)  # [rows, N]
             scale = derivative_scale(logp, objective)  # [rows, N]
             for cols, grads in _column_grads(logp, points, vjp, batch_size):
                 # (e - e') . grad, summed over hidden, weighted over the path points of this chunk
@@ -262,7 +270,8 @@ def integrated_gradients(
             del logp, points
         with torch.no_grad():
             ends = objective_values(
-                _logprobs(model, torch.stack([real, base]), target_embeds, target_ids), objective
+                _logprobs(model, torch.stack([real, base]), target_embeds, target_ids, sequence_ids),
+                objective,
             ).double()
 
     ig = ig.cpu()

@@ -8,13 +8,20 @@ float32 (`derivative_scale`): d p / d e = p * d log p / d e, the same value, but
 then carries well-scaled log-prob gradients instead of ones scaled by p (about 1e-5 for a 32k vocabulary),
 which underflow in float16.
 
+Every scoring forward is fed ``input_ids`` and the embeddings to differentiate (`embedding_output`): the
+input-embedding module's output is swapped for them, so a model whose forward reads its token ids (hash
+routing, byte patching, per-layer token embeddings, prepended prompt tokens) runs as it does in lm-eval,
+and every family takes the same path. The swapped tensor is what the embedding module returns, so scaling
+applied after it (Gemma's ``sqrt(d_model)``) stays in the graph exactly as with ``inputs_embeds``.
+
 Shapes: ``rows x seq`` inputs (``rows x seq x hidden`` embeddings), ``target_len`` (N) targets per row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -58,12 +65,61 @@ def forward_kwargs(model: torch.nn.Module) -> dict[str, Any]:
     return {"use_cache": False} if hasattr(config, "use_cache") else {}
 
 
+class EmbeddingSwapError(RuntimeError):
+    """The model's forward never called its input-embedding module on the ids it was given."""
+
+
+@contextlib.contextmanager
+def embedding_output(model: torch.nn.Module, input_ids: Tensor, inputs_embeds: Tensor) -> Iterator[None]:
+    """While active, the one call of ``model.get_input_embeddings()`` on `input_ids` returns `inputs_embeds`.
+
+    The call replaced is the first whose ids end with `input_ids` (a forward that prepends its own prompt
+    tokens, CPM-Ant, keeps their embeddings); later calls (a second lookup of the same ids) are left alone.
+    The tensor returned is a copy (a forward that adds to its embeddings in place, BLT, must not write into
+    the caller's tensor); its gradient flows to `inputs_embeds` unchanged.
+
+    Raises:
+        EmbeddingSwapError: on leaving, when no call was replaced (the attribution would not reach the
+            embeddings), naming the model.
+    """
+    embed = model.get_input_embeddings()
+    width = int(input_ids.shape[-1])
+    swapped: list[bool] = []
+
+    def hook(_module: torch.nn.Module, args: tuple, output: Any) -> Any:
+        ids = args[0] if args else None
+        if swapped or not isinstance(ids, Tensor) or not isinstance(output, Tensor) or ids.dim() != 2:
+            return None
+        if ids.shape[0] != input_ids.shape[0] or ids.shape[1] < width:
+            return None
+        if not torch.equal(ids[:, ids.shape[1] - width :].to(input_ids), input_ids):
+            return None
+        swapped.append(True)
+        mine = inputs_embeds.to(output.dtype).clone()
+        if ids.shape[1] == width:
+            return mine
+        return torch.cat([output[:, : ids.shape[1] - width], mine], dim=1)
+
+    handle = embed.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+    if not swapped:
+        raise EmbeddingSwapError(
+            f"{type(model).__name__}'s forward never called its input embeddings ({type(embed).__name__}, "
+            "model.get_input_embeddings()) on the input ids, so the attribution cannot reach the token "
+            "embeddings; report this model with its config"
+        )
+
+
 def last_positions_logprobs(
     model: torch.nn.Module,
     inputs_embeds: Tensor,
     target_ids: Tensor,
     trailing: int = 0,
     attention_mask: Tensor | None = None,
+    input_ids: Tensor | None = None,
     **kwargs: Any,
 ) -> tuple[Tensor, Any]:
     """``log p`` of N targets predicted by the positions ``seq - N - trailing .. seq - 1 - trailing`` of every
@@ -72,6 +128,9 @@ def last_positions_logprobs(
     Attribution feeds ``prompt + y_<N`` (``trailing=0``); integrated gradients feeds the whole target
     (``trailing=1``: the last position predicts nothing). A model without ``logits_to_keep`` returns every
     position's logits; the same positions are read from them.
+
+    With `input_ids` (``1 x seq`` or ``rows x seq``: the tokens the embeddings stand for, or interpolate
+    from) the model is fed the ids and the embeddings through `embedding_output`; without, ``inputs_embeds``.
     """
     n = int(target_ids.shape[-1])
     keep = n + trailing
@@ -79,7 +138,12 @@ def last_positions_logprobs(
         kwargs["logits_to_keep"] = keep
     if attention_mask is not None:
         kwargs["attention_mask"] = attention_mask
-    out = model(inputs_embeds=inputs_embeds, **forward_kwargs(model), **kwargs)
+    if input_ids is None:
+        out = model(inputs_embeds=inputs_embeds, **forward_kwargs(model), **kwargs)
+    else:
+        ids = input_ids.to(inputs_embeds.device).expand(inputs_embeds.shape[0], -1)
+        with embedding_output(model, ids, inputs_embeds):
+            out = model(input_ids=ids, **forward_kwargs(model), **kwargs)
     logits = out.logits[:, -keep:][:, :n]
     return token_logprobs(logits, target_ids), out
 

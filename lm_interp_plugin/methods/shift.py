@@ -141,5 +141,5 @@ def target_logits(model: torch.nn.Module, prompt_ids: Sequence[int], target_ids:
     ids = torch.cat([prompt, target[:-1]])[None].to(device)
     with torch.no_grad():
         embeds = model.get_input_embeddings()(ids)
-        _, out = last_positions_logprobs(model, embeds, target[None].to(device))
+        _, out = last_positions_logprobs(model, embeds, target[None].to(device), input_ids=ids)
     return out.logits[0, -len(target) :].detach()

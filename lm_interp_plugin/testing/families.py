@@ -30,6 +30,7 @@ SIZES: dict[str, Any] = {
     "hidden_size": 64,
     "d_model": 64,
     "n_embd": 64,
+    "hidden_size_global": 64,  # BLT's local encoder/decoder read the global transformer's width
     "num_hidden_layers": 4,
     "n_layer": 4,
     "num_layers": 4,
@@ -43,6 +44,7 @@ SIZES: dict[str, Any] = {
     "dff": 96,
     "ffn_dim": 96,
     "n_inner": 96,
+    "ffn_hidden_size": 96,
     "moe_intermediate_size": 48,
     "shared_expert_intermediate_size": 48,
     "num_experts": 4,
@@ -105,7 +107,12 @@ FAMILY_FIELDS: dict[str, dict[str, Any]] = {
     "granitemoehybrid": {
         "layer_types": ["mamba", "attention", "mamba", "attention"]
     },  # default: no attention
-    "lfm2_moe": {"num_dense_layers": 1},
+    # its default config has no layer_types (None: every layer would fail); conv and attention layers
+    "lfm2_moe": {"num_dense_layers": 1, "layer_types": ["conv", "full_attention", "conv", "full_attention"]},
+    "dots1": {"n_routed_experts": 4, "n_shared_experts": 1},  # its default config leaves experts unset
+    # its attention reads attn_config.rope_theta, which the default sub-config lacks, and clamps q/k/v by
+    # clip_qkv, which it cannot leave None (torch.clamp refuses two Nones); 8 as in the released DBRX
+    "dbrx": {"attn_config": {"rope_theta": 10000.0, "clip_qkv": 8.0}},
 }
 
 #: Per-layer index lists and periods of hybrid stacks, set so that 4 layers hold every kind of layer.
@@ -158,11 +165,13 @@ def _overrides(config: PretrainedConfig, vocab_size: int) -> dict[str, Any]:
             kw[key] = "".join(kinds[i % len(kinds)] for i in range(layers))
     if isinstance(fields.get("vocab_size"), int):
         kw["vocab_size"] = vocab_size
-    kw.update(FAMILY_FIELDS.get(str(fields.get("model_type")), {}))
+    family = FAMILY_FIELDS.get(str(fields.get("model_type")), {})
+    kw.update(family)
     for name in getattr(config, "sub_configs", {}) or {}:
         sub = getattr(config, name, None)
-        if sub is not None and hasattr(sub, "to_dict"):
-            kw[name] = {**sub.to_dict(), **_overrides(sub, vocab_size)}
+        if sub is not None and hasattr(sub, "to_dict"):  # a family field of a sub-config is merged into it
+            extra = family.get(name) if isinstance(family.get(name), dict) else {}
+            kw[name] = {**sub.to_dict(), **_overrides(sub, vocab_size), **extra}
     return kw
 
 

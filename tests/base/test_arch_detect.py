@@ -131,6 +131,22 @@ def test_moe_value_vectors_are_each_experts_down_projection(family):
         torch.testing.assert_close(W[:, e * d_ff : (e + 1) * d_ff], written.T.detach())
 
 
+def test_experts_stacked_in_one_2d_parameter_are_read_per_expert():
+    """DBRX stores every expert's down projection in one ``[E * d_ff, d_model]`` parameter (``w2``, beside
+    ``w1``/``v1`` of the same shape) and slices expert e as rows ``e * d_ff ..``: its value vector j is what
+    the expert writes for a unit activation of neuron j (``act @ w2_e``)."""
+    model = build_family_model("dbrx", VOCAB)
+    adapter = get_adapter(model)
+    glu = model.transformer.blocks[0].ffn.experts.mlp
+    d, n_experts = adapter.hidden_size, glu.moe_num_experts
+    d_ff = glu.w2.shape[0] // n_experts
+    W = adapter.down_proj_weight(0)
+    assert W.shape == (d, n_experts * d_ff)
+    for e in (0, n_experts - 1):
+        written = torch.eye(d_ff) @ glu.w2.view(n_experts, d_ff, d)[e]
+        torch.testing.assert_close(W[:, e * d_ff : (e + 1) * d_ff], written.T.detach())
+
+
 def test_shared_expert_columns_follow_the_routed_ones():
     model = build_family_model("qwen2_moe", VOCAB)
     adapter = get_adapter(model)

@@ -9,11 +9,18 @@ from torch import nn
 from lm_interp_plugin.methods.ablation import target_logprobs
 from lm_interp_plugin.methods.attribution import gradient_x_input
 from lm_interp_plugin.methods.integrated_gradients import integrated_gradients
-from lm_interp_plugin.methods.model_state import in_float32
-from lm_interp_plugin.methods.scoring import derivative_scale, padded_logprobs, token_logprobs
+from lm_interp_plugin.methods.model_state import eager_attention, in_float32
+from lm_interp_plugin.methods.scoring import (
+    EmbeddingSwapError,
+    derivative_scale,
+    embedding_output,
+    last_positions_logprobs,
+    padded_logprobs,
+    token_logprobs,
+)
 from lm_interp_plugin.testing.tiny import build_tiny_model
 
-from tolerances import LOGPROB_ATOL, rounding_bound
+from tolerances import LOGPROB_ATOL, assert_matrix_close, rounding_bound
 
 pytestmark = pytest.mark.float_sensitive  # float comparisons across kernels and orders
 
@@ -99,3 +106,52 @@ def test_integrated_gradients_prob_objective_survives_float16():
         full = integrated_gradients(model, prompt, target, steps=8, objective="prob").attributions
     assert float(full.abs().max()) > 0
     assert float((half - full).norm() / full.norm()) < 0.05
+
+
+def _inputs_embeds_matrix(model, prompt: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The prob-objective gradient x input matrix through ``inputs_embeds`` (no ids), one backward per
+    target: the path every family took before the embedding swap."""
+    ids = torch.cat([prompt, target[:-1]])[None]
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids)
+    leaf = embeds[:, : len(prompt)].clone().requires_grad_(True)
+    logp, _ = last_positions_logprobs(model, torch.cat([leaf, embeds[:, len(prompt) :]], 1), target[None])
+    columns = []
+    for n in range(len(target)):
+        (grad,) = torch.autograd.grad(logp[0, n].exp(), leaf, retain_graph=True)
+        columns.append((grad * leaf.detach()).sum(-1)[0])
+    return torch.stack(columns, 1)
+
+
+def test_input_ids_with_swapped_embeddings_equal_the_inputs_embeds_path(tiny_model):
+    """The engine feeds input_ids and swaps the embedding module's output for its leaf; on a model whose
+    forward does nothing else with the ids the matrix is the inputs_embeds path's, up to rounding (the
+    tolerance: two float32 matrices of a tiny model, `tolerances.MATRIX_ATOL_SCALE`)."""
+    model = tiny_model("llama", seed=3)
+    g = torch.Generator().manual_seed(3)
+    prompt, target = torch.randint(5, 700, (10,), generator=g), torch.randint(5, 700, (3,), generator=g)
+    expected = _inputs_embeds_matrix(model, prompt, target)
+    assert_matrix_close(gradient_x_input(model, prompt, target, mode="reverse").raw, expected.detach())
+    with eager_attention(model):  # forward-mode derivatives need eager attention
+        got = gradient_x_input(model, prompt, target, mode="forward").raw
+    assert_matrix_close(got, expected.detach())
+
+
+def test_embedding_output_swaps_only_the_call_on_the_ids():
+    """Only the first lookup whose ids end with the input ids is swapped (a prepended prefix keeps its
+    rows); other lookups, a second one included, are the embedding's own; none at all raises."""
+    embed = nn.Embedding(10, 3)
+    holder = nn.Module()
+    holder.get_input_embeddings = lambda: embed
+    ids = torch.tensor([[4, 5]])
+    mine = torch.randn(1, 2, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), embedding_output(holder, ids, mine):
+        other = embed(torch.tensor([[1, 2]]))
+        prefixed = embed(torch.tensor([[9, 4, 5]], dtype=torch.int32))
+        again = embed(ids)
+    assert torch.equal(other, embed.weight[[1, 2]][None].detach())
+    assert torch.equal(prefixed[0, 0], embed.weight[9].detach()) and torch.equal(prefixed[:, 1:], mine)
+    assert torch.equal(again, embed.weight[[4, 5]][None].detach())
+    with pytest.raises(EmbeddingSwapError, match="never called its input embeddings"):
+        with embedding_output(holder, ids, mine):
+            embed(torch.tensor([[4, 6]]))
