@@ -151,6 +151,7 @@ class LayerLayout:
     num_kv_heads: int = 0
     head_dim: int = 0
     mlp: str | None = None
+    mlp_parts: tuple[str, ...] = ()  # sibling FFN blocks whose outputs the layer adds (`SummedFFN`)
     down: tuple[
         tuple[str, str], ...
     ] = ()  # (parameter path, orientation: "out_in" | "in_out" | "e_out_in" ...)
@@ -507,8 +508,13 @@ class ArchAdapter:
         return self._get(layer, self._layout(layer).attention, "softmax attention")
 
     def mlp_module(self, layer: int) -> nn.Module:
-        """The FFN module of `layer`; its forward output is the FFN output (before any post-MLP norm)."""
-        return self._get(layer, self._layout(layer).mlp, "FFN")
+        """The FFN module of `layer`; its forward output is the FFN output (before any post-MLP norm). Sibling
+        FFN blocks (routed experts beside a shared MLP) come as one `SummedFFN`."""
+        lay = self._layout(layer)
+        if lay.mlp_parts:
+            block = self.layers()[layer]
+            return SummedFFN({part: block.get_submodule(part) for part in lay.mlp_parts})
+        return self._get(layer, lay.mlp, "FFN")
 
     def final_norm_module(self) -> nn.Module:
         """The norm between the last layer's residual and the output projection (what the logit lens applies
@@ -877,7 +883,7 @@ def _layer_layout(index: int, layer: nn.Module, text, d: int, prefix: str = "") 
                 f"no down projection to d_model={d} inside {type(layer.get_submodule(ffn[0])).__name__}"
             )
     elif len(ffn) > 1:
-        fields["why_no_ffn"] = f"{len(ffn)} FFN blocks in one layer ({', '.join(ffn)})"
+        fields.update(_sibling_ffn(layer, ffn, d))
     else:  # the FFN written inline in the layer (fc1/fc2 children, OPT/BioGPT): the down projection's output
         inline = [
             n
@@ -891,6 +897,68 @@ def _layer_layout(index: int, layer: nn.Module, text, d: int, prefix: str = "") 
     norms = [n for n, m in layer.named_children() if "norm" in type(m).__name__.lower() or "norm" in n]
     fields["input_norm"] = next((n for n in norms if _INPUT_NORM.match(n)), None)
     return LayerLayout(**fields)
+
+
+def _sibling_ffn(layer: nn.Module, ffn: list[str], d: int) -> dict:
+    """Layout fields of a layer with several FFN blocks: routed experts beside one dense MLP, both children
+    of the layer (Granite-MoE-Hybrid's ``block_sparse_moe`` + ``shared_mlp``), are read as one MoE block with
+    a shared expert (the layer adds their outputs, as every shared-expert MoE does inside its block); any
+    other combination is left out with its reason."""
+    downs = {name: _down_params(layer.get_submodule(name), d) for name in ffn}
+    routed = [n for n in ffn if any(o.startswith("e_") for _, o in downs[n])]
+    dense = [n for n in ffn if len(downs[n]) == 1 and downs[n][0][1] in ("out_in", "in_out")]
+    if len(ffn) == 2 and all("." not in n for n in ffn) and len(routed) == 1 and len(dense) == 1:
+        parts = (routed[0], dense[0])
+        down = tuple((f"{part}.{path}", orient) for part in parts for path, orient in downs[part])
+        return {"mlp": "+".join(parts), "mlp_parts": parts, "down": down}
+    return {"why_no_ffn": f"{len(ffn)} FFN blocks in one layer ({', '.join(ffn)})"}
+
+
+class SummedFFN(nn.Module):
+    """Sibling FFN blocks of one layer, seen as one FFN: its forward is the sum of theirs, and a forward hook
+    registered on it fires once per model forward with the summed output (after the last part ran), so that
+    every FFN reader (probe, capture, validity) reads the layer's whole FFN output. Hooks observe only."""
+
+    def __init__(self, parts: dict[str, nn.Module]):
+        super().__init__()
+        for name, module in parts.items():
+            self.add_module(name, module)
+
+    def forward(self, *args, **kwargs):
+        outputs = [m(*args, **kwargs) for m in self.children()]
+        return sum(o[0] if isinstance(o, tuple) else o for o in outputs)
+
+    def register_forward_hook(self, hook, *args, **kwargs):  # type: ignore[override]
+        parts = list(self.children())
+        pending: dict[int, tuple[tuple, Tensor]] = {}
+
+        def part_hook(index: int):
+            def observe(_module: nn.Module, inputs: tuple, output) -> None:
+                pending[index] = (inputs, output[0] if isinstance(output, tuple) else output)
+                if len(pending) == len(parts):
+                    total = sum(pending[i][1] for i in range(len(parts)))
+                    first_inputs = pending[0][0]
+                    pending.clear()
+                    if hook(self, first_inputs, total) is not None:
+                        raise UnsupportedArchitectureError(
+                            "a hook on a SummedFFN returned a replacement output; sibling FFN blocks can "
+                            "only be observed"
+                        )
+
+            return observe
+
+        return _Handles([m.register_forward_hook(part_hook(i), *args, **kwargs) for i, m in enumerate(parts)])
+
+
+class _Handles:
+    """The removable handles of one `SummedFFN` hook, removed together."""
+
+    def __init__(self, handles: list):
+        self.handles = handles
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 def get_adapter(model: nn.Module) -> ArchAdapter:

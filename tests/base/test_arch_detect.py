@@ -147,6 +147,42 @@ def test_experts_stacked_in_one_2d_parameter_are_read_per_expert():
         torch.testing.assert_close(W[:, e * d_ff : (e + 1) * d_ff], written.T.detach())
 
 
+def test_sibling_moe_and_shared_mlp_read_as_one_ffn():
+    """Granite-MoE-Hybrid's layer adds a routed MoE block and a shared MLP, siblings of each other: the FFN
+    the readers hook is their sum (checked against the layer's own residual update), and its value vectors
+    are the experts' columns then the shared MLP's."""
+    model = build_family_model("granitemoehybrid", VOCAB)
+    adapter = get_adapter(model)
+    layer = model.model.layers[1]
+    seen: dict[str, torch.Tensor] = {}
+    handles = [
+        adapter.mlp_module(1).register_forward_hook(lambda _m, _i, out: seen.__setitem__("ffn", out)),
+        layer.post_attention_layernorm.register_forward_pre_hook(
+            lambda _m, args: seen.__setitem__("residual", args[0])
+        ),
+        layer.register_forward_hook(
+            lambda _m, _i, out: seen.__setitem__("out", out[0] if isinstance(out, tuple) else out)
+        ),
+    ]
+    ids = torch.randint(5, VOCAB, (1, 12), generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            model(input_ids=ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    update = (seen["out"] - seen["residual"]) / layer.residual_multiplier
+    # the update is recovered by a subtraction of two residual-sized float32 values and a division: a few
+    # roundings of the residual's size, over the multiplier
+    eps = torch.finfo(torch.float32).eps
+    atol = 4 * eps * float(seen["out"].abs().max()) / layer.residual_multiplier
+    torch.testing.assert_close(seen["ffn"], update, rtol=4 * eps, atol=atol)
+    shared = layer.shared_mlp.output_linear.weight
+    W = adapter.down_proj_weight(1)
+    torch.testing.assert_close(W[:, -shared.shape[1] :], shared.detach())
+    assert W.shape[1] > shared.shape[1]
+
+
 def test_shared_expert_columns_follow_the_routed_ones():
     model = build_family_model("qwen2_moe", VOCAB)
     adapter = get_adapter(model)
