@@ -17,15 +17,6 @@ from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
 from sweep_check import check_family
 
-#: Families whose run crashes outside lm-interp's reach today, each with the reason. Attribution feeds
-#: ``inputs_embeds``; these need ``input_ids`` too (issue 21 item 5, the pass builder's embedding hook).
-KNOWN_CRASHES = {
-    "blt": "byte-latent patching needs input_ids beside inputs_embeds",
-    "deepseek_v4": "hash routing needs input_ids beside inputs_embeds",
-    "cpmant": "its forward reads input_ids unconditionally (no inputs_embeds path)",
-}
-
-
 @pytest.fixture(scope="module")
 def tok():
     return train_tokenizer(sample_corpus(), vocab_size=300)
@@ -37,8 +28,6 @@ def test_family(family, tok):
     result = check_family(family, tok)
     if result.crashed and result.crashed.startswith("tiny model does not build"):
         pytest.skip(f"{family}: {result.crashed}")
-    if family in KNOWN_CRASHES:
-        pytest.xfail(KNOWN_CRASHES[family])
     assert result.crashed is None, result.crashed
     assert result.fully_supported == (family in SUPPORTED_FAMILIES), (
         f"{family}: fully supported={result.fully_supported} but SUPPORTED_FAMILIES says "
