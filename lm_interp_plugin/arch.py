@@ -282,6 +282,10 @@ def _norm_convention(norm: nn.Module, d: int) -> NormConvention | None:
 
 
 def _find_layers(model: nn.Module, text) -> tuple[str, nn.ModuleList]:
+    """The decoder layer list. Not read, on purpose: stacks whose layer is not one attention and one FFN
+    (LongCat-Flash: ``num_hidden_layers`` counts two attention sublayers per layer, each layer also holds two
+    dense MLPs at different residual points and a shortcut MoE; BLT's byte encoder / latent / decoder stacks):
+    no list has the config's depth, and they keep attribution (eager attention where it returns weights)."""
     depth = _cfg(text, "num_hidden_layers", "n_layer", "num_layers", "n_layers")
     lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
     towers = re.compile(r"(vision|visual|audio|image|encoder|patcher|vq|mtp|speech)", re.IGNORECASE)

@@ -17,6 +17,7 @@ from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
 from sweep_check import check_family
 
+
 @pytest.fixture(scope="module")
 def tok():
     return train_tokenizer(sample_corpus(), vocab_size=300)
