@@ -464,7 +464,9 @@ class ArchAdapter:
 
     @property
     def ffn_layers(self) -> list[int]:
-        """Model layer indices with an FFN whose value vectors are readable."""
+        """Model layer indices with an FFN whose value vectors are readable: the layers FFN concepts cover
+        (a hybrid's mixer-only or attention-only layers have none; their indices are skipped, never
+        renumbered)."""
         return [lay.index for lay in self.layouts if lay.mlp is not None and lay.down]
 
     def linear_layers(self) -> dict[int, str]:
@@ -472,15 +474,19 @@ class ArchAdapter:
         return {lay.index: lay.mixer or "none" for lay in self.layouts if lay.attention is None}
 
     def ffn_missing(self) -> str | None:
-        """Why FFN concepts do not apply to this model (some layer has no readable FFN), or None."""
-        missing = [lay for lay in self.layouts if lay.mlp is None or not lay.down]
-        if not missing:
-            return None
-        lay = missing[0]
-        return (
-            f"{len(missing)} of {self.num_layers} layers have no readable FFN down projection (layer "
-            f"{lay.index}: {lay.why_no_ffn or 'no MLP / feed-forward / MoE block'})"
-        )
+        """Why FFN concepts do not apply to this model, or None: a layer holds an FFN that cannot be read
+        (an unread part would make the layer's concepts wrong), or no layer has an FFN. Layers without any
+        FFN block (Nemotron-H's mixer and attention layers) are left out of `ffn_layers`, not a reason."""
+        unreadable = [lay for lay in self.layouts if lay.why_no_ffn is not None or (lay.mlp and not lay.down)]
+        if unreadable:
+            lay = unreadable[0]
+            return (
+                f"{len(unreadable)} of {self.num_layers} layers have an FFN lm-interp cannot read "
+                f"(layer {lay.index}: {lay.why_no_ffn or 'no down projection to d_model'})"
+            )
+        if not self.ffn_layers:
+            return f"none of the {self.num_layers} layers has an MLP / feed-forward / MoE block"
+        return None
 
     # -- modules ---------------------------------------------------------------------------------------------
     def layers(self) -> list[nn.Module]:
@@ -879,7 +885,19 @@ def _layer_layout(index: int, layer: nn.Module, text, d: int, prefix: str = "") 
         and not (inside_attention and (n == inside_attention or n.startswith(inside_attention + ".")))
     ]
     ffn = _outermost(ffn)
-    if len(ffn) == 1:
+    block = ffn[0].split(".", 1)[0] if len(ffn) == 1 and "." in ffn[0] else None
+    projected = [
+        n
+        for n, m in layer.named_children()
+        if n != block and isinstance(m, nn.Linear) and m.out_features == d
+    ]
+    if block and inside_attention and inside_attention.startswith(block + ".") and projected:
+        # Zamba's shared transformer block: its FFN writes the block's own stream, which the layer maps by
+        # `linear` before its residual; the value vectors are not residual-stream directions
+        fields["why_no_ffn"] = (
+            f"the FFN {ffn[0]} writes a nested block's stream, mapped by {projected[0]!r} before the residual"
+        )
+    elif len(ffn) == 1:
         down = _down_params(layer.get_submodule(ffn[0]), d)
         fields.update(mlp=ffn[0], down=down)
         if not down:

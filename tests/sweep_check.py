@@ -136,7 +136,7 @@ def check_family(model_type: str, tokenizer: PreTrainedTokenizerBase) -> FamilyC
                 adapter.hidden_size,
                 *(adapter.down_proj_weight(i).shape[1] - 1 for i in adapter.ffn_layers),
             )
-            comps = [ffn_pca(adapter.down_proj_weight(i).float(), k) for i in range(adapter.num_layers)]
+            comps = [ffn_pca(adapter.down_proj_weight(i).float(), k) for i in adapter.ffn_layers]
             labels_ffn = [[type("L", (), {"concept": "other"})() for _ in range(k)] for _ in comps]
             probe = FFNProbe.from_parts(model, comps, labels_ffn)
         except (UnsupportedArchitectureError, ValueError) as err:
@@ -152,8 +152,8 @@ def check_family(model_type: str, tokenizer: PreTrainedTokenizerBase) -> FamilyC
     result.passed["attribution"] = bool(math.isfinite(float(abs(out.raw).sum()))) and out.raw.size > 0
     if probe is not None:
         shares = out.ffn.get("concept_shares")
-        result.passed["ffn_concepts"] = (
-            bool(shares) and len(out.ffn["component_distribution"]) == adapter.num_layers
+        result.passed["ffn_concepts"] = bool(shares) and len(out.ffn["component_distribution"]) == len(
+            adapter.ffn_layers
         )
 
     if adapter is not None:

@@ -169,12 +169,19 @@ def explain_ffn(
             (`explain.ffn_validity`); the per-item activations are cached in `cache_dir` when given.
     """
     adapter = get_adapter(model)
-    chosen = parse_layers(layers, adapter.num_layers)
+    chosen = adapter.ffn_layers if layers is None else parse_layers(layers, adapter.num_layers)
+    without = [layer for layer in chosen if layer not in adapter.ffn_layers]
+    if without:
+        raise ValueError(
+            f"layers {without} have no readable FFN ({type(model).__name__}); layers with one: "
+            f"{adapter.ffn_layers}. Pick among those, or omit --layers"
+        )
     fingerprint = model_fingerprint(model, tokenizer)
     if cache_dir is not None:
         identity = model_identity or str(fingerprint.get("model") or fingerprint.get("model_type"))
         every = load_or_compute_components(model, k, cache_dir, identity, progress=progress)
-        components = [every[layer] for layer in chosen]
+        row = {layer: i for i, layer in enumerate(adapter.ffn_layers)}
+        components = [every[row[layer]] for layer in chosen]
     else:
         components = compute_components(adapter, k, chosen, progress)
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..arch import ArchAdapter, get_adapter
+from ..arch import ArchAdapter, UnsupportedArchitectureError, get_adapter
 from ..methods.concepts import ConceptLabel, ConceptLabeller, build_labeller
 from ..methods.ffn import (
     FFNComponents,
@@ -142,7 +142,7 @@ def down_proj_checksum(adapter: ArchAdapter) -> str:
     changes the sums could cancel. Reads each matrix once, on its own device.
     """
     h = hashlib.sha256()
-    for layer in range(adapter.num_layers):
+    for layer in adapter.ffn_layers:
         W = adapter.down_proj_weight(layer)
         rows, cols = W.shape
         sample = W[:: max(1, rows // 64), :: max(1, cols // 64)]
@@ -186,7 +186,11 @@ def _load_or_compute(
     if not model_identity:
         raise ValueError("model_identity is empty; pass the model's name or path (it keys the cache)")
     adapter = get_adapter(model)
-    dtype = str(adapter.down_proj_weight(0).dtype).replace("torch.", "")
+    missing = adapter.ffn_missing()
+    if missing is not None:
+        raise UnsupportedArchitectureError(f"{type(model).__name__}: no FFN concepts: {missing}")
+    layers = adapter.ffn_layers
+    dtype = str(adapter.down_proj_weight(layers[0]).dtype).replace("torch.", "")
     checksum = down_proj_checksum(adapter)
     meta = {
         "identity": model_identity,
@@ -196,11 +200,13 @@ def _load_or_compute(
         "format": _CACHE_FORMAT,
         "num_layers": adapter.num_layers,
     }
+    if layers != list(range(adapter.num_layers)):  # a hybrid: the model layer index of each entry
+        meta["ffn_layers"] = layers
     path = component_cache_path(cache_dir, model_identity, k, dtype, checksum)
     if path.is_file():
         try:
             components, stored = load_npz(path)
-            if stored == meta and len(components) == adapter.num_layers:
+            if stored == meta and len(components) == len(layers):
                 logger.info("FFN components of %s read from cache %s", model_identity, path)
                 return adapter, components, path
             logger.warning(
@@ -208,7 +214,7 @@ def _load_or_compute(
             )
         except (OSError, ValueError, KeyError) as err:
             logger.warning("FFN component cache %s is unreadable (%s); recomputing", path, err)
-    arrays = components_to_arrays(compute_components(adapter, k, range(adapter.num_layers), progress))
+    arrays = components_to_arrays(compute_components(adapter, k, layers, progress))
     save_npz(path, arrays, meta)
     # use exactly what a later run reads back from the cache (float32 arrays), so that a resumed run and an
     # uninterrupted one compute with the same numbers, bit for bit
@@ -229,7 +235,8 @@ def load_or_compute_components(
     recomputed with a warning.
 
     Returns:
-        One `FFNComponents` per layer (CPU tensors), in layer order.
+        One `FFNComponents` per layer with an FFN (`ArchAdapter.ffn_layers`: every layer except a hybrid's
+        FFN-less ones; CPU tensors), in layer order.
     """
     return _load_or_compute(model, k, cache_dir, model_identity, progress)[1]
 

@@ -144,7 +144,7 @@ def item_activations(
 
     Batched with right padding (a causal model's earlier positions do not see the padding)."""
     adapter = get_adapter(model)
-    layers = list(range(adapter.num_layers)) if layers is None else list(layers)
+    layers = adapter.ffn_layers if layers is None else list(layers)
     if len(components) != len(layers):
         raise ValueError(f"{len(components)} component sets for {len(layers)} layers; pass one per layer")
     device = next(model.parameters()).device

@@ -9,7 +9,7 @@ tensor per module (``1 x target_len x width``).
 
 | name | modules | one entry per |
 |---|---|---|
-| ``mlp_out`` | each decoder layer's FFN (`ArchAdapter.mlp_module`) | layer |
+| ``mlp_out`` | each FFN (`ArchAdapter.mlp_module`) | layer with an FFN (`ArchAdapter.ffn_layers`) |
 | ``attn_out`` | each decoder layer's attention (`ArchAdapter.attention_module`) | layer |
 | ``logits`` | the output head (``get_output_embeddings``): the next-token logits | model (one) |
 | ``resid_post`` | each decoder layer (`ArchAdapter.layers`): the residual stream after the layer | layer |
@@ -26,10 +26,13 @@ import torch
 from ..arch import ArchAdapter, get_adapter
 
 
-def _layers(module_of: Callable[[ArchAdapter, int], torch.nn.Module]):
+def _layers(
+    module_of: Callable[[ArchAdapter, int], torch.nn.Module],
+    which: Callable[[ArchAdapter], list[int]] = lambda adapter: list(range(adapter.num_layers)),
+):
     def resolve(model: torch.nn.Module) -> list[torch.nn.Module]:
         adapter = get_adapter(model)
-        return [module_of(adapter, layer) for layer in range(adapter.num_layers)]
+        return [module_of(adapter, layer) for layer in which(adapter)]
 
     return resolve
 
@@ -44,7 +47,7 @@ def _output_head(model: torch.nn.Module) -> list[torch.nn.Module]:
 #: name -> the modules whose forward outputs it is, in order (raises `UnsupportedArchitectureError` for a
 #: family `arch` does not know)
 CAPTURE_POINTS: dict[str, Callable[[torch.nn.Module], list[torch.nn.Module]]] = {
-    "mlp_out": _layers(ArchAdapter.mlp_module),
+    "mlp_out": _layers(ArchAdapter.mlp_module, lambda adapter: adapter.ffn_layers),
     "attn_out": _layers(ArchAdapter.attention_module),
     "logits": _output_head,
     "resid_post": lambda model: get_adapter(model).layers(),

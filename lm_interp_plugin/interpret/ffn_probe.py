@@ -108,7 +108,7 @@ class FFNProbe:
             return hook
 
         try:
-            for layer in range(self.adapter.num_layers):
+            for layer in self.adapter.ffn_layers:
                 handles.append(self.adapter.mlp_module(layer).register_forward_hook(hook_for(layer)))
             yield
         finally:
@@ -118,9 +118,10 @@ class FFNProbe:
     def metrics(self, target_len: int) -> tuple[dict[str, float], dict[str, Any]]:
         """Concept shares (mean over layers) as scalars; per-layer distributions for the record (from the
         last `capture`)."""
-        if len(self._outputs) != self.adapter.num_layers:
-            raise RuntimeError(f"FFN hooks recorded {len(self._outputs)} of {self.adapter.num_layers} layers")
-        outputs = [self._outputs[layer] for layer in range(self.adapter.num_layers)]
+        layers = self.adapter.ffn_layers
+        if len(self._outputs) != len(layers):
+            raise RuntimeError(f"FFN hooks recorded {len(self._outputs)} of {len(layers)} FFN layers")
+        outputs = [self._outputs[layer] for layer in layers]
         self._outputs.clear()
         return self.metrics_from(outputs, target_len)
 
@@ -128,15 +129,18 @@ class FFNProbe:
         self, outputs: Sequence[torch.Tensor], target_len: int
     ) -> tuple[dict[str, float], dict[str, Any]]:
         """The same from FFN outputs captured elsewhere (the pass's ``mlp_out``): one ``1 x >=target_len x
-        hidden`` tensor per layer."""
-        if len(outputs) != self.adapter.num_layers:
-            raise RuntimeError(f"got FFN outputs of {len(outputs)} of {self.adapter.num_layers} layers")
+        hidden`` tensor per layer with an FFN (`ArchAdapter.ffn_layers`; components and labels in the same
+        order). Where some layers have no FFN (hybrids) the detail's ``layers`` names each row's model
+        layer index."""
+        layers = self.adapter.ffn_layers
+        if len(outputs) != len(layers):
+            raise RuntimeError(f"got FFN outputs of {len(outputs)} of {len(layers)} FFN layers")
         distributions, layer_shares = [], []
-        for layer in range(self.adapter.num_layers):
-            layer_out = outputs[layer][0, -target_len:].float()  # the positions that predict the targets
-            comps = self.components[layer].components.to(layer_out.device, torch.float32)
+        for row in range(len(layers)):
+            layer_out = outputs[row][0, -target_len:].float()  # the positions that predict the targets
+            comps = self.components[row].components.to(layer_out.device, torch.float32)
             dist = concept_activation(layer_out, comps)
-            labels = [label.concept for label in self.labels[layer]]
+            labels = [label.concept for label in self.labels[row]]
             distributions.append([float(x) for x in dist])
             layer_shares.append(concept_shares(dist, labels, self.concepts))
         mean_shares = {c: sum(s[c] for s in layer_shares) / len(layer_shares) for c in self.concepts}
@@ -148,6 +152,8 @@ class FFNProbe:
             "component_labels": [[label.concept for label in layer] for layer in self.labels],
             "concepts_absent": dict(self.absent),
         }
+        if layers != list(range(self.adapter.num_layers)):
+            detail["layers"] = list(layers)
         return scalars, detail
 
 

@@ -97,6 +97,27 @@ def test_hybrid_rows_are_the_softmax_layers_labelled_with_their_model_index():
     assert len(out.attention[names.INSTRUCTION_ATTENTION]) == 2
 
 
+def test_hybrid_ffn_rows_are_the_ffn_layers_labelled_with_their_model_index():
+    """Nemotron-H's layers are each one block (mixer, attention, MLP or MoE): FFN concepts cover the layers
+    with an FFN, each row labelled with its model layer index; Zamba's FFN writes its shared block's own
+    stream (mapped by ``linear`` before the residual), so its concepts are left out with that reason."""
+    from lm_interp_plugin.interpret.ffn_probe import FFNProbe
+    from lm_interp_plugin.methods.ffn import ffn_pca
+
+    model = build_family_model("nemotron_h", VOCAB)
+    adapter = get_adapter(model)
+    assert adapter.ffn_missing() is None and adapter.ffn_layers == [1, 3]
+    comps = [ffn_pca(adapter.down_proj_weight(i).float(), 3) for i in adapter.ffn_layers]
+    labels = [[type("L", (), {"concept": "other"})() for _ in range(3)] for _ in comps]
+    probe = FFNProbe.from_parts(model, comps, labels)
+    prompt, target, labels_ = _inputs(VOCAB)
+    settings = InterpSettings(mode="reverse", ablation=False, fp32_check=0)
+    out = run_pass(model, prompt.tolist(), target.tolist(), labels_, settings, ffn_probe=probe)
+    assert out.ffn["layers"] == [1, 3] and len(out.ffn["component_distribution"]) == 2
+    zamba = get_adapter(build_family_model("zamba", VOCAB))
+    assert zamba.ffn_layers == [] and "mapped by 'linear' before the residual" in zamba.ffn_missing()
+
+
 def test_attention_free_model_says_once_and_keeps_attribution(caplog):
     model = build_family_model("mamba", VOCAB)
     prompt, target, labels = _inputs(VOCAB)

@@ -27,15 +27,20 @@ class FFNDetail:
     component_labels: list[list[str]]
     #: concepts left out of the per-example metrics (not valid on this model), each with its reason
     concepts_absent: dict[str, str] = field(default_factory=dict)
+    #: the model layer index of each row, where some layers have no FFN (hybrids); None: row i is layer i
+    layers: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "component_distribution": self.component_distribution,
             "layer_concept_shares": self.layer_concept_shares,
             "concept_shares": self.concept_shares,
             "component_labels": self.component_labels,
             "concepts_absent": self.concepts_absent,
         }
+        if self.layers is not None:
+            out["layers"] = self.layers
+        return out
 
 
 @register_signal
