@@ -94,6 +94,7 @@ SUPPORTED_FAMILIES: tuple[str, ...] = (
     "modernbert-decoder",
     "moss_transcribe_diarize",
     "nanochat",
+    "nemotron_h",
     "olmo",
     "olmo2",
     "olmo3",
