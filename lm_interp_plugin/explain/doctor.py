@@ -124,7 +124,7 @@ def verdicts(model: nn.Module, findings: ArchFindings) -> list[MetricVerdict]:
             "attribution",
             [names.INSTRUCTION_IMPORTANCE, names.ATTRIBUTION_SHARE_PREFIX + "<part>"],
             has_embeddings,
-            "gradient x input on the input embeddings (any causal LM that takes inputs_embeds)"
+            "gradient x input on the input embeddings (their module's output, swapped in on the input ids)"
             if has_embeddings
             else "the model exposes no input embeddings (get_input_embeddings() is None)",
         ),
