@@ -50,6 +50,8 @@ class ArchFindings:
     family: str | None
     layers: list[LayerFinding] = field(default_factory=list)
     error: str | None = None
+    ffn_missing: str | None = None  # why FFN concepts / explain-ffn do not apply (`ArchAdapter.ffn_missing`)
+    heads_missing: str | None = None  # why explain-heads does not apply (no layer with readable q/k weights)
 
 
 @dataclass
@@ -90,28 +92,45 @@ def arch_findings(model: nn.Module) -> ArchFindings:
     layer_types = getattr(text, "layer_types", None)
     spec = adapter.spec
     layers = []
+    mixers = adapter.linear_layers()
     for index in range(adapter.num_layers):
-        q_norm, k_norm = adapter.qk_head_norm_weights(index)
+        layout = adapter.layouts[index]
         norm = "rms" if spec.norm_type == "rms" else "layer"
         if adapter.input_norm_weight(index) is None:
             norm += " (no weight)"
         elif spec.norm_weight_offset:
             norm += f" ({spec.norm_weight_offset:g} + w)"
-        d_model, d_ff = adapter.down_proj_weight(index).shape
+        mixer = mixers.get(index, "none")
+        attention = f"none ({mixer if mixer != 'none' else 'an FFN-only layer'})"
+        heads, qk_norm = "-", False
+        if index in adapter.attention_layers:  # hybrids: the other layers are linear / state-space mixers
+            q_norm, k_norm = adapter.qk_head_norm_weights(index)
+            attention = where.get(id(adapter.attention_module(index)), "?")
+            heads = f"{adapter.num_heads} query heads, {adapter.num_kv_heads} key heads, "
+            heads += f"head_dim {adapter.head_dim}"
+            qk_norm = q_norm is not None or k_norm is not None
+        ffn, ffn_shape = f"none ({layout.why_no_ffn or 'no MLP / feed-forward / MoE block'})", "-"
+        if index in adapter.ffn_layers:
+            d_model, d_ff = adapter.down_proj_weight(index).shape
+            # sibling blocks read as one (`arch.SummedFFN`) are no module of the model: their joined path
+            ffn = where.get(id(adapter.mlp_module(index)), f"{spec.layers}.{index}.{layout.mlp}")
+            ffn_shape = f"{d_model} x {d_ff}"
         layers.append(
             LayerFinding(
                 index=index,
                 layer_type=layer_types[index] if layer_types and index < len(layer_types) else None,
-                attention=where.get(id(adapter.attention_module(index)), "?"),
-                heads=f"{adapter.num_heads} query heads, {adapter.num_kv_heads} key heads, "
-                f"head_dim {adapter.head_dim}",
-                qk_norm=q_norm is not None or k_norm is not None,
+                attention=attention,
+                heads=heads,
+                qk_norm=qk_norm,
                 input_norm=norm,
-                ffn=where.get(id(adapter.mlp_module(index)), "?"),
-                ffn_shape=f"{d_model} x {d_ff}",
+                ffn=ffn,
+                ffn_shape=ffn_shape,
             )
         )
-    return ArchFindings(family=spec.family, layers=layers)
+    heads_missing = None if adapter.head_layers else "no layer has readable query/key weights"
+    return ArchFindings(
+        family=spec.family, layers=layers, ffn_missing=adapter.ffn_missing(), heads_missing=heads_missing
+    )
 
 
 def verdicts(model: nn.Module, findings: ArchFindings) -> list[MetricVerdict]:
@@ -171,16 +190,19 @@ def verdicts(model: nn.Module, findings: ArchFindings) -> list[MetricVerdict]:
                 f"slower, a warning); {why_not}",
             )
         )
-    ffn_how = "PCA of each layer's FFN down projection, labelled by concept" if found else why_not
+    ffn_found = found and findings.ffn_missing is None
+    ffn_how = (
+        "PCA of each layer's FFN down projection, labelled by concept"
+        if ffn_found
+        else (why_not if not found else str(findings.ffn_missing))
+    )
+    heads_found = found and findings.heads_missing is None
+    heads_how = "per-head query/key weights with the input norm folded in"
+    heads_how = heads_how if heads_found else (why_not if not found else str(findings.heads_missing))
     out += [
-        MetricVerdict("FFN concepts", [names.FFN_CONCEPT_PREFIX + "<concept>"], found, ffn_how),
-        MetricVerdict(
-            "explain-heads",
-            [],
-            found,
-            "per-head query/key weights with the input norm folded in" if found else why_not,
-        ),
-        MetricVerdict("explain-ffn", [], found, ffn_how),
+        MetricVerdict("FFN concepts", [names.FFN_CONCEPT_PREFIX + "<concept>"], ffn_found, ffn_how),
+        MetricVerdict("explain-heads", [], heads_found, heads_how),
+        MetricVerdict("explain-ffn", [], ffn_found, ffn_how),
     ]
     return out
 

@@ -53,6 +53,24 @@ def test_doctor_reads_only_the_config(tmp_path):
     assert len(diagnosis.findings.layers) == 3 and diagnosis.findings.layers[0].ffn_shape == "64 x 96"
 
 
+def test_doctor_on_a_hybrid_names_each_layers_mixer_and_ffn():
+    """A hybrid's layers without attention or without an FFN are named as such (Nemotron-H: one block per
+    layer), and the verdicts follow the adapter: FFN concepts over the FFN layers; Zamba's nested-block FFN
+    gets none, with the reason."""
+    from lm_interp_plugin.explain.doctor import arch_findings, verdicts
+    from lm_interp_plugin.testing.families import build_family_model
+
+    model = build_family_model("nemotron_h")
+    findings = arch_findings(model)
+    assert findings.error is None
+    assert [layer.attention.startswith("none") for layer in findings.layers] == [True, True, False, True]
+    assert [layer.ffn_shape == "-" for layer in findings.layers] == [True, False, True, False]
+    assert {v.family: v.available for v in verdicts(model, findings)}["FFN concepts"]
+    zamba = build_family_model("zamba")
+    by_family = {v.family: v for v in verdicts(zamba, arch_findings(zamba))}
+    assert not by_family["FFN concepts"].available and "before the residual" in by_family["FFN concepts"].how
+
+
 def test_doctor_says_why_when_arch_finds_nothing(tmp_path):
     """Whatever arch.py cannot resolve, the verdicts that need it say no and carry arch's reason; the ones
     that do not need it stay available."""
