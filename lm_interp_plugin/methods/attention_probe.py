@@ -172,8 +172,22 @@ class InstructionAttentionProbe:
         mass = (rows[0, :, :, :prompt_len].float() * keys).sum(-1).mean(-1)
         self._mass[layer] = mass.detach()  # stays on the device: no sync inside the forward
 
+    def _keys_are_tokens(self, layer: int, queries: int, keys: int) -> bool:
+        """Key `i` is token `i` only when the layer reads one key per token: a layer that adds compressed or
+        memory entries (DeepSeek-V4's compressed KV) has more, and its instruction share per prompt token is
+        not defined, so the layer is marked unmeasured (said by `result`) instead of read as if it were."""
+        if keys == queries:
+            return True
+        self._errors[layer] = (
+            f"its attention reads {keys} keys for {queries} tokens (entries that are not prompt tokens, such "
+            "as compressed key/value blocks), so no key maps to one prompt token"
+        )
+        return False
+
     def _from_queries(self, layer: int, query: Tensor, key: Tensor, mask: torch.Tensor, kwargs: dict) -> None:
         """Eager's probabilities of the target rows only, from the layer's (post-rotary) queries and keys."""
+        if not self._keys_are_tokens(layer, query.shape[-2], key.shape[-2]):
+            return
         rows = self._rows(query.device)
         q = query[:, :, rows]
         k = key
@@ -241,6 +255,8 @@ class InstructionAttentionProbe:
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if not isinstance(weights, Tensor) or weights.dim() != 4:  # said by `result`, never a crash here
                 self._errors[layer] = "its attention module returned no probabilities under eager attention"
+                return
+            if not self._keys_are_tokens(layer, weights.shape[-2], weights.shape[-1]):
                 return
             rows = self._rows(weights.device)
             with torch.no_grad():

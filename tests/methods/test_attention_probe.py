@@ -162,3 +162,19 @@ def test_probe_with_activation_checkpointing(tok):
         atol=1e-7,
     )
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_keys_that_are_not_tokens_leave_the_layer_unmeasured():
+    """DeepSeek-V4 appends compressed key/value entries to the keys: key i is no longer token i, so the probe
+    names the layer as unmeasured instead of reading the first keys as the prompt's tokens."""
+    from lm_interp_plugin.methods.attention_probe import AttentionProbeError
+    from lm_interp_plugin.testing.families import build_family_model
+
+    model = build_family_model("deepseek_v4", vocab_size=300, seed=0)
+    prompt, target, mask = _inputs(20, 4)
+    sequence = torch.cat([prompt, target[:-1]])
+    probe = InstructionAttentionProbe(model, mask, target_query_positions(len(prompt), len(target)))
+    with probe.capture(), torch.no_grad():
+        model(input_ids=sequence[None])
+    with pytest.raises(AttentionProbeError, match=r"reads \d+ keys for 23 tokens"):
+        probe.result()
