@@ -178,3 +178,19 @@ def test_keys_that_are_not_tokens_leave_the_layer_unmeasured():
         model(input_ids=sequence[None])
     with pytest.raises(AttentionProbeError, match=r"reads \d+ keys for 23 tokens"):
         probe.result()
+
+
+def test_no_decoder_layout_means_no_instruction_attention(tok, caplog):
+    """A model whose decoder layers are not found (BLT's byte encoder, latent and decoder stacks; here a Llama
+    whose config names another layer count): the probabilities its eager forward returns belong to no known
+    layer, so instruction attention is left out (said once), never computed from them; attribution runs."""
+    model = build_tiny_model("llama", tok, seed=6)
+    model.config.num_hidden_layers += 7  # no ModuleList of that length: the detector finds no layout
+    prompt, target, mask = _inputs(20, 4)
+    labels = ["instruction" if m else "input" for m in mask.tolist()]
+    settings = InterpSettings(mode="reverse", ablation=False, fp32_check=0)
+    with caplog.at_level("WARNING"):
+        out = run_pass(model, prompt.tolist(), target.tolist(), labels, settings)
+    assert names.INSTRUCTION_IMPORTANCE in out.metrics
+    assert not any("attention" in key for key in out.metrics)
+    assert "cannot be assigned to its decoder layers" in caplog.text

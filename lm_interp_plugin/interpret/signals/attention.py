@@ -21,6 +21,7 @@ from ...methods.attention_probe import (
     AttentionProbeError,
     InstructionAttentionProbe,
     NoAttentionError,
+    OutsideInterfaceError,
     log_once,
 )
 from ...spans import instruction_mask
@@ -99,7 +100,7 @@ class InstructionAttentionSignal(BaseSignal):
         except NoAttentionError as err:  # state-space / linear-attention only: said once per run
             log_once(f"no-attention:{type(ctx.model).__name__}", "instruction attention left out: %s", err)
             return False
-        except UnsupportedArchitectureError as err:
+        except OutsideInterfaceError as err:
             log_once(
                 f"eager:{type(ctx.model).__name__}",
                 "instruction attention through eager attention probabilities: %s",
@@ -107,6 +108,14 @@ class InstructionAttentionSignal(BaseSignal):
             )
             ctx.output_attentions = True
             return None
+        except UnsupportedArchitectureError as err:  # no decoder layers found: no layer for eager's tuple
+            log_once(
+                f"no-layout:{type(ctx.model).__name__}",
+                "instruction attention left out: %s (the attention probabilities the model returns cannot be "
+                "assigned to its decoder layers)",
+                err,
+            )
+            return False
         ctx.state[self.name] = probe
         return probe.capture
 
