@@ -4,10 +4,7 @@ interp-hf takes and which tasks are the plugin's."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +13,8 @@ import pytest
 from lm_interp_plugin.harness import launcher, local_data, variants
 from lm_interp_plugin.harness.local_data import DATA_DIR_ENV, DatasetUnavailableError, load_local_dataset
 from lm_interp_plugin.interpret.settings_reference import settings_reference
+
+from lmeval_run import cli_run, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 ARC_ROWS = [
@@ -139,20 +138,9 @@ def test_validate_reports_where_each_variants_data_comes_from(tmp_path, monkeypa
     assert "from the Hugging Face hub (reachable" in launcher.validate_data(argv)[0]
 
 
-def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "lm_interp_plugin", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-
-
 def test_ls_plugin_only_is_fast_and_lists_the_plugins_tasks():
     start = time.perf_counter()
-    proc = _cli("ls", "tasks", "--plugin-only")
+    proc = run_cli("lm-interp", "ls", "tasks", "--plugin-only")
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
@@ -165,7 +153,7 @@ def test_ls_plugin_only_is_fast_and_lists_the_plugins_tasks():
 
 @pytest.mark.slow  # a subprocess of lm-eval's CLI
 def test_run_help_lists_every_interp_argument_with_its_default():
-    proc = _cli("run", "--help")
+    proc = run_cli("lm-interp", "run", "--help")
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = proc.stdout
     assert "--model_args" in text  # lm-eval's own help comes first
@@ -186,19 +174,12 @@ def test_readme_table_matches_the_settings():
 @pytest.mark.slow
 def test_lm_interp_run_on_a_local_copy(tiny_llama_dir, tmp_path):
     out = tmp_path / "runs"
-    proc = _cli(
-        "run",
-        "--model",
-        "interp-hf",
-        "--model_args",
+    proc = cli_run(
+        "lm-interp",
         f"pretrained={tiny_llama_dir}",
-        "--tasks",
         "interp_arc_easy",
-        "--limit",
-        "2",
-        "--log_samples",
-        "--output_path",
-        str(out),
+        limit=2,
+        out=out,
         env={DATA_DIR_ENV: str(_jsonl_copy(tmp_path / "data"))},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
