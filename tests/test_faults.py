@@ -42,13 +42,11 @@ def task_manager():
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory, lm_tokenizer, tiny_llama_dir) -> dict[str, Path]:
+def weights(tmp_path_factory, lm_tokenizer, tiny_llama_dir, tiny_model) -> dict[str, Path]:
     """Two checkpoints, same architecture and tokenizer: A (the shared tiny Llama) and B (another seed)."""
-    from lm_interp_plugin.testing.tiny import build_tiny_model, save_tiny
+    from lm_interp_plugin.testing.tiny import save_tiny
 
-    other = save_tiny(
-        build_tiny_model("llama", lm_tokenizer, seed=1), lm_tokenizer, tmp_path_factory.mktemp("wB") / "m"
-    )
+    other = save_tiny(tiny_model("llama", seed=1), lm_tokenizer, tmp_path_factory.mktemp("wB") / "m")
     return {"A": tiny_llama_dir, "B": other}
 
 

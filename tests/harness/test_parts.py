@@ -187,12 +187,11 @@ def test_truncated_run_keeps_labels_and_logs_once_per_task_with_a_count(tiny_lla
 
 
 # ---------------------------------------------------------------------------------------------- defect 6
-def test_empty_target_leaves_the_attribution_metrics_out_with_a_note(lm_tokenizer):
+def test_empty_target_leaves_the_attribution_metrics_out_with_a_note(tiny_model):
     from lm_interp_plugin.interpret.passes import run_pass
     from lm_interp_plugin.interpret.settings import InterpSettings
-    from lm_interp_plugin.testing.tiny import build_tiny_model
 
-    model = build_tiny_model("llama", lm_tokenizer, seed=0)
+    model = tiny_model("llama", seed=0)
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(5, 700, (9,), generator=g).tolist()
     labels = ["instruction"] * 4 + ["content"] * 5
