@@ -17,8 +17,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import yaml
-
 from .local_data import dataset_status
 from .outputs import failed_writes_raise
 from .preflight import (  # noqa: F401  (PluginTask: re-exported, the listing's record)
@@ -98,15 +96,16 @@ def with_records_dir(argv: list[str]) -> list[str]:
     return argv
 
 
-def validate_data(argv: Sequence[str]) -> list[str]:
+def validate_data(argv: Sequence[str], tasks: Sequence[PluginTask] | None = None) -> list[str]:
     """For `validate`: per interp variant among ``--tasks``, where its data would come from; lines that say
-    MISSING or UNREACHABLE mean the task cannot run here as it stands."""
+    MISSING or UNREACHABLE mean the task cannot run here as it stands (`tasks`: as in
+    `check_plugin_task_data`)."""
     from .segment import SegmentationError
     from .variants import stock_task_config
 
     patterns = [p for p in (option(argv, "--tasks", "-t") or "").split(",") if p]
     lines = []
-    for task in plugin_tasks(include_paths(argv)):
+    for task in plugin_tasks(include_paths(argv)) if tasks is None else tasks:
         if not task.base or not any(fnmatch.fnmatchcase(task.name, p) for p in patterns):
             continue
         try:
@@ -118,30 +117,35 @@ def validate_data(argv: Sequence[str]) -> list[str]:
     return lines
 
 
-def check_plugin_task_data(argv: Sequence[str]) -> None:
+def check_plugin_task_data(argv: Sequence[str], tasks: Sequence[PluginTask] | None = None) -> None:
     """Check the local data of the plugin tasks among ``--tasks`` (`tasks.check_local_data`) before
-    lm-eval starts: it loads the model first and reads the data after, and its data errors name no file."""
+    lm-eval starts: it loads the model first and reads the data after, and its data errors name no file.
+    `tasks`: the listing `preflight.check_run` read (`plugin_tasks(include_paths(argv))`), else read here."""
     names = [p for p in (option(argv, "--tasks", "-t") or "").split(",") if p]
-    for task in plugin_tasks(include_paths(argv)):
-        if task.interp.get("data_files") and any(fnmatch.fnmatchcase(task.name, p) for p in names):
-            check_local_data(yaml.load(task.path.read_text(encoding="utf-8"), Loader=_AnyTagLoader))
+    for task in plugin_tasks(include_paths(argv)) if tasks is None else tasks:
+        if task.data_files and any(fnmatch.fnmatchcase(task.name, p) for p in names):
+            check_local_data(task.config)
 
 
 def _strip_flag(argv: list[str], flag: str) -> tuple[list[str], bool]:
     return [a for a in argv if a != flag], flag in argv
 
 
-def run_lmeval(argv: list[str], builtin_tasks: bool = True) -> None:
+def run_lmeval(
+    argv: list[str], builtin_tasks: bool = True, tasks: Sequence[PluginTask] | None = None
+) -> None:
     """lm-eval's CLI with the plugin registered and its tasks visible (lm-eval's own tasks too, unless
-    `builtin_tasks` is False: see `plugin_tasks_visible`).
+    `builtin_tasks` is False: see `plugin_tasks_visible`); `tasks`: the plugin's task listing, when the
+    caller has read it (`plugin_tasks(include_paths(argv))`).
 
     ``ls`` prints the plugin's tasks first (``--plugin-only``: only them, in a second); ``validate`` adds
     where each interp variant's data would come from and fails when it cannot be had; ``run --help`` adds
     interp-hf's model arguments.
     """
+    listing = plugin_tasks(include_paths(argv)) if tasks is None else list(tasks)
     if argv and argv[0] == "ls":
         argv, plugin_only = _strip_flag(argv, "--plugin-only")
-        print(format_plugin_tasks(plugin_tasks(include_paths(argv))), flush=True)
+        print(format_plugin_tasks(listing), flush=True)
         if plugin_only:
             return
         print("\nlm-eval's tasks (the full index takes a while to build):", flush=True)
@@ -152,7 +156,7 @@ def run_lmeval(argv: list[str], builtin_tasks: bool = True) -> None:
 
     if argv and argv[0] == "run":
         argv = with_records_dir(argv)
-        check_plugin_task_data(argv)
+        check_plugin_task_data(argv, listing)
     old_argv = sys.argv
     sys.argv = ["lm-interp", *argv]
     try:
@@ -168,7 +172,7 @@ def run_lmeval(argv: list[str], builtin_tasks: bool = True) -> None:
     finally:
         sys.argv = old_argv
     if argv[:1] == ["validate"]:
-        lines = validate_data(argv)
+        lines = validate_data(argv, listing)
         for line in lines:
             print(line)
         bad = [line for line in lines if "MISSING" in line or "UNREACHABLE" in line]
