@@ -248,18 +248,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str], debug: bool) -> int:
     if argv and argv[0] in LMEVAL_COMMANDS:
+        from .harness.preflight import check_run, format_plugin_tasks, include_paths, plugin_tasks
+
+        tasks = plugin_tasks(include_paths(argv))  # one text read of the task YAMLs, for every check below
         if argv[0] == "run":  # seconds, before lm-eval's ~30 s start-up (see harness/preflight.py)
-            from .harness.preflight import check_run
-
-            check_run(argv[1:])
+            check_run(argv[1:], tasks)
         if argv[0] == "ls" and "--plugin-only" in argv:  # a text read of the task folder: no lm-eval import
-            from .harness.preflight import format_plugin_tasks, include_paths, plugin_tasks
-
-            print(format_plugin_tasks(plugin_tasks(include_paths(argv))))
+            print(format_plugin_tasks(tasks))
             return 0
         from .harness.launcher import run_lmeval
 
-        run_lmeval(argv)
+        run_lmeval(argv, tasks=tasks)
         return 0
     parser = _build_parser()
     args = parser.parse_args(argv)

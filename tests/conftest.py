@@ -42,21 +42,23 @@ def lm_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory, lm_tokenizer) -> Path:
+def tiny_llama_dir(tmp_path_factory, lm_tokenizer, tiny_model) -> Path:
     """A tiny random Llama saved with save_pretrained: loads through from_pretrained like a hub model."""
-    from lm_interp_plugin.testing.tiny import build_tiny_model, save_tiny
+    from lm_interp_plugin.testing.tiny import save_tiny
 
-    model = build_tiny_model("llama", lm_tokenizer, seed=0)
-    return save_tiny(model, lm_tokenizer, tmp_path_factory.mktemp("models") / "tiny-llama")
+    return save_tiny(
+        tiny_model("llama", seed=0), lm_tokenizer, tmp_path_factory.mktemp("models") / "tiny-llama"
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_model(lm_tokenizer):
     """A factory of tiny random models on the shared tokenizer: ``tiny_model("llama", seed=1)`` (any family
-    of `lm_interp_plugin.testing.tiny`), built fresh on each call, so a test may change it."""
+    of `lm_interp_plugin.testing.tiny`), built fresh on each call, so a test may change it. A test that needs
+    another tokenizer (a smaller vocabulary) passes ``tokenizer=``; config keywords (``layers=1``) pass on."""
     from lm_interp_plugin.testing.tiny import build_tiny_model
 
-    def build(family: str = "llama", seed: int = 0, **kwargs):
-        return build_tiny_model(family, lm_tokenizer, seed=seed, **kwargs)
+    def build(family: str = "llama", seed: int = 0, tokenizer=None, **kwargs):
+        return build_tiny_model(family, lm_tokenizer if tokenizer is None else tokenizer, seed=seed, **kwargs)
 
     return build

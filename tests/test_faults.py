@@ -28,7 +28,7 @@ from lm_interp_plugin.records import (
     record_path,
 )
 
-from lmeval_run import plugin_task_manager, run_lmeval
+from lmeval_run import cli_run, plugin_task_manager, run_lmeval
 
 TASK = "interp_instruct_mc"
 LIMIT = 3
@@ -42,13 +42,11 @@ def task_manager():
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory, lm_tokenizer, tiny_llama_dir) -> dict[str, Path]:
+def weights(tmp_path_factory, lm_tokenizer, tiny_llama_dir, tiny_model) -> dict[str, Path]:
     """Two checkpoints, same architecture and tokenizer: A (the shared tiny Llama) and B (another seed)."""
-    from lm_interp_plugin.testing.tiny import build_tiny_model, save_tiny
+    from lm_interp_plugin.testing.tiny import save_tiny
 
-    other = save_tiny(
-        build_tiny_model("llama", lm_tokenizer, seed=1), lm_tokenizer, tmp_path_factory.mktemp("wB") / "m"
-    )
+    other = save_tiny(tiny_model("llama", seed=1), lm_tokenizer, tmp_path_factory.mktemp("wB") / "m")
     return {"A": tiny_llama_dir, "B": other}
 
 
@@ -265,17 +263,8 @@ def test_arguments_fail_at_start_up_naming_the_key(task_manager, tmp_path, arg, 
 def test_lm_interp_run_reports_a_bad_argument_in_one_line(tmp_path):
     """`lm-interp run` with a typo in a boolean: one `lm-interp: error:` line naming the key, exit status 1,
     no traceback, and the model (a path that does not exist) is never loaded."""
-    import subprocess
-    import sys
-
-    args = ["--model", "interp-hf", "--model_args", f"pretrained={tmp_path / 'nothing'},interp_ffn=ture"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "lm_interp_plugin", "run", *args, "--tasks", TASK, "--limit", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    args = f"pretrained={tmp_path / 'nothing'},interp_ffn=ture"
+    proc = cli_run("lm-interp", args, TASK, limit=1, quiet=False, cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("lm-interp: error: interp_ffn='ture' is not a boolean"), last

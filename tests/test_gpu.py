@@ -9,7 +9,6 @@ from lm_interp_plugin.interpret.passes import run_pass
 from lm_interp_plugin.interpret.settings import InterpSettings
 from lm_interp_plugin.methods.attribution import gradient_x_input, reference_gradient_x_input
 from lm_interp_plugin.methods.model_state import in_float32
-from lm_interp_plugin.testing.tiny import build_tiny_model
 
 pytestmark = [
     pytest.mark.gpu,
@@ -23,8 +22,8 @@ def _pair(p=40, n=12):
 
 
 @pytest.mark.parametrize("mode", ["reverse", "forward"])
-def test_cuda_float32_matches_cpu_reference(lm_tokenizer, mode):
-    model = build_tiny_model("llama", lm_tokenizer, seed=5)
+def test_cuda_float32_matches_cpu_reference(mode, tiny_model):
+    model = tiny_model("llama", seed=5)
     model.set_attn_implementation("eager")
     prompt, target = _pair()
     expected = reference_gradient_x_input(model, prompt, target)
@@ -32,8 +31,8 @@ def test_cuda_float32_matches_cpu_reference(lm_tokenizer, mode):
     torch.testing.assert_close(out.raw, expected, rtol=1e-3, atol=1e-7)
 
 
-def test_cuda_bf16_with_float32_check(lm_tokenizer):
-    model = build_tiny_model("llama", lm_tokenizer, seed=5)
+def test_cuda_bf16_with_float32_check(tiny_model):
+    model = tiny_model("llama", seed=5)
     model.set_attn_implementation("eager")
     model = model.to("cuda", torch.bfloat16)
     prompt, target = _pair()
@@ -53,11 +52,11 @@ def test_cuda_bf16_with_float32_check(lm_tokenizer):
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
-def test_sharded_model_matches_one_device(lm_tokenizer):
+def test_sharded_model_matches_one_device(tiny_model):
     """device_map sharding (what parallelize=True does): same matrix and attentions as on one device."""
     from accelerate import dispatch_model
 
-    model = build_tiny_model("llama", lm_tokenizer, seed=5)
+    model = tiny_model("llama", seed=5)
     model.set_attn_implementation("eager")
     prompt, target = _pair()
     single = gradient_x_input(model.cuda(), prompt, target, output_attentions=True)
@@ -76,13 +75,13 @@ def test_sharded_model_matches_one_device(lm_tokenizer):
     torch.testing.assert_close(out.attentions, single.attentions, rtol=1e-4, atol=1e-6)
 
 
-def test_cuda_attention_probe_under_sdpa_equals_eager(lm_tokenizer):
+def test_cuda_attention_probe_under_sdpa_equals_eager(tiny_model):
     """The pass's layer-by-layer instruction attention under CUDA SDPA equals eager's full probabilities."""
     from lm_interp_plugin.methods.attention import instruction_attention, target_query_positions
     from lm_interp_plugin.methods.attention_probe import InstructionAttentionProbe
     from lm_interp_plugin.methods.model_state import eager_attention
 
-    model = build_tiny_model("llama", lm_tokenizer, seed=5).cuda()
+    model = tiny_model("llama", seed=5).cuda()
     model.set_attn_implementation("sdpa")
     prompt, target = _pair()
     mask = torch.zeros(len(prompt), dtype=torch.bool)
@@ -99,11 +98,11 @@ def test_cuda_attention_probe_under_sdpa_equals_eager(lm_tokenizer):
 
 
 @pytest.mark.parametrize("mode", ["reverse", "forward"])
-def test_cuda_bf16_head_shortcut_is_as_close_to_float32(lm_tokenizer, mode):
+def test_cuda_bf16_head_shortcut_is_as_close_to_float32(mode, tiny_model):
     """The LM-head shortcut in bf16 is as close to float32 as the route through the head (no new error)."""
     from lm_interp_plugin.methods.model_state import eager_attention
 
-    model = build_tiny_model("llama", lm_tokenizer, seed=5).to("cuda", torch.bfloat16)
+    model = tiny_model("llama", seed=5).to("cuda", torch.bfloat16)
     prompt, target = _pair()
     context = eager_attention(model) if mode == "forward" else torch.enable_grad()
     with context:

@@ -13,11 +13,10 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import logging
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-
-import yaml
 
 from .local_data import dataset_status
 from .outputs import failed_writes_raise
@@ -29,8 +28,11 @@ from .preflight import (  # noqa: F401  (PluginTask: re-exported, the listing's 
     option,
     parse_model_args,
     plugin_tasks,
+    task_folder,
 )
 from .tasks import check_local_data, tasks_dir
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -53,8 +55,8 @@ def plugin_tasks_visible(builtin_tasks: bool = True) -> Iterator[Path]:
         )
         if not any(Path(p).resolve() == ours.resolve() for p in paths):
             paths.insert(0, ours)  # later paths override earlier ones: the user's win
-        if not builtin_tasks:
-            kwargs["include_defaults"] = False
+        if not builtin_tasks:  # a caller that asks for lm-eval's own tasks by name still gets them
+            kwargs.setdefault("include_defaults", False)
         original(self, *args, include_path=paths, **kwargs)
 
     TaskManager.__init__ = patched
@@ -62,6 +64,40 @@ def plugin_tasks_visible(builtin_tasks: bool = True) -> Iterator[Path]:
         yield ours
     finally:
         TaskManager.__init__ = original
+
+
+def _flag_values(argv: Sequence[str], flag: str, short: str | None = None) -> list[str] | None:
+    """Every value given to `flag` as argparse reads it (``--flag A B``, ``--flag=A``, ``-t A``, a prefix
+    such as ``--task``: argparse takes abbreviations), split on commas; None when the flag is absent."""
+    values: list[str] | None = None
+    taking = False
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if short and arg.startswith(short) and len(arg) > len(short) and not arg.startswith("--"):
+            name, eq, value = short, "=", arg[len(short) :].lstrip("=")  # -tNAME
+        if name == short or (name.startswith("--") and len(name) > 3 and flag.startswith(name)):
+            values = values if values is not None else []
+            taking = not eq
+            if eq:
+                values += value.split(",")
+        elif taking and not arg.startswith("-"):
+            values += arg.split(",")
+        else:
+            taking = False
+    return None if values is None else [v.strip() for v in values]
+
+
+def plugin_tasks_only(argv: Sequence[str], tasks: Sequence[PluginTask]) -> bool:
+    """Whether a `run` names only the plugin's own tasks, each exactly (no pattern, tag, group or YAML path),
+    and no ``--include_path``: then lm-eval needs none of its ~15,000 stock configs (`builtin_tasks=False`
+    of `plugin_tasks_visible`), which take ~7 s of CPU to index. Variants (`interp_arc_easy`) qualify:
+    they find their stock config by a text scan (`variants.stock_yaml_path`)."""
+    if argv[:1] != ["run"] or _flag_values(argv, "--include_path") is not None:
+        return False
+    names = _flag_values(argv, "--tasks", "-t")
+    folder = task_folder().resolve()
+    ours = {t.name for t in tasks if folder in t.path.resolve().parents}
+    return bool(names) and all(name in ours for name in names)
 
 
 def with_records_dir(argv: list[str]) -> list[str]:
@@ -98,15 +134,16 @@ def with_records_dir(argv: list[str]) -> list[str]:
     return argv
 
 
-def validate_data(argv: Sequence[str]) -> list[str]:
+def validate_data(argv: Sequence[str], tasks: Sequence[PluginTask] | None = None) -> list[str]:
     """For `validate`: per interp variant among ``--tasks``, where its data would come from; lines that say
-    MISSING or UNREACHABLE mean the task cannot run here as it stands."""
+    MISSING or UNREACHABLE mean the task cannot run here as it stands (`tasks`: as in
+    `check_plugin_task_data`)."""
     from .segment import SegmentationError
     from .variants import stock_task_config
 
     patterns = [p for p in (option(argv, "--tasks", "-t") or "").split(",") if p]
     lines = []
-    for task in plugin_tasks(include_paths(argv)):
+    for task in plugin_tasks(include_paths(argv)) if tasks is None else tasks:
         if not task.base or not any(fnmatch.fnmatchcase(task.name, p) for p in patterns):
             continue
         try:
@@ -118,30 +155,36 @@ def validate_data(argv: Sequence[str]) -> list[str]:
     return lines
 
 
-def check_plugin_task_data(argv: Sequence[str]) -> None:
+def check_plugin_task_data(argv: Sequence[str], tasks: Sequence[PluginTask] | None = None) -> None:
     """Check the local data of the plugin tasks among ``--tasks`` (`tasks.check_local_data`) before
-    lm-eval starts: it loads the model first and reads the data after, and its data errors name no file."""
+    lm-eval starts: it loads the model first and reads the data after, and its data errors name no file.
+    `tasks`: the listing `preflight.check_run` read (`plugin_tasks(include_paths(argv))`), else read here."""
     names = [p for p in (option(argv, "--tasks", "-t") or "").split(",") if p]
-    for task in plugin_tasks(include_paths(argv)):
-        if task.interp.get("data_files") and any(fnmatch.fnmatchcase(task.name, p) for p in names):
-            check_local_data(yaml.load(task.path.read_text(encoding="utf-8"), Loader=_AnyTagLoader))
+    for task in plugin_tasks(include_paths(argv)) if tasks is None else tasks:
+        if task.data_files and any(fnmatch.fnmatchcase(task.name, p) for p in names):
+            check_local_data(task.config)
 
 
 def _strip_flag(argv: list[str], flag: str) -> tuple[list[str], bool]:
     return [a for a in argv if a != flag], flag in argv
 
 
-def run_lmeval(argv: list[str], builtin_tasks: bool = True) -> None:
+def run_lmeval(
+    argv: list[str], builtin_tasks: bool | None = None, tasks: Sequence[PluginTask] | None = None
+) -> None:
     """lm-eval's CLI with the plugin registered and its tasks visible (lm-eval's own tasks too, unless
-    `builtin_tasks` is False: see `plugin_tasks_visible`).
+    `builtin_tasks` is False: see `plugin_tasks_visible`; None: only when the run needs them, see
+    `plugin_tasks_only`); `tasks`: the plugin's task listing, when the caller has read it
+    (`plugin_tasks(include_paths(argv))`).
 
     ``ls`` prints the plugin's tasks first (``--plugin-only``: only them, in a second); ``validate`` adds
     where each interp variant's data would come from and fails when it cannot be had; ``run --help`` adds
     interp-hf's model arguments.
     """
+    listing = plugin_tasks(include_paths(argv)) if tasks is None else list(tasks)
     if argv and argv[0] == "ls":
         argv, plugin_only = _strip_flag(argv, "--plugin-only")
-        print(format_plugin_tasks(plugin_tasks(include_paths(argv))), flush=True)
+        print(format_plugin_tasks(listing), flush=True)
         if plugin_only:
             return
         print("\nlm-eval's tasks (the full index takes a while to build):", flush=True)
@@ -152,7 +195,10 @@ def run_lmeval(argv: list[str], builtin_tasks: bool = True) -> None:
 
     if argv and argv[0] == "run":
         argv = with_records_dir(argv)
-        check_plugin_task_data(argv)
+        check_plugin_task_data(argv, listing)
+    if builtin_tasks is None:
+        builtin_tasks = not plugin_tasks_only(argv, listing)
+        logger.debug("lm-eval's own task index: %s", "built" if builtin_tasks else "skipped (plugin tasks)")
     old_argv = sys.argv
     sys.argv = ["lm-interp", *argv]
     try:
@@ -168,7 +214,7 @@ def run_lmeval(argv: list[str], builtin_tasks: bool = True) -> None:
     finally:
         sys.argv = old_argv
     if argv[:1] == ["validate"]:
-        lines = validate_data(argv)
+        lines = validate_data(argv, listing)
         for line in lines:
             print(line)
         bad = [line for line in lines if "MISSING" in line or "UNREACHABLE" in line]

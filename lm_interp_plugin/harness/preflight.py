@@ -79,6 +79,12 @@ class PluginTask:
     tags: list[str] = field(default_factory=list)
     summary: str = ""
     interp: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict, repr=False)  # the YAML as read (`!function` as text)
+
+    @property
+    def data_files(self) -> dict[str, str]:
+        """``metadata.interp.data_files``: split -> file (relative to the task folder); empty: a variant."""
+        return dict(self.interp.get("data_files") or {})
 
 
 def task_folder() -> Path:
@@ -91,7 +97,8 @@ def task_folder() -> Path:
 
 def plugin_tasks(folders: Sequence[Path] | None = None) -> list[PluginTask]:
     """The interp task YAMLs in the plugin's task folder (and `folders`), sorted: shipped tasks, then
-    variants. Fast: a text read of a few dozen files, no task index."""
+    variants. Fast: a text read of a few dozen files, no task index. `lm-interp run` reads them once and
+    passes the list to each check (`check_run`, `launcher.check_plugin_task_data`)."""
     out: dict[str, PluginTask] = {}
     for folder in [task_folder(), *(folders or [])]:
         for path in sorted(Path(folder).rglob("*.yaml")):
@@ -112,7 +119,7 @@ def plugin_tasks(folders: Sequence[Path] | None = None) -> list[PluginTask]:
                 summary = f"lm-eval's {interp['base']} + interpretation"
             else:
                 summary = summary or str(cfg.get("output_type", ""))
-            out[cfg["task"]] = PluginTask(cfg["task"], path, interp.get("base"), tags, summary, interp)
+            out[cfg["task"]] = PluginTask(cfg["task"], path, interp.get("base"), tags, summary, interp, cfg)
     return sorted(out.values(), key=lambda t: (t.base is not None, t.name))
 
 
@@ -186,11 +193,14 @@ def lmeval_tasks_folder() -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def check_tasks(text: str | None, folders: Sequence[Path] = ()) -> None:
+def check_tasks(
+    text: str | None, folders: Sequence[Path] = (), tasks: Sequence[PluginTask] | None = None
+) -> None:
     """Every ``--tasks`` entry is a task file that exists or a name (or pattern) some task folder defines;
-    otherwise one line with the closest names and where to list them."""
+    otherwise one line with the closest names and where to list them. `tasks`: `plugin_tasks(folders)`,
+    when the caller has read them already."""
     entries = [t.strip() for t in (text or "").split(",") if t.strip()]
-    ours = [t.name for t in plugin_tasks(folders)]
+    ours = [t.name for t in (plugin_tasks(folders) if tasks is None else tasks)]
     unknown = []
     for entry in entries:
         if entry in _TASK_KEYWORDS or any(fnmatch.fnmatchcase(name, entry) for name in ours):
@@ -304,8 +314,9 @@ def check_interp_args(model_args: dict[str, Any]) -> None:
         raise PreflightError(str(err)) from None  # names the key and the valid values
 
 
-def check_run(argv: Sequence[str]) -> None:
-    """All of the above for `run` arguments (argv without the leading 'run'), before lm-eval starts."""
+def check_run(argv: Sequence[str], tasks: Sequence[PluginTask] | None = None) -> None:
+    """All of the above for `run` arguments (argv without the leading 'run'), before lm-eval starts.
+    `tasks`: the plugin's task listing (`plugin_tasks(include_paths(argv))`), when the caller has it."""
     if "-h" in argv or "--help" in argv:
         return
     model = option(argv, "--model")
@@ -315,4 +326,4 @@ def check_run(argv: Sequence[str]) -> None:
     if model in _PATH_MODELS:
         pretrained = model_args.get("pretrained")
         check_pretrained(str(pretrained) if pretrained is not None else None, model_args.get("revision"))
-    check_tasks(option(argv, "--tasks", "-t"), include_paths(argv))
+    check_tasks(option(argv, "--tasks", "-t"), include_paths(argv), tasks)

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..spans import Span, trim_span
@@ -419,17 +420,13 @@ def segment_prompt(
         )
     start, end, spans, pieces = region
     prefix = context[:start]
-    markup = chat_spans(context, start, end)
-    system = _system_prompt(task, doc, prefix, system_instruction)
-    spans.setdefault("instruction", []).extend(system)
-    instr_end = system[-1][1] if system else 0
-    # text the chat template wrote by itself (SmolLM2's default system prompt) is chat, unless it is the
-    # system prompt this prompt was given
-    injected = [span for span in chat_spans(context, start, end, template) if span not in markup]
-    chat = sorted(markup + _subtract(injected, spans.get("instruction", [])))
-    fs_start, demos = _demonstrations(task, context, start, pieces, chat, instr_end)
-    if demos:
-        spans.setdefault("fewshot", []).extend(demos)
+    frame = prompt_frame(
+        task, doc, context, start, end, system_instruction, template, spans.get("instruction", []), pieces
+    )
+    spans.setdefault("instruction", []).extend(frame.system)
+    chat, fs_start = frame.chat, frame.fewshot_start
+    if frame.fewshot:
+        spans.setdefault("fewshot", []).extend(frame.fewshot)
     # system instruction / other text before the examples
     other = _subtract([(0, fs_start)], chat + spans.get("instruction", []))
     other = [trim_span(prefix, s, e) for s, e in other if prefix[s:e].strip()]
@@ -442,6 +439,48 @@ def segment_prompt(
     if chat:
         spans["chat"] = chat
     return {k: sorted(v) for k, v in spans.items() if v}
+
+
+@dataclass(frozen=True)
+class PromptFrame:
+    """What surrounds the evaluated example in a prompt: the system prompt, the chat template's text and the
+    few-shot demonstrations before it. One computation for both ways of finding the parts (this module's
+    `segment_prompt` and the declared fields of `tasks.InterpTask.segment`), so they cannot disagree."""
+
+    system: list[Span]  # system instruction and task description, before any example
+    chat: list[Span]  # chat markup, and text the template injected itself that is not an instruction
+    fewshot_start: int  # where the demonstrations start (the example's start when there are none)
+    fewshot: list[Span]  # the demonstrations, chat markup cut out
+
+
+def prompt_frame(
+    task: Any,
+    doc: Mapping[str, Any],
+    context: str,
+    start: int,
+    end: int,
+    system_instruction: str | None = None,
+    template: tuple[str, ...] = (),
+    instruction: Sequence[Span] = (),
+    pieces: list[tuple[str, str]] | None = None,
+) -> PromptFrame:
+    """The frame of the evaluated example at ``context[start:end]``.
+
+    Args:
+        template: text the chat template injected by itself (`template_text`).
+        instruction: spans already known to be instruction: injected text that is one of them (the system
+            prompt this prompt was given) is not chat.
+        pieces: the example's `skeleton`, to find the first demonstration by the template's own text.
+    """
+    markup = chat_spans(context, start, end)
+    system = _system_prompt(task, doc, context[:start], system_instruction)
+    instr_end = system[-1][1] if system else 0
+    # text the chat template wrote by itself (SmolLM2's default system prompt) is chat, unless it is the
+    # system prompt this prompt was given
+    injected = [span for span in chat_spans(context, start, end, template) if span not in markup]
+    chat = sorted(markup + _subtract(injected, [*instruction, *system]))
+    fs_start, demos = _demonstrations(task, context, start, pieces, chat, instr_end)
+    return PromptFrame(system, chat, fs_start, demos)
 
 
 def _system_prompt(
@@ -505,7 +544,7 @@ def demonstration_spans(
     start = context.rfind(real) if isinstance(real, str) and real else -1
     if start <= 0:
         return []
-    chat = chat_spans(context, start, start + len(real))
-    system = _system_prompt(task, doc, context[:start], system_instruction)
-    instr_end = system[-1][1] if system else 0
-    return _demonstrations(task, context, start, skeleton(task, doc), chat, instr_end)[1]
+    end = start + len(real)
+    return prompt_frame(
+        task, doc, context, start, end, system_instruction, pieces=skeleton(task, doc)
+    ).fewshot

@@ -384,12 +384,15 @@ class InterpTask(ConfigurableTask):
         if demos:  # the demonstrations of --num_fewshot, which would otherwise be template text
             spans["fewshot"] = demos
         if located:  # chat-template markup, and a system prompt the template injected itself
-            from .segment import chat_spans
+            from .segment import prompt_frame
 
             start, end = min(s for s, _ in located), max(e for _, e in located)
-            chat = chat_spans(context, start, end, self._template_text)
-            if chat:
-                spans["chat"] = chat
+            instruction = spans.get("instruction", [])
+            frame = prompt_frame(
+                self, doc, context, start, end, self._system_instruction, self._template_text, instruction
+            )
+            if frame.chat:
+                spans["chat"] = frame.chat
         return spans
 
     def _auto_segment(self, doc: dict, context: str) -> dict[str, list[tuple[int, int]]]:

@@ -113,7 +113,9 @@ def stock_yaml_path(name: str) -> Path:
             return path
     from lm_eval.tasks import TaskManager  # slow path: generated names
 
-    entry = getattr(TaskManager(), "_index", {}).get(name)
+    entry = getattr(TaskManager(include_defaults=True), "_index", {}).get(
+        name
+    )  # even inside a plugin-only run
     if entry is not None and getattr(entry, "yaml_path", None):
         return Path(entry.yaml_path)
     raise SegmentationError(f"no installed lm-eval task named {name!r}; check `lm_eval ls tasks`")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from lm_interp_plugin.arch import UnsupportedArchitectureError, get_adapter, supported_families
-from lm_interp_plugin.testing.tiny import TINY_FAMILIES, build_tiny_model, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import TINY_FAMILIES, sample_corpus, train_tokenizer
 
 CAPTURE = "lm_interp_test_capture"
 
@@ -92,9 +92,9 @@ def test_supported_families_cover_tiny_families():
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
-def test_adapter_matches_model_computation(family, tok):
+def test_adapter_matches_model_computation(family, tok, tiny_model):
     torch.manual_seed(0)
-    model = build_tiny_model(family, tok, layers=2, kv_heads=2)
+    model = tiny_model(family, tokenizer=tok, layers=2, kv_heads=2)
     with torch.no_grad():
         for p in model.parameters():  # non-trivial norm weights and biases everywhere
             p.add_(0.05 * torch.randn_like(p))
@@ -153,8 +153,8 @@ def test_adapter_matches_model_computation(family, tok):
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
-def test_down_proj_columns_reproduce_mlp_output(family, tok):
-    model = build_tiny_model(family, tok, layers=1)
+def test_down_proj_columns_reproduce_mlp_output(family, tok, tiny_model):
+    model = tiny_model(family, tokenizer=tok, layers=1)
     ad = get_adapter(model)
     mlp = ad.mlp_module(0)
     w_down = ad.down_proj_weight(0)
@@ -175,8 +175,8 @@ def test_down_proj_columns_reproduce_mlp_output(family, tok):
     assert torch.allclose(got["out"], expected, atol=1e-5)
 
 
-def test_gqa_expansion_repeats_each_kv_head(tok):
-    model = build_tiny_model("llama", tok, heads=8, kv_heads=2, hidden=64)
+def test_gqa_expansion_repeats_each_kv_head(tok, tiny_model):
+    model = tiny_model("llama", tokenizer=tok, heads=8, kv_heads=2, hidden=64)
     ad = get_adapter(model)
     assert (ad.num_heads, ad.num_kv_heads) == (8, 2)
     _, wk = ad.qk_weights(0)
@@ -185,21 +185,21 @@ def test_gqa_expansion_repeats_each_kv_head(tok):
         assert torch.equal(wk[h], raw[h // 4])
 
 
-def test_gemma_norm_offset_and_embedding_scale(tok):
-    model = build_tiny_model("gemma", tok)
+def test_gemma_norm_offset_and_embedding_scale(tok, tiny_model):
+    model = tiny_model("gemma", tokenizer=tok)
     ad = get_adapter(model)
     raw = model.model.layers[1].input_layernorm.weight
     assert torch.equal(ad.input_norm_weight(1), raw + 1)
     assert ad.embedding_scale() == pytest.approx(64**0.5)
 
 
-def test_olmo_norm_has_no_weight(tok):
-    ad = get_adapter(build_tiny_model("olmo", tok))
+def test_olmo_norm_has_no_weight(tok, tiny_model):
+    ad = get_adapter(tiny_model("olmo", tokenizer=tok))
     assert ad.input_norm_weight(0) is None and ad.input_norm_bias(0) is None
 
 
-def test_no_decoder_layers_names_the_modules_seen(tok):
-    model = build_tiny_model("llama", tok)
+def test_no_decoder_layers_names_the_modules_seen(tok, tiny_model):
+    model = tiny_model("llama", tokenizer=tok)
     model.model.blocks = model.model.layers
     model.model.layers = torch.nn.ModuleList(list(model.model.layers)[:1])  # not num_hidden_layers long
     del model.model.blocks
@@ -209,10 +209,10 @@ def test_no_decoder_layers_names_the_modules_seen(tok):
         get_adapter(model)
 
 
-def test_unreadable_query_projection_is_said_not_guessed(tok):
+def test_unreadable_query_projection_is_said_not_guessed(tok, tiny_model):
     """A renamed q projection: attention is still found (it calls the interface) but its heads are not
     readable, and qk_weights says why instead of reading another matrix."""
-    model = build_tiny_model("llama", tok)
+    model = tiny_model("llama", tokenizer=tok)
     for layer in model.model.layers:
         layer.self_attn.q_proj_renamed = layer.self_attn.q_proj
         del layer.self_attn.q_proj
@@ -227,7 +227,7 @@ def test_model_without_config_is_rejected():
         get_adapter(torch.nn.Linear(2, 2))
 
 
-def test_layer_out_of_range(tok):
-    ad = get_adapter(build_tiny_model("gpt2", tok))
+def test_layer_out_of_range(tok, tiny_model):
+    ad = get_adapter(tiny_model("gpt2", tokenizer=tok))
     with pytest.raises(IndexError, match="out of range"):
         ad.qk_weights(5)

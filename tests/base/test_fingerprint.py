@@ -8,11 +8,9 @@ import torch
 from lm_interp_plugin.fingerprint import differing_fields, identity_hash, model_fingerprint
 
 
-def test_identity_follows_the_weights_not_the_name(lm_tokenizer):
-    from lm_interp_plugin.testing.tiny import build_tiny_model
-
-    a = build_tiny_model("llama", lm_tokenizer, seed=0)
-    same = build_tiny_model("llama", lm_tokenizer, seed=0)
+def test_identity_follows_the_weights_not_the_name(lm_tokenizer, tiny_model):
+    a = tiny_model("llama", seed=0)
+    same = tiny_model("llama", seed=0)
     fa = model_fingerprint(a, lm_tokenizer, name="runs/a")
     fsame = model_fingerprint(same, lm_tokenizer, name="elsewhere/a-copy")
     assert fa["weight_hash"] == fsame["weight_hash"] and identity_hash(fa) == identity_hash(fsame)
@@ -24,10 +22,10 @@ def test_identity_follows_the_weights_not_the_name(lm_tokenizer):
     assert identity_hash(fa) != identity_hash(changed)
 
 
-def test_identity_follows_the_tokenizer_and_config(lm_tokenizer):
-    from lm_interp_plugin.testing.tiny import build_tiny_model, task_corpus, train_tokenizer
+def test_identity_follows_the_tokenizer_and_config(lm_tokenizer, tiny_model):
+    from lm_interp_plugin.testing.tiny import task_corpus, train_tokenizer
 
-    model = build_tiny_model("llama", lm_tokenizer, seed=0)
+    model = tiny_model("llama", seed=0)
     other = train_tokenizer(task_corpus()[:50], vocab_size=800)
     base = model_fingerprint(model, lm_tokenizer)
     assert "tokenizer_hash" in differing_fields(base, model_fingerprint(model, other))

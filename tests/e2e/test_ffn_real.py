@@ -32,11 +32,9 @@ def _smollm2_folder() -> Path:
 
 
 @pytest.fixture(scope="module")
-def judge(lm_tokenizer):
-    from lm_interp_plugin.testing.tiny import build_tiny_model
-
+def judge(lm_tokenizer, tiny_model):
     folder = _smollm2_folder()
-    explained = build_tiny_model("llama", lm_tokenizer, seed=0)
+    explained = tiny_model("llama", seed=0)
     E = explained.get_output_embeddings().weight.detach()
     labeller = build_labeller(f"llm:{folder}::{GGUF}", embeddings=E, tokenizer=lm_tokenizer, n_null=8)
     return labeller, explained

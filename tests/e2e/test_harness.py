@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from lm_interp_plugin.records import load_records, record_files
 
-from lmeval_run import run_lmeval
+from lmeval_run import cli_run, run_cli, run_lmeval
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = ["interp_instruct", "interp_instruct_mc"]
@@ -128,31 +125,14 @@ def test_bad_setting_gets_a_did_you_mean(tiny_llama_dir, tmp_path):
         )
 
 
-def _cli(args, cwd):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_stock_lm_eval_with_a_task_yaml_path(tiny_llama_dir, tmp_path):
     out = tmp_path / "out"
-    proc = _cli(
-        [
-            sys.executable,
-            "-m",
-            "lm_eval",
-            "run",
-            "--model",
-            "interp-hf",
-            "--model_args",
-            f"pretrained={tiny_llama_dir},records_dir={out / 'records'}",
-            "--tasks",
-            str(REPO / "tasks" / "interp_instruct_mc.yaml"),
-            "--limit",
-            "2",
-            "--log_samples",
-            "--output_path",
-            str(out),
-        ],
+    proc = cli_run(
+        "lm_eval",
+        f"pretrained={tiny_llama_dir},records_dir={out / 'records'}",
+        str(REPO / "tasks" / "interp_instruct_mc.yaml"),
+        limit=2,
+        out=out,
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -164,29 +144,12 @@ def test_stock_lm_eval_with_a_task_yaml_path(tiny_llama_dir, tmp_path):
 
 
 def test_lm_interp_cli_run_and_ls(tiny_llama_dir, tmp_path):
-    proc = _cli([sys.executable, "-m", "lm_interp_plugin", "ls", "tasks"], cwd=tmp_path)
+    proc = run_cli("lm-interp", "ls", "tasks", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "interp_instruct_mc" in proc.stdout and "arc_easy" in proc.stdout
     out = tmp_path / "runs"
-    proc = _cli(
-        [
-            sys.executable,
-            "-m",
-            "lm_interp_plugin",
-            "run",
-            "--model",
-            "interp-hf",
-            "--model_args",
-            f"pretrained={tiny_llama_dir}",
-            "--tasks",
-            "interp_instruct_mc",
-            "--limit",
-            "2",
-            "--log_samples",
-            "--output_path",
-            str(out),
-        ],
-        cwd=tmp_path,
+    proc = cli_run(
+        "lm-interp", f"pretrained={tiny_llama_dir}", "interp_instruct_mc", limit=2, out=out, cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     model_dir = next(p for p in out.iterdir() if p.is_dir())
@@ -255,61 +218,26 @@ def test_data_parallel_on_two_cpu_processes_matches_one_process(tiny_llama_dir, 
     split across the ranks, each rank writes its own records file, lm-eval gathers the samples, and every
     per-sample value equals the single-process run's."""
     task = "interp_instruct_mc"
-    common = [
-        "run",
-        "--model",
-        "interp-hf",
-        "--tasks",
-        task,
-        "--limit",
-        "6",
-        "--log_samples",
-        "--device",
-        "cpu",
-    ]
     single, multi = tmp_path / "single", tmp_path / "multi"
-    proc = _cli(
-        [
-            sys.executable,
-            "-m",
-            "lm_interp_plugin",
-            *common,
-            "--output_path",
-            str(single),
-            "--model_args",
-            f"pretrained={tiny_llama_dir},records_dir={single / 'records'}",
-        ],
-        cwd=tmp_path,
-    )
+
+    def run(out: Path, **kwargs):
+        return cli_run(
+            "lm-interp",
+            f"pretrained={tiny_llama_dir},records_dir={out / 'records'}",
+            task,
+            limit=6,
+            out=out,
+            extra=["--device", "cpu"],
+            cwd=tmp_path,
+            **kwargs,
+        )
+
+    proc = run(single)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    env = {
-        **os.environ,
-        "ACCELERATE_USE_CPU": "1",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONWARNINGS": "ignore",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29533",
-            "-m",
-            "lm_interp_plugin",
-            *common,
-            "--output_path",
-            str(multi),
-            "--model_args",
-            f"pretrained={tiny_llama_dir},records_dir={multi / 'records'}",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
+    proc = run(
+        multi,
+        launcher=["torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"],
+        env={"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -15,11 +15,11 @@ SIGNALS = "reference_shift+logit_lens+contrastive"
 
 
 @pytest.fixture(scope="module")
-def run(tiny_llama_dir, lm_tokenizer, tmp_path_factory):
-    from lm_interp_plugin.testing.tiny import build_tiny_model, save_tiny
+def run(tiny_llama_dir, lm_tokenizer, tmp_path_factory, tiny_model):
+    from lm_interp_plugin.testing.tiny import save_tiny
 
     root = tmp_path_factory.mktemp("shift_e2e")
-    reference = save_tiny(build_tiny_model("llama", lm_tokenizer, seed=9), lm_tokenizer, root / "reference")
+    reference = save_tiny(tiny_model("llama", seed=9), lm_tokenizer, root / "reference")
     records = root / "records"
     args = (
         f"pretrained={tiny_llama_dir},records_dir={records},interp_reference={reference},"

@@ -30,7 +30,7 @@ from lm_interp_plugin.methods.vocab import whole_word_vocab
 from lm_interp_plugin.report import plots
 from lm_interp_plugin.report.render import table_markdown
 from lm_interp_plugin.report.sections.ffn_global import table5
-from lm_interp_plugin.testing.tiny import TINY_FAMILIES, build_tiny_model, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import TINY_FAMILIES, sample_corpus, train_tokenizer
 
 LEX = {
     "task_concepts": {
@@ -50,13 +50,13 @@ def tok():
 
 
 @pytest.fixture(scope="module")
-def llama(tok):
-    return build_tiny_model("llama", tok, **SMALL)
+def llama(tok, tiny_model):
+    return tiny_model("llama", tokenizer=tok, **SMALL)
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
-def test_explain_ffn_end_to_end_every_family(family, tok):
-    model = build_tiny_model(family, tok, **SMALL)
+def test_explain_ffn_end_to_end_every_family(family, tok, tiny_model):
+    model = tiny_model(family, tokenizer=tok, **SMALL)
     options = None if family == "llama" else {"lexicons": LEX}  # llama uses the packaged concepts.json
     expl = explain_ffn(model, tok, k=3, top_n=4, labeller_options=options, progress=False)
     adapter = get_adapter(model)
@@ -166,8 +166,8 @@ def test_group_proportions_and_tests_against_hand_computation():
     assert table_markdown(table5(cmp, kind="level")).count("| none |") == 1
 
 
-def test_component_cache_round_trip_and_invalidation(tmp_path, tok, monkeypatch, caplog):
-    model = build_tiny_model("qwen2", tok, **SMALL)
+def test_component_cache_round_trip_and_invalidation(tmp_path, tok, monkeypatch, caplog, tiny_model):
+    model = tiny_model("qwen2", tokenizer=tok, **SMALL)
     first = load_or_compute_components(model, 3, tmp_path, "tiny/qwen2", progress=False)
     files = list(tmp_path.glob("*.npz"))
     assert len(files) == 1 and "tiny_qwen2_k3" in files[0].name

@@ -20,7 +20,6 @@ from lm_interp_plugin.report.render import table_markdown
 from lm_interp_plugin.report.sections.heads import table3
 from lm_interp_plugin.testing.tiny import (
     TINY_FAMILIES,
-    build_tiny_model,
     sample_corpus,
     save_tiny,
     train_tokenizer,
@@ -33,8 +32,8 @@ def tok():
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
-def test_explain_heads_every_family_round_trips(family, tok, tmp_path):
-    model = build_tiny_model(family, tok)
+def test_explain_heads_every_family_round_trips(family, tok, tmp_path, tiny_model):
+    model = tiny_model(family, tokenizer=tok)
     expl = explain_heads(model, tok, top_k=3, neighbors=5, max_words=30, progress=False)
     assert (expl.num_layers, expl.num_heads) == (2, 4)
     assert [(h.layer, h.head) for h in expl.heads] == [(layer, h) for layer in range(2) for h in range(4)]
@@ -51,10 +50,10 @@ def test_explain_heads_every_family_round_trips(family, tok, tmp_path):
     assert back == expl
 
 
-def test_planted_pair_in_a_real_model_is_recovered(tok):
+def test_planted_pair_in_a_real_model_is_recovered(tok, tiny_model):
     """Layer 0 of a llama: only head 0 dimension 2 has query/key weights, aimed at ' river' and ' green'."""
     words = ["river", "green", "seven", "apple", "blue", "city", "number", "fast", "slow", "five", "mat"]
-    model = build_tiny_model("llama", tok)
+    model = tiny_model("llama", tokenizer=tok)
     ids = {w: tok.encode(" " + w, add_special_tokens=False)[0] for w in words}
     attn = model.model.layers[0].self_attn
     with torch.no_grad():
@@ -79,8 +78,8 @@ def test_planted_pair_in_a_real_model_is_recovered(tok):
     assert all(not by_head[h].pairs for h in (1, 2, 3))
 
 
-def test_load_model_for_explain_from_folder(tok, tmp_path):
-    model = build_tiny_model("gpt2", tok)
+def test_load_model_for_explain_from_folder(tok, tmp_path, tiny_model):
+    model = tiny_model("gpt2", tokenizer=tok)
     folder = save_tiny(model, tok, tmp_path / "tiny-gpt2")
     loaded, loaded_tok = load_model_for_explain(folder, dtype="float32", device="cpu")
     assert next(loaded.parameters()).dtype == torch.float32 and not loaded.training
@@ -93,10 +92,10 @@ def test_load_model_for_explain_from_folder(tok, tmp_path):
         load_model_for_explain(folder, dtype="int3", device="cpu")
 
 
-def test_table3_from_two_files(tok, tmp_path):
+def test_table3_from_two_files(tok, tmp_path, tiny_model):
     paths = []
     for name, seed in (("base", 0), ("tuned", 1)):
-        model = build_tiny_model("qwen2", tok, seed=seed)
+        model = tiny_model("qwen2", tokenizer=tok, seed=seed)
         expl = explain_heads(model, tok, top_k=4, neighbors=5, progress=False)
         paths.append(write_heads_jsonl(tmp_path / f"{name}.jsonl", expl))
     base, tuned = (read_heads_jsonl(p) for p in paths)
@@ -126,8 +125,8 @@ def test_parse_layers_and_bad_files(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_explain_heads_on_gpu_matches_cpu(tok):
-    model = build_tiny_model("mistral", tok)
+def test_explain_heads_on_gpu_matches_cpu(tok, tiny_model):
+    model = tiny_model("mistral", tokenizer=tok)
     cpu = explain_heads(model, tok, top_k=3, neighbors=5, max_words=30, progress=False)
     gpu = explain_heads(model.to("cuda"), tok, top_k=3, neighbors=5, max_words=30, progress=False)
     assert [h.dims for h in gpu.heads] == [h.dims for h in cpu.heads]

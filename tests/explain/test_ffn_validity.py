@@ -26,14 +26,13 @@ from lm_interp_plugin.methods.concepts import NONE, ConceptLabel
 from lm_interp_plugin.methods.ffn import concept_activation, ffn_pca
 from lm_interp_plugin.report.analysis import TaskAnalysis
 from lm_interp_plugin.report.findings import NOT_MEASURABLE, check_findings
-from lm_interp_plugin.testing.tiny import build_tiny_model
 
 CONCEPTS = ["writing", "coding", "math", "translation"]
 
 
 @pytest.fixture(scope="module")
-def random_llama(lm_tokenizer):
-    return build_tiny_model("llama", lm_tokenizer, seed=3, hidden=64, layers=4, heads=4, kv_heads=2)
+def random_llama(tiny_model):
+    return tiny_model("llama", seed=3, hidden=64, layers=4, heads=4, kv_heads=2)
 
 
 def test_random_tiny_model_gets_at_most_five_percent_concept_labels(random_llama, lm_tokenizer):

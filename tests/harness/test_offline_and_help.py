@@ -3,19 +3,19 @@ interp-hf takes and which tasks are the plugin's."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from lm_interp_plugin.harness import launcher, local_data, variants
+from lm_interp_plugin.harness import launcher, local_data, preflight, variants
 from lm_interp_plugin.harness.local_data import DATA_DIR_ENV, DatasetUnavailableError, load_local_dataset
 from lm_interp_plugin.interpret.settings_reference import settings_reference
+
+from lmeval_run import cli_run, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 ARC_ROWS = [
@@ -139,20 +139,54 @@ def test_validate_reports_where_each_variants_data_comes_from(tmp_path, monkeypa
     assert "from the Hugging Face hub (reachable" in launcher.validate_data(argv)[0]
 
 
-def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "lm_interp_plugin", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+@pytest.mark.parametrize(
+    ("args", "fast"),
+    [
+        (["--tasks", "interp_instruct_mc"], True),
+        (["--tasks", "interp_instruct,interp_instruct_mc", "--limit", "1"], True),
+        (["--tasks=interp_arc_easy"], True),  # a variant: its stock config comes from a text scan
+        (["-tinterp_instruct_mc"], True),
+        (["--task", "interp_instruct_mc"], True),  # argparse's abbreviation
+        (["--tasks", "arc_easy"], False),  # a stock name
+        (["--tasks", "interp_instruct_mc,arc_easy"], False),  # a mix
+        (["--tasks", "interp_instruct_mc", "arc_easy"], False),  # a mix, space-separated (nargs="+")
+        (["--tasks", "interp_instruct_mc", "-t", "arc_easy"], False),
+        (["--tasks", "interp_instruct*"], False),  # a pattern
+        (["--tasks", "tasks/interp_instruct_mc.yaml"], False),  # a YAML path
+        (["--tasks", "interp_instruct_mc", "--include_path", "my_tasks"], False),  # the user's folder
+        (["--tasks", "list"], False),
+        ([], False),
+    ],
+)
+def test_plugin_task_names_skip_lm_evals_task_index(args, fast):
+    """lm-eval's ~15,000 stock configs (~7 s of CPU to index) are left out only when every task named is
+    exactly one of the plugin's own."""
+    tasks = preflight.plugin_tasks()
+    assert launcher.plugin_tasks_only(["run", "--model", "interp-hf", *args], tasks) is fast
+    assert not launcher.plugin_tasks_only(["ls", *args], tasks)
+
+
+def test_run_builds_lm_evals_index_only_when_a_stock_task_is_named(monkeypatch):
+    import lm_eval.__main__
+
+    seen = []
+
+    @contextlib.contextmanager
+    def visible(builtin_tasks=True):
+        seen.append(builtin_tasks)
+        yield
+
+    monkeypatch.setattr(launcher, "plugin_tasks_visible", visible)
+    monkeypatch.setattr(lm_eval.__main__, "cli_evaluate", lambda: None)
+    for tasks in ("interp_instruct_mc", "interp_instruct_mc,arc_easy", "arc_easy"):
+        launcher.run_lmeval(["run", "--model", "hf", "--tasks", tasks])
+    launcher.run_lmeval(["run", "--model", "hf", "--tasks", "interp_instruct_mc"], builtin_tasks=True)
+    assert seen == [False, True, True, True]
 
 
 def test_ls_plugin_only_is_fast_and_lists_the_plugins_tasks():
     start = time.perf_counter()
-    proc = _cli("ls", "tasks", "--plugin-only")
+    proc = run_cli("lm-interp", "ls", "tasks", "--plugin-only")
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
@@ -165,7 +199,7 @@ def test_ls_plugin_only_is_fast_and_lists_the_plugins_tasks():
 
 @pytest.mark.slow  # a subprocess of lm-eval's CLI
 def test_run_help_lists_every_interp_argument_with_its_default():
-    proc = _cli("run", "--help")
+    proc = run_cli("lm-interp", "run", "--help")
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = proc.stdout
     assert "--model_args" in text  # lm-eval's own help comes first
@@ -186,19 +220,12 @@ def test_readme_table_matches_the_settings():
 @pytest.mark.slow
 def test_lm_interp_run_on_a_local_copy(tiny_llama_dir, tmp_path):
     out = tmp_path / "runs"
-    proc = _cli(
-        "run",
-        "--model",
-        "interp-hf",
-        "--model_args",
+    proc = cli_run(
+        "lm-interp",
         f"pretrained={tiny_llama_dir}",
-        "--tasks",
         "interp_arc_easy",
-        "--limit",
-        "2",
-        "--log_samples",
-        "--output_path",
-        str(out),
+        limit=2,
+        out=out,
         env={DATA_DIR_ENV: str(_jsonl_copy(tmp_path / "data"))},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -187,12 +187,11 @@ def test_truncated_run_keeps_labels_and_logs_once_per_task_with_a_count(tiny_lla
 
 
 # ---------------------------------------------------------------------------------------------- defect 6
-def test_empty_target_leaves_the_attribution_metrics_out_with_a_note(lm_tokenizer):
+def test_empty_target_leaves_the_attribution_metrics_out_with_a_note(tiny_model):
     from lm_interp_plugin.interpret.passes import run_pass
     from lm_interp_plugin.interpret.settings import InterpSettings
-    from lm_interp_plugin.testing.tiny import build_tiny_model
 
-    model = build_tiny_model("llama", lm_tokenizer, seed=0)
+    model = tiny_model("llama", seed=0)
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(5, 700, (9,), generator=g).tolist()
     labels = ["instruction"] * 4 + ["content"] * 5
@@ -361,3 +360,49 @@ def test_system_instruction_is_instruction_on_tasks_with_declared_fields():
     context = task.fewshot_context(doc, num_fewshot=0, system_instruction=SYSTEM)
     spans = task.segment(doc, context)
     assert text_of(context, spans, "instruction") == [SYSTEM, doc["instruction"]]
+
+
+# the ChatML template with a default system prompt of its own when none is given (as SmolLM2's)
+CHATML_DEFAULT_SYSTEM = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}" + CHATML
+)
+
+
+@pytest.mark.parametrize("name", ["interp_instruct", "interp_instruct_mc"])
+@pytest.mark.parametrize("shots", [0, 2])
+def test_declared_fields_and_the_template_find_the_same_frame(name, shots, lm_tokenizer):
+    """A task that declares its fields and the same prompt segmented from its template give the same
+    demonstrations and chat-template text (one path: `segment.prompt_frame`), with or without a system
+    instruction, a chat template, or text the template injects itself."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from lm_interp_plugin.harness.tasks import InterpTask, tasks_dir
+
+    task = InterpTask(
+        config={**load_yaml(tasks_dir() / f"{name}.yaml", resolve_func=False), "num_fewshot": shots}
+    )
+    doc = task.eval_docs[0]
+    for template in (None, CHATML, CHATML_DEFAULT_SYSTEM):
+        for system in (None, SYSTEM):
+            chat = {}
+            if template is not None:
+
+                def render(messages, add_generation_prompt=True, template=template):
+                    return lm_tokenizer.apply_chat_template(
+                        messages,
+                        chat_template=template,
+                        tokenize=False,
+                        add_generation_prompt=add_generation_prompt,
+                    )
+
+                chat = {"apply_chat_template": True, "chat_template": render}
+            context = task.fewshot_context(doc, num_fewshot=shots, system_instruction=system, **chat)
+            context = context[0] if isinstance(context, list) else context
+            declared, auto = task.segment(doc, context), task._auto_segment(doc, context)
+            for part in ("fewshot", "chat"):
+                assert declared.get(part) == auto.get(part), (template, system, part)
+            assert bool(declared.get("fewshot")) == bool(shots)
+            assert ("You are a helpful assistant." in "".join(text_of(context, declared, "chat"))) == (
+                template == CHATML_DEFAULT_SYSTEM and system is None
+            )

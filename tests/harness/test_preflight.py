@@ -5,9 +5,6 @@ No network: the hub checks run with HF_HUB_OFFLINE or a stubbed reachability pro
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +18,8 @@ from lm_interp_plugin.harness.preflight import (
     plugin_tasks,
     yaml_task_names,
 )
+
+from lmeval_run import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -154,15 +153,10 @@ def test_ls_name_column_fits_the_longest_name():
     ],
 )
 def test_the_command_fails_in_under_5_seconds(tmp_path, pretrained, tasks, expected):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "lm_interp_plugin", "run", *_run_args(pretrained, tasks)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_cli(
+        "lm-interp", "run", *_run_args(pretrained, tasks), cwd=tmp_path, env=env, quiet=False, timeout=120
     )
     seconds = time.perf_counter() - start
     lines = done.stderr.strip().splitlines()

@@ -65,32 +65,36 @@ def test_vocab_differences_name_the_first_mismatches():
     assert vocab_differences(a, {"a": 0, "b": 1, "z": 2})[-1].startswith("token 'c': id 2")
 
 
-def test_reference_with_another_tokenizer_fails_once_and_clearly(tmp_path, lm_tokenizer, tiny_llama_dir):
+def test_reference_with_another_tokenizer_fails_once_and_clearly(
+    tmp_path, lm_tokenizer, tiny_llama_dir, tiny_model
+):
     from transformers import AutoModelForCausalLM
 
-    from lm_interp_plugin.testing.tiny import build_tiny_model, sample_corpus, save_tiny, train_tokenizer
+    from lm_interp_plugin.testing.tiny import sample_corpus, save_tiny, train_tokenizer
 
     other_tok = train_tokenizer(sample_corpus(), vocab_size=300)
-    other_dir = save_tiny(build_tiny_model("llama", other_tok, seed=1), other_tok, tmp_path / "other")
+    other_dir = save_tiny(tiny_model("llama", tokenizer=other_tok, seed=1), other_tok, tmp_path / "other")
     evaluated = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     with pytest.raises(ReferenceModelError, match=r"interp_reference=.*tokenizer differs.*same tokenizer"):
         load_reference(str(other_dir), evaluated, lm_tokenizer)
     with pytest.raises(ReferenceModelError, match="tokenizer could not be loaded"):
         load_reference(str(tmp_path / "missing"), evaluated, lm_tokenizer)
     check_same_vocab(lm_tokenizer, lm_tokenizer, "same")  # no error
-    wider = build_tiny_model("llama", lm_tokenizer, seed=1)
+    wider = tiny_model("llama", seed=1)
     wider.resize_token_embeddings(len(lm_tokenizer) + 8)  # same tokenizer, a padded output layer
     with pytest.raises(ReferenceModelError, match="same vocabulary size"):
         load_reference(str(save_tiny(wider, lm_tokenizer, tmp_path / "wider")), evaluated, lm_tokenizer)
 
 
-def test_reference_loads_frozen_on_the_evaluated_models_dtype(tmp_path, lm_tokenizer, tiny_llama_dir):
+def test_reference_loads_frozen_on_the_evaluated_models_dtype(
+    tmp_path, lm_tokenizer, tiny_llama_dir, tiny_model
+):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from lm_interp_plugin.testing.tiny import build_tiny_model, save_tiny
+    from lm_interp_plugin.testing.tiny import save_tiny
 
-    ref_dir = save_tiny(build_tiny_model("llama", lm_tokenizer, seed=5), lm_tokenizer, tmp_path / "ref")
+    ref_dir = save_tiny(tiny_model("llama", seed=5), lm_tokenizer, tmp_path / "ref")
     evaluated = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.bfloat16)
     ref = load_reference(str(ref_dir), evaluated, lm_tokenizer)
     param = next(ref.model.parameters())

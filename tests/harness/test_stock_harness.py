@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from test_harness import _cli  # the same subprocess settings as the other CLI tests
 
 from lm_interp_plugin.records import RECORDS_DIR_KEY
 from lm_interp_plugin.report import RunDirError, compare
 
 from fixtures_report import make_docs, scored, write_run
+from lmeval_run import cli_run
 
 REPO = Path(__file__).resolve().parents[2]
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
@@ -98,24 +97,12 @@ def test_stock_cli_yaml_path_with_records_elsewhere_then_compare(tiny_llama_dir,
     """The 0.4.13 form `lm_eval run --model interp-hf --tasks PATH.yaml` with records_dir outside the output
     folder: lm-eval's results file carries the records folder, and `compare` reads the records from it."""
     out, records = tmp_path / "out", tmp_path / "somewhere" / "records"
-    proc = _cli(
-        [
-            sys.executable,
-            "-m",
-            "lm_eval",
-            "run",
-            "--model",
-            "interp-hf",
-            "--model_args",
-            f"pretrained={tiny_llama_dir},records_dir={records}",
-            "--tasks",
-            str(REPO / "tasks" / "interp_instruct_mc.yaml"),
-            "--limit",
-            "3",
-            "--log_samples",
-            "--output_path",
-            str(out),
-        ],
+    proc = cli_run(
+        "lm_eval",
+        f"pretrained={tiny_llama_dir},records_dir={records}",
+        str(REPO / "tasks" / "interp_instruct_mc.yaml"),
+        limit=3,
+        out=out,
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -125,23 +112,12 @@ def test_stock_cli_yaml_path_with_records_elsewhere_then_compare(tiny_llama_dir,
     assert result.chosen_examples.get("interp_instruct_mc")
     # and the stock CLI with a task *name* needs the plugin loaded first: on 0.4.13 (no entry-point
     # discovery) it cannot find the model, which is why README shows the YAML path and `lm-interp run`
-    proc = _cli(
-        [
-            sys.executable,
-            "-m",
-            "lm_eval",
-            "run",
-            "--model",
-            "interp-hf",
-            "--model_args",
-            f"pretrained={tiny_llama_dir}",
-            "--include_path",
-            str(REPO / "tasks"),
-            "--tasks",
-            "interp_instruct_mc",
-            "--limit",
-            "1",
-        ],
+    proc = cli_run(
+        "lm_eval",
+        f"pretrained={tiny_llama_dir}",
+        "interp_instruct_mc",
+        limit=1,
+        extra=["--include_path", str(REPO / "tasks")],
         cwd=tmp_path,
     )
     from importlib.metadata import entry_points

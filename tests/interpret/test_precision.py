@@ -13,7 +13,6 @@ from lm_interp_plugin.interpret.settings import InterpSettings
 from lm_interp_plugin.methods.attribution import gradient_x_input
 from lm_interp_plugin.methods.importance import ImportanceParams, instruction_importance, quantise
 from lm_interp_plugin.methods.model_state import in_float32
-from lm_interp_plugin.testing.tiny import build_tiny_model
 
 from tolerances import HALF_REL, LOGPROB_ATOL, assert_matrix_close
 
@@ -23,8 +22,8 @@ pytestmark = pytest.mark.float_sensitive  # float comparisons across kernels and
 
 
 @pytest.fixture()
-def bf16_model(lm_tokenizer):
-    model = build_tiny_model("llama", lm_tokenizer, seed=3)
+def bf16_model(tiny_model):
+    model = tiny_model("llama", seed=3)
     model.set_attn_implementation("eager")
     return model.to(torch.bfloat16)
 
@@ -132,8 +131,8 @@ def test_nan_in_half_precision_reruns_the_request_in_float32(bf16_model):
     assert next(bf16_model.parameters()).dtype == torch.bfloat16
 
 
-def test_nan_in_float32_is_zeroed_with_a_note(lm_tokenizer):
-    model = build_tiny_model("llama", lm_tokenizer, seed=3)
+def test_nan_in_float32_is_zeroed_with_a_note(tiny_model):
+    model = tiny_model("llama", seed=3)
     handle = model.model.layers[1].mlp.register_forward_hook(lambda m, a, o: o * float("nan"))
     prompt, target = _pair(2)
     try:

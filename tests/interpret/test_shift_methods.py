@@ -22,7 +22,6 @@ from lm_interp_plugin.methods.contrastive import (
 )
 from lm_interp_plugin.methods.logit_lens import LogitLensError, logit_lens
 from lm_interp_plugin.methods.shift import ShiftError, distribution_shift, target_logits
-from lm_interp_plugin.testing.tiny import build_tiny_model
 from tests.tolerances import assert_matrix_close
 
 PROMPT = "Rewrite the sentence in French.\n\nInput: the cat sat on the mat.\n\nOutput:"
@@ -30,13 +29,13 @@ EPS32 = float(torch.finfo(torch.float32).eps)
 
 
 @pytest.fixture(scope="module")
-def model(lm_tokenizer):
-    return build_tiny_model("llama", lm_tokenizer, seed=3, layers=3)
+def model(tiny_model):
+    return tiny_model("llama", seed=3, layers=3)
 
 
 @pytest.fixture(scope="module")
-def other(lm_tokenizer):
-    return build_tiny_model("llama", lm_tokenizer, seed=4, layers=3)
+def other(tiny_model):
+    return tiny_model("llama", seed=4, layers=3)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lm_interp_plugin.methods.ablation import AblationResult, instruction_ablation, target_logprobs
-from lm_interp_plugin.testing.tiny import build_tiny_model, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
 from tolerances import LOGPROB_ATOL
 
@@ -19,8 +19,8 @@ def tok():
 
 
 @pytest.fixture(scope="module")
-def llama(tok):
-    return build_tiny_model("llama", tok, seed=1)
+def llama(tok, tiny_model):
+    return tiny_model("llama", tokenizer=tok, seed=1)
 
 
 def _plain_logprobs(model, prompt: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -120,9 +120,9 @@ def test_batch_of_requests_equals_single_runs(tok, llama):
         )
 
 
-def test_target_logprobs_padding_invariance_gemma(tok):
+def test_target_logprobs_padding_invariance_gemma(tok, tiny_model):
     """Right padding keeps positions for a second family too (gemma scales embeddings inside the model)."""
-    gemma = build_tiny_model("gemma", tok, seed=2)
+    gemma = tiny_model("gemma", tokenizer=tok, seed=2)
     short = (tok("a cat", return_tensors="pt").input_ids[0], torch.tensor([10, 11]))
     long = (
         tok("the river city number five seven apple", return_tensors="pt").input_ids[0],

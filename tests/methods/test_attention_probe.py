@@ -16,7 +16,7 @@ from lm_interp_plugin.methods.attention import instruction_attention, target_que
 from lm_interp_plugin.methods.attention_probe import InstructionAttentionProbe
 from lm_interp_plugin.methods.attribution import gradient_x_input
 from lm_interp_plugin.methods.model_state import eager_attention
-from lm_interp_plugin.testing.tiny import TINY_FAMILIES, build_tiny_model, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import TINY_FAMILIES, sample_corpus, train_tokenizer
 
 from tolerances import ATTENTION_ATOL, assert_matrix_close
 
@@ -47,10 +47,10 @@ def _eager_reference(model, sequence: torch.Tensor, mask, positions):
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
-def test_probe_equals_eager_probabilities(tok, family):
+def test_probe_equals_eager_probabilities(tok, family, tiny_model):
     """GQA (kv_heads=2 of 4 heads) in the Llama-like families, GPT-2's Conv1D, NeoX's interleaved qkv,
     Gemma-2's soft-capping (eager only), Qwen3's q/k norms."""
-    model = build_tiny_model(family, tok, seed=1)
+    model = tiny_model(family, tokenizer=tok, seed=1)
     prompt, target, mask = _inputs(20, 6)
     sequence = torch.cat([prompt, target[:-1]])
     positions = target_query_positions(len(prompt), len(target))
@@ -71,9 +71,9 @@ def test_probe_equals_eager_probabilities(tok, family):
     assert float(reference.mass.min()) > 0  # the comparison is not between zeros
 
 
-def test_probe_respects_a_sliding_window(tok):
+def test_probe_respects_a_sliding_window(tok, tiny_model):
     """Mistral with a 6-token window on a 30-token sequence: the probe's rebuilt mask must match SDPA's."""
-    model = build_tiny_model("mistral", tok, seed=2)
+    model = tiny_model("mistral", tokenizer=tok, seed=2)
     model.config.sliding_window = 6
     prompt, target, mask = _inputs(24, 6, seed=3)
     sequence = torch.cat([prompt, target[:-1]])
@@ -87,10 +87,10 @@ def test_probe_respects_a_sliding_window(tok):
     assert float(reference.mass.abs().max()) == 0.0
 
 
-def test_probe_inside_the_attribution_forward_with_grad(tok):
+def test_probe_inside_the_attribution_forward_with_grad(tok, tiny_model):
     """As the pass uses it: the capture wraps the primal forward of `gradient_x_input` (graph kept, SDPA),
     and the batched backward afterwards still gives the eager engine's matrix."""
-    model = build_tiny_model("llama", tok, seed=4)
+    model = tiny_model("llama", tokenizer=tok, seed=4)
     prompt, target, mask = _inputs(18, 5, seed=5)
     positions = target_query_positions(len(prompt), len(target))
     probe = InstructionAttentionProbe(model, mask, positions)
@@ -112,8 +112,8 @@ def _implementations_seen(model):
 
 
 @pytest.mark.parametrize("mode", ["reverse", "forward"])
-def test_run_pass_attention_equals_the_eager_path(tok, mode):
-    model = build_tiny_model("llama", tok, seed=6)
+def test_run_pass_attention_equals_the_eager_path(tok, mode, tiny_model):
+    model = tiny_model("llama", tokenizer=tok, seed=6)
     prompt, target, _ = _inputs(16, 5, seed=7)
     labels = ["special"] + ["instruction"] * 6 + ["content"] * 9
     settings = InterpSettings(ffn=False, ablation=False, mode=mode)
@@ -139,10 +139,10 @@ def test_run_pass_attention_equals_the_eager_path(tok, mode):
     assert_matrix_close(result.raw, eager.raw.numpy())
 
 
-def test_probe_with_activation_checkpointing(tok):
+def test_probe_with_activation_checkpointing(tok, tiny_model):
     """Checkpointed layers are recomputed in the backward after the probe's forward: same metrics, same
     matrix."""
-    model = build_tiny_model("qwen2", tok, seed=8)
+    model = tiny_model("qwen2", tokenizer=tok, seed=8)
     prompt, target, _ = _inputs(14, 4, seed=9)
     labels = ["special"] + ["instruction"] * 5 + ["content"] * 8
     plain = run_pass(

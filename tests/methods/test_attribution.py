@@ -12,7 +12,6 @@ from lm_interp_plugin.methods.attribution import (
     reference_gradient_x_input,
 )
 from lm_interp_plugin.methods.model_state import frozen_parameters
-from lm_interp_plugin.testing.tiny import build_tiny_model
 
 from tolerances import assert_matrix_close
 
@@ -32,15 +31,15 @@ def independent_column(model, prompt_ids, target_ids, n, objective):
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
-def family_model(request, lm_tokenizer):
-    m = build_tiny_model(request.param, lm_tokenizer, seed=1)
+def family_model(request, tiny_model):
+    m = tiny_model(request.param, seed=1)
     m.set_attn_implementation("eager")
     return m
 
 
 @pytest.fixture(scope="module")
-def model(lm_tokenizer):
-    m = build_tiny_model("llama", lm_tokenizer, seed=1)
+def model(tiny_model):
+    m = tiny_model("llama", seed=1)
     m.set_attn_implementation("eager")
     return m
 
@@ -115,8 +114,8 @@ def test_mode_choice_and_errors(model):
     assert empty.raw.shape == (2, 0)
 
 
-def test_forward_mode_under_sdpa_gives_a_clear_error(lm_tokenizer):
-    m = build_tiny_model("llama", lm_tokenizer)
+def test_forward_mode_under_sdpa_gives_a_clear_error(tiny_model):
+    m = tiny_model("llama")
     m.set_attn_implementation("sdpa")
     with pytest.raises(AttributionError, match="eager"):
         gradient_x_input(m, torch.randint(5, 700, (4,)), torch.randint(5, 700, (6,)), mode="forward")

@@ -189,11 +189,11 @@ def test_packaged_lexicons_follow_the_schema():
 
 
 @pytest.fixture(scope="module")
-def tiny_judge():
-    from lm_interp_plugin.testing.tiny import build_tiny_model, sample_corpus, train_tokenizer
+def tiny_judge(tiny_model):
+    from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
     tok = train_tokenizer(sample_corpus(), vocab_size=300)
-    model = build_tiny_model("llama", tok, hidden=32, layers=1, heads=2, kv_heads=1)
+    model = tiny_model("llama", tokenizer=tok, hidden=32, layers=1, heads=2, kv_heads=1)
     return model, tok
 
 

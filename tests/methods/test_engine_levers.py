@@ -10,7 +10,7 @@ import torch
 
 from lm_interp_plugin.methods.attribution import gradient_x_input, reference_gradient_x_input
 from lm_interp_plugin.methods.model_state import eager_attention
-from lm_interp_plugin.testing.tiny import TINY_FAMILIES, build_tiny_model, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import TINY_FAMILIES, sample_corpus, train_tokenizer
 
 from tolerances import assert_matrix_close
 
@@ -41,10 +41,10 @@ def _head_calls(model):
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
 @pytest.mark.parametrize("mode", ["reverse", "forward"])
-def test_head_shortcut_gives_the_same_matrix(tok, family, mode):
+def test_head_shortcut_gives_the_same_matrix(tok, family, mode, tiny_model):
     """Gemma-2 soft-caps its final logits (after the head module): the shortcut's one backward through the
     head includes it. Forward mode runs under eager attention, as the pass runs it."""
-    model = build_tiny_model(family, tok, seed=3)
+    model = tiny_model(family, tokenizer=tok, seed=3)
     prompt, target = _pair(9, 6, seed=4)
     context = eager_attention(model) if mode == "forward" else contextlib.nullcontext()
     with context:
@@ -60,10 +60,10 @@ def test_head_shortcut_gives_the_same_matrix(tok, family, mode):
     torch.testing.assert_close(fast.target_logprobs, slow.target_logprobs)
 
 
-def test_reverse_shortcut_seeds_hidden_sized_vectors(tok, monkeypatch):
+def test_reverse_shortcut_seeds_hidden_sized_vectors(tok, monkeypatch, tiny_model):
     """The batched VJPs start at the final hidden state (``[chunk, 1, N, hidden]`` seeds), not at the
     log-probabilities through a ``[chunk, N, vocab]`` softmax."""
-    model = build_tiny_model("llama", tok, seed=5)
+    model = tiny_model("llama", tokenizer=tok, seed=5)
     prompt, target = _pair(10, 7, seed=6)
     shapes = []
     original = torch.autograd.grad

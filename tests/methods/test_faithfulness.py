@@ -11,7 +11,7 @@ from torch import nn
 
 from lm_interp_plugin.methods.faithfulness import curve_area, deletion_curve
 from lm_interp_plugin.methods.integrated_gradients import integrated_gradients
-from lm_interp_plugin.testing.tiny import build_tiny_model, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
 from tolerances import LOGPROB_ATOL
 
@@ -96,8 +96,8 @@ def _plain_total(model, prompt, target) -> float:
 
 @pytest.mark.float_sensitive
 @pytest.mark.parametrize("replace_with", ["remove", 2])
-def test_curve_matches_hand_edited_forwards(tok, replace_with):
-    model = build_tiny_model("llama", tok, seed=4)
+def test_curve_matches_hand_edited_forwards(tok, replace_with, tiny_model):
+    model = tiny_model("llama", tokenizer=tok, seed=4)
     prompt = tok("Rewrite the code step by step.\n\nInput: blue", return_tensors="pt").input_ids[0]
     target = tok(" eulb", add_special_tokens=False, return_tensors="pt").input_ids[0]
     scores = torch.randn(prompt.numel(), generator=torch.Generator().manual_seed(0))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lm_interp_plugin.methods.integrated_gradients import RULES, integrated_gradients, quadrature
-from lm_interp_plugin.testing.tiny import build_tiny_model, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
 from tolerances import assert_matrix_close
 
@@ -22,8 +22,8 @@ def tok():
 
 
 @pytest.fixture(scope="module")
-def llama(tok):
-    return build_tiny_model("llama", tok, seed=3)
+def llama(tok, tiny_model):
+    return tiny_model("llama", tokenizer=tok, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,9 @@ def request_ids(tok):
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma"])
-def test_inputs_embeds_equal_input_ids(tok, family):
+def test_inputs_embeds_equal_input_ids(tok, family, tiny_model):
     """Feeding get_input_embeddings()(ids) is what the model does itself (gemma's scaling included)."""
-    model = build_tiny_model(family, tok, seed=0)
+    model = tiny_model(family, tokenizer=tok, seed=0)
     ids = tok("Summarize the poem as a list.", return_tensors="pt").input_ids
     with torch.no_grad():
         by_ids = model(input_ids=ids).logits

@@ -16,7 +16,6 @@ from lm_interp_plugin.methods.attribution import (
     row_bytes,
 )
 from lm_interp_plugin.methods.model_state import ModelStateError, activation_checkpointing
-from lm_interp_plugin.testing.tiny import build_tiny_model
 
 from tolerances import ATTENTION_ATOL, assert_matrix_close
 
@@ -24,8 +23,8 @@ pytestmark = pytest.mark.float_sensitive  # float comparisons across kernels and
 
 
 @pytest.fixture(scope="module")
-def model(lm_tokenizer):
-    m = build_tiny_model("llama", lm_tokenizer, seed=4)
+def model(tiny_model):
+    m = tiny_model("llama", seed=4)
     m.set_attn_implementation("eager")
     return m
 

@@ -18,7 +18,6 @@ from lm_interp_plugin.methods.scoring import (
     padded_logprobs,
     token_logprobs,
 )
-from lm_interp_plugin.testing.tiny import build_tiny_model
 
 from tolerances import LOGPROB_ATOL, assert_matrix_close, rounding_bound
 
@@ -54,8 +53,8 @@ class _NoLogitsToKeep(nn.Module):
         return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
 
 
-def test_padded_logprobs_keeps_only_target_positions_and_equals_single_runs(lm_tokenizer):
-    model = build_tiny_model("llama", lm_tokenizer, seed=1)
+def test_padded_logprobs_keeps_only_target_positions_and_equals_single_runs(tiny_model):
+    model = tiny_model("llama", seed=1)
     g = torch.Generator().manual_seed(1)
     requests = [
         (torch.randint(5, 700, (m,), generator=g), torch.randint(5, 700, (n,), generator=g))
@@ -71,9 +70,9 @@ def test_padded_logprobs_keeps_only_target_positions_and_equals_single_runs(lm_t
         torch.testing.assert_close(a, c, rtol=0, atol=LOGPROB_ATOL)
 
 
-def test_three_users_score_alike(lm_tokenizer):
+def test_three_users_score_alike(tiny_model):
     """Attribution's, ablation's and integrated gradients' log p of the same pair agree."""
-    model = build_tiny_model("llama", lm_tokenizer, seed=2)
+    model = tiny_model("llama", seed=2)
     g = torch.Generator().manual_seed(2)
     prompt, target = torch.randint(5, 700, (11,), generator=g), torch.randint(5, 700, (4,), generator=g)
     engine = gradient_x_input(model, prompt, target).target_logprobs

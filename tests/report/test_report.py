@@ -304,23 +304,23 @@ def _heads_file(path: Path, words: list[str]) -> Path:
     return write_heads_jsonl(path, HeadsExplanation({"model": path.stem}, {"top_k": 5}, 3, 2, heads))
 
 
-def _ffn_files(tmp_path: Path) -> list[Path]:
+def _ffn_files(tmp_path: Path, tiny_model) -> list[Path]:
     from lm_interp_plugin.explain.ffn import explain_ffn, write_ffn_jsonl
-    from lm_interp_plugin.testing.tiny import build_tiny_model, sample_corpus, train_tokenizer
+    from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
     tok = train_tokenizer(sample_corpus(), vocab_size=400)
     paths = []
     for seed, name in ((0, "base"), (1, "tuned")):
-        model = build_tiny_model("llama", tok, seed=seed, hidden=32, layers=2, heads=4, kv_heads=2)
+        model = tiny_model("llama", tokenizer=tok, seed=seed, hidden=32, layers=2, heads=4, kv_heads=2)
         expl = explain_ffn(model, tok, k=3, top_n=4, progress=False)
         paths.append(write_ffn_jsonl(tmp_path / f"ffn_{name}.jsonl", expl))
     return paths
 
 
 @pytest.fixture(scope="module")
-def ffn_files(tmp_path_factory) -> list[Path]:
+def ffn_files(tmp_path_factory, tiny_model) -> list[Path]:
     """A base/tuned pair of explain-ffn files of two tiny models, made once for the tests that need them."""
-    return _ffn_files(tmp_path_factory.mktemp("ffn"))
+    return _ffn_files(tmp_path_factory.mktemp("ffn"), tiny_model)
 
 
 def _runs_and_heads(tmp_path, labels):
