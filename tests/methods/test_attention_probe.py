@@ -180,11 +180,11 @@ def test_keys_that_are_not_tokens_leave_the_layer_unmeasured():
         probe.result()
 
 
-def test_no_decoder_layout_means_no_instruction_attention(tok, caplog):
+def test_no_decoder_layout_means_no_instruction_attention(tok, tiny_model, caplog):
     """A model whose decoder layers are not found (BLT's byte encoder, latent and decoder stacks; here a Llama
     whose config names another layer count): the probabilities its eager forward returns belong to no known
     layer, so instruction attention is left out (said once), never computed from them; attribution runs."""
-    model = build_tiny_model("llama", tok, seed=6)
+    model = tiny_model("llama", tokenizer=tok, seed=6)
     model.config.num_hidden_layers += 7  # no ModuleList of that length: the detector finds no layout
     prompt, target, mask = _inputs(20, 4)
     labels = ["instruction" if m else "input" for m in mask.tolist()]
