@@ -159,6 +159,11 @@ class LayerLayout:
     why_no_heads: str | None = None
     why_no_ffn: str | None = None
 
+    @property
+    def ffn_path(self) -> str | None:
+        """The FFN's path in the layer; sibling blocks read as one (`SummedFFN`) joined with '+'."""
+        return self.mlp
+
 
 @dataclass(frozen=True)
 class ArchSpec:

@@ -113,7 +113,7 @@ def arch_findings(model: nn.Module) -> ArchFindings:
         if index in adapter.ffn_layers:
             d_model, d_ff = adapter.down_proj_weight(index).shape
             # sibling blocks read as one (`arch.SummedFFN`) are no module of the model: their joined path
-            ffn = where.get(id(adapter.mlp_module(index)), f"{spec.layers}.{index}.{layout.mlp}")
+            ffn = where.get(id(adapter.mlp_module(index)), f"{spec.layers}.{index}.{layout.ffn_path}")
             ffn_shape = f"{d_model} x {d_ff}"
         layers.append(
             LayerFinding(
