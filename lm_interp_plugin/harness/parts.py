@@ -108,7 +108,7 @@ def chat_renderer(tokenizer: str | None = None) -> Callable[..., str]:
 def load_interp_tasks(name: str, include_path: Sequence[str] | None = None) -> list[Any]:
     """The task(s) `name` names, as `InterpTask`s: an interp_ task as shipped or in `include_path`, or any
     stock task wrapped as its interp_ variant. A group gives its leaf tasks."""
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     from .tasks import InterpTask, tasks_dir
     from .variants import InterpVariant, variant_name
@@ -117,17 +117,7 @@ def load_interp_tasks(name: str, include_path: Sequence[str] | None = None) -> l
     manager = TaskManager(include_path=paths, include_defaults=False)  # fast: no index of 14k stock names
     if name not in manager.all_tasks and name not in manager.all_groups:
         manager = TaskManager(include_path=paths)
-    loaded = get_task_dict([name], manager)
-    leaves: list[Any] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for value in node.values():
-                walk(value)
-        else:
-            leaves.append(node)
-
-    walk(loaded)
+    leaves: list[Any] = list(manager.load([name])["tasks"].values())  # a group's leaf tasks, flat
     out = []
     for task in leaves:
         if isinstance(task, InterpTask):
