@@ -79,7 +79,7 @@ def last_positions_logprobs(
         kwargs["logits_to_keep"] = keep
     if attention_mask is not None:
         kwargs["attention_mask"] = attention_mask
-    out = model(inputs_embeds=inputs_embeds, **forward_kwargs(model), **kwargs)
+    out = model(inputs_embeds=inputs_embeds, **{**forward_kwargs(model), **kwargs})
     logits = out.logits[:, -keep:][:, :n]
     return token_logprobs(logits, target_ids), out
 
