@@ -59,3 +59,46 @@ def test_comparability_without_faithfulness_signals_says_why(report):
     saved = json.loads((report["out"] / "results.json").read_text())
     (task,) = saved["comparability"]
     assert task["rows"] == [] and not task["flagged"] and "interp_deletion=true" in task["absent"]
+
+
+def _hand_holm(p_values: list[float]) -> list[float]:
+    """Holm (1979) as the textbook states it, written apart from `methods.multiple_testing`: the j-th
+    smallest of m p-values times (m - j + 1), made monotone by a running maximum, capped at 1."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    m, running, adjusted = len(p_values), 0.0, [0.0] * len(p_values)
+    for j, i in enumerate(order, start=1):
+        running = max(running, (m - j + 1) * p_values[i])
+        adjusted[i] = min(1.0, running)
+    return adjusted
+
+
+def test_findings_carry_the_holm_p_beside_the_uncorrected_p_and_the_bootstrap_interval(report):
+    saved = json.loads((report["out"] / "results.json").read_text())
+    paired = saved["tasks"]["interp_f"]["paired"]
+    expected = dict(
+        zip([p["metric"] for p in paired], _hand_holm([p["paired_t"]["p_value"] for p in paired]))
+    )
+    ci = {p["metric"]: (p["diff_ci_low"], p["diff_ci_high"]) for p in paired}
+    findings = [f for f in saved["findings"] if f["p_value"] is not None]
+    assert findings  # the planted shift gives the findings' metrics p-values
+    for finding in findings:
+        assert finding["p_holm"] == pytest.approx(expected[finding["metric"]], rel=1e-12)
+        assert finding["p_holm"] >= finding["p_value"]
+        assert (finding["diff_ci_low"], finding["diff_ci_high"]) == pytest.approx(ci[finding["metric"]])
+    md = (report["out"] / "report.md").read_text()
+    table = md[md.index("Paper findings check") :]
+    header = next(line for line in table.splitlines() if line.startswith("| finding"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert cells.index("95% CI") < cells.index("p (paired t)") == cells.index("p (Holm)") - 1
+    html = (report["out"] / "report.html").read_text()
+    assert html.count("p (Holm)") >= 2  # the findings table and the corrected section's
+
+
+def test_comparability_comes_before_the_findings_in_the_report(report):
+    """Whether the two models' attributions are comparably faithful is read before attribution is compared."""
+    md = (report["out"] / "report.md").read_text()
+    comparability = md.index("Are the two models' attributions comparably faithful?")
+    assert comparability < md.index("The paper's findings on these runs")
+    assert comparability < md.index("Base vs tuned: every paired test, Holm-corrected")
+    html = (report["out"] / "report.html").read_text()
+    assert html.index("comparably faithful?") < html.index("findings on these runs")
