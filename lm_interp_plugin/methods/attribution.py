@@ -451,7 +451,9 @@ class _Foil:
     a forward continued from the prompt's cache (a scalar output of its own, seeded 1 on the foil's row)."""
 
     head_seed: torch.Tensor  # [1, kept, hidden]
-    rest: torch.Tensor | None  # scalar, or None for a one-token foil
+    #: the continuation's final hidden state and its seed (d log p of the foil's other tokens / d h), or None
+    #: for a one-token foil
+    rest: tuple[torch.Tensor, torch.Tensor] | None
     logprob: float
 
     def extend(self, outputs, seeds, target_len: int):
@@ -461,7 +463,7 @@ class _Foil:
         rest, head_seed = self.rest, self.head_seed
 
         def chunk_outputs(start: int, stop: int) -> tuple[torch.Tensor, ...]:
-            return (*outputs, rest) if rest is not None and stop > target_len else tuple(outputs)
+            return (*outputs, rest[0]) if rest is not None and stop > target_len else tuple(outputs)
 
         def extended(start: int, stop: int) -> tuple[torch.Tensor, ...]:
             gold_stop = min(stop, target_len)
@@ -471,9 +473,9 @@ class _Foil:
             hidden.append(head_seed[None])
             if rest is None:
                 return (torch.cat(hidden),)
-            rest_seed = rest.new_zeros(stop - start)
-            rest_seed[-1] = 1.0
-            return (torch.cat(hidden), rest_seed)
+            rest_seeds = rest[1].new_zeros((stop - start, *rest[1].shape))
+            rest_seeds[-1] = rest[1]
+            return (torch.cat(hidden), rest_seeds)
 
         return chunk_outputs, extended
 
@@ -513,12 +515,18 @@ def _foil_rows(
             cache.crop(-(target_len - 1))  # drop the target's own positions: the prompt's stay
         with torch.no_grad():
             tail = model.get_input_embeddings()(foil_ids[:-1][None])
-        with torch.enable_grad():
+        # the LM-head shortcut here too: the batched backward starts at the continuation's final hidden
+        # state, seeded with d log p / d h from one backward through the head (no vocabulary-wide softmax
+        # backward per row)
+        with torch.enable_grad(), split_at_output_head(model) as tail_split:
             rest_lp, _ = last_positions_logprobs(
                 model, tail, foil_ids[1:][None], use_cache=True, **{cache_name: cache}
             )
-        rest = rest_lp.sum()
-        logprob += float(rest.detach())
+        if tail_split.hidden is None or not tail_split.hidden.requires_grad:
+            return "the output head of the foil's continuation could not be separated from the body"
+        (rest_seed,) = torch.autograd.grad(rest_lp.sum(), tail_split.detached)
+        rest = (tail_split.hidden, rest_seed)
+        logprob += float(rest_lp.detach().sum())
     return _Foil(head_seed=head_seed, rest=rest, logprob=logprob)
 
 
