@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from lm_interp_plugin.methods.multiple_testing import holm
@@ -102,3 +103,24 @@ def test_comparability_comes_before_the_findings_in_the_report(report):
     assert comparability < md.index("Base vs tuned: every paired test, Holm-corrected")
     html = (report["out"] / "report.html").read_text()
     assert html.index("comparably faithful?") < html.index("findings on these runs")
+
+
+def test_a_flagged_comparability_is_said_on_the_attribution_finding(tmp_path):
+    """A tuned model whose deletion gain is a fifth of the base's: the comparability section flags the task
+    and the finding that compares attribution across the two models (finding 1) says so in its row."""
+    rng = np.random.default_rng(5)
+    docs = make_docs(30, seed=5, prefix="g")
+    base, tuned = scored(docs, seed=21), scored(docs, seed=22, shift=0.4)
+    gains = rng.normal(1.0, 0.1, len(docs))
+    for b, t, gain in zip(base, tuned, gains):
+        b.extra, t.extra = {"deletion_gain_gxi": float(gain)}, {"deletion_gain_gxi": float(gain) * 0.2}
+    write_run(tmp_path / "base", "org/base", {"interp_g": base})
+    write_run(tmp_path / "tuned", "org/tuned", {"interp_g": tuned}, seed=1)
+    out = tmp_path / "report"
+    compare([tmp_path / "base", tmp_path / "tuned"], out, labels=["base", "tuned"], examples=0)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["comparability"][0]["flagged"]
+    by_finding = {f["finding"]: f for f in saved["findings"]}
+    flag = "flagged by the comparability check: tuned is clearly less faithful"
+    assert flag in by_finding[1]["explanation"]
+    assert "comparability" not in by_finding[2]["explanation"]  # attention is not an attribution

@@ -8,6 +8,7 @@ from typing import Any
 
 from ... import metric_names as names
 from .. import render as R
+from ..comparability import compare_faithfulness
 from ..corrected import with_holm
 from ..findings import ALPHA, NOT_MEASURABLE, FindingCheck, check_findings, differences
 from . import Block, Figures, ReportContext, Section, register_section
@@ -129,6 +130,12 @@ class Findings(Section[FindingsData]):
         checks = (
             check_findings(ctx.tasks, tuned=ctx.pair["tuned"], baseline=ctx.pair["base"]) if ctx.pair else []
         )
+        flags = _less_faithful(ctx) if checks else {}
+        for check in checks:
+            reason = flags.get((check.task, check.other))
+            if check.finding == 1 and reason:  # finding 1 compares attributions across the two models
+                note = f"flagged by the comparability check: {reason}"
+                check.explanation = f"{note}. {check.explanation}" if check.explanation else note
         return FindingsData(with_holm(checks, ctx.tasks), dict(ctx.pair))
 
     def blocks(self, data: FindingsData, figures: Figures) -> list[Block]:
@@ -150,6 +157,19 @@ class Findings(Section[FindingsData]):
             _table(data.checks, "what it means", "Paper findings check", with_explanation=True),
             R.Definitions([(f"verdict: {v}", text) for v, text in VERDICTS]),
         ]
+
+
+def _less_faithful(ctx: ReportContext) -> dict[tuple[str, str], str]:
+    """(task, tuned run) -> why the comparability section flags it (one model's attributions clearly less
+    faithful), for the pair's tasks that it flags."""
+    runs, base = ctx.by_label, ctx.pair["base"]
+    flags = {}
+    for tuned in ctx.pair["tuned"]:
+        for task in sorted(set(runs[base].tasks) & set(runs[tuned].tasks)):
+            got = compare_faithfulness(task, base, runs[base].tasks[task], tuned, runs[tuned].tasks[task])
+            if got.flagged:
+                flags[(task, tuned)] = "; ".join(r.reason for r in got.rows if r.less_faithful)
+    return flags
 
 
 @register_section
