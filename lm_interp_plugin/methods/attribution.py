@@ -421,13 +421,21 @@ def _reverse(
     def columns(start: int, stop: int) -> torch.Tensor:
         # retain_graph always: a chunk halved after out-of-memory must be able to run the backward again
         batch, chunk_outputs = seeds(start, stop), outputs(start, stop)
+        one = len(chunk_outputs) == 1  # the targets' rows only: one output, one seed tensor
         if stop - start == 1:  # a plain backward: no vmap machinery for a batch of one
             (grad,) = torch.autograd.grad(
-                chunk_outputs, leaf, grad_outputs=[b[0] for b in batch], retain_graph=True
+                chunk_outputs[0] if one else chunk_outputs,
+                leaf,
+                grad_outputs=batch[0][0] if one else [b[0] for b in batch],
+                retain_graph=True,
             )
             return torch.einsum("bmh,bmh->m", grad.float(), inputs)[:, None]
         (grads,) = torch.autograd.grad(
-            chunk_outputs, leaf, grad_outputs=list(batch), is_grads_batched=True, retain_graph=True
+            chunk_outputs[0] if one else chunk_outputs,
+            leaf,
+            grad_outputs=batch[0] if one else list(batch),
+            is_grads_batched=True,
+            retain_graph=True,
         )
         # grads: [chunk, 1, prompt_len, hidden] -> [prompt_len, chunk], accumulated in float32
         return torch.einsum("cbmh,bmh->mc", grads.float(), inputs)
