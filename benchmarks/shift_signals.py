@@ -14,7 +14,11 @@ generation more) it times, interleaved within each repetition:
 * ``contrastive``: `methods.contrastive.contrastive_gradient_x_input` with a foil of the same length (one
   two-row forward, one backward);
 * ``contrast(pass)``: the same contrast with the gold term taken from the pass's matrix (`gold_term`): one
-  forward and one backward of the foil only.
+  forward and one backward of the foil only (the signal's route where the pass cannot carry the foil);
+* ``pass+foil``: `run_pass` with the contrastive signal and a foil: the foil rides in the pass's own forward
+  (its first token from the gold's first logits, its other tokens on the prompt's key/value cache) and is one
+  more row of its batched backward. Its added cost is ``foil added``: per repetition, (pass+foil - pass) /
+  pass of the two timed back to back, the median printed as a ratio.
 
 Each column's median seconds and its ratio to the median ``pass`` are printed (targets: reference <= 0.5x,
 lens and contrastive <= 0.2x each).
@@ -27,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -37,16 +42,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+#: the clock of `_timed`: wall seconds, or this process's CPU seconds (``--clock cpu``: with ``--threads 1``
+#: on a shared machine the other jobs' load does not enter it; cache and memory-bandwidth contention do)
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = CLOCKS["wall"]
+
+
 def _timed(fn: Callable[[], object]) -> float:
     import torch
 
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = _clock()
     fn()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return _clock() - start
 
 
 def _cell(model, reference, adapter, settings, prompt, target, foil, labels, repeats: int) -> dict:
@@ -55,6 +66,7 @@ def _cell(model, reference, adapter, settings, prompt, target, foil, labels, rep
 
     from lm_interp_plugin.interpret.capture import capture
     from lm_interp_plugin.interpret.passes import run_pass
+    from lm_interp_plugin.interpret.signals.contrastive import FOIL
     from lm_interp_plugin.methods.contrastive import (
         contrast_with_gold_term,
         contrastive_gradient_x_input,
@@ -65,6 +77,7 @@ def _cell(model, reference, adapter, settings, prompt, target, foil, labels, rep
 
     n = len(target)
     captured: dict = {}
+    with_foil = dataclasses.replace(settings, signals="contrastive")
 
     def the_pass():
         return run_pass(model, prompt, target, labels, settings)
@@ -82,8 +95,14 @@ def _cell(model, reference, adapter, settings, prompt, target, foil, labels, rep
         term = gold_term(result.raw, result.target_logprobs, settings.objective)
         return contrast_with_gold_term(model, prompt, term, float(result.target_logprobs.sum()), foil)
 
+    def pass_with_foil():
+        out = run_pass(model, prompt, target, labels, with_foil, resources={FOIL: foil})
+        assert out.details["contrastive"].route == "pass", out.notes  # the foil rode in the pass
+        return out
+
     columns = {
         "pass": the_pass,
+        "pass+foil": pass_with_foil,
         "pass+capture": pass_with_capture,
         "reference": lambda: distribution_shift(evaluated_logits, target_logits(reference, prompt, target)),
         "lens": lambda: logit_lens(adapter, residuals, target),
@@ -96,7 +115,9 @@ def _cell(model, reference, adapter, settings, prompt, target, foil, labels, rep
     for _ in range(repeats):
         for name, fn in columns.items():
             times[name].append(_timed(fn))
-    return {name: statistics.median(values) for name, values in times.items()}
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    added = [(f - p) / p for f, p in zip(times["pass+foil"], times["pass"])]  # timed back to back
+    return medians, statistics.median(added)
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
@@ -134,7 +155,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
         foil = torch.randint(4, vocab, (n,), generator=generator).tolist()
         third = args.prompt // 3
         labels = ["instruction"] * third + ["content"] * (args.prompt - third)
-        medians = _cell(
+        medians, foil_added = _cell(
             model, reference, adapter, InterpSettings(), prompt, target, foil, labels, args.repeats
         )
         rows.append(
@@ -143,6 +164,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
                 "targets": n,
                 "seconds": medians,
                 "ratio_to_pass": {name: medians[name] / medians["pass"] for name in medians},
+                "foil_added": foil_added,
             }
         )
     return rows
@@ -151,12 +173,13 @@ def measure(args: argparse.Namespace) -> list[dict]:
 def format_table(rows: list[dict]) -> str:
     names = list(rows[0]["seconds"])
     header = f"{'P':>5} {'N':>4} " + " ".join(f"{name:>13}" for name in names)
+    header += f" {'foil added':>11}"
     lines = [header, "-" * len(header)]
     for row in rows:
         cells = " ".join(
             f"{row['seconds'][name] * 1000:7.1f}ms {row['ratio_to_pass'][name]:4.2f}x" for name in names
         )
-        lines.append(f"{row['prompt']:>5} {row['targets']:>4} {cells}")
+        lines.append(f"{row['prompt']:>5} {row['targets']:>4} {cells} {row['foil_added']:10.2f}x")
     return "\n".join(lines)
 
 
@@ -172,12 +195,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    parser.add_argument(
+        "--clock", choices=sorted(CLOCKS), default="wall", help="wall seconds, or process CPU seconds"
+    )
     parser.add_argument("--json", type=Path, default=None)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
+    global _clock
     args = parse_args(argv)
+    if args.clock == "cpu" and args.device != "cpu":
+        raise SystemExit("--clock cpu measures this process's CPU time: use it with --device cpu")
+    _clock = CLOCKS[args.clock]
     rows = measure(args)
     print(format_table(rows))
     if args.json:

@@ -29,6 +29,8 @@ class Doc:
     importance: float
     attention: float = 0.3
     shares: dict = field(default_factory=lambda: {"writing": 0.5, "math": 0.3, "coding": 0.2})
+    #: further per-sample metrics (deletion gains, ...), written into the sample beside the others
+    extra: dict = field(default_factory=dict)
 
 
 def doc_hash(doc: dict) -> str:
@@ -101,13 +103,14 @@ def write_run(
                     "resps": [[["-1.5", "True"]]],
                     "filtered_resps": [["-1.5", "True"]],
                     "filter": "none",
-                    "metrics": ["acc", "instruction_importance", "instruction_attention"],
+                    "metrics": ["acc", "instruction_importance", "instruction_attention", *d.extra],
                     "doc_hash": doc_hash(d.doc),
                     "prompt_hash": "p",
                     "target_hash": "t",
                     "acc": d.acc,
                     "instruction_importance": d.importance,
                     "instruction_attention": d.attention,
+                    **d.extra,
                 }
                 fh.write(json.dumps(sample, ensure_ascii=False) + "\n")
         if records:

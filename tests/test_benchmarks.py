@@ -547,6 +547,7 @@ def test_shift_signals_benchmark_toy(capsys):
     row = rows[0]
     assert set(row["seconds"]) == {
         "pass",
+        "pass+foil",
         "pass+capture",
         "reference",
         "lens",
@@ -555,4 +556,5 @@ def test_shift_signals_benchmark_toy(capsys):
     }
     for name, seconds in row["seconds"].items():
         assert row["ratio_to_pass"][name] == pytest.approx(seconds / row["seconds"]["pass"])
+    assert -1.0 < row["foil_added"] < float("inf")  # (pass+foil - pass) / pass of positive times
     assert "contrast(pass)" in capsys.readouterr().out

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..methods.attribution import FoilOutput
 from ..spans import instruction_mask
 from .registry import Detail, MethodAttribution
 from .settings import InterpSettings
@@ -47,6 +48,9 @@ class PassContext:
     captures: list[Callable[[], AbstractContextManager[Any]]] = field(default_factory=list)
     capture_names: list[str] = field(default_factory=list)
     output_attentions: bool = False
+    #: a second continuation the primary attribution also attributes, as one more row of its backward (the
+    #: contrastive signal's foil; `methods.attribution.gradient_x_input`'s ``foil_ids``)
+    foil: torch.Tensor | None = None
     # set by the primary attribution
     raw: np.ndarray | None = None
     quantised: np.ndarray | None = None
@@ -54,6 +58,8 @@ class PassContext:
     reusable_logprobs: torch.Tensor | None = None
     attentions: torch.Tensor | None = None
     mode: str = "none"
+    foil_output: FoilOutput | None = None
+    foil_skipped: str | None = None
     captured: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     precision: dict[str, Any] = field(default_factory=dict)
     precision_used: dict[str, Any] = field(default_factory=dict)

@@ -53,7 +53,13 @@ from .model_state import (
     split_at_output_head,
     stop_at_output_head,
 )
-from .scoring import Objective, derivative_scale, last_positions_logprobs, objective_values
+from .scoring import (
+    Objective,
+    derivative_scale,
+    last_positions_logprobs,
+    objective_values,
+    token_logprobs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +88,26 @@ class AttributionOutput:
     mode: str
     passes: int
     attentions: torch.Tensor | None = None
+    foil: FoilOutput | None = None
+    foil_skipped: str | None = None
+
+
+@dataclass
+class FoilOutput:
+    """A second continuation (a multiple-choice foil) attributed in the same pass (`gradient_x_input`'s
+    ``foil_ids``): its VJP is one more row of the batched backward, seeded at the final hidden state.
+
+    Attributes:
+        raw: ``< d log p(foil) / d e_m, e_m >`` per prompt token (``prompt_len``), log p summed over the
+            foil's tokens; float32 on the CPU.
+        gold_raw: the same for the target (``< d log p(target) / d e_m, e_m >``: the matrix's columns before
+            the ``prob`` objective's scaling by p, summed).
+        logprob: log p(foil), summed over its tokens.
+    """
+
+    raw: torch.Tensor
+    gold_raw: torch.Tensor
+    logprob: float
 
 
 def choose_mode(prompt_len: int, target_len: int, mode: Mode = "auto") -> str:
@@ -247,6 +273,7 @@ def gradient_x_input(
     memory_budget: int | None = None,
     checkpoint: bool = False,
     head_shortcut: bool = True,
+    foil_ids: torch.Tensor | None = None,
 ) -> AttributionOutput:
     """The raw gradient x input matrix of `target_ids` onto `prompt_ids` (1-D token id tensors).
 
@@ -268,6 +295,13 @@ def gradient_x_input(
             through the LM head: reverse mode seeds its VJPs there (no ``[chunk, N, vocab]`` softmax
             backward per chunk), forward mode contracts its JVPs there (no tangent of the logits). False
             differentiates through the head in every pass (the same matrix; for benchmarks).
+        foil_ids: another continuation of the same prompt (a multiple-choice foil, `methods.contrastive`):
+            the gradient x input of its summed log p comes back as ``foil`` from the same pass, one more row
+            of the batched backward. Its first token is scored by the logits of the target's first position;
+            a longer foil continues from the primal forward's prompt key/value cache (its own tokens only are
+            forwarded). None with the reason in ``foil_skipped`` where that cannot be done: forward mode, a
+            head that cannot be split, a cache that cannot be cut back to the prompt (sliding-window or
+            linear-attention layers), activation checkpointing.
     """
     if objective not in ("prob", "logprob"):
         raise AttributionError(f"unknown objective {objective!r}; use 'prob' (the paper) or 'logprob'")
@@ -300,25 +334,34 @@ def gradient_x_input(
             all_embeds = embed(sequence_ids)
         prompt_embeds = all_embeds[:, :prompt_len].detach()
         target_embeds = all_embeds[:, prompt_len:].detach()
-        passes = _reverse if run_mode == "reverse" else _forward
-        raw, logprobs, attentions = passes(
-            model,
-            prompt_embeds,
-            target_embeds,
-            target_ids,
-            objective,
-            chunk_now,
-            output_attentions,
-            capture,
-            head_shortcut,
-            sequence_ids,
-        )
+        args = (model, prompt_embeds, target_embeds, target_ids, objective, chunk_now)
+        foil: FoilOutput | str | None = None
+        if run_mode == "reverse":
+            if foil_ids is not None and checkpoint:
+                foil = "activation checkpointing keeps no prompt cache to continue the foil from"
+            raw, logprobs, attentions, shared = _reverse(
+                *args,
+                output_attentions,
+                capture,
+                head_shortcut,
+                sequence_ids=sequence_ids,
+                foil_ids=foil_ids if foil is None else None,
+            )
+            foil = foil or shared
+        else:
+            raw, logprobs, attentions = _forward(
+                *args, output_attentions, capture, head_shortcut, sequence_ids
+            )
+            if foil_ids is not None:
+                foil = "forward mode (JVPs) has no backward to add the foil's row to"
     return AttributionOutput(
         raw=raw.float().cpu(),
         target_logprobs=logprobs.detach().float().cpu(),
         mode=run_mode,
         passes=target_len if run_mode == "reverse" else prompt_len,
         attentions=attentions,
+        foil=foil if isinstance(foil, FoilOutput) else None,
+        foil_skipped=foil if isinstance(foil, str) else None,
     )
 
 
@@ -347,64 +390,188 @@ def _reverse(
     capture: Callable[[], contextlib.AbstractContextManager] | None,
     shortcut: bool,
     sequence_ids: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    foil_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, FoilOutput | str | None]:
     """Columns: one forward with a graph, then batched input-only VJPs, ``chunk()`` target tokens at a
-    time, seeded at the final hidden state (`split_at_output_head`) where the model's head allows it."""
+    time, seeded at the final hidden state (`split_at_output_head`) where the model's head allows it. With
+    `foil_ids`, the foil is one more row (`gradient_x_input`); its output, or why it was skipped, is last."""
     leaf = prompt_embeds.clone().requires_grad_(True)
+    target_len = int(target_ids.shape[0])
+    continuation = foil_ids is not None and foil_ids.numel() > 1
     splitting = split_at_output_head(model) if shortcut else contextlib.nullcontext(HeadSplit())
+    extra = {"output_attentions": True} if output_attentions else {}
+    if continuation:
+        extra["use_cache"] = True  # the prompt's keys and values, with their graph, for the foil's tokens
     with torch.enable_grad(), capture(), splitting as split:
         # differentiate log p, scaled by p afterwards (`derivative_scale`)
-        _, logprobs, attentions = _target_scores(
-            model, leaf, target_embeds, target_ids, "logprob", output_attentions, sequence_ids
+        logprobs, out = last_positions_logprobs(
+            model, torch.cat([leaf, target_embeds], dim=1), target_ids, input_ids=sequence_ids, **extra
         )
-    target_len = logprobs.shape[0]
+        logprobs = logprobs[0]
+    attentions = out.attentions if output_attentions else None
     inputs = leaf.detach().float()
+    foil: _Foil | str | None = None
     if split.hidden is not None and split.hidden.requires_grad:
+        if foil_ids is not None:  # before `_head_seeds` frees the head's graph
+            foil = _foil_rows(model, split, out, leaf, target_len, foil_ids)
         outputs, seeds = _head_seeds(split, logprobs)
     else:  # no separable head: seed at the log-probabilities themselves
-        outputs, seeds = logprobs, torch.eye(target_len, device=logprobs.device, dtype=logprobs.dtype)
+        outputs = (logprobs,)
+        eye = torch.eye(target_len, device=logprobs.device, dtype=logprobs.dtype)
+        seeds = lambda start, stop: (eye[start:stop],)  # noqa: E731
+        if foil_ids is not None:
+            foil = "the model's output head could not be separated from its body"
+    rows = target_len
+    if isinstance(foil, _Foil):
+        outputs, seeds = foil.extend(outputs, seeds, target_len)
+        rows += 1
+    else:
+        gold_outputs = outputs
+        outputs = lambda start, stop: gold_outputs  # noqa: E731
 
     def columns(start: int, stop: int) -> torch.Tensor:
         # retain_graph always: a chunk halved after out-of-memory must be able to run the backward again
+        batch, chunk_outputs = seeds(start, stop), outputs(start, stop)
+        one = len(chunk_outputs) == 1  # the targets' rows only: one output, one seed tensor
         if stop - start == 1:  # a plain backward: no vmap machinery for a batch of one
-            (grad,) = torch.autograd.grad(outputs, leaf, grad_outputs=seeds(start), retain_graph=True)
+            (grad,) = torch.autograd.grad(
+                chunk_outputs[0] if one else chunk_outputs,
+                leaf,
+                grad_outputs=batch[0][0] if one else [b[0] for b in batch],
+                retain_graph=True,
+            )
             return torch.einsum("bmh,bmh->m", grad.float(), inputs)[:, None]
         (grads,) = torch.autograd.grad(
-            outputs, leaf, grad_outputs=seeds(start, stop), is_grads_batched=True, retain_graph=True
+            chunk_outputs[0] if one else chunk_outputs,
+            leaf,
+            grad_outputs=batch[0] if one else list(batch),
+            is_grads_batched=True,
+            retain_graph=True,
         )
         # grads: [chunk, 1, prompt_len, hidden] -> [prompt_len, chunk], accumulated in float32
         return torch.einsum("cbmh,bmh->mc", grads.float(), inputs)
 
-    if not callable(seeds):
-        eye = seeds
-        seeds = lambda start, stop=None: eye[start] if stop is None else eye[start:stop]  # noqa: E731
-    parts = _chunked(columns, target_len, chunk(), "target tokens")
-    raw = torch.cat(parts, dim=1).detach() * derivative_scale(logprobs, objective)[None, :]
-    return raw, logprobs, _stack_attentions(attentions)
+    parts = torch.cat(_chunked(columns, rows, chunk(), "target tokens"), dim=1).detach()
+    unscaled = parts[:, :target_len]
+    raw = unscaled * derivative_scale(logprobs, objective)[None, :]
+    if isinstance(foil, _Foil):
+        foil = FoilOutput(
+            raw=parts[:, target_len].float().cpu(),
+            gold_raw=unscaled.sum(dim=1).float().cpu(),
+            logprob=float(foil.logprob),
+        )
+    return raw, logprobs, _stack_attentions(attentions), foil
+
+
+@dataclass
+class _Foil:
+    """The foil's share of the batched backward: its seed at the final hidden state (its first token, which
+    the target's first position predicts) and, for a longer foil, the summed log p of its other tokens from
+    a forward continued from the prompt's cache (a scalar output of its own, seeded 1 on the foil's row)."""
+
+    head_seed: torch.Tensor  # [1, kept, hidden]
+    #: the continuation's final hidden state and its seed (d log p of the foil's other tokens / d h), or None
+    #: for a one-token foil
+    rest: tuple[torch.Tensor, torch.Tensor] | None
+    logprob: float
+
+    def extend(self, outputs, seeds, target_len: int):
+        """Per chunk of rows, the outputs and the seeds of the backward with the foil as row `target_len`
+        (the last chunk): the continuation is an output of that chunk only (in the others it would carry
+        zero seeds through its graph)."""
+        rest, head_seed = self.rest, self.head_seed
+
+        def chunk_outputs(start: int, stop: int) -> tuple[torch.Tensor, ...]:
+            return (*outputs, rest[0]) if rest is not None and stop > target_len else tuple(outputs)
+
+        def extended(start: int, stop: int) -> tuple[torch.Tensor, ...]:
+            gold_stop = min(stop, target_len)
+            hidden = [seeds(start, gold_stop)[0]] if start < gold_stop else []
+            if stop <= target_len:
+                return (torch.cat(hidden),)
+            hidden.append(head_seed[None])
+            if rest is None:
+                return (torch.cat(hidden),)
+            rest_seeds = rest[1].new_zeros((stop - start, *rest[1].shape))
+            rest_seeds[-1] = rest[1]
+            return (torch.cat(hidden), rest_seeds)
+
+        return chunk_outputs, extended
+
+
+def _croppable(layer: object) -> bool:
+    """A cache layer that `crop` cuts back exactly: a growing key/value layer, a sliding-window one only while
+    it still holds every position (nothing evicted yet)."""
+    if not getattr(layer, "is_croppable", False):
+        return False
+    if not getattr(layer, "is_sliding", False):
+        return True
+    window = getattr(layer, "sliding_window", None)
+    return isinstance(window, int) and layer.get_seq_length() < window
+
+
+def _foil_rows(
+    model: torch.nn.Module, split: HeadSplit, out, leaf: torch.Tensor, target_len: int, foil_ids: torch.Tensor
+) -> _Foil | str:
+    """The foil's seed and continuation (`_Foil`), or why the shared forward cannot score it."""
+    foil_ids = foil_ids.to(leaf.device)
+    logits = out.logits[0, out.logits.shape[1] - target_len]  # the position that predicts the first token
+    first = token_logprobs(logits[None], foil_ids[:1])[0]
+    (head_seed,) = torch.autograd.grad(first, split.detached, retain_graph=True)
+    logprob = float(first.detach())
+    rest = None
+    if foil_ids.numel() > 1:
+        # transformers >= 5 names the cache `cache` (in and out); earlier versions `past_key_values`
+        cache_name = "cache" if "cache" in out else "past_key_values"
+        cache = out.get(cache_name) if hasattr(out, "get") else getattr(out, cache_name, None)
+        layers = getattr(cache, "layers", None)
+        if not layers or not all(map(_croppable, layers)):
+            return (
+                "the model's key/value cache cannot be cut back to the prompt (linear-attention layers, or "
+                "sliding-window layers past their window)"
+            )
+        if target_len > 1:
+            cache.crop(-(target_len - 1))  # drop the target's own positions: the prompt's stay
+        with torch.no_grad():
+            tail = model.get_input_embeddings()(foil_ids[:-1][None])
+        # the LM-head shortcut here too: the batched backward starts at the continuation's final hidden
+        # state, seeded with d log p / d h from one backward through the head (no vocabulary-wide softmax
+        # backward per row)
+        with torch.enable_grad(), split_at_output_head(model) as tail_split:
+            rest_lp, _ = last_positions_logprobs(
+                model,
+                tail,
+                foil_ids[1:][None],
+                input_ids=foil_ids[:-1][None],
+                use_cache=True,
+                **{cache_name: cache},
+            )
+        if tail_split.hidden is None or not tail_split.hidden.requires_grad:
+            return "the output head of the foil's continuation could not be separated from the body"
+        (rest_seed,) = torch.autograd.grad(rest_lp.sum(), tail_split.detached)
+        rest = (tail_split.hidden, rest_seed)
+        logprob += float(rest_lp.detach().sum())
+    return _Foil(head_seed=head_seed, rest=rest, logprob=logprob)
 
 
 def _head_seeds(split, logprobs: torch.Tensor):
     """The LM-head shortcut: d log p_n / d h_n for every target n from ONE backward through the head (each
     target's log-probability depends on the final hidden state at its own position only), then a seed per
-    target that is zero except at that position. Returns (body output, seed factory)."""
+    target that is zero except at that position. Returns (body outputs, batched seed factory)."""
     logprobs.sum().backward(inputs=[split.detached])  # frees the head's graph; the body's stays
     head_grad = split.detached.grad  # [1, kept, hidden]
     hidden = split.hidden
     target_len = logprobs.shape[0]
     first = hidden.shape[1] - target_len  # the last target_len kept rows predict the targets
 
-    def seeds(start: int, stop: int | None = None) -> torch.Tensor:
-        if stop is None:
-            seed = torch.zeros_like(hidden)
-            seed[0, first + start] = head_grad[0, first + start]
-            return seed
+    def seeds(start: int, stop: int) -> tuple[torch.Tensor]:
         count = stop - start
         seed = hidden.new_zeros((count, *hidden.shape))
         rows = torch.arange(count, device=hidden.device)
         seed[rows, 0, first + start + rows] = head_grad[0, first + start : first + stop]
-        return seed
+        return (seed,)
 
-    return hidden, seeds
+    return (hidden,), seeds
 
 
 def _forward(

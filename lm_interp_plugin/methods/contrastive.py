@@ -13,7 +13,10 @@ Both answers are scored in one right-padded two-row forward whose prompt rows sh
 the contrast is one backward of one scalar (one VJP), not one per choice or per target token. Inside the
 interpretation pass the gold half is already there: the pass's gradient x input matrix of the gold
 continuation, its columns summed (divided by p_n for the ``prob`` objective), is the gold term
-(`gold_term`), so only the foil costs a forward and a backward (`contrast_with_gold_term`).
+(`gold_term`), so only the foil costs a forward and a backward (`contrast_with_gold_term`). Cheaper still,
+the pass can carry the foil itself (`attribution.gradient_x_input`'s ``foil_ids``): its tokens scored in the
+pass's forward (the prompt's key/value cache) and its gradient one more row of the pass's batched backward;
+the interpretation pass does that wherever it can and uses `contrast_with_gold_term` elsewhere.
 
 Density and shares: with a single column the paper's ``L1 / Lp`` density is an indicator (every surviving row
 has one non-zero entry), so the contrastive density keeps the quantised levels instead: ``S[m] / L`` with

@@ -139,11 +139,11 @@ def last_positions_logprobs(
     if attention_mask is not None:
         kwargs["attention_mask"] = attention_mask
     if input_ids is None:
-        out = model(inputs_embeds=inputs_embeds, **forward_kwargs(model), **kwargs)
+        out = model(inputs_embeds=inputs_embeds, **{**forward_kwargs(model), **kwargs})
     else:
         ids = input_ids.to(inputs_embeds.device).expand(inputs_embeds.shape[0], -1)
         with embedding_output(model, ids, inputs_embeds):
-            out = model(input_ids=ids, **forward_kwargs(model), **kwargs)
+            out = model(input_ids=ids, **{**forward_kwargs(model), **kwargs})
     logits = out.logits[:, -keep:][:, :n]
     return token_logprobs(logits, target_ids), out
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..methods.multiple_testing import holm
 from .analysis import TaskAnalysis
-from .findings import ALPHA, FINDINGS
+from .findings import ALPHA, FINDINGS, FindingCheck
 
 
 @dataclass
@@ -64,3 +64,15 @@ def corrected_tests(tasks: list[TaskAnalysis], base: str, tuned: str) -> list[Co
         )
         for row, p, a in zip(rows, raw, adjusted)
     ]
+
+
+def with_holm(checks: list[FindingCheck], tasks: list[TaskAnalysis]) -> list[FindingCheck]:
+    """Each check's Holm-adjusted p from its pair's family (`corrected_tests` of its baseline and other run:
+    the same family and numbers as the report's corrected-tests section), set in place; returns `checks`."""
+    families: dict[tuple[str, str], dict[tuple[str, str], float | None]] = {}
+    for check in checks:
+        pair = (check.baseline, check.other)
+        if pair not in families:
+            families[pair] = {(t.task, t.metric): t.p_holm for t in corrected_tests(tasks, *pair)}
+        check.p_holm = families[pair].get((check.task, check.metric))
+    return checks

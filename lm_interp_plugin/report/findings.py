@@ -71,6 +71,11 @@ class FindingCheck:
     p_value: float | None
     verdict: str
     explanation: str = ""
+    #: the paired 95% bootstrap interval of the mean difference (other minus baseline)
+    diff_ci_low: float | None = None
+    diff_ci_high: float | None = None
+    #: p Holm-adjusted over every paired test of the pair in the report (`report.corrected.with_holm`)
+    p_holm: float | None = None
 
     def sentence(self) -> str:
         if self.verdict == NOT_MEASURABLE:  # no numbers to show; the reasons are in `explanation`
@@ -206,6 +211,8 @@ def check_findings(
                         mean_diff=row.mean_diff,
                         p_value=p,
                         verdict=verdict(row.mean_diff, p, direction),
+                        diff_ci_low=row.diff_ci_low,
+                        diff_ci_high=row.diff_ci_high,
                     )
                 )
                 if number == 1 and checks[-1].verdict in ("opposite", "not significant"):

@@ -328,3 +328,44 @@ def test_explain_commands_on_the_real_models(which, command, tmp_path, request):
     argv = [command, str(model.hf_dir), "--out", str(out), "--layers", "0", "--device", "cpu"]
     assert main([*argv, "--verbosity", "DEBUG"]) == 0
     assert out.is_file() and len(out.read_text().splitlines()) >= 2  # header + at least one row
+
+
+@pytest.mark.xdist_group("real_smollm2")
+def test_smollm2_with_its_own_gguf_as_reference_has_zero_kl_and_no_shift(smollm2, tmp_path):
+    """interp-hf evaluates SmolLM2 from its Hugging Face folder with SmolLM2's GGUF file as the reference
+    (``interp_reference=FOLDER,interp_reference_gguf_file=FILE``): the same weights (the folder is that file
+    dequantised), so every target position has KL 0 and no shifted token.
+
+    Tolerance: the evaluated logits come from the pass's forward (graph, hooks, the LM head split off), the
+    reference's from a plain no-grad forward: the same float32 products, possibly in another order. A
+    reduction over d_model terms moves a logit by ~eps * sqrt(d_model) of its scale and each layer adds its
+    own, so the logits agree within delta = eps * sqrt(d_model) * layers * max|logit|; a log-softmax moves by
+    at most 2 delta, and KL(p || q) = sum p (log p - log q) <= max |log p - log q| <= 2 delta.
+    """
+    from lm_interp_plugin.methods.shift import target_logits
+
+    records = tmp_path / "records"
+    args = (
+        f"pretrained={smollm2.hf_dir},records_dir={records},interp_ffn=false,"
+        f"interp_reference={smollm2.gguf_path.parent},interp_reference_gguf_file={smollm2.gguf_path.name}"
+    )
+    interp = _evaluate("interp-hf", args, SMOLLM2_LIMIT)
+    samples = interp["samples"][TASK]
+    assert len(samples) == SMOLLM2_LIMIT
+    for sample in samples:
+        assert sample["token_shift_shifted"] == 0.0 and sample["top_token_agreement"] == 1.0
+    model, tokenizer = _model(smollm2)
+    config = model.config
+    eps = torch.finfo(torch.float32).eps
+    loaded = [r for path in record_files(records) for r in load_records(path)]
+    assert len(loaded) == SMOLLM2_LIMIT
+    for record in loaded:
+        prompt = tokenizer.convert_tokens_to_ids(record.prompt_tokens)
+        target = tokenizer.convert_tokens_to_ids(record.target_tokens)
+        with torch.no_grad():
+            scale = float(target_logits(model, prompt, target).abs().max())
+        delta = eps * config.hidden_size**0.5 * config.num_hidden_layers * scale
+        shift = record.extras["reference_shift"]
+        assert max(shift["kl"]) <= 2 * delta, (shift["kl"], 2 * delta)
+        assert shift["ranks"] == [0] * len(target)
+        assert record.metrics["reference_kl"] <= 2 * delta

@@ -237,3 +237,46 @@ def test_contrast_from_the_pass_gold_matrix_equals_the_full_contrast(model, lm_t
     assert_matrix_close(got.raw[:, None], full.raw[:, None])
     assert got.margin == pytest.approx(full.margin, rel=1e-4, abs=1e-4)
     assert gold_term(np.ones((3, 1)), np.array([-200.0]), "prob") is None  # p underflows: no rescaling
+
+
+GOLD, FOIL = " le chat", " the dog sat on the mat"
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2"])
+@pytest.mark.parametrize(("gold_tokens", "foil_tokens"), [(1, 1), (None, 1), (1, None), (None, None)])
+def test_the_foil_row_of_the_pass_equals_one_backward_per_choice(
+    tiny_model, lm_tokenizer, family, gold_tokens, foil_tokens
+):
+    """The foil as one more row of the pass's backward (its first token from the gold's first logits, the
+    rest on the prompt's key/value cache) gives the contrast of one backward per choice; single-token and
+    multi-token answers of both kinds, under three families' attention and caches."""
+    from lm_interp_plugin.methods.attribution import gradient_x_input
+
+    model = tiny_model(family, seed=5)
+    prompt = lm_tokenizer(PROMPT)["input_ids"]
+    gold = lm_tokenizer(GOLD, add_special_tokens=False)["input_ids"][:gold_tokens]
+    foil = lm_tokenizer(FOIL, add_special_tokens=False)["input_ids"][:foil_tokens]
+    out = gradient_x_input(model, torch.tensor(prompt), torch.tensor(gold), foil_ids=torch.tensor(foil))
+    assert out.foil is not None, out.foil_skipped
+    expected, (lp_gold, lp_foil) = _per_choice_contrast(model, prompt, gold, foil)
+    assert_matrix_close((out.foil.gold_raw - out.foil.raw).numpy()[:, None], expected[:, None])
+    assert out.foil.logprob == pytest.approx(lp_foil, rel=1e-4, abs=len(foil) * 1e2 * EPS32)
+    assert float(out.target_logprobs.sum()) == pytest.approx(lp_gold, rel=1e-4, abs=len(gold) * 1e2 * EPS32)
+    # the gold columns are the pass's own matrix, unchanged by the foil's row
+    alone = gradient_x_input(model, torch.tensor(prompt), torch.tensor(gold))
+    assert_matrix_close(out.raw.numpy(), alone.raw.numpy())
+
+
+def test_the_foil_is_skipped_with_its_reason_where_the_pass_cannot_carry_it(tiny_model, lm_tokenizer):
+    from lm_interp_plugin.methods.attribution import gradient_x_input
+
+    model = tiny_model("gemma2", seed=5)
+    prompt = torch.tensor(lm_tokenizer(PROMPT)["input_ids"])
+    gold = torch.tensor(lm_tokenizer(GOLD, add_special_tokens=False)["input_ids"])
+    foil = torch.tensor(lm_tokenizer(FOIL, add_special_tokens=False)["input_ids"])
+    out = gradient_x_input(model, prompt, gold, foil_ids=foil, mode="forward")
+    assert out.foil is None and "forward mode" in out.foil_skipped
+    model.config.sliding_window = 4  # the window evicted prompt positions: the cache cannot be cut back
+    out = gradient_x_input(model, prompt, gold, foil_ids=foil)
+    assert out.foil is None and "sliding-window" in out.foil_skipped
+    assert gradient_x_input(model, prompt, gold, foil_ids=foil[:1]).foil is not None  # no cache needed

@@ -46,6 +46,7 @@ def test_signals_through_the_pass_equal_independent_computations(tiny_model, lm_
     hand_ranks, _ = _hand_lens(model, prompt, target)
     assert np.array_equal(np.asarray(result.details["logit_lens"].ranks), hand_ranks)
     expected, (lp_gold, lp_foil) = _per_choice_contrast(model, prompt, target, foil)
+    assert result.details["contrastive"].route == "pass"  # the foil rode in the pass's own backward
     assert_matrix_close(np.asarray(result.details["contrastive"].raw)[:, None], expected[:, None])
     assert result.metrics["contrastive_margin"] == pytest.approx(lp_gold - lp_foil, rel=1e-4, abs=1e-4)
     shares = [v for k, v in result.metrics.items() if k.startswith("contrastive_share_")]
@@ -61,3 +62,16 @@ def test_an_identical_gemma2_reference_gives_zero_kl_through_its_soft_cap(tiny_m
     # the same logits by two forwards agree to float32 rounding; the KL of two such distributions is O(eps^2)
     assert result.metrics["reference_kl"] < 1e-8
     assert result.metrics["token_shift_shifted"] == 0.0 and result.metrics["top_token_agreement"] == 1.0
+
+
+def test_a_foil_the_pass_cannot_carry_gets_its_own_backward_with_the_same_contrast(tiny_model, lm_tokenizer):
+    """Sliding-window layers that evicted prompt positions: the cache cannot be cut back to the prompt, so
+    the foil has a forward and backward of its own (the detail's route and a note say so); same contrast."""
+    model = tiny_model("gemma2", seed=5)
+    model.config.sliding_window = 4
+    result, prompt, target, foil = _pass(model, model, lm_tokenizer, " le chat", " the dog sat on the mat")
+    assert result.details["contrastive"].route == "separate_foil"
+    assert any("sliding-window" in note for note in result.notes)
+    expected, (lp_gold, lp_foil) = _per_choice_contrast(model, prompt, target, foil)
+    assert_matrix_close(np.asarray(result.details["contrastive"].raw)[:, None], expected[:, None])
+    assert result.metrics["contrastive_margin"] == pytest.approx(lp_gold - lp_foil, rel=1e-4, abs=1e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from lm_interp_plugin.methods.multiple_testing import holm
@@ -59,3 +60,67 @@ def test_comparability_without_faithfulness_signals_says_why(report):
     saved = json.loads((report["out"] / "results.json").read_text())
     (task,) = saved["comparability"]
     assert task["rows"] == [] and not task["flagged"] and "interp_deletion=true" in task["absent"]
+
+
+def _hand_holm(p_values: list[float]) -> list[float]:
+    """Holm (1979) as the textbook states it, written apart from `methods.multiple_testing`: the j-th
+    smallest of m p-values times (m - j + 1), made monotone by a running maximum, capped at 1."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    m, running, adjusted = len(p_values), 0.0, [0.0] * len(p_values)
+    for j, i in enumerate(order, start=1):
+        running = max(running, (m - j + 1) * p_values[i])
+        adjusted[i] = min(1.0, running)
+    return adjusted
+
+
+def test_findings_carry_the_holm_p_beside_the_uncorrected_p_and_the_bootstrap_interval(report):
+    saved = json.loads((report["out"] / "results.json").read_text())
+    paired = saved["tasks"]["interp_f"]["paired"]
+    expected = dict(
+        zip([p["metric"] for p in paired], _hand_holm([p["paired_t"]["p_value"] for p in paired]))
+    )
+    ci = {p["metric"]: (p["diff_ci_low"], p["diff_ci_high"]) for p in paired}
+    findings = [f for f in saved["findings"] if f["p_value"] is not None]
+    assert findings  # the planted shift gives the findings' metrics p-values
+    for finding in findings:
+        assert finding["p_holm"] == pytest.approx(expected[finding["metric"]], rel=1e-12)
+        assert finding["p_holm"] >= finding["p_value"]
+        assert (finding["diff_ci_low"], finding["diff_ci_high"]) == pytest.approx(ci[finding["metric"]])
+    md = (report["out"] / "report.md").read_text()
+    table = md[md.index("Paper findings check") :]
+    header = next(line for line in table.splitlines() if line.startswith("| finding"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert cells.index("95% CI") < cells.index("p (paired t)") == cells.index("p (Holm)") - 1
+    html = (report["out"] / "report.html").read_text()
+    assert html.count("p (Holm)") >= 2  # the findings table and the corrected section's
+
+
+def test_comparability_comes_before_the_findings_in_the_report(report):
+    """Whether the two models' attributions are comparably faithful is read before attribution is compared."""
+    md = (report["out"] / "report.md").read_text()
+    comparability = md.index("Are the two models' attributions comparably faithful?")
+    assert comparability < md.index("The paper's findings on these runs")
+    assert comparability < md.index("Base vs tuned: every paired test, Holm-corrected")
+    html = (report["out"] / "report.html").read_text()
+    assert html.index("comparably faithful?") < html.index("findings on these runs")
+
+
+def test_a_flagged_comparability_is_said_on_the_attribution_finding(tmp_path):
+    """A tuned model whose deletion gain is a fifth of the base's: the comparability section flags the task
+    and the finding that compares attribution across the two models (finding 1) says so in its row."""
+    rng = np.random.default_rng(5)
+    docs = make_docs(30, seed=5, prefix="g")
+    base, tuned = scored(docs, seed=21), scored(docs, seed=22, shift=0.4)
+    gains = rng.normal(1.0, 0.1, len(docs))
+    for b, t, gain in zip(base, tuned, gains):
+        b.extra, t.extra = {"deletion_gain_gxi": float(gain)}, {"deletion_gain_gxi": float(gain) * 0.2}
+    write_run(tmp_path / "base", "org/base", {"interp_g": base})
+    write_run(tmp_path / "tuned", "org/tuned", {"interp_g": tuned}, seed=1)
+    out = tmp_path / "report"
+    compare([tmp_path / "base", tmp_path / "tuned"], out, labels=["base", "tuned"], examples=0)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["comparability"][0]["flagged"]
+    by_finding = {f["finding"]: f for f in saved["findings"]}
+    flag = "flagged by the comparability check: tuned is clearly less faithful"
+    assert flag in by_finding[1]["explanation"]
+    assert "comparability" not in by_finding[2]["explanation"]  # attention is not an attribution

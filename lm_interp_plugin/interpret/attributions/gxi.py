@@ -88,6 +88,7 @@ class GradientXInput(AttributionMethod):
         out = run(
             output_attentions=ctx.output_attentions,
             capture=(lambda: _all(captures)) if captures else None,
+            foil_ids=ctx.foil,  # not in the float32 re-runs and checks: their foil would be discarded
         )
         raw, target_logprobs = self._precision(ctx, run, out)
         if not np.isfinite(raw).all():
@@ -100,6 +101,10 @@ class GradientXInput(AttributionMethod):
         ctx.target_logprobs, ctx.mode, ctx.attentions = target_logprobs, out.mode, out.attentions
         # the attribution forward scored the unablated prompt already (unless float32 replaced its numbers)
         ctx.reusable_logprobs = out.target_logprobs if "precision" not in ctx.precision else None
+        if "precision" in ctx.precision and ctx.foil is not None:  # the foil's row was of the discarded run
+            ctx.foil_skipped = "the attribution was re-run in float32"
+        else:
+            ctx.foil_output, ctx.foil_skipped = out.foil, out.foil_skipped
         ctx.precision_used = precision_record(model, ctx.precision, run_mode, eager)
         result = score(ctx, raw)
         ctx.raw, ctx.quantised = result.raw, result.quantised

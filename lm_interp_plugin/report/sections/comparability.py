@@ -23,7 +23,9 @@ class ComparabilityData:
 class Comparability(Section[ComparabilityData]):
     """Per task and tuned run: each faithfulness signal of both models; a flag when one is clearly worse."""
 
-    name, title, order = "comparability", "Are the two models' attributions comparably faithful?", 22
+    # before the findings (20): whether the two models' attributions are comparably faithful is read before
+    # any attribution is compared across them
+    name, title, order = "comparability", "Are the two models' attributions comparably faithful?", 15
 
     def analyse(self, ctx: ReportContext) -> ComparabilityData | None:
         if not ctx.pair:

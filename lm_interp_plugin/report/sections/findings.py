@@ -8,10 +8,24 @@ from typing import Any
 
 from ... import metric_names as names
 from .. import render as R
+from ..comparability import compare_faithfulness
+from ..corrected import with_holm
 from ..findings import ALPHA, NOT_MEASURABLE, FindingCheck, check_findings, differences
 from . import Block, Figures, ReportContext, Section, register_section
 
-_HEADERS = ["finding", "task", "metric", "runs", "baseline", "other", "diff", "p (paired t)", "n"]
+_HEADERS = [
+    "finding",
+    "task",
+    "metric",
+    "runs",
+    "baseline",
+    "other",
+    "diff",
+    "95% CI",
+    "p (paired t)",
+    "p (Holm)",
+    "n",
+]
 
 
 @dataclass
@@ -82,7 +96,12 @@ def _rows(checks: list[FindingCheck], with_explanation: bool, with_runs: bool) -
         row: list[Any] = [f.finding, f.task, f.metric]
         if with_runs:
             row.append(f"{f.baseline}\u00a0\u2192\u00a0{f.other}")  # no-break spaces: one line
-        row += [f.mean_baseline, f.mean_other, f.mean_diff, f.p_value, f.n_pairs]
+        interval = (
+            f"[{R.fmt(f.diff_ci_low)}, {R.fmt(f.diff_ci_high)}]"
+            if f.diff_ci_low is not None and f.diff_ci_high is not None
+            else ""
+        )
+        row += [f.mean_baseline, f.mean_other, f.mean_diff, interval, f.p_value, f.p_holm, f.n_pairs]
         row.append(f.verdict.replace(" ", "\u00a0"))
         if with_explanation:
             row.append(meaning(f))
@@ -111,7 +130,13 @@ class Findings(Section[FindingsData]):
         checks = (
             check_findings(ctx.tasks, tuned=ctx.pair["tuned"], baseline=ctx.pair["base"]) if ctx.pair else []
         )
-        return FindingsData(checks, dict(ctx.pair))
+        flags = _less_faithful(ctx) if checks else {}
+        for check in checks:
+            reason = flags.get((check.task, check.other))
+            if check.finding == 1 and reason:  # finding 1 compares attributions across the two models
+                note = f"flagged by the comparability check: {reason}"
+                check.explanation = f"{note}. {check.explanation}" if check.explanation else note
+        return FindingsData(with_holm(checks, ctx.tasks), dict(ctx.pair))
 
     def blocks(self, data: FindingsData, figures: Figures) -> list[Block]:
         if not data.checks:
@@ -124,11 +149,27 @@ class Findings(Section[FindingsData]):
                 "makes heads attend more to it, (3) moves FFN knowledge toward user tasks. Each row is a "
                 f"paired test on the shared examples; 'shows up' needs p < {ALPHA} in the paper's direction, "
                 "'opposite' is significant the other way. Findings 2 and 3 are per-example proxies (the "
-                "global Table 3 / Table 5 views are below when given)."
+                "global Table 3 / Table 5 views are below when given). The verdict reads the uncorrected p; "
+                "beside it, p (Holm) is corrected over every paired test of the pair in this report (the "
+                "family of the Holm-corrected section), and the 95% CI is the paired bootstrap interval of "
+                "the mean difference."
             ),
             _table(data.checks, "what it means", "Paper findings check", with_explanation=True),
             R.Definitions([(f"verdict: {v}", text) for v, text in VERDICTS]),
         ]
+
+
+def _less_faithful(ctx: ReportContext) -> dict[tuple[str, str], str]:
+    """(task, tuned run) -> why the comparability section flags it (one model's attributions clearly less
+    faithful), for the pair's tasks that it flags."""
+    runs, base = ctx.by_label, ctx.pair["base"]
+    flags = {}
+    for tuned in ctx.pair["tuned"]:
+        for task in sorted(set(runs[base].tasks) & set(runs[tuned].tasks)):
+            got = compare_faithfulness(task, base, runs[base].tasks[task], tuned, runs[tuned].tasks[task])
+            if got.flagged:
+                flags[(task, tuned)] = "; ".join(r.reason for r in got.rows if r.less_faithful)
+    return flags
 
 
 @register_section
@@ -138,7 +179,7 @@ class Differences(Section[FindingsData]):
     name, title, order = "differences", "Differences on the paper's metrics", 21
 
     def analyse(self, ctx: ReportContext) -> FindingsData:
-        return FindingsData([] if ctx.pair else differences(ctx.tasks))
+        return FindingsData([] if ctx.pair else with_holm(differences(ctx.tasks), ctx.tasks))
 
     def blocks(self, data: FindingsData, figures: Figures) -> list[Block]:
         if not data.checks:
