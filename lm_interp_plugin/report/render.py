@@ -395,7 +395,8 @@ def _th(text: Any) -> str:
 
 def _cell(value: Any) -> str:
     """A table cell; numbers (and their formatted strings, CIs included) are right-aligned and never wrap,
-    long text gets room to wrap between words, an `Expand` shows its short form and the whole on a click."""
+    long text gets room to wrap between words, a short one (a metric or task name) may wrap after an
+    underscore, an `Expand` shows its short form and the whole on a click."""
     if isinstance(value, Expand):
         return (
             f'<td><details class="cell"><summary>{_e(value.short)}</summary>'
@@ -408,7 +409,9 @@ def _cell(value: Any) -> str:
     )
     if numeric:
         return f'<td class="num">{_e(text)}</td>'
-    return f'<td class="long">{_e(text)}</td>' if len(text) > LONG_TEXT else f"<td>{_e(text)}</td>"
+    if len(text) > LONG_TEXT:
+        return f'<td class="long">{_e(text)}</td>'
+    return f"<td>{_th(text)}</td>"  # an identifier (metric, task) may wrap after an underscore, as headers do
 
 
 def _anchors(blocks: list[Any]) -> dict[int, str]:

@@ -306,11 +306,11 @@ document.body.setAttribute('data-probe',JSON.stringify(out));});</script></body>
 
 @pytest.fixture(scope="module")
 def wide_report(tmp_path_factory):
-    """A base/tuned report of two tasks with long metric names, CIs and p-values: the demo's layout."""
+    """A base/tuned report of two tasks with names as long as the shipped ones, long metric names, CIs and
+    p-values: the demo's layout."""
     root = tmp_path_factory.mktemp("wide")
-    docs = {
-        task: make_docs(12, seed=i, prefix=task[:2]) for i, task in enumerate(("interp_one", "interp_two"))
-    }
+    tasks = ("interp_instruct", "interp_instruct_mc")
+    docs = {task: make_docs(12, seed=i, prefix=task[:2]) for i, task in enumerate(tasks)}
     write_run(root / "base", "org/base", {t: scored(d, seed=1) for t, d in docs.items()})
     write_run(root / "tuned", "org/tuned", {t: scored(d, seed=2, shift=0.5) for t, d in docs.items()}, seed=1)
     out = root / "report"

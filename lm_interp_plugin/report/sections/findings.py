@@ -96,13 +96,16 @@ def _rows(checks: list[FindingCheck], with_explanation: bool, with_runs: bool) -
         row: list[Any] = [f.finding, f.task, f.metric]
         if with_runs:
             row.append(f"{f.baseline}\u00a0\u2192\u00a0{f.other}")  # no-break spaces: one line
-        interval = (
-            f"[{R.fmt(f.diff_ci_low)}, {R.fmt(f.diff_ci_high)}]"
+        interval = (  # a no-break space: the interval never splits over two lines
+            f"[{R.fmt(f.diff_ci_low)},\u00a0{R.fmt(f.diff_ci_high)}]"
             if f.diff_ci_low is not None and f.diff_ci_high is not None
-            else ""
+            else R.fmt(None)
         )
         row += [f.mean_baseline, f.mean_other, f.mean_diff, interval, f.p_value, f.p_holm, f.n_pairs]
-        row.append(f.verdict.replace(" ", "\u00a0"))
+        # a short verdict on one line; a long one ("not measurable on this model") may wrap, so the table
+        # keeps its width for the explanation at 1280 px
+        short = len(f.verdict) <= len("not significant")
+        row.append(f.verdict.replace(" ", "\u00a0") if short else f.verdict)
         if with_explanation:
             row.append(meaning(f))
         rows.append(row)
