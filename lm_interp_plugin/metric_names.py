@@ -42,7 +42,7 @@ DELETION_GAIN_PREFIX = "deletion_gain_"  # + method: that area's gain over rando
 # ------------------------------------------------------------------------------------------------
 Aggregation = Literal["mean"]
 #: family keys (`report.families` titles them): metrics of one family share a unit and one chart axis
-FAMILY_KEYS = ("score", "shares", "attention", "lift", "logprob", "other")
+FAMILY_KEYS = ("score", "shares", "attention", "lift", "logprob", "nats", "fraction", "index", "other")
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ for _spec in (
     ),
     MetricSpec(
         INSTRUCTION_FOUND,
-        "other",
+        "fraction",
         "1/0 per example; its mean is the share of examples with an instruction",
         "1 if the prompt has instruction tokens, else 0",
         bounds=(0.0, 1.0),

@@ -44,9 +44,26 @@ LOGPROB = Family(
     "log-probability drops",
     "nats: log p(target) with the instruction minus without it (positive = it helped)",
 )
+NATS = Family(
+    "nats",
+    "divergences, entropies and margins",
+    "nats: KL to the reference model, next-token entropy, log p(gold) - log p(best other choice)",
+)
+FRACTION = Family(
+    "fraction",
+    "fractions: examples, answer positions, model depth",
+    "fraction (0-1): examples with an instruction; target positions shifted or agreeing with the reference; "
+    "depth where the answer appears",
+    (0.0, 1.0),
+)
+INDEX = Family(
+    "index",
+    "layer and position indices",
+    "index (0-based): the layer where the answer appears, the first target position the reference differs",
+)
 OTHER = Family("other", "other interpretation values", "see the metric's definition")
 
-FAMILIES = (STOCK, SCORE, SHARES, ATTENTION, LIFT, LOGPROB, OTHER)
+FAMILIES = (STOCK, SCORE, SHARES, ATTENTION, LIFT, LOGPROB, NATS, FRACTION, INDEX, OTHER)
 
 
 def metric_family(name: str) -> Family:

@@ -42,7 +42,7 @@ FOIL = "foil"
 CONTRASTIVE_MARGIN = register_metric(
     MetricSpec(
         "contrastive_margin",
-        "logprob",
+        "nats",
         "nats",
         "log p(gold) - log p(best other choice): positive when the model prefers the gold answer",
     )

@@ -17,7 +17,7 @@ from ..registry import BaseSignal, register_signal
 NEXT_TOKEN_ENTROPY = register_metric(
     MetricSpec(
         "next_token_entropy",
-        "other",
+        "nats",
         "nats (0 = certain; at most log of the vocabulary size)",
         "entropy of the model's next-token distribution at each target position, averaged",
         bounds=(0.0, None),

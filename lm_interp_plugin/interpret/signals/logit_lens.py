@@ -19,7 +19,7 @@ from ..registry import BaseSignal, register_signal
 ANSWER_LAYER = register_metric(
     MetricSpec(
         "answer_layer",
-        "other",
+        "index",
         "layer index (0-based)",
         "first layer whose logit lens ranks the first target token top-1 (absent when none does)",
         bounds=(0.0, None),
@@ -28,7 +28,7 @@ ANSWER_LAYER = register_metric(
 ANSWER_DEPTH = register_metric(
     MetricSpec(
         "answer_depth",
-        "other",
+        "fraction",
         "share of the model's depth (0-1]",
         "answer_layer as (layer + 1) / layers: comparable across models of different depths",
         bounds=(0.0, 1.0),

@@ -30,7 +30,7 @@ _POSITIONS = "share of target positions (0-1)"
 REFERENCE_KL = register_metric(
     MetricSpec(
         "reference_kl",
-        "other",
+        "nats",
         "nats",
         "KL(evaluated || reference) of the next-token distributions at each target position, averaged",
         bounds=(0.0, None),
@@ -39,7 +39,7 @@ REFERENCE_KL = register_metric(
 REFERENCE_KL_FIRST = register_metric(
     MetricSpec(
         "reference_kl_first",
-        "other",
+        "nats",
         "nats",
         "KL(evaluated || reference) at the first target position",
         bounds=(0.0, None),
@@ -48,7 +48,7 @@ REFERENCE_KL_FIRST = register_metric(
 TOKEN_SHIFT_SHIFTED = register_metric(
     MetricSpec(
         "token_shift_shifted",
-        "other",
+        "fraction",
         _POSITIONS,
         "share of target positions whose evaluated top-1 token the reference ranks 3rd or worse (Lin et al.)",
         bounds=(0.0, 1.0),
@@ -57,7 +57,7 @@ TOKEN_SHIFT_SHIFTED = register_metric(
 TOKEN_SHIFT_MARGINAL = register_metric(
     MetricSpec(
         "token_shift_marginal",
-        "other",
+        "fraction",
         _POSITIONS,
         "share of target positions whose evaluated top-1 token the reference ranks 2nd or 3rd (Lin et al.)",
         bounds=(0.0, 1.0),
@@ -66,7 +66,7 @@ TOKEN_SHIFT_MARGINAL = register_metric(
 TOP_TOKEN_AGREEMENT = register_metric(
     MetricSpec(
         "top_token_agreement",
-        "other",
+        "fraction",
         _POSITIONS,
         "share of target positions where the evaluated model and the reference have the same top-1 token",
         bounds=(0.0, 1.0),
@@ -75,7 +75,7 @@ TOP_TOKEN_AGREEMENT = register_metric(
 REFERENCE_FIRST_DIVERGENCE = register_metric(
     MetricSpec(
         "reference_first_divergence",
-        "other",
+        "index",
         "target position (0-based)",
         "first target position where the two models' top-1 tokens differ (absent when they never do)",
         bounds=(0.0, None),
