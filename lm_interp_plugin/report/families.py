@@ -52,8 +52,7 @@ NATS = Family(
 FRACTION = Family(
     "fraction",
     "fractions: examples, answer positions, model depth",
-    "fraction (0-1): examples with an instruction; target positions shifted or agreeing with the reference; "
-    "depth where the answer appears",
+    "fraction (0-1): of examples, of target positions, of the model's depth",
     (0.0, 1.0),
 )
 INDEX = Family(
