@@ -231,3 +231,48 @@ def test_layer_out_of_range(tok, tiny_model):
     ad = get_adapter(tiny_model("gpt2", tokenizer=tok))
     with pytest.raises(IndexError, match="out of range"):
         ad.qk_weights(5)
+
+
+@pytest.mark.float_sensitive
+def test_latent_attention_maps_equal_the_module_up_to_its_two_latent_norm_scales():
+    """DeepSeek-V3's multi-head latent attention: the per-head q and k maps explain-heads reads are the
+    module's low-rank maps composed with the latent norms' weights. They equal the module's query and key
+    exactly once each is divided by its per-token RMS scale (q: of q_a_proj(x); the key's no-rope part: of the
+    kv latent), which a weight-only map cannot carry: the approximation is those two scalars, nothing else.
+    Scores between tokens at position 0 (rotary embedding the identity there, its interleave a permutation
+    shared by q and k) check the composition, head order and norm folding."""
+    from lm_interp_plugin.testing.families import build_family_model
+
+    model = build_family_model("deepseek_v3", vocab_size=300, seed=0)
+    with torch.no_grad():
+        for p in model.parameters():  # non-trivial norm weights everywhere
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    ad = get_adapter(model)
+    assert ad.layouts[0].qkv_layout == "latent"
+    attn = ad.attention_module(0)
+    ids = torch.tensor([[7], [40], [123]])  # three tokens, each at position 0 of its row
+    with torch.no_grad(), capture_qk(model) as qk, capture_inputs([attn]) as attn_in:
+        model(ids)
+    x = attn_in[0][:, 0]  # [rows, d]: the attention's (normed) input
+    q_model, k_model = qk[0]  # [rows, heads, 1, qk_head_dim]
+    true_scores = torch.einsum("ahe,bhe->hab", q_model[:, :, 0], k_model[:, :, 0])
+
+    def inv_rms(v: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
+        return torch.rsqrt(v.pow(2).mean(-1) + norm.variance_epsilon)
+
+    wq, wk = ad.qk_weights(0)
+    nope = attn.qk_nope_head_dim
+    q, k = torch.einsum("hed,rd->rhe", wq, x), torch.einsum("hed,rd->rhe", wk, x)
+    with torch.no_grad():
+        s_q = inv_rms(attn.q_a_proj(x), attn.q_a_layernorm) if attn.q_lora_rank else torch.ones(len(x))
+        s_kv = inv_rms(attn.kv_a_proj_with_mqa(x)[:, : attn.kv_lora_rank], attn.kv_a_layernorm)
+    composed_nope = torch.einsum("ahe,bhe->hab", q[..., :nope], k[..., :nope])
+    composed_rope = torch.einsum("ahe,bhe->hab", q[..., nope:], k[..., nope:])
+    expected = s_q[None, :, None] * (composed_nope * s_kv[None, None, :] + composed_rope)
+    scale = float(expected.abs().max())
+    eps = torch.finfo(torch.float32).eps
+    atol = 8 * eps * ad.hidden_size * scale  # float32 rounding of sums of about d_model products
+    torch.testing.assert_close(true_scores, expected, rtol=0, atol=atol)
+    # the scales are not 1 here: without them (explain-heads' weight-only maps) the scores differ
+    plain = composed_nope + composed_rope
+    assert float((true_scores - plain).abs().max()) > 100 * atol
