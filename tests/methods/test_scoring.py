@@ -154,3 +154,17 @@ def test_embedding_output_swaps_only_the_call_on_the_ids():
     with pytest.raises(EmbeddingSwapError, match="never called its input embeddings"):
         with embedding_output(holder, ids, mine):
             embed(torch.tensor([[4, 6]]))
+
+
+def test_embedding_output_swaps_ids_padded_after_them():
+    """A forward that pads the ids after them (Reformer, to a multiple of its chunk length) gets the
+    caller's rows for the ids and the embedding's own rows for the padding."""
+    embed = nn.Embedding(10, 3)
+    holder = nn.Module()
+    holder.get_input_embeddings = lambda: embed
+    ids = torch.tensor([[4, 5]])
+    mine = torch.randn(1, 2, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), embedding_output(holder, ids, mine):
+        padded = embed(torch.tensor([[4, 5, 0, 0]]))
+    assert torch.equal(padded[:, :2], mine)
+    assert torch.equal(padded[0, 2:], embed.weight[[0, 0]].detach())
