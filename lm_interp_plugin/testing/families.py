@@ -161,6 +161,7 @@ FAMILY_FIELDS: dict[str, dict[str, Any]] = {
     # its sliding layers' head_dim is their no-rotary part plus their rotary part (12 + 8 once the
     # per-layer no-rotary size 192 of 128 is scaled to the tiny 8); its vision and audio adapters map their
     # tower's width to the language model's
+    "dots3_note_text": {"head_dim": 20},
     "dots3_note": {
         "text_config": {"head_dim": 20},
         "vision_config": {"adapter_in_dim": 64, "adapter_out_dim": 64},
