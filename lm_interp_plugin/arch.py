@@ -102,6 +102,18 @@ NOT_DECODER_ONLY = frozenset(
     }
 )
 
+#: Decoder-only families lm-interp cannot attribute, and why: a run refuses them up front
+#: (`check_attributable`) rather than fail inside the first example's gradient.
+NOT_ATTRIBUTABLE: dict[str, str] = {
+    "reformer": "its reversible layers recompute activations in a backward pass that runs only in "
+    "training mode (dropout on, lengths a multiple of the chunk length): an eval-mode forward has no "
+    "gradient",
+    "gemma4_assistant": "it is a speculative-decoding draft model: its forward reads the target model's "
+    "shared key/value states and scores no text on its own",
+    "gemma4_unified_assistant": "it is a speculative-decoding draft model: its forward reads the target "
+    "model's shared key/value states and scores no text on its own",
+}
+
 _Q_NAMES = ("q_proj", "query", "q", "wq", "Wq", "query_proj", "q_lin", "to_q", "W_q")
 _K_NAMES = ("k_proj", "key", "k", "wk", "Wk", "key_proj", "k_lin", "to_k", "W_k")
 _FUSED_NAMES = ("qkv_proj", "c_attn", "Wqkv", "query_key_value", "W_pack", "qkv", "wqkv", "att_proj")
@@ -176,6 +188,19 @@ class ArchSpec:
     embed_scale: float = 1.0
     model_class: str = ""
     final_norm: str | None = None  # the norm between the last layer's residual and the output head
+
+
+def check_attributable(model: nn.Module) -> None:
+    """Refuse a model of a family in `NOT_ATTRIBUTABLE`, naming the family and the reason.
+
+    Raises:
+        UnsupportedArchitectureError: for such a model.
+    """
+    model_type = str(getattr(getattr(model, "config", None), "model_type", ""))
+    if model_type in NOT_ATTRIBUTABLE:
+        raise UnsupportedArchitectureError(
+            f"{type(model).__name__} ({model_type!r}) cannot be attributed: {NOT_ATTRIBUTABLE[model_type]}"
+        )
 
 
 def supported_families() -> list[str]:

@@ -146,11 +146,16 @@ def check_family(model_type: str, tokenizer: PreTrainedTokenizerBase) -> FamilyC
     settings = InterpSettings(mode="reverse", ablation=False, fp32_check=0)
     try:
         out = run_pass(model, prompt.tolist(), target.tolist(), labels, settings, ffn_probe=probe)
+    except UnsupportedArchitectureError as err:  # refused up front, naming why: not a crash
+        out = None
+        for check in ("attribution", "ffn_concepts"):
+            result.left_out[check] = f"the interpretation pass refuses the family: {err}"[:300]
     except Exception as err:
         result.crashed = f"run_pass: {type(err).__name__}: {err}"[:300]
         return result
-    result.passed["attribution"] = bool(math.isfinite(float(abs(out.raw).sum()))) and out.raw.size > 0
-    if probe is not None:
+    if out is not None:
+        result.passed["attribution"] = bool(math.isfinite(float(abs(out.raw).sum()))) and out.raw.size > 0
+    if probe is not None and out is not None:
         shares = out.ffn.get("concept_shares")
         result.passed["ffn_concepts"] = bool(shares) and len(out.ffn["component_distribution"]) == len(
             adapter.ffn_layers

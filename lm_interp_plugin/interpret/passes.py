@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..arch import check_attributable
 from .attributions import METHODS
 from .attributions.scoring import attribution_metrics
 from .capture import capture
@@ -56,7 +57,11 @@ def run_pass(
             re-run in float32 and says so in ``notes`` and ``extras["precision"]``.
         tokens: neutral and BOS tokens (`builder.build_pass` resolves them from the config or the tokenizer).
         resources: what signals read beyond the request, by their keys (a reference model, a foil choice).
+
+    Raises:
+        UnsupportedArchitectureError: for a family lm-interp cannot attribute (`arch.NOT_ATTRIBUTABLE`).
     """
+    check_attributable(model)
     ctx = PassContext.create(
         model,
         prompt_ids,

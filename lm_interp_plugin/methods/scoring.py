@@ -74,7 +74,9 @@ def embedding_output(model: torch.nn.Module, input_ids: Tensor, inputs_embeds: T
     """While active, the one call of ``model.get_input_embeddings()`` on `input_ids` returns `inputs_embeds`.
 
     The call replaced is the first whose ids end with `input_ids` (a forward that prepends its own prompt
-    tokens, CPM-Ant, keeps their embeddings); later calls (a second lookup of the same ids) are left alone.
+    tokens, CPM-Ant, keeps their embeddings) or, failing that, begin with them (a forward that pads them
+    after, Reformer, keeps the padding's embeddings); later calls (a second lookup of the same ids) are
+    left alone.
     The tensor returned is a copy (a forward that adds to its embeddings in place, BLT, must not write into
     the caller's tensor); its gradient flows to `inputs_embeds` unchanged.
 
@@ -92,13 +94,16 @@ def embedding_output(model: torch.nn.Module, input_ids: Tensor, inputs_embeds: T
             return None
         if ids.shape[0] != input_ids.shape[0] or ids.shape[1] < width:
             return None
-        if not torch.equal(ids[:, ids.shape[1] - width :].to(input_ids), input_ids):
-            return None
+        start = ids.shape[1] - width
+        if not torch.equal(ids[:, start:].to(input_ids), input_ids):
+            if not torch.equal(ids[:, :width].to(input_ids), input_ids):
+                return None
+            start = 0  # padded after the ids (Reformer pads to a multiple of its chunk length)
         swapped.append(True)
         mine = inputs_embeds.to(output.dtype).clone()
         if ids.shape[1] == width:
             return mine
-        return torch.cat([output[:, : ids.shape[1] - width], mine], dim=1)
+        return torch.cat([output[:, :start], mine, output[:, start + width :]], dim=1)
 
     handle = embed.register_forward_hook(hook)
     try:

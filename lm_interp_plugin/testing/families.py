@@ -99,6 +99,14 @@ def decoder_families() -> list[str]:
 #: Size fields a default config leaves ``None`` (derived later, or off) that must be set for a small model.
 _SET_WHEN_NONE = ("head_dim", "num_experts_per_tok")
 
+_QWEN4_EXP_INDEXER = {
+    "indexer_n_heads": 2,
+    "indexer_kv_heads": 1,  # the only count it accepts
+    "indexer_head_dim": 16,
+    "indexer_budget": 8,
+    "indexer_compress_ratio": 4,
+}
+
 #: Per-family fields no size rule derives (kept few: each says why).
 FAMILY_FIELDS: dict[str, dict[str, Any]] = {
     "zaya": {"num_experts_per_tok": 1},  # its config refuses any other top-k
@@ -113,7 +121,57 @@ FAMILY_FIELDS: dict[str, dict[str, Any]] = {
     # its attention reads attn_config.rope_theta, which the default sub-config lacks, and clamps q/k/v by
     # clip_qkv, which it cannot leave None (torch.clamp refuses two Nones); 8 as in the released DBRX
     "dbrx": {"attn_config": {"rope_theta": 10000.0, "clip_qkv": 8.0}},
+    # its rotary embedding reads rope parameters per layer type, which the default config leaves empty;
+    # the multimodal rotary sections sum to half the tiny head_dim
+    "cohere_compass_text": {
+        "rope_parameters": {
+            "full_attention": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2]}
+        }
+    },
+    "nemotron": {"num_key_value_heads": 2},  # its default leaves it None and its attention divides by it
+    # the last 2 of 4 layers (one sliding, one full) reuse the first two's keys and values: every kind of
+    # layer that reads a shared cache also produces one
+    "gemma3n_text": {"num_kv_shared_layers": 2},
+    "gemma3n": {"text_config": {"num_kv_shared_layers": 2}},
+    # its default config does not validate (an assistant has no per-layer inputs and shares every layer's
+    # cache; 0 shared layers is read as all of them)
+    "gemma4_assistant": {
+        "text_config": {
+            "hidden_size_per_layer_input": 0,
+            "vocab_size_per_layer_input": 0,
+            "num_kv_shared_layers": 0,
+        }
+    },
+    "gemma4_unified_assistant": {"text_config": {"num_kv_shared_layers": 0}},
+    # its default indexed-attention layers need the sparse indexer's sizes, which the default leaves None
+    "qwen4_exp_text": _QWEN4_EXP_INDEXER,
+    "qwen4_exp": {"text_config": _QWEN4_EXP_INDEXER},
+    # its causal-LM head refuses a config that is not a decoder; its axial position embeddings split d_model
+    # (their widths sum to it) over a grid of max_position_embeddings; local and LSH layers, chunks of 8
+    "reformer": {
+        "is_decoder": True,
+        "attn_layers": ["local", "lsh", "local", "lsh"],
+        "axial_pos_shape": [16, 16],
+        "axial_pos_embds_dim": [16, 48],
+        "attention_head_size": 16,
+        "feed_forward_size": 96,
+        "local_attn_chunk_length": 8,
+        "lsh_attn_chunk_length": 8,
+    },
+    # its sliding layers' head_dim is their no-rotary part plus their rotary part (12 + 8 once the
+    # per-layer no-rotary size 192 of 128 is scaled to the tiny 8); its vision and audio adapters map their
+    # tower's width to the language model's
+    "dots3_note_text": {"head_dim": 20},
+    "dots3_note": {
+        "text_config": {"head_dim": 20},
+        "vision_config": {"adapter_in_dim": 64, "adapter_out_dim": 64},
+        "audio_config": {"adapter_input_size": 64, "adapter_out_dim": 64, "downsample_hidden_size": 32},
+    },
 }
+
+#: Families whose default config does not validate, and the family fields it needs to (their other
+#: families need the default to build first: their fields fit only the tiny sizes).
+_INVALID_DEFAULTS = {f: FAMILY_FIELDS[f] for f in ("gemma4_assistant",)}
 
 #: Per-layer index lists and periods of hybrid stacks, set so that 4 layers hold every kind of layer.
 _LAYER_INDEX_FIELDS = ("hybrid_layer_ids", "full_attn_idxs", "attn_layer_indices")
@@ -163,6 +221,8 @@ def _overrides(config: PretrainedConfig, vocab_size: int) -> dict[str, Any]:
         elif isinstance(value, str) and key == "hybrid_override_pattern" and depth:
             kinds = list(dict.fromkeys(value))
             kw[key] = "".join(kinds[i % len(kinds)] for i in range(layers))
+    if isinstance(fields.get("per_layer_config"), dict) and depth and fields["per_layer_config"]:
+        kw["per_layer_config"] = _tiny_per_layer(fields, kw, depth, layers)
     if isinstance(fields.get("vocab_size"), int):
         kw["vocab_size"] = vocab_size
     family = FAMILY_FIELDS.get(str(fields.get("model_type")), {})
@@ -175,11 +235,37 @@ def _overrides(config: PretrainedConfig, vocab_size: int) -> dict[str, Any]:
     return kw
 
 
+def _tiny_per_layer(fields: dict[str, Any], kw: dict[str, Any], depth: int, layers: int) -> dict[int, Any]:
+    """The full-size model's per-layer overrides remapped to the tiny stack: tiny layer j (of the kind the
+    cycled ``layer_types`` give it) takes the overrides of an original layer of that kind, each size in them
+    scaled by the ratio the tiny model shrinks that field by (a layer twice as wide stays twice as wide)."""
+    types = fields.get("layer_types")
+    if not (isinstance(types, list) and len(types) == depth):
+        types = ["layer"] * depth
+    kinds = list(dict.fromkeys(types))
+    of_kind = {kind: [i for i, t in enumerate(types) if t == kind] for kind in kinds}
+    original = {int(k): v for k, v in fields["per_layer_config"].items()}
+    tiny: dict[int, Any] = {}
+    for j in range(layers):
+        indices = of_kind[kinds[j % len(kinds)]]
+        override = original.get(indices[min(j // len(kinds), len(indices) - 1)])
+        if not override:
+            continue
+        scaled = {}
+        for key, value in override.items():
+            base = fields.get(key)
+            if isinstance(value, int) and isinstance(base, int) and base and isinstance(kw.get(key), int):
+                value = max(1, round(kw[key] * value / base))
+            scaled[key] = value
+        tiny[j] = scaled
+    return tiny
+
+
 def family_config(model_type: str, vocab_size: int = 300) -> PretrainedConfig:
     """The default config of `model_type` with its size fields shrunk (see `SIZES`); token ids 0, 1, 2."""
     from transformers import AutoConfig
 
-    config = AutoConfig.for_model(model_type)
+    config = AutoConfig.for_model(model_type, **_INVALID_DEFAULTS.get(model_type, {}))
     config = AutoConfig.for_model(model_type, **_overrides(config, vocab_size))
     targets = [config]
     try:

@@ -13,7 +13,12 @@ import pytest
 import torch
 
 from lm_interp_plugin import metric_names as names
-from lm_interp_plugin.arch import FUSED_PER_HEAD, get_adapter
+from lm_interp_plugin.arch import (
+    FUSED_PER_HEAD,
+    UnsupportedArchitectureError,
+    check_attributable,
+    get_adapter,
+)
 from lm_interp_plugin.interpret.passes import run_pass
 from lm_interp_plugin.interpret.settings import InterpSettings
 from lm_interp_plugin.methods.attention_probe import _SAID
@@ -306,3 +311,16 @@ def test_readme_lists_the_supported_families_the_code_measured():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index(README_START) : readme.index(README_END) + len(README_END)]
     assert section == render_families_section(SUPPORTED_FAMILIES, len(decoder_families()))
+
+
+def test_a_family_that_cannot_be_attributed_is_refused_naming_why():
+    """The interpretation pass refuses a family in `arch.NOT_ATTRIBUTABLE` up front, naming it and why (no
+    gradient inside the first example); any other family passes the check."""
+    from types import SimpleNamespace
+
+    model = torch.nn.Linear(2, 2)
+    model.config = SimpleNamespace(model_type="reformer")
+    with pytest.raises(UnsupportedArchitectureError, match="'reformer'.*training mode"):
+        run_pass(model, [5, 6], [7], ["input", "input"], InterpSettings(mode="reverse", ablation=False))
+    model.config = SimpleNamespace(model_type="llama")
+    check_attributable(model)

@@ -136,14 +136,19 @@ def test_input_ids_with_swapped_embeddings_equal_the_inputs_embeds_path(tiny_mod
     assert_matrix_close(got, expected.detach())
 
 
-def test_embedding_output_swaps_only_the_call_on_the_ids():
-    """Only the first lookup whose ids end with the input ids is swapped (a prepended prefix keeps its
-    rows); other lookups, a second one included, are the embedding's own; none at all raises."""
+def _embedding_holder():
+    """An embedding, a model-like holder whose input embeddings it is, ids [[4, 5]] and seeded rows."""
     embed = nn.Embedding(10, 3)
     holder = nn.Module()
     holder.get_input_embeddings = lambda: embed
-    ids = torch.tensor([[4, 5]])
     mine = torch.randn(1, 2, 3, generator=torch.Generator().manual_seed(0))
+    return embed, holder, torch.tensor([[4, 5]]), mine
+
+
+def test_embedding_output_swaps_only_the_call_on_the_ids():
+    """Only the first lookup whose ids end with the input ids is swapped (a prepended prefix keeps its
+    rows); other lookups, a second one included, are the embedding's own; none at all raises."""
+    embed, holder, ids, mine = _embedding_holder()
     with torch.no_grad(), embedding_output(holder, ids, mine):
         other = embed(torch.tensor([[1, 2]]))
         prefixed = embed(torch.tensor([[9, 4, 5]], dtype=torch.int32))
@@ -154,3 +159,13 @@ def test_embedding_output_swaps_only_the_call_on_the_ids():
     with pytest.raises(EmbeddingSwapError, match="never called its input embeddings"):
         with embedding_output(holder, ids, mine):
             embed(torch.tensor([[4, 6]]))
+
+
+def test_embedding_output_swaps_ids_padded_after_them():
+    """A forward that pads the ids after them (Reformer, to a multiple of its chunk length) gets the
+    caller's rows for the ids and the embedding's own rows for the padding."""
+    embed, holder, ids, mine = _embedding_holder()
+    with torch.no_grad(), embedding_output(holder, ids, mine):
+        padded = embed(torch.tensor([[4, 5, 0, 0]]))
+    assert torch.equal(padded[:, :2], mine)
+    assert torch.equal(padded[0, 2:], embed.weight[[0, 0]].detach())
