@@ -56,7 +56,8 @@ def nonfinite_parameters(model: Any) -> list[tuple[str, int]]:
 
 
 def check_model(model: Any, tokenizer: Any, name: str) -> None:
-    """Refuse a model whose weights or outputs are not finite, or that is not causal.
+    """Refuse a model whose weights or outputs are not finite, that is not causal, or whose family lm-interp
+    cannot attribute (`arch.NOT_ATTRIBUTABLE`).
 
     The output checks run one forward of a short probe sentence and one with its last token changed: the
     logits must be finite, and those before the change must not move (a causal decoder cannot see later
@@ -67,6 +68,12 @@ def check_model(model: Any, tokenizer: Any, name: str) -> None:
     """
     import torch
 
+    from ..arch import UnsupportedArchitectureError, check_attributable
+
+    try:  # before any forward: a draft model (Gemma 4 assistant) cannot even score the probe sentence
+        check_attributable(model)
+    except UnsupportedArchitectureError as err:
+        raise PreflightError(f"{name}: {err}; interp-hf cannot interpret this model") from err
     bad = nonfinite_parameters(model)
     if bad:
         named = ", ".join(f"{n} ({c} values)" for n, c in bad[:NAMED])

@@ -182,3 +182,15 @@ def test_a_non_finite_metric_is_left_out_of_the_record_not_a_json_crash():
     assert record.metrics == {"instruction_attention": 0.25}
     assert "not finite (NaN/inf), left out: ablation_drop_removed" in record.notes
     assert parse_record_line(record_line(record)).metrics == record.metrics
+
+
+def test_a_family_that_cannot_be_attributed_is_refused_before_any_forward(lm_tokenizer):
+    """A Gemma 4 draft model (its forward needs the target model's shared key/value states) is refused by name
+    before the probe forward, which it could not run, and before lm-eval's passes."""
+    from lm_interp_plugin.harness.model_checks import PreflightError, check_model
+    from lm_interp_plugin.testing.families import build_family_model
+
+    draft = build_family_model("gemma4_assistant", vocab_size=len(lm_tokenizer))
+    refused = r"^draft: .*'gemma4_assistant'.* cannot be attributed: .*draft model"
+    with pytest.raises(PreflightError, match=refused):
+        check_model(draft, lm_tokenizer, "draft")
