@@ -138,14 +138,19 @@ def _hand_lens(model, prompt, target):
     return ranks, final
 
 
-def test_logit_lens_equals_a_hand_written_lens(model, pair):
-    prompt, target = pair
-    adapter = get_adapter(model)
+def _target_residuals(model, prompt, target) -> torch.Tensor:
+    """Each layer's residual stream at the positions that predict `target` (the capture the pass uses)."""
     ids = torch.tensor([list(prompt) + list(target[:-1])])
     captured = {}
     with torch.no_grad(), capture(model, ["resid_post"], len(target), captured):
         model(ids)
-    residuals = torch.stack([r[0] for r in captured["resid_post"]])
+    return torch.stack([r[0] for r in captured["resid_post"]])
+
+
+def test_logit_lens_equals_a_hand_written_lens(model, pair):
+    prompt, target = pair
+    adapter = get_adapter(model)
+    residuals = _target_residuals(model, prompt, target)
     got = logit_lens(adapter, residuals, target)
     ranks, _ = _hand_lens(model, prompt, target)
     assert np.array_equal(np.asarray(got.ranks), ranks)
@@ -161,11 +166,7 @@ def test_logit_lens_of_a_token_the_model_ranks_last(model, pair):
     """A target the lens never ranks first has no answer layer (absent, not 0)."""
     prompt, target = pair
     adapter = get_adapter(model)
-    ids = torch.tensor([list(prompt) + list(target[:-1])])
-    captured = {}
-    with torch.no_grad(), capture(model, ["resid_post"], len(target), captured):
-        model(ids)
-    residuals = torch.stack([r[0] for r in captured["resid_post"]])
+    residuals = _target_residuals(model, prompt, target)
     final = _direct_logits(model, prompt, target, 0)
     worst = int(np.argmin(final))
     got = logit_lens(adapter, residuals[:, :1], [worst])
