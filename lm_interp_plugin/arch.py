@@ -171,11 +171,6 @@ class LayerLayout:
     why_no_heads: str | None = None
     why_no_ffn: str | None = None
 
-    @property
-    def ffn_path(self) -> str | None:
-        """The FFN's path in the layer; sibling blocks read as one (`SummedFFN`) joined with '+'."""
-        return self.mlp
-
 
 @dataclass(frozen=True)
 class ArchSpec:
@@ -546,6 +541,16 @@ class ArchAdapter:
     def attention_module(self, layer: int) -> nn.Module:
         """The attention module of `layer` (its input is the input-normed hidden state)."""
         return self._get(layer, self._layout(layer).attention, "softmax attention")
+
+    def module_path(self, layer: int, part: str) -> str:
+        """The dotted path from the model's root of `layer`'s ``"attention"`` or ``"ffn"`` (sibling FFN blocks
+        read as one `SummedFFN`, which is no module of the model, joined with '+'), for reports such as
+        doctor's."""
+        lay = self._layout(layer)
+        inner = {"attention": lay.attention, "ffn": lay.mlp}[part]
+        if inner is None:
+            raise UnsupportedArchitectureError(f"layer {layer} of {type(self.model).__name__} has no {part}")
+        return f"{self.spec.layers}.{layer}" + (f".{inner}" if inner else "")
 
     def mlp_module(self, layer: int) -> nn.Module:
         """The FFN module of `layer`; its forward output is the FFN output (before any post-MLP norm). Sibling

@@ -86,7 +86,6 @@ def arch_findings(model: nn.Module) -> ArchFindings:
         adapter = get_adapter(model)
     except UnsupportedArchitectureError as err:
         return ArchFindings(family=None, error=str(err))
-    where = {id(module): name for name, module in model.named_modules()}
     config = adapter.model.config
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     layer_types = getattr(text, "layer_types", None)
@@ -105,15 +104,14 @@ def arch_findings(model: nn.Module) -> ArchFindings:
         heads, qk_norm = "-", False
         if index in adapter.attention_layers:  # hybrids: the other layers are linear / state-space mixers
             q_norm, k_norm = adapter.qk_head_norm_weights(index)
-            attention = where.get(id(adapter.attention_module(index)), "?")
+            attention = adapter.module_path(index, "attention")
             heads = f"{adapter.num_heads} query heads, {adapter.num_kv_heads} key heads, "
             heads += f"head_dim {adapter.head_dim}"
             qk_norm = q_norm is not None or k_norm is not None
         ffn, ffn_shape = f"none ({layout.why_no_ffn or 'no MLP / feed-forward / MoE block'})", "-"
         if index in adapter.ffn_layers:
             d_model, d_ff = adapter.down_proj_weight(index).shape
-            # sibling blocks read as one (`arch.SummedFFN`) are no module of the model: their joined path
-            ffn = where.get(id(adapter.mlp_module(index)), f"{spec.layers}.{index}.{layout.ffn_path}")
+            ffn = adapter.module_path(index, "ffn")
             ffn_shape = f"{d_model} x {d_ff}"
         layers.append(
             LayerFinding(

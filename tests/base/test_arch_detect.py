@@ -324,3 +324,12 @@ def test_a_family_that_cannot_be_attributed_is_refused_naming_why():
         run_pass(model, [5, 6], [7], ["input", "input"], InterpSettings(mode="reverse", ablation=False))
     model.config = SimpleNamespace(model_type="llama")
     check_attributable(model)
+
+
+def test_module_path_names_the_module_the_adapter_reads(tiny_model):
+    """`module_path` is the dotted path of the very module `attention_module` / `mlp_module` return."""
+    model = tiny_model("llama", seed=0)
+    adapter = get_adapter(model)
+    for layer in range(adapter.num_layers):
+        assert model.get_submodule(adapter.module_path(layer, "attention")) is adapter.attention_module(layer)
+        assert model.get_submodule(adapter.module_path(layer, "ffn")) is adapter.mlp_module(layer)
