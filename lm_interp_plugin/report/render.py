@@ -361,7 +361,7 @@ def _example_table_html(block: ExampleTable) -> str:
     ]
     if block.caption:
         out.append(f"<caption>{_e(block.caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f"<th>{_th(h)}</th>" for h in block.headers) + "</tr></thead><tbody>")
+    out.append("<thead><tr>" + "".join(f"<th>{_breakable(h)}</th>" for h in block.headers) + "</tr></thead><tbody>")
     for row, link in zip(block.rows, block.links):
         cells = [_cell(c) for c in row]
         if link and cells:
@@ -387,9 +387,9 @@ def _token_html(view: TokenView) -> str:
     return f'<div><b>{_e(view.label)}</b><div class="tokens">{"".join(spans)}<br>\u2192 {target}</div></div>'
 
 
-def _th(text: Any) -> str:
-    """A column header: escaped, with a line-break opportunity after each underscore, so a long metric name
-    in a header may wrap between its words (``instruction_|importance``) and never inside one."""
+def _breakable(text: Any) -> str:
+    """Escaped text with a line-break opportunity after each underscore, so a long metric or task name in a
+    header or a short cell may wrap between its words (``instruction_|importance``) and never inside one."""
     return _e(text).replace("_", "_<wbr>")
 
 
@@ -411,7 +411,7 @@ def _cell(value: Any) -> str:
         return f'<td class="num">{_e(text)}</td>'
     if len(text) > LONG_TEXT:
         return f'<td class="long">{_e(text)}</td>'
-    return f"<td>{_th(text)}</td>"  # an identifier (metric, task) may wrap after an underscore, as headers do
+    return f"<td>{_breakable(text)}</td>"
 
 
 def _anchors(blocks: list[Any]) -> dict[int, str]:
@@ -498,7 +498,7 @@ def _html_blocks(blocks: list[Any], ids: dict[int, str]) -> list[str]:
             out.append('<div class="tablewrap"><table>')
             if block.caption:
                 out.append(f"<caption>{_e(block.caption)}</caption>")
-            out.append("<tr>" + "".join(f"<th>{_th(h)}</th>" for h in block.headers) + "</tr>")
+            out.append("<tr>" + "".join(f"<th>{_breakable(h)}</th>" for h in block.headers) + "</tr>")
             out += ["<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in block.rows]
             out.append("</table></div>")
         elif isinstance(block, Image):
