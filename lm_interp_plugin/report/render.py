@@ -361,7 +361,8 @@ def _example_table_html(block: ExampleTable) -> str:
     ]
     if block.caption:
         out.append(f"<caption>{_e(block.caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f"<th>{_breakable(h)}</th>" for h in block.headers) + "</tr></thead><tbody>")
+    headers = "".join(f"<th>{_breakable(h)}</th>" for h in block.headers)
+    out.append(f"<thead><tr>{headers}</tr></thead><tbody>")
     for row, link in zip(block.rows, block.links):
         cells = [_cell(c) for c in row]
         if link and cells:
