@@ -15,7 +15,7 @@ from typing import Any
 
 from ..methods.multiple_testing import holm
 from .analysis import TaskAnalysis
-from .findings import ALPHA, FINDINGS, FindingCheck
+from .findings import ALPHA, FINDINGS, NOT_MEASURABLE, FindingCheck, where_attribution_went
 
 
 @dataclass
@@ -68,11 +68,23 @@ def corrected_tests(tasks: list[TaskAnalysis], base: str, tuned: str) -> list[Co
 
 def with_holm(checks: list[FindingCheck], tasks: list[TaskAnalysis]) -> list[FindingCheck]:
     """Each check's Holm-adjusted p from its pair's family (`corrected_tests` of its baseline and other run:
-    the same family and numbers as the report's corrected-tests section), set in place; returns `checks`."""
+    the same family and numbers as the report's corrected-tests section), and its verdict decided again on
+    that p, in place; returns `checks`.
+
+    Holm's p is never below the uncorrected one, so a verdict can only turn "not significant" (or "no
+    significant difference"); a finding-1 check that does gets the per-part explanation the uncorrected
+    "not significant" ones have (`where_attribution_went`)."""
     families: dict[tuple[str, str], dict[tuple[str, str], float | None]] = {}
+    by_task = {task.task: task for task in tasks}
     for check in checks:
         pair = (check.baseline, check.other)
         if pair not in families:
             families[pair] = {(t.task, t.metric): t.p_holm for t in corrected_tests(tasks, *pair)}
         check.p_holm = families[pair].get((check.task, check.metric))
+        if check.verdict == NOT_MEASURABLE or check.p_holm is None:  # no p: "untested" either way
+            continue
+        before, check.verdict = check.verdict, check.decide(check.p_holm)
+        if check.finding == 1 and not check.neutral and before == "shows up" != check.verdict:
+            where = where_attribution_went(by_task[check.task], check.other)
+            check.explanation = ". ".join(text for text in (check.explanation, where) if text)
     return checks

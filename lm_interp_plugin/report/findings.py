@@ -10,7 +10,9 @@ user tasks. Per task and per run against the baseline, each finding is read off 
 3. ``ffn_concept_other`` goes down, i.e. more of the FFN activation falls on user-task concepts (a per-example
    proxy of the global rotation in Table 5).
 
-The verdict is "shows up" only when the paired t-test gives p < `ALPHA` in the paper's direction. Finding 3
+The verdict is "shows up" only when the paired t-test gives p < `ALPHA` in the paper's direction; in a report
+the p that decides is Holm-adjusted over every paired test of the pair (`report.corrected.with_holm`, which
+re-decides each check), with the uncorrected p kept beside it. Finding 3
 is "not measurable on this model" when a run's records leave the FFN concept shares out because no concept is
 valid on its model (`explain.ffn_validity`); the reasons go into the row's explanation.
 
@@ -74,16 +76,26 @@ class FindingCheck:
     #: the paired 95% bootstrap interval of the mean difference (other minus baseline)
     diff_ci_low: float | None = None
     diff_ci_high: float | None = None
-    #: p Holm-adjusted over every paired test of the pair in the report (`report.corrected.with_holm`)
+    #: p Holm-adjusted over every paired test of the pair in the report (`report.corrected.with_holm`); once
+    #: set, it decides the verdict
     p_holm: float | None = None
+    #: a neutral difference (`differences`: which run is higher), not a check of the paper's direction
+    neutral: bool = False
+
+    def decide(self, p_value: float | None) -> str:
+        """The verdict on `p_value`: against the paper's direction (`verdict`), or neutral (`direction`)."""
+        if self.neutral:
+            return direction(self.mean_diff, p_value)
+        return verdict(self.mean_diff, p_value, self.direction)
 
     def sentence(self) -> str:
         if self.verdict == NOT_MEASURABLE:  # no numbers to show; the reasons are in `explanation`
             return f"{self.finding}. {self.claim} [{self.task}, {self.metric}]: {self.verdict}"
         p = "n/a" if self.p_value is None else f"{self.p_value:.3g}"
+        holm = "" if self.p_holm is None else f", Holm p={self.p_holm:.3g}"
         text = (
             f"{self.finding}. {self.claim} [{self.task}, {self.metric}]: {self.baseline} "
-            f"{self.mean_baseline:.3f} -> {self.other} {self.mean_other:.3f} (paired t p={p}, "
+            f"{self.mean_baseline:.3f} -> {self.other} {self.mean_other:.3f} (paired t p={p}{holm}, "
             f"n={self.n_pairs}): {self.verdict}"
         )
         return f"{text} ({self.explanation})" if self.explanation else text
@@ -251,7 +263,8 @@ def differences(tasks: list[TaskAnalysis]) -> list[FindingCheck]:
     """The same rows as `check_findings`, for runs not declared base and tuned: the verdict is `direction`."""
     rows = check_findings(tasks)
     for row in rows:
-        row.verdict = direction(row.mean_diff, row.p_value)
+        row.neutral = True
+        row.verdict = row.decide(row.p_value)
         row.claim = f"{row.metric} differs between the runs"
         row.explanation = ""
     return rows

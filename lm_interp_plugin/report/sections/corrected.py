@@ -62,8 +62,8 @@ class CorrectedTests(Section[CorrectedData]):
                 f"one at p < {ALPHA}, some would pass by chance. Holm's step-down correction over all of "
                 f"them controls the family-wise error rate: {significant} of {n} stay significant. The "
                 "uncorrected p is beside the corrected one; the interval is the paired 95% bootstrap "
-                "interval of the mean difference (tuned minus base). The findings' verdicts above use the "
-                "uncorrected p."
+                "interval of the mean difference (tuned minus base). The findings' verdicts above read the "
+                "corrected p."
             ),
             R.Table(
                 ["task", "metric", "", "mean \u0394", "95% CI", "p", "p (Holm)", f"Holm p < {ALPHA}", "n"],

@@ -56,13 +56,17 @@ READINGS: dict[str, tuple[str, str]] = {
 VERDICTS = [
     (
         "shows up",
-        f"the paired difference is significant (paired t-test p < {ALPHA}), in the paper's direction",
+        f"the paired difference is significant (paired t-test, Holm-corrected p < {ALPHA}), in the paper's "
+        "direction",
     ),
     (
         "opposite",
-        f"significant (p < {ALPHA}) but the other way: the tuned run moved against the paper's finding",
+        f"significant (Holm p < {ALPHA}) but the other way: the tuned run moved against the paper's finding",
     ),
-    ("not significant", f"p >= {ALPHA} (or no difference): these runs neither confirm nor contradict it"),
+    (
+        "not significant",
+        f"Holm p >= {ALPHA} (or no difference): these runs neither confirm nor contradict it",
+    ),
     ("untested", "no p-value (too few shared examples, or every difference the same)"),
     (
         NOT_MEASURABLE,
@@ -150,12 +154,12 @@ class Findings(Section[FindingsData]):
                 f"{base} is the base model and {tuned} its instruction-tuned version ({data.pair['how']}). "
                 "Wu et al. (NAACL 2024): instruction tuning (1) raises attribution to the instruction, (2) "
                 "makes heads attend more to it, (3) moves FFN knowledge toward user tasks. Each row is a "
-                f"paired test on the shared examples; 'shows up' needs p < {ALPHA} in the paper's direction, "
-                "'opposite' is significant the other way. Findings 2 and 3 are per-example proxies (the "
-                "global Table 3 / Table 5 views are below when given). The verdict reads the uncorrected p; "
-                "beside it, p (Holm) is corrected over every paired test of the pair in this report (the "
-                "family of the Holm-corrected section), and the 95% CI is the paired bootstrap interval of "
-                "the mean difference."
+                f"paired test on the shared examples; 'shows up' needs p (Holm) < {ALPHA} in the paper's "
+                "direction, 'opposite' is significant the other way. p (Holm) is corrected over every paired "
+                "test of the pair in this report (the family of the Holm-corrected section); the uncorrected "
+                "p is beside it, and the 95% CI is the paired bootstrap interval of the mean difference. "
+                "Findings 2 and 3 are per-example proxies (the global Table 3 / Table 5 views are below when "
+                "given)."
             ),
             _table(data.checks, "what it means", "Paper findings check", with_explanation=True),
             R.Definitions([(f"verdict: {v}", text) for v, text in VERDICTS]),
@@ -191,8 +195,9 @@ class Differences(Section[FindingsData]):
             R.Paragraph(
                 "These runs are not declared as a base model and its instruction-tuned version, so the "
                 "paper's findings about instruction tuning are not claimed here; the table only says which "
-                "run is higher (paired t-test, p < 0.05). Declare a pair with `--pair BASE:TUNED` (or label "
-                "the runs base and tuned) to check the findings."
+                f"run is higher (paired t-test, p (Holm) < {ALPHA}, corrected over every paired test of the "
+                "two runs in this report). Declare a pair with `--pair BASE:TUNED` (or label the runs base "
+                "and tuned) to check the findings."
             ),
             _table(data.checks, "reading", "Paired differences (other run minus baseline)", False),
         ]
