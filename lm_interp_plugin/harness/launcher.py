@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from .cli_args import lmeval_args
 from .local_data import dataset_status
 from .outputs import failed_writes_raise
 from .preflight import (  # noqa: F401  (PluginTask: re-exported, the listing's record)
@@ -25,8 +26,6 @@ from .preflight import (  # noqa: F401  (PluginTask: re-exported, the listing's 
     _AnyTagLoader,
     format_plugin_tasks,
     include_paths,
-    option,
-    parse_model_args,
     plugin_tasks,
     task_folder,
 )
@@ -66,35 +65,15 @@ def plugin_tasks_visible(builtin_tasks: bool = True) -> Iterator[Path]:
         TaskManager.__init__ = original
 
 
-def _flag_values(argv: Sequence[str], flag: str, short: str | None = None) -> list[str] | None:
-    """Every value given to `flag` as argparse reads it (``--flag A B``, ``--flag=A``, ``-t A``, a prefix
-    such as ``--task``: argparse takes abbreviations), split on commas; None when the flag is absent."""
-    values: list[str] | None = None
-    taking = False
-    for arg in argv:
-        name, eq, value = arg.partition("=")
-        if short and arg.startswith(short) and len(arg) > len(short) and not arg.startswith("--"):
-            name, eq, value = short, "=", arg[len(short) :].lstrip("=")  # -tNAME
-        if name == short or (name.startswith("--") and len(name) > 3 and flag.startswith(name)):
-            values = values if values is not None else []
-            taking = not eq
-            if eq:
-                values += value.split(",")
-        elif taking and not arg.startswith("-"):
-            values += arg.split(",")
-        else:
-            taking = False
-    return None if values is None else [v.strip() for v in values]
-
-
 def plugin_tasks_only(argv: Sequence[str], tasks: Sequence[PluginTask]) -> bool:
     """Whether a `run` names only the plugin's own tasks, each exactly (no pattern, tag, group or YAML path),
     and no ``--include_path``: then lm-eval needs none of its ~15,000 stock configs (`builtin_tasks=False`
     of `plugin_tasks_visible`), which take ~7 s of CPU to index. Variants (`interp_arc_easy`) qualify:
     they find their stock config by a text scan (`variants.stock_yaml_path`)."""
-    if argv[:1] != ["run"] or _flag_values(argv, "--include_path") is not None:
+    args = lmeval_args(argv)
+    if args.command != "run" or argv[:1] != ["run"] or args.include_path is not None:
         return False
-    names = _flag_values(argv, "--tasks", "-t")
+    names = args.tasks
     folder = task_folder().resolve()
     ours = {t.name for t in tasks if folder in t.path.resolve().parents}
     return bool(names) and all(name in ours for name in names)
@@ -102,36 +81,18 @@ def plugin_tasks_only(argv: Sequence[str], tasks: Sequence[PluginTask]) -> bool:
 
 def with_records_dir(argv: list[str]) -> list[str]:
     """For `run --model interp-hf --output_path P`, put the records beside lm-eval's samples:
-    ``records_dir=P/<sanitized model name>`` (unless the user gave records_dir)."""
+    ``records_dir=P/<sanitized model name>`` (unless the user gave records_dir), as one more ``--model_args``
+    (lm-eval 0.4.13 merges repeated ones)."""
     from lm_eval.utils import sanitize_model_name
 
-    if option(argv, "--model") != "interp-hf":
+    args = lmeval_args(argv)
+    if args.model != "interp-hf" or not args.output_path or "records_dir" in args.model_args:
         return argv
-    output = option(argv, "--output_path", "-o")
-    model_args = option(argv, "--model_args", "-a") or ""
-    if not output or "records_dir" in model_args:
-        return argv
-    parsed = parse_model_args(model_args)
-    pretrained = str(parsed.get("pretrained", "interp-hf"))
-    out = Path(output)
+    pretrained = str(args.model_args.get("pretrained", "interp-hf"))
+    out = Path(args.output_path)
     base = out.parent if out.suffix == ".json" else out
     records = str(base / sanitize_model_name(pretrained))
-    if model_args.strip().startswith("{"):
-        parsed["records_dir"] = records
-        new_args = json.dumps(parsed)
-    else:
-        new_args = f"{model_args},records_dir={records}" if model_args else f"records_dir={records}"
-    argv = list(argv)
-    for i, arg in enumerate(argv):
-        if arg in ("--model_args", "-a"):
-            argv[i + 1] = new_args
-            break
-        if arg.startswith("--model_args="):
-            argv[i] = "--model_args=" + new_args
-            break
-    else:
-        argv += ["--model_args", new_args]
-    return argv
+    return [*argv, "--model_args", json.dumps({"records_dir": records})]
 
 
 def validate_data(argv: Sequence[str], tasks: Sequence[PluginTask] | None = None) -> list[str]:
@@ -141,7 +102,7 @@ def validate_data(argv: Sequence[str], tasks: Sequence[PluginTask] | None = None
     from .segment import SegmentationError
     from .variants import stock_task_config
 
-    patterns = [p for p in (option(argv, "--tasks", "-t") or "").split(",") if p]
+    patterns = lmeval_args(argv).tasks
     lines = []
     for task in plugin_tasks(include_paths(argv)) if tasks is None else tasks:
         if not task.base or not any(fnmatch.fnmatchcase(task.name, p) for p in patterns):
@@ -159,7 +120,7 @@ def check_plugin_task_data(argv: Sequence[str], tasks: Sequence[PluginTask] | No
     """Check the local data of the plugin tasks among ``--tasks`` (`tasks.check_local_data`) before
     lm-eval starts: it loads the model first and reads the data after, and its data errors name no file.
     `tasks`: the listing `preflight.check_run` read (`plugin_tasks(include_paths(argv))`), else read here."""
-    names = [p for p in (option(argv, "--tasks", "-t") or "").split(",") if p]
+    names = lmeval_args(argv).tasks
     for task in plugin_tasks(include_paths(argv)) if tasks is None else tasks:
         if task.data_files and any(fnmatch.fnmatchcase(task.name, p) for p in names):
             check_local_data(task.config)
@@ -204,7 +165,7 @@ def run_lmeval(
     try:
         with (
             plugin_tasks_visible(builtin_tasks=builtin_tasks),
-            failed_writes_raise(option(argv, "--output_path", "-o")),
+            failed_writes_raise(lmeval_args(argv).output_path),
         ):
             cli_evaluate()
     except SystemExit as done:

@@ -2,8 +2,9 @@
 
 A wrong ``pretrained`` (a folder that does not exist, a hub id that is neither cached nor reachable), a task
 name that no task folder defines, or a bad ``interp_`` model argument fails here in one line that names the
-input and the fix, instead of after the start-up and five retries to the hub. Light on purpose: no lm-eval,
-torch or transformers import (``interp_`` arguments load torch through `InterpSettings`, only when given).
+input and the fix, instead of after the start-up and five retries to the hub. Light on purpose: of lm-eval
+only its argument parser (`cli_args`), no torch or transformers import (``interp_`` arguments load torch
+through `InterpSettings`, only when given).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib.util
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from .cli_args import lmeval_args
 from .local_data import DATA_DIR_ENV, hub_reachable
 
 # lm-eval's `run --tasks` words that are not task names
@@ -31,32 +32,6 @@ _TRUE = ("1", "ON", "YES", "TRUE")
 
 class PreflightError(ValueError):
     """A `run` argument that cannot work; the message names it and the fix."""
-
-
-def option(argv: Sequence[str], *flags: str) -> str | None:
-    """The value of the last of `flags` in argv (``--flag VALUE`` or ``--flag=VALUE``), else None."""
-    found = None
-    for i, arg in enumerate(argv):
-        for flag in flags:
-            if arg == flag and i + 1 < len(argv):
-                found = argv[i + 1]
-            elif arg.startswith(flag + "="):
-                found = arg.split("=", 1)[1]
-    return found
-
-
-def parse_model_args(text: str) -> dict[str, Any]:
-    """``--model_args`` as lm-eval reads it: a JSON object, or ``key=value`` pairs joined by commas."""
-    text = text.strip()
-    if text.startswith("{"):
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise PreflightError(
-                f"--model_args {text!r} is not valid JSON ({err.msg}); or write k=v,k=v"
-            ) from None
-        return dict(parsed)
-    return dict(kv.split("=", 1) for kv in text.split(",") if "=" in kv)
 
 
 # --- the plugin's tasks, read as text ---------------------------------------------------------------------
@@ -150,7 +125,8 @@ def format_plugin_tasks(tasks: list[PluginTask]) -> str:
 
 
 def include_paths(argv: Sequence[str]) -> list[Path]:
-    value = option(argv, "--include_path")
+    """``--include_path``'s folders (lm-eval takes several joined by commas)."""
+    value = lmeval_args(argv).include_path
     return [Path(p) for p in value.split(",")] if value else []
 
 
@@ -317,13 +293,13 @@ def check_interp_args(model_args: dict[str, Any]) -> None:
 def check_run(argv: Sequence[str], tasks: Sequence[PluginTask] | None = None) -> None:
     """All of the above for `run` arguments (argv without the leading 'run'), before lm-eval starts.
     `tasks`: the plugin's task listing (`plugin_tasks(include_paths(argv))`), when the caller has it."""
-    if "-h" in argv or "--help" in argv:
+    args = lmeval_args(argv)
+    if not args.parsed:  # --help, or a command line lm-eval rejects: it says so itself
         return
-    model = option(argv, "--model")
-    model_args = parse_model_args(option(argv, "--model_args", "-a") or "")
+    model, model_args = args.model, args.model_args
     if model == "interp-hf":  # loads torch (~2 s of CPU), only when interp_ arguments are given
         check_interp_args(model_args)
     if model in _PATH_MODELS:
         pretrained = model_args.get("pretrained")
         check_pretrained(str(pretrained) if pretrained is not None else None, model_args.get("revision"))
-    check_tasks(option(argv, "--tasks", "-t"), include_paths(argv), tasks)
+    check_tasks(",".join(args.tasks), include_paths(argv), tasks)

@@ -95,7 +95,10 @@ class InterpSettings:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(getattr(self, f.name), str(f.type), "interp_" + f.name))
-        ImportanceParams(L=self.L, b=self.b, p=self.p, eps=self.eps)  # validates
+        try:  # its messages start with the parameter's name: "L (number of quantisation levels) must ..."
+            ImportanceParams(L=self.L, b=self.b, p=self.p, eps=self.eps)
+        except ValueError as err:
+            raise ValueError(f"interp_{err}") from None  # the model_args key the user wrote
         allowed = {
             "objective": get_args(Objective),
             "mode": get_args(Mode),

@@ -1,0 +1,76 @@
+"""An lm-eval command line read the way lm-eval reads it, for the checks made before it starts.
+
+`lm-interp run/ls/validate` looks at a few of lm-eval's flags before handing argv over (the preflight
+checks, the records folder, the plugin-tasks-only fast start). Reading them by hand drifted from lm-eval:
+argparse takes abbreviations (``--task``) and short forms (``-M``, ``-t``, ``-a``, ``-o``), lm-eval 0.4.13
+extends ``--tasks`` over repeats and merges repeated ``--model_args``. So every flag comes from lm-eval's own
+parser (`lm_eval._cli.harness.HarnessCLI`: argparse only, ~30 ms, no torch), with its legacy rule (a command
+line without a subcommand is a ``run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+#: lm-eval's subcommands (`HarnessCLI`)
+COMMANDS = ("run", "ls", "validate")
+
+
+@dataclass(frozen=True)
+class LmEvalArgs:
+    """The flags the plugin reads, as lm-eval's parser gives them.
+
+    Attributes:
+        command: ``run``, ``ls`` or ``validate``.
+        tasks: ``--tasks`` entries, split on commas, over every repeat.
+        model_args: ``--model_args`` merged over repeats, values typed as lm-eval types them.
+        parsed: False where lm-eval's parser rejects argv (a flag without its value, ``--help``): every
+            field is then empty, and lm-eval reports the problem itself when it runs.
+    """
+
+    command: str | None = None
+    model: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    tasks: tuple[str, ...] = ()
+    output_path: str | None = None
+    include_path: str | None = None
+    parsed: bool = False
+
+
+def lmeval_args(argv: Sequence[str]) -> LmEvalArgs:
+    """`argv` (``run --model ...``, or a run's flags without the subcommand) as lm-eval reads it."""
+    return _parse(tuple(argv))
+
+
+@functools.lru_cache(maxsize=16)
+def _parse(argv: tuple[str, ...]) -> LmEvalArgs:
+    from lm_eval._cli.harness import HarnessCLI
+
+    args = list(argv)
+    if not args or args[0] not in COMMANDS:
+        args.insert(0, "run")  # lm-eval's legacy rule (HarnessCLI.parse_args)
+    parser: argparse.ArgumentParser = HarnessCLI()._parser
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            ns, _unknown = parser.parse_known_args(args)
+    except SystemExit:  # an argparse error or --help: lm-eval prints it when it runs
+        return LmEvalArgs()
+    tasks = getattr(ns, "tasks", None) or ()
+    if isinstance(tasks, str):  # `validate --tasks` is one string
+        tasks = tasks.split(",")
+    model_args = getattr(ns, "model_args", None)
+    return LmEvalArgs(
+        command=ns.command,
+        model=getattr(ns, "model", None),
+        model_args=dict(model_args) if isinstance(model_args, dict) else {},
+        tasks=tuple(t.strip() for t in tasks if t and t.strip()),
+        output_path=getattr(ns, "output_path", None),
+        include_path=getattr(ns, "include_path", None),
+        parsed=True,
+    )
