@@ -5,12 +5,13 @@ TransformerLens names hook points (``blocks.{l}.hook_mlp_out``); here a signal n
 `arch.ArchAdapter` (the only place that knows module names). The pass registers one forward hook per module
 around exactly the primal forward, keeps each output at the last ``target_len`` positions (the ones that
 predict the targets), detached, and hands them to the signals as ``ctx.captured[name]``: a list with one
-tensor per module (``1 x target_len x width``).
+tensor per module (``1 x target_len x width``). A hybrid's mixer (SSM, linear-attention) layers have no
+softmax attention, so ``attn_out`` has fewer entries than ``resid_post`` there.
 
 | name | modules | one entry per |
 |---|---|---|
 | ``mlp_out`` | each FFN (`ArchAdapter.mlp_module`) | layer with an FFN (`ArchAdapter.ffn_layers`) |
-| ``attn_out`` | each decoder layer's attention (`ArchAdapter.attention_module`) | layer |
+| ``attn_out`` | each attention (`ArchAdapter.attention_module`) | attention layer (`attention_layers`) |
 | ``logits`` | the output head (``get_output_embeddings``): the next-token logits | model (one) |
 | ``resid_post`` | each decoder layer (`ArchAdapter.layers`): the residual stream after the layer | layer |
 """
@@ -48,7 +49,7 @@ def _output_head(model: torch.nn.Module) -> list[torch.nn.Module]:
 #: family `arch` does not know)
 CAPTURE_POINTS: dict[str, Callable[[torch.nn.Module], list[torch.nn.Module]]] = {
     "mlp_out": _layers(ArchAdapter.mlp_module, lambda adapter: adapter.ffn_layers),
-    "attn_out": _layers(ArchAdapter.attention_module),
+    "attn_out": _layers(ArchAdapter.attention_module, lambda adapter: adapter.attention_layers),
     "logits": _output_head,
     "resid_post": lambda model: get_adapter(model).layers(),
 }

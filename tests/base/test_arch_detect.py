@@ -100,6 +100,17 @@ def test_hybrid_rows_are_the_softmax_layers_labelled_with_their_model_index():
     out = run_pass(model, prompt.tolist(), target.tolist(), labels, settings)
     assert out.attention["layers"] == [1, 3]
     assert len(out.attention[names.INSTRUCTION_ATTENTION]) == 2
+    # the capture vocabulary's `attn_out` is one entry per attention layer, the same tensors the modules give
+    from lm_interp_plugin.interpret.capture import capture
+
+    captured: dict = {}
+    mine = []
+    handle = adapter.attention_module(3).register_forward_hook(lambda _m, _a, out: mine.append(out[0]))
+    with torch.no_grad(), capture(model, ["attn_out", "resid_post"], 2, captured):
+        model(input_ids=prompt[None])
+    handle.remove()
+    assert len(captured["attn_out"]) == 2 and len(captured["resid_post"]) == adapter.num_layers
+    torch.testing.assert_close(captured["attn_out"][1], mine[0][:, -2:], rtol=0, atol=0)
 
 
 def test_hybrid_ffn_rows_are_the_ffn_layers_labelled_with_their_model_index():
