@@ -42,6 +42,29 @@ def lm_tokenizer():
 
 
 @pytest.fixture(scope="session")
+def _small_tokenizers():
+    """Tokenizers trained on the sample corpus, one per vocabulary size, each trained once per session."""
+    from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
+
+    made: dict[int, object] = {}
+
+    def get(vocab_size: int):
+        if vocab_size not in made:
+            made[vocab_size] = train_tokenizer(sample_corpus(), vocab_size=vocab_size)
+        return made[vocab_size]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def tok(request, _small_tokenizers):
+    """A small tokenizer (sample corpus, vocabulary ``TOKENIZER_VOCAB`` of the test module, else 300) for
+    models with few embedding rows; shared by every module that asks for the same size, so a test must not
+    change it."""
+    return _small_tokenizers(getattr(request.module, "TOKENIZER_VOCAB", 300))
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, lm_tokenizer, tiny_model) -> Path:
     """A tiny random Llama saved with save_pretrained: loads through from_pretrained like a hub model."""
     from lm_interp_plugin.testing.tiny import save_tiny

@@ -13,14 +13,8 @@ import pytest
 
 from lm_interp_plugin.support import SUPPORTED_FAMILIES
 from lm_interp_plugin.testing.families import decoder_families
-from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
 from sweep_check import check_family
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer(sample_corpus(), vocab_size=300)
 
 
 @pytest.mark.sweep

@@ -15,14 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from lm_interp_plugin.arch import UnsupportedArchitectureError, get_adapter, supported_families
-from lm_interp_plugin.testing.tiny import TINY_FAMILIES, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import TINY_FAMILIES
 
 CAPTURE = "lm_interp_test_capture"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer(sample_corpus(), vocab_size=300)
 
 
 @contextlib.contextmanager

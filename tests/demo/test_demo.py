@@ -172,12 +172,14 @@ def test_rebuild_agreement_counts_same_verdicts(tmp_path):
         {"name": "b", "verdicts": {"t/1": "opposite", "t/2": "shows up"}},
         {"name": "c", "verdicts": {"t/1": "shows up"}},
     ]
-    path.write_text(json.dumps({"rebuilds": rebuilds}))
+    path.write_text(json.dumps({"rebuilds": rebuilds, "verdict_p": "holm"}))
     assert rebuild_agreement(path, results) == [(2, 3), (1, 2)]
     rebuilds[0]["seed"] = 7  # the pair's own seed again: the same weights, not counted
-    path.write_text(json.dumps({"rebuilds": rebuilds}))
+    path.write_text(json.dumps({"rebuilds": rebuilds, "verdict_p": "holm"}))
     assert rebuild_agreement(path, results, skip_seed=7) == [(1, 2), (1, 1)]
-    path.write_text(json.dumps({"rebuilds": rebuilds, "limit": 5}))
+    path.write_text(json.dumps({"rebuilds": rebuilds}))  # verdicts read on the uncorrected p: stale
+    assert rebuild_agreement(path, results, skip_seed=7) is None
+    path.write_text(json.dumps({"rebuilds": rebuilds, "verdict_p": "holm", "limit": 5}))
     assert rebuild_agreement(path, results, skip_seed=7) is None  # rebuilds on a subset: not compared
     path.write_text("{")
     assert rebuild_agreement(path, results) is None

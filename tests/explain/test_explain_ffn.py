@@ -30,7 +30,7 @@ from lm_interp_plugin.methods.vocab import whole_word_vocab
 from lm_interp_plugin.report import plots
 from lm_interp_plugin.report.render import table_markdown
 from lm_interp_plugin.report.sections.ffn_global import table5
-from lm_interp_plugin.testing.tiny import TINY_FAMILIES, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import TINY_FAMILIES
 
 LEX = {
     "task_concepts": {
@@ -44,9 +44,8 @@ LEX = {
 SMALL = {"hidden": 32, "layers": 2, "heads": 4, "kv_heads": 2}
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer(sample_corpus(), vocab_size=400)
+#: the vocabulary of the `tok` fixture (conftest)
+TOKENIZER_VOCAB = 400
 
 
 @pytest.fixture(scope="module")

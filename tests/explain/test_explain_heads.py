@@ -20,15 +20,11 @@ from lm_interp_plugin.report.render import table_markdown
 from lm_interp_plugin.report.sections.heads import table3
 from lm_interp_plugin.testing.tiny import (
     TINY_FAMILIES,
-    sample_corpus,
     save_tiny,
-    train_tokenizer,
 )
 
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer(sample_corpus(), vocab_size=400)
+#: the vocabulary of the `tok` fixture (conftest)
+TOKENIZER_VOCAB = 400
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)

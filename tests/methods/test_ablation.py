@@ -6,16 +6,10 @@ import pytest
 import torch
 
 from lm_interp_plugin.methods.ablation import AblationResult, instruction_ablation, target_logprobs
-from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
 from tolerances import LOGPROB_ATOL
 
 pytestmark = pytest.mark.float_sensitive  # float comparisons across kernels and orders
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer(sample_corpus(), vocab_size=300)
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,9 @@ from lm_interp_plugin.methods.verbs import layer_groups, load_verbs, verb_analys
 from lm_interp_plugin.methods.vocab import WordRelatedness, whole_word_vocab, word_list_vocab
 from lm_interp_plugin.report.render import table_markdown
 from lm_interp_plugin.report.sections.heads import table3
-from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer(sample_corpus(), vocab_size=400)
+#: the vocabulary of the `tok` fixture (conftest)
+TOKENIZER_VOCAB = 400
 
 
 # -------------------------------------------------------------------------------------- instruction attention

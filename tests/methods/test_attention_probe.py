@@ -16,7 +16,7 @@ from lm_interp_plugin.methods.attention import instruction_attention, target_que
 from lm_interp_plugin.methods.attention_probe import InstructionAttentionProbe
 from lm_interp_plugin.methods.attribution import gradient_x_input
 from lm_interp_plugin.methods.model_state import eager_attention
-from lm_interp_plugin.testing.tiny import TINY_FAMILIES, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import TINY_FAMILIES
 
 from tolerances import ATTENTION_ATOL, assert_matrix_close
 
@@ -25,11 +25,6 @@ from tolerances import ATTENTION_ATOL, assert_matrix_close
 MASS_ATOL = ATTENTION_ATOL
 
 pytestmark = pytest.mark.float_sensitive  # float comparisons across kernels and orders
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer(sample_corpus(), vocab_size=300)
 
 
 def _inputs(prompt_len: int, target_len: int, seed: int = 0):

@@ -10,16 +10,11 @@ import torch
 
 from lm_interp_plugin.methods.attribution import gradient_x_input, reference_gradient_x_input
 from lm_interp_plugin.methods.model_state import eager_attention
-from lm_interp_plugin.testing.tiny import TINY_FAMILIES, sample_corpus, train_tokenizer
+from lm_interp_plugin.testing.tiny import TINY_FAMILIES
 
 from tolerances import assert_matrix_close
 
 pytestmark = pytest.mark.float_sensitive  # float comparisons across kernels and orders
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer(sample_corpus(), vocab_size=300)
 
 
 def _pair(prompt_len: int, target_len: int, seed: int = 0):

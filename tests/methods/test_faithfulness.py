@@ -11,7 +11,6 @@ from torch import nn
 
 from lm_interp_plugin.methods.faithfulness import curve_area, deletion_curve
 from lm_interp_plugin.methods.integrated_gradients import integrated_gradients
-from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
 from tolerances import LOGPROB_ATOL
 
@@ -79,11 +78,6 @@ def test_correct_scores_beat_random_and_wrong_scores_do_not():
     assert good.random_area == pytest.approx(bad.random_area)  # same seed, same random orders
     assert int(bad.order[-1]) == 5
     assert good.area < bad.area
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer(sample_corpus(), vocab_size=300)
 
 
 def _plain_total(model, prompt, target) -> float:

@@ -9,16 +9,10 @@ import pytest
 import torch
 
 from lm_interp_plugin.methods.integrated_gradients import RULES, integrated_gradients, quadrature
-from lm_interp_plugin.testing.tiny import sample_corpus, train_tokenizer
 
 from tolerances import assert_matrix_close
 
 pytestmark = pytest.mark.float_sensitive  # float comparisons across kernels and orders
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer(sample_corpus(), vocab_size=300)
 
 
 @pytest.fixture(scope="module")
