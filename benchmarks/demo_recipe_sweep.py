@@ -23,7 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # demo_robustness.py, beside this script
 
-SHORT = {"shows up": "+", "opposite": "-", "not significant": "0", "untested": "?"}
+SHORT = {
+    "shows up": "+",
+    "opposite": "-",
+    "not significant": "0",
+    "untested": "?",
+    "not measurable on this model": "n",  # finding 3 where no FFN concept is valid (issue 22)
+}
 
 
 def one(folder: Path, overrides: dict, seed: int) -> None:
@@ -37,6 +43,10 @@ def one(folder: Path, overrides: dict, seed: int) -> None:
     run_demo(folder, recipe=DemoRecipe(**overrides), seed=seed, threads=1)
 
 
+#: what `collect` keeps of each finding of a rebuild's report
+FINDING_KEYS = ("finding", "task", "mean_baseline", "mean_other", "p_value", "p_holm", "verdict")
+
+
 def collect(folder: Path) -> dict | None:
     """A finished configuration's build stats and verdicts, or None."""
     results = folder / "report" / "results.json"
@@ -48,10 +58,7 @@ def collect(folder: Path) -> dict | None:
     return {
         "evaluation": manifest.get("evaluation"),
         "build_seconds": (manifest.get("seconds") or {}).get("total"),
-        "findings": [
-            {k: f[k] for k in ("finding", "task", "mean_baseline", "mean_other", "p_value", "verdict")}
-            for f in findings
-        ],
+        "findings": [{k: f.get(k) for k in FINDING_KEYS} for f in findings],
     }
 
 

@@ -90,6 +90,7 @@ def summary(runs: list[dict], limit: int | None, what: str | None = None, machin
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine,
         "limit": limit,
+        "verdict_p": "holm",  # the report's verdicts read p (Holm) (`demo.run.VERDICT_P`)
         "rebuilds": [
             {
                 "name": run["name"],

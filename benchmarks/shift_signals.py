@@ -1,7 +1,9 @@
 """Benchmark: the added cost of issue 23's signals as a ratio of the interpretation pass, in one process.
 
 Two random Llamas of the same shape built from a config (`--vocab` 32000 by default, so the LM head, the
-logit lens and the KL run at a realistic width): the evaluated model and its reference. Per request (a prompt
+logit lens and the KL run at a realistic width): the evaluated model and its reference; or, with `--model`, a
+real model (a Hugging Face folder, e.g. SmolLM2's from `python -m lm_interp_plugin.testing.real`) and a
+second copy of it as the reference. Per request (a prompt
 of `--prompt` tokens, a target of N tokens for each N in `--targets`; multiple choice has N of 1 to 3,
 generation more) it times, interleaved within each repetition:
 
@@ -131,22 +133,28 @@ def measure(args: argparse.Namespace) -> list[dict]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = tiny_config(
-        "llama",
-        vocab_size=args.vocab,
-        hidden=args.hidden,
-        layers=args.layers,
-        heads=max(2, args.hidden // 64),
-        kv_heads=None,
-        max_positions=4096,
-    )
     models = []
-    for seed in (0, 1):  # the evaluated model and its reference: same shape, other weights
-        torch.manual_seed(seed)
-        models.append(AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval().to(args.device))
+    if args.model:  # a real model; its reference is a second copy (the cost depends on shapes, not weights)
+        for _ in range(2):
+            loaded = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+            models.append(loaded.eval().to(args.device))
+    else:
+        config = tiny_config(
+            "llama",
+            vocab_size=args.vocab,
+            hidden=args.hidden,
+            layers=args.layers,
+            heads=max(2, args.hidden // 64),
+            kv_heads=None,
+            max_positions=4096,
+        )
+        for seed in (0, 1):  # the evaluated model and its reference: same shape, other weights
+            torch.manual_seed(seed)
+            random_llama = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            models.append(random_llama.eval().to(args.device))
     model, reference = models
     adapter = get_adapter(model)
-    vocab = args.vocab
+    vocab = model.get_output_embeddings().weight.shape[0]
     generator = torch.Generator().manual_seed(0)
     rows = []
     for n in args.targets:
@@ -188,6 +196,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=32000, help="vocabulary size (the LM head's width)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a Hugging Face folder or hub id of a real model instead of the random Llamas (--hidden, "
+        "--layers and --vocab are then the model's); the reference is a second copy of it",
+    )
     parser.add_argument("--prompt", type=int, default=96, help="prompt tokens")
     parser.add_argument(
         "--targets", type=lambda s: [int(x) for x in s.split(",")], default=[1, 3, 16], help="target lengths"

@@ -49,6 +49,10 @@ DEMO_TASKS = ("demo_instruct", "demo_instruct_mc")
 DEMO_SIGNALS = "logit_lens+contrastive"
 #: Beside the shipped pair: the verdicts of rebuilds from its recipe (`benchmarks/demo_robustness.py`).
 ROBUSTNESS_NAME = "robustness.json"
+#: the p the verdicts of `robustness.json` read (its ``verdict_p``): the report's, Holm-adjusted over the
+#: pair's paired tests (`report.corrected.with_holm`); a file without it predates that (uncorrected p) and
+#: is not compared
+VERDICT_P = "holm"
 
 
 def _task_config(name: str, data: Path, multiple_choice: bool) -> dict[str, Any]:
@@ -375,6 +379,14 @@ def rebuild_agreement(
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if recorded.get("limit"):  # rebuilds run on a subset say little about a run on every item
+        return None
+    if recorded.get("verdict_p") != VERDICT_P:  # read on another p than this run's verdicts: stale
+        logger.warning(
+            "%s: its verdicts read the %s p, this run's the Holm p: not compared (rebuild it with "
+            "benchmarks/demo_recipe_sweep.py --summary)",
+            path,
+            recorded.get("verdict_p", "uncorrected"),
+        )
         return None
     rebuilds = [r for r in rebuilds if skip_seed is None or r.get("seed") != skip_seed]
     counts = []
