@@ -125,24 +125,6 @@ def test_bad_setting_gets_a_did_you_mean(tiny_llama_dir, tmp_path):
         )
 
 
-def test_stock_lm_eval_with_a_task_yaml_path(tiny_llama_dir, tmp_path):
-    out = tmp_path / "out"
-    proc = cli_run(
-        "lm_eval",
-        f"pretrained={tiny_llama_dir},records_dir={out / 'records'}",
-        str(REPO / "tasks" / "interp_instruct_mc.yaml"),
-        limit=2,
-        out=out,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    samples = list(out.rglob("samples_interp_instruct_mc_*.jsonl"))
-    assert samples
-    first = json.loads(samples[0].read_text().splitlines()[0])
-    assert "acc" in first and "instruction_importance" in first
-    assert (out / "records" / "interp_records_interp_instruct_mc.jsonl").is_file()
-
-
 def test_lm_interp_cli_run_and_ls(tiny_llama_dir, tmp_path):
     proc = run_cli("lm-interp", "ls", "tasks", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

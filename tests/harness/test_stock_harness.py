@@ -95,7 +95,8 @@ def test_moved_records_folder_is_named_in_the_note(tmp_path):
 @pytest.mark.slow
 def test_stock_cli_yaml_path_with_records_elsewhere_then_compare(tiny_llama_dir, tmp_path):
     """The 0.4.13 form `lm_eval run --model interp-hf --tasks PATH.yaml` with records_dir outside the output
-    folder: lm-eval's results file carries the records folder, and `compare` reads the records from it."""
+    folder: the samples carry the metrics next to accuracy, lm-eval's results file carries the records
+    folder, and `compare` reads the records from it."""
     out, records = tmp_path / "out", tmp_path / "somewhere" / "records"
     proc = cli_run(
         "lm_eval",
@@ -106,6 +107,9 @@ def test_stock_cli_yaml_path_with_records_elsewhere_then_compare(tiny_llama_dir,
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    first = json.loads(next(out.rglob("samples_interp_instruct_mc_*.jsonl")).read_text().splitlines()[0])
+    assert "acc" in first and "instruction_importance" in first
+    assert (records / "interp_records_interp_instruct_mc.jsonl").is_file()
     results = json.loads(next(out.rglob("results_*.json")).read_text())
     assert results["config"][RECORDS_DIR_KEY] == str(records.resolve())
     result = compare([out, out], tmp_path / "report", labels=["base", "tuned"], examples=1)
