@@ -76,8 +76,11 @@ def write_run(
     layers: int = 3,
     heads: int = 4,
     seed: int = 0,
+    row_layers: list[int] | None = None,
 ) -> Path:
-    """Write one lm-eval run (one model) into `output_path`; returns the model subfolder."""
+    """Write one lm-eval run (one model) into `output_path`; returns the model subfolder. `row_layers`: the
+    model layer of each attention and FFN row, as a hybrid's records name them (its attention and FFN layers
+    only)."""
     folder = Path(output_path) / sanitize_model_name(model)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -116,7 +119,10 @@ def write_run(
         if records:
             with RecordWriter(folder) as writer:
                 for doc_id, d in zip(ids, docs):
-                    writer.write(_record(task, doc_id, d, model, rng, fingerprint, params, layers, heads))
+                    rec = _record(task, doc_id, d, model, rng, fingerprint, params, layers, heads)
+                    if row_layers is not None:
+                        rec.attention["layers"] = rec.ffn["layers"] = list(row_layers)
+                    writer.write(rec)
     (folder / f"results_{date}.json").write_text(
         json.dumps(
             {

@@ -137,6 +137,10 @@ class TaskAnalysis:
     attention_means: dict[str, list[list[float]]] = field(default_factory=dict)
     concept_shares: dict[str, dict[str, float]] = field(default_factory=dict)
     layer_concept_shares: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    #: per run, where its rows are not layers 0..L-1 (a hybrid's attention or FFN layers only): the model
+    #: layer index of each row of `attention_means` / `layer_concept_shares`
+    attention_layers: dict[str, list[int]] = field(default_factory=dict)
+    ffn_layers: dict[str, list[int]] = field(default_factory=dict)
     #: per run: the FFN concepts its records leave out (not valid on that model), each with the reason
     ffn_concepts_absent: dict[str, dict[str, str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -352,6 +356,9 @@ def _record_aggregates(analysis: TaskAnalysis, label: str, task_run: TaskRun, ke
     att = _mean_matrix([r.attention.get(INSTRUCTION_ATTENTION) for r in recs if r.attention])
     if att is not None:
         analysis.attention_means[label] = att
+        rows = _row_layers([r.attention for r in recs if r.attention], len(att))
+        if rows is not None:
+            analysis.attention_layers[label] = rows
     shares = [r.ffn["concept_shares"] for r in recs if isinstance(r.ffn.get("concept_shares"), dict)]
     if shares:
         analysis.concept_shares[label] = _mean_shares(shares)
@@ -366,6 +373,20 @@ def _record_aggregates(analysis: TaskAnalysis, label: str, task_run: TaskRun, ke
         analysis.layer_concept_shares[label] = [
             _mean_shares([x[i] for x in layered]) for i in range(len(layered[0]))
         ]
+        with_rows = [r.ffn for r in recs if isinstance(r.ffn.get("layer_concept_shares"), list)]
+        rows = _row_layers(with_rows, len(layered[0]))
+        if rows is not None:
+            analysis.ffn_layers[label] = rows
+
+
+def _row_layers(details: list[dict[str, Any]], n_rows: int) -> list[int] | None:
+    """The model layer of each row, where the records name them (``layers``: a hybrid's attention or FFN
+    layers) and all agree; None where rows are layers 0..n-1."""
+    named = {tuple(d["layers"]) for d in details if isinstance(d.get("layers"), list)}
+    if len(named) != 1:
+        return None
+    (rows,) = named
+    return [int(x) for x in rows] if len(rows) == n_rows else None
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -156,33 +157,55 @@ def token_heatmaps(records: dict[str, InterpRecord]) -> bytes:
     return _png(fig)
 
 
-def attention_maps(maps: dict[str, list[list[float]]], baseline: str, other: str) -> bytes:
-    """Instruction attention (layers x heads): baseline, other run, and their difference when shapes agree."""
+def _layer_ticks(axis: Any, n: int, layers: Sequence[int] | None) -> None:
+    """Whole layer numbers on a layer axis: the model's own indices where rows are some of its layers."""
+    from matplotlib.ticker import MaxNLocator
+
+    if layers is None:
+        if n <= 16:
+            axis.set_ticks(range(n))
+        else:
+            axis.set_major_locator(MaxNLocator(integer=True))
+        return
+    where = list(range(0, n, max(1, -(-n // 16))))
+    axis.set_ticks(where, [str(layers[i]) for i in where])
+
+
+def attention_maps(
+    maps: dict[str, list[list[float]]],
+    baseline: str,
+    other: str,
+    layers: dict[str, list[int]] | None = None,
+) -> bytes:
+    """Instruction attention (layers x heads): baseline, other run, and their difference when shapes (and
+    the model layers of the rows) agree. `layers`: per run, the model layer of each row where the rows are
+    not layers 0..L-1 (a hybrid's attention layers)."""
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
+    layers = layers or {}
     a, b = np.asarray(maps[baseline], dtype=float), np.asarray(maps[other], dtype=float)
     panels = [(baseline, a, "viridis"), (other, b, "viridis")]
-    if a.shape == b.shape:
+    if a.shape == b.shape and layers.get(baseline) == layers.get(other):
         panels.append((f"{other} \u2212 {baseline}", b - a, "RdBu_r"))
     fig, axes = plt.subplots(
         1, len(panels), figsize=(3.8 * len(panels) + 1, 3.4), squeeze=False, layout="constrained"
     )
     vmax = float(np.nanmax([np.nanmax(a), np.nanmax(b)]))
-    for ax, (title, mat, cmap) in zip(axes[0], panels):
+    for ax, (title, mat, cmap), run in zip(axes[0], panels, (baseline, other, baseline)):
         if cmap == "RdBu_r":
             lim = float(np.nanmax(np.abs(mat))) or 1.0
             im = ax.imshow(mat, aspect="auto", cmap=cmap, vmin=-lim, vmax=lim)
         else:
             im = ax.imshow(mat, aspect="auto", cmap=cmap, vmin=0, vmax=vmax or 1.0)
         ax.set_xlabel("head")
-        ax.set_ylabel("layer")
+        ax.set_ylabel("layer" if run not in layers else "layer (attention layers only)")
         # whole layer and head numbers: every one when few, else integer steps (never 0.1, 0.2, ...)
-        for axis, n in ((ax.xaxis, mat.shape[1]), (ax.yaxis, mat.shape[0])):
-            if n <= 16:
-                axis.set_ticks(range(n))
-            else:
-                axis.set_major_locator(MaxNLocator(integer=True))
+        if mat.shape[1] <= 16:
+            ax.xaxis.set_ticks(range(mat.shape[1]))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _layer_ticks(ax.yaxis, mat.shape[0], layers.get(run))
         ax.set_title(_plain(title, 50))
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return _png(fig)
@@ -208,8 +231,13 @@ def concept_bars(shares: dict[str, dict[str, float]]) -> bytes:
     return _png(fig)
 
 
-def layer_group_concepts(layered: dict[str, list[dict[str, float]]], groups: int = 4) -> bytes:
-    """Concept proportions per layer group (stacked bars), one bar per (group, run)."""
+def layer_group_concepts(
+    layered: dict[str, list[dict[str, float]]], groups: int = 4, layers: dict[str, list[int]] | None = None
+) -> bytes:
+    """Concept proportions per layer group (stacked bars), one bar per (group, run); each group named by
+    its first and last model layer (`layers`: per run, the model layer of each row where the rows are a
+    hybrid's FFN layers only)."""
+    layers = layers or {}
     plt = _plt()
     concepts = sorted({c for rows in layered.values() for d in rows for c in d})
     labels = list(layered)
@@ -237,7 +265,8 @@ def layer_group_concepts(layered: dict[str, list[dict[str, float]]], groups: int
                 )
                 bottom += vals[ci] / total
             xticks.append(pos)
-            xlabels.append(f"L{int(chunks[0])}-{int(chunks[-1])}\n{_plain(label, 14)}")
+            index = layers.get(label) or list(range(len(rows)))
+            xlabels.append(f"L{index[int(chunks[0])]}-{index[int(chunks[-1])]}\n{_plain(label, 14)}")
             pos += 1
         pos += 0.5
     ax.set_xticks(xticks, xlabels, fontsize=7)

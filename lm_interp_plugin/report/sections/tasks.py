@@ -313,7 +313,7 @@ def _record_blocks(task: TaskAnalysis, baseline: str, figures: Figures) -> list[
         for other in task.attention_means:
             if other == baseline:
                 continue
-            png = plots.attention_maps(task.attention_means, baseline, other)
+            png = plots.attention_maps(task.attention_means, baseline, other, task.attention_layers)
             blocks.append(
                 figures.add(
                     f"{task.task}_attention_{other}",
@@ -344,7 +344,7 @@ def _record_blocks(task: TaskAnalysis, baseline: str, figures: Figures) -> list[
         blocks.append(
             figures.add(
                 f"{task.task}_layer_concepts",
-                plots.layer_group_concepts(task.layer_concept_shares),
+                plots.layer_group_concepts(task.layer_concept_shares, layers=task.ffn_layers),
                 f"{task.task}: FFN concept proportions per layer group",
             )
         )
