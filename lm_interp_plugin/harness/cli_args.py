@@ -5,7 +5,7 @@ checks, the records folder, the plugin-tasks-only fast start). Reading them by h
 argparse takes abbreviations (``--task``) and short forms (``-M``, ``-t``, ``-a``, ``-o``), lm-eval 0.4.13
 extends ``--tasks`` over repeats and merges repeated ``--model_args``. So every flag comes from lm-eval's own
 parser (`lm_eval._cli.harness.HarnessCLI`: argparse only, ~30 ms, no torch), with its legacy rule (a command
-line without a subcommand is a ``run``).
+line without a subcommand is a ``run``) and its ``--config`` YAML under the command line's flags.
 """
 
 from __future__ import annotations
@@ -61,16 +61,43 @@ def _parse(argv: tuple[str, ...]) -> LmEvalArgs:
             ns, _unknown = parser.parse_known_args(args)
     except SystemExit:  # an argparse error or --help: lm-eval prints it when it runs
         return LmEvalArgs()
-    tasks = getattr(ns, "tasks", None) or ()
-    if isinstance(tasks, str):  # `validate --tasks` is one string
+    values = {k: v for k, v in vars(ns).items() if v or v == 0}
+    if values.get("config"):  # lm-eval's precedence (EvaluatorConfig.from_cli): command line over the YAML
+        values = {**_config_file(values["config"]), **values}
+    tasks = values.get("tasks") or ()
+    if isinstance(tasks, str):  # `validate --tasks`, or a config file's comma-separated string
         tasks = tasks.split(",")
-    model_args = getattr(ns, "model_args", None)
     return LmEvalArgs(
         command=ns.command,
-        model=getattr(ns, "model", None),
-        model_args=dict(model_args) if isinstance(model_args, dict) else {},
-        tasks=tuple(t.strip() for t in tasks if t and t.strip()),
-        output_path=getattr(ns, "output_path", None),
-        include_path=getattr(ns, "include_path", None),
+        model=values.get("model"),
+        model_args=_model_args(values.get("model_args")),
+        tasks=tuple(str(t).strip() for t in tasks if t and str(t).strip()),
+        output_path=values.get("output_path"),
+        include_path=values.get("include_path"),
         parsed=True,
     )
+
+
+def _config_file(path: str) -> dict[str, Any]:
+    """The ``--config`` YAML as lm-eval reads it; empty where it cannot (lm-eval then names the file)."""
+    from lm_eval.config.evaluate_config import EvaluatorConfig
+
+    try:
+        return EvaluatorConfig.load_yaml_config(path)
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _model_args(value: Any) -> dict[str, Any]:
+    """``model_args`` as a dict: the command line's is one already, a config file's may be ``k=v,k=v``."""
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, str) and value.strip():
+        from lm_eval._cli.utils import key_val_to_dict, try_parse_json
+
+        parsed = try_parse_json(value)
+        try:
+            return dict(parsed) if isinstance(parsed, dict) else key_val_to_dict(value)
+        except ValueError:  # lm-eval rejects it with its own message when it runs
+            return {}
+    return {}

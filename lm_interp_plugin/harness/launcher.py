@@ -82,7 +82,8 @@ def plugin_tasks_only(argv: Sequence[str], tasks: Sequence[PluginTask]) -> bool:
 def with_records_dir(argv: list[str]) -> list[str]:
     """For `run --model interp-hf --output_path P`, put the records beside lm-eval's samples:
     ``records_dir=P/<sanitized model name>`` (unless the user gave records_dir), as one more ``--model_args``
-    (lm-eval 0.4.13 merges repeated ones)."""
+    holding every model argument (lm-eval 0.4.13 merges repeated ones, and a command-line ``--model_args``
+    replaces a ``--config`` file's, so the file's arguments are carried over)."""
     from lm_eval.utils import sanitize_model_name
 
     args = lmeval_args(argv)
@@ -92,7 +93,7 @@ def with_records_dir(argv: list[str]) -> list[str]:
     out = Path(args.output_path)
     base = out.parent if out.suffix == ".json" else out
     records = str(base / sanitize_model_name(pretrained))
-    return [*argv, "--model_args", json.dumps({"records_dir": records})]
+    return [*argv, "--model_args", json.dumps({**args.model_args, "records_dir": records})]
 
 
 def validate_data(argv: Sequence[str], tasks: Sequence[PluginTask] | None = None) -> list[str]:

@@ -52,7 +52,34 @@ def test_the_records_folder_is_one_more_model_args_that_lm_eval_merges(tmp_path)
         "interp_L": 5,
         "records_dir": str(tmp_path / "out" / "org__my-model"),
     }
-    assert json.loads(got[-1]) == {"records_dir": merged["records_dir"]}
+    assert json.loads(got[-1]) == merged  # every argument: a --config file's would be replaced otherwise
     given = [*argv, "-a", "records_dir=mine"]
     assert with_records_dir(given) == given  # the user's folder stays
     assert with_records_dir(argv[:-2]) == argv[:-2]  # no --output_path: no records folder to put beside
+
+
+def test_a_config_file_is_read_under_the_command_line(tmp_path):
+    """lm-eval's ``--config`` YAML: its model, tasks and model_args count unless the command line gives them;
+    the records folder keeps the file's model arguments (a command-line --model_args replaces them)."""
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "model: interp-hf\nmodel_args: pretrained=org/m,interp_p=3\ntasks: [interp_instruct_mcc]\n"
+        f"output_path: {tmp_path / 'out'}\n"
+    )
+    args = lmeval_args(["run", "--config", str(config)])
+    assert (args.model, args.tasks) == ("interp-hf", ("interp_instruct_mcc",))
+    assert args.model_args == {"pretrained": "org/m", "interp_p": 3}
+    assert lmeval_args(["run", "--config", str(config), "--tasks", "a"]).tasks == ("a",)
+    local = tmp_path / "local.yaml"
+    local.write_text(f"model: interp-hf\nmodel_args: pretrained={tmp_path}\ntasks: interp_instruct_mcc\n")
+    with pytest.raises(PreflightError, match="interp_instruct_mcc"):  # the file's misspelt task
+        check_run(["--config", str(local)])
+    with pytest.raises(PreflightError, match="pretrained=/nonexistent: no such folder"):  # and its model
+        check_run(["--config", str(local), "-a", "pretrained=/nonexistent"])
+    got = lmeval_args(with_records_dir(["run", "--config", str(config)]))
+    assert got.model_args == {
+        "pretrained": "org/m",
+        "interp_p": 3,
+        "records_dir": str(tmp_path / "out" / "org__m"),
+    }
+    assert lmeval_args(["run", "--config", str(tmp_path / "missing.yaml")]).parsed  # lm-eval names it
