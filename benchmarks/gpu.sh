@@ -81,8 +81,8 @@ while [[ $# -gt 0 ]]; do
 done
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false
 
-STAGES=(env deps llama1b_p512 llama7b_p4096_n256 precision_1b precision_demo profile_1b overhead_1b pytest_gpu
-    explain_7b llama7b_p512)
+STAGES=(env deps shift_1b llama1b_p512 llama7b_p4096_n256 precision_1b precision_demo profile_1b overhead_1b
+    pytest_gpu explain_7b llama7b_p512)
 OPTIONAL=(llama1b_p512_eager)  # run only when --only names them
 COMMON=(--device cuda --dtype bfloat16 --attn sdpa --max-memory --modes auto)
 LLAMA_1B=(--hidden 2048 --layers 16 --heads 32 --kv-heads 8 --intermediate 8192 --vocab 128256)
@@ -117,6 +117,9 @@ else echo 'no wheels folder $WHEELS: trying the package index'; pip install \$ne
 python -c 'import lm_interp_plugin.tasks' 2>/dev/null || pip install -q --no-deps --no-build-isolation --no-index -e .; \
 python -c 'import lm_eval, lm_interp_plugin.tasks; print(\"lm_eval\", lm_eval.__version__)'")
         fi ;;
+    shift_1b) TIMEOUT=150  # issue 23: the reference forward, logit lens and contrastive row against the pass
+        CMD=(python benchmarks/shift_signals.py --device cuda --hidden 2048 --layers 16 --vocab 128256
+            --prompt 512 --targets 1,3,16 --repeats 5 --json "$json") ;;
     llama1b_p512) TIMEOUT=110
         CMD=(python benchmarks/attribution.py "${COMMON[@]}" "${LLAMA_1B[@]}" --prompt 512 --targets 8,32,128
             --repeats 1 --skip prefix --levers --pass --json "$json") ;;
@@ -159,6 +162,8 @@ python -c 'import lm_eval, lm_interp_plugin.tasks; print(\"lm_eval\", lm_eval.__
             --intermediate 64 --vocab 97 --prompt 12 --targets 6 --threads 1) ;;
         overhead_1b) CMD+=(--device cpu --dtype float32 --hidden 32 --layers 1 --heads 2 --kv-heads 2
             --intermediate 64 --limit 1 --warmup 0 --threads 1) ;;
+        shift_1b) CMD+=(--device cpu --hidden 32 --layers 1 --vocab 97 --prompt 12 --targets 1,3 --repeats 1
+            --threads 1) ;;
         explain_7b) CMD+=(--hidden 64 --intermediate 128 --heads 4 --kv-heads 2 --vocab 900 --words 300
             --layers 1 --k 3 --device cpu --dtype float32) ;;
         esac

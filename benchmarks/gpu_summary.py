@@ -79,6 +79,19 @@ def attribution_lines(name: str, data: dict) -> list[str]:
     return lines
 
 
+def shift_lines(name: str, data: dict) -> list[str]:
+    """shift_signals.py: per (prompt, target length), the pass's seconds and each signal's added cost as a
+    ratio of it (issue 23's targets: reference <= 0.5x, lens and contrastive <= 0.2x)."""
+    lines = [f"[{name}] base-vs-tuned signals, ratio of the pass (targets: reference 0.5x, lens/foil 0.2x)"]
+    for row in data["rows"]:
+        ratio = row["ratio_to_pass"]
+        lines.append(
+            f"  P={row['prompt']} N={row['targets']}: pass {row['seconds']['pass'] * 1000:.1f} ms; reference "
+            f"{ratio['reference']:.2f}x, lens {ratio['lens']:.2f}x, foil added {row['foil_added']:.2f}x"
+        )
+    return lines
+
+
 def summary(work: Path, command: str, dry_run: bool) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     env_log = (work / "env.log").read_text() if (work / "env.log").exists() else ""
@@ -121,6 +134,8 @@ def summary(work: Path, command: str, dry_run: bool) -> str:
                 f"[{name}] {data['mode']} mode, {data['passes']} passes; per-derivative loops: {shares}"
             )
             lines += ["  " + line for line in data["table"].splitlines()[:16]]
+        elif "rows" in data and all("foil_added" in row for row in data["rows"]):
+            lines += shift_lines(name, data)
         elif "explain_heads_s" in data:
             heads, ffn = data["explain_heads_s"], data["explain_ffn_s"]
             peak_gib = _fmt(data.get("max_memory_allocated_gib"), ".1f")

@@ -261,6 +261,7 @@ def test_gpu_script_stages_parse_and_run_at_toy_size(attribution, tmp_path):
         "profile_1b": "benchmarks/profile_engine.py",
         "overhead_1b": "benchmarks/overhead.py",
         "explain_7b": "benchmarks/explain.py",
+        "shift_1b": "benchmarks/shift_signals.py",
     }
     commands = _gpu_commands()
     precision = _load("precision").parse_args(commands["precision_1b"][1])
@@ -390,8 +391,8 @@ def test_gpu_script_dry_run_writes_one_tarball_and_one_summary(tmp_path):
 
     # llama1b_p512_eager is optional: it runs only when --only names it
     expected = {
-        "env", "deps", "llama1b_p512", "llama7b_p4096_n256", "precision_1b", "precision_demo", "profile_1b",
-        "pytest_gpu", "llama7b_p512", "explain_7b",
+        "env", "deps", "shift_1b", "llama1b_p512", "llama7b_p4096_n256", "precision_1b", "precision_demo",
+        "profile_1b", "pytest_gpu", "llama7b_p512", "explain_7b",
     }  # fmt: skip
     out = tmp_path / "results"
     only = ",".join(sorted(expected))
@@ -414,6 +415,7 @@ def test_gpu_script_dry_run_writes_one_tarball_and_one_summary(tmp_path):
     summary = (out / "summary.txt").read_text()
     assert "DRY RUN" in summary and "eng/paper" in summary and "chosen default" in summary
     assert "[pytest_gpu]" in summary and "per-derivative loops" in summary
+    assert "[shift_1b] base-vs-tuned signals" in summary and "foil added" in summary
 
 
 def _stage_status(out: Path) -> dict[str, str]:
