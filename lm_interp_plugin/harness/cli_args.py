@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,12 +43,8 @@ class LmEvalArgs:
 
 
 def lmeval_args(argv: Sequence[str]) -> LmEvalArgs:
-    """`argv` (``run --model ...``, or a run's flags without the subcommand) as lm-eval reads it."""
-    return _parse(tuple(argv))
-
-
-@functools.lru_cache(maxsize=16)
-def _parse(argv: tuple[str, ...]) -> LmEvalArgs:
+    """`argv` (``run --model ...``, or a run's flags without the subcommand) as lm-eval reads it. Parsed
+    anew each call (a few ms): a ``--config`` file may have changed since the last one."""
     from lm_eval._cli.harness import HarnessCLI
 
     args = list(argv)
