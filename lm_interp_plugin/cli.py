@@ -253,7 +253,7 @@ def _main(argv: list[str], debug: bool) -> int:
         tasks = plugin_tasks(include_paths(argv))  # one text read of the task YAMLs, for every check below
         if argv[0] == "run":  # seconds, before lm-eval's ~30 s start-up (see harness/preflight.py)
             check_run(argv[1:], tasks)
-        if argv[0] == "ls" and "--plugin-only" in argv:  # a text read of the task folder: no lm-eval import
+        if argv[0] == "ls" and "--plugin-only" in argv:  # a text read of the task folder: no task index
             print(format_plugin_tasks(tasks))
             return 0
         from .harness.launcher import run_lmeval
