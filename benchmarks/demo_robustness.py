@@ -84,13 +84,15 @@ def summary(runs: list[dict], limit: int | None, what: str | None = None, machin
     """Per rebuild, its verdict of each (task, finding): what `lm-interp demo` reads to say which of the
     shipped pair's verdicts a rebuild from the recipe keeps (`demo.run.rebuild_agreement`). Also written by
     benchmarks/demo_recipe_sweep.py, with its own `what` and the `machine` the builds ran on."""
+    from lm_interp_plugin.demo.run import VERDICT_P  # the p the demo's verdicts read, which it checks
+
     return {
         "what": what
         or "verdicts of `lm-interp demo --rebuild --seed S --threads T` (benchmarks/demo_robustness.py)",
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine,
         "limit": limit,
-        "verdict_p": "holm",  # the report's verdicts read p (Holm) (`demo.run.VERDICT_P`)
+        "verdict_p": VERDICT_P,
         "rebuilds": [
             {
                 "name": run["name"],

@@ -71,7 +71,7 @@ def plugin_tasks_only(argv: Sequence[str], tasks: Sequence[PluginTask]) -> bool:
     of `plugin_tasks_visible`), which take ~7 s of CPU to index. Variants (`interp_arc_easy`) qualify:
     they find their stock config by a text scan (`variants.stock_yaml_path`)."""
     args = lmeval_args(argv)
-    if args.command != "run" or argv[:1] != ["run"] or args.include_path is not None:
+    if argv[:1] != ["run"] or args.include_path is not None:
         return False
     names = args.tasks
     folder = task_folder().resolve()

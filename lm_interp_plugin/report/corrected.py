@@ -15,7 +15,7 @@ from typing import Any
 
 from ..methods.multiple_testing import holm
 from .analysis import TaskAnalysis
-from .findings import ALPHA, FINDINGS, NOT_MEASURABLE, FindingCheck, where_attribution_went
+from .findings import ALPHA, FINDINGS, NOT_MEASURABLE, FindingCheck, explain_missing_finding
 
 
 @dataclass
@@ -73,7 +73,7 @@ def with_holm(checks: list[FindingCheck], tasks: list[TaskAnalysis]) -> list[Fin
 
     Holm's p is never below the uncorrected one, so a verdict can only turn "not significant" (or "no
     significant difference"); a finding-1 check that does gets the per-part explanation the uncorrected
-    "not significant" ones have (`where_attribution_went`)."""
+    "not significant" ones have (`findings.explain_missing_finding`)."""
     families: dict[tuple[str, str], dict[tuple[str, str], float | None]] = {}
     by_task = {task.task: task for task in tasks}
     for check in checks:
@@ -83,8 +83,6 @@ def with_holm(checks: list[FindingCheck], tasks: list[TaskAnalysis]) -> list[Fin
         check.p_holm = families[pair].get((check.task, check.metric))
         if check.verdict == NOT_MEASURABLE or check.p_holm is None:  # no p: "untested" either way
             continue
-        before, check.verdict = check.verdict, check.decide(check.p_holm)
-        if check.finding == 1 and not check.neutral and before == "shows up" != check.verdict:
-            where = where_attribution_went(by_task[check.task], check.other)
-            check.explanation = ". ".join(text for text in (check.explanation, where) if text)
+        check.verdict = check.decide(check.p_holm)
+        explain_missing_finding(check, by_task[check.task])
     return checks

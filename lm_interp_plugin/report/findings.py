@@ -227,9 +227,19 @@ def check_findings(
                         diff_ci_high=row.diff_ci_high,
                     )
                 )
-                if number == 1 and checks[-1].verdict in ("opposite", "not significant"):
-                    checks[-1].explanation = where_attribution_went(task, row.other)
+                explain_missing_finding(checks[-1], task)
     return checks
+
+
+def explain_missing_finding(check: FindingCheck, task: TaskAnalysis) -> None:
+    """A finding-1 check that does not show up ("opposite" or "not significant") says where the other run's
+    attribution went (`where_attribution_went`), added to its explanation once; other checks are left as
+    they are. Called when a verdict is decided, and again when Holm's correction re-decides it."""
+    if check.finding != 1 or check.neutral or check.verdict not in ("opposite", "not significant"):
+        return
+    where = where_attribution_went(task, check.other)
+    if where and where not in check.explanation:
+        check.explanation = ". ".join(text for text in (check.explanation, where) if text)
 
 
 def where_attribution_went(task: TaskAnalysis, other: str, top: int = 3) -> str:

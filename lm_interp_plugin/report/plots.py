@@ -157,18 +157,19 @@ def token_heatmaps(records: dict[str, InterpRecord]) -> bytes:
     return _png(fig)
 
 
-def _layer_ticks(axis: Any, n: int, layers: Sequence[int] | None) -> None:
-    """Whole layer numbers on a layer axis: the model's own indices where rows are some of its layers."""
+def _index_ticks(axis: Any, n: int, labels: Sequence[int] | None = None) -> None:
+    """Whole numbers on an axis of `n` rows (layers, heads): every one when few, else integer steps (never
+    0.1, 0.2, ...); `labels`: each row's own index where rows are some of the model's layers (a hybrid's)."""
     from matplotlib.ticker import MaxNLocator
 
-    if layers is None:
+    if labels is None:
         if n <= 16:
             axis.set_ticks(range(n))
         else:
             axis.set_major_locator(MaxNLocator(integer=True))
         return
     where = list(range(0, n, max(1, -(-n // 16))))
-    axis.set_ticks(where, [str(layers[i]) for i in where])
+    axis.set_ticks(where, [str(labels[i]) for i in where])
 
 
 def attention_maps(
@@ -181,8 +182,6 @@ def attention_maps(
     the model layers of the rows) agree. `layers`: per run, the model layer of each row where the rows are
     not layers 0..L-1 (a hybrid's attention layers)."""
     plt = _plt()
-    from matplotlib.ticker import MaxNLocator
-
     layers = layers or {}
     a, b = np.asarray(maps[baseline], dtype=float), np.asarray(maps[other], dtype=float)
     panels = [(baseline, a, "viridis"), (other, b, "viridis")]
@@ -200,12 +199,8 @@ def attention_maps(
             im = ax.imshow(mat, aspect="auto", cmap=cmap, vmin=0, vmax=vmax or 1.0)
         ax.set_xlabel("head")
         ax.set_ylabel("layer" if run not in layers else "layer (attention layers only)")
-        # whole layer and head numbers: every one when few, else integer steps (never 0.1, 0.2, ...)
-        if mat.shape[1] <= 16:
-            ax.xaxis.set_ticks(range(mat.shape[1]))
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        _layer_ticks(ax.yaxis, mat.shape[0], layers.get(run))
+        _index_ticks(ax.xaxis, mat.shape[1])
+        _index_ticks(ax.yaxis, mat.shape[0], layers.get(run))
         ax.set_title(_plain(title, 50))
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return _png(fig)

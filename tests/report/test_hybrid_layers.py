@@ -25,15 +25,15 @@ def test_hybrid_rows_keep_their_model_layer_indices(tmp_path):
     assert "t_attention_tuned" in figures and "t_layer_concepts" in figures
 
 
-def test_layer_ticks_name_the_model_layers():
+def test_index_ticks_name_the_model_layers():
     """The tick labels themselves: the model's layer indices for a hybrid's rows, row numbers otherwise."""
-    from lm_interp_plugin.report.plots import _layer_ticks, _plt
+    from lm_interp_plugin.report.plots import _index_ticks, _plt
 
     plt = _plt()
     fig, (hybrid, dense, deep) = plt.subplots(1, 3)
-    _layer_ticks(hybrid.yaxis, 3, [1, 3, 5])
-    _layer_ticks(dense.yaxis, 3, None)
-    _layer_ticks(deep.yaxis, 40, list(range(0, 80, 2)))  # 40 attention layers of 80: every third labelled
+    _index_ticks(hybrid.yaxis, 3, [1, 3, 5])
+    _index_ticks(dense.yaxis, 3, None)
+    _index_ticks(deep.yaxis, 40, list(range(0, 80, 2)))  # 40 attention layers of 80: every third labelled
     fig.canvas.draw()
     assert [t.get_text() for t in hybrid.get_yticklabels()] == ["1", "3", "5"]
     assert [t.get_text() for t in dense.get_yticklabels()] == ["0", "1", "2"]
