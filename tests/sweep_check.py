@@ -201,15 +201,17 @@ README_START = "<!-- supported-families:start (generated: python tests/sweep_che
 README_END = "<!-- supported-families:end -->"
 
 
-def render_families_section(supported: list[str] | tuple[str, ...], total: int) -> str:
-    """README's generated list of fully supported families (between `README_START` and `README_END`)."""
+def render_families_section(supported: list[str] | tuple[str, ...], total: int, version: str) -> str:
+    """README's generated list of fully supported families (between `README_START` and `README_END`), of
+    the `total` families transformers `version` registers."""
     names = ", ".join(f"`{f}`" for f in sorted(supported))
     return (
         f"{README_START}\n"
         f"Fully supported (attribution, instruction attention through the per-layer probe equal to eager, "
         f"FFN "
         f"concepts, explain-heads, explain-ffn), measured on tiny random models of each family: "
-        f"**{len(supported)} of the {total} decoder-only families** transformers registers: {names}.\n"
+        f"**{len(supported)} of the {total} decoder-only families** transformers {version} registers: "
+        f"{names}.\n"
         f"{README_END}"
     )
 
@@ -224,16 +226,27 @@ def write_support(results: list[FamilyCheck], package_dir, readme_path) -> list[
     """Write `support.SUPPORTED_FAMILIES` and README's section from a sweep's results."""
     from pathlib import Path
 
+    import transformers
+
     from lm_interp_plugin.testing.families import decoder_families
 
     supported = sorted(r.family for r in results if r.fully_supported)
     body = ",\n".join(f'    "{f}"' for f in supported)
     path = Path(package_dir) / "support.py"
     text = path.read_text(encoding="utf-8")
-    head = text[: text.index("SUPPORTED_FAMILIES")]
-    path.write_text(head + f"SUPPORTED_FAMILIES: tuple[str, ...] = (\n{body},\n)\n", encoding="utf-8")
+    head = text[: text.index("#: the transformers version the sweep measured")]
+    total, version = len(decoder_families()), transformers.__version__
+    path.write_text(
+        head
+        + "#: the transformers version the sweep measured the list on\n"
+        + f'MEASURED_TRANSFORMERS = "{version}"\n'
+        + "#: how many decoder-only families that version registers (`testing.families.decoder_families`)\n"
+        + f"MEASURED_DECODER_FAMILIES = {total}\n\n"
+        + f"SUPPORTED_FAMILIES: tuple[str, ...] = (\n{body},\n)\n",
+        encoding="utf-8",
+    )
     readme = Path(readme_path)
-    section = render_families_section(supported, len(decoder_families()))
+    section = render_families_section(supported, total, version)
     readme.write_text(replace_section(readme.read_text(encoding="utf-8"), section), encoding="utf-8")
     return supported
 

@@ -311,17 +311,24 @@ def test_prompt_crosses_the_window():
 
 
 def test_readme_lists_the_supported_families_the_code_measured():
-    """README's list is generated from `support.SUPPORTED_FAMILIES` (which the sweep keeps true)."""
+    """README's list is generated from `support.SUPPORTED_FAMILIES` (which the sweep keeps true), with the
+    transformers version it was measured on and that version's count of families (checked when it is the
+    installed one: another version registers other families)."""
     from pathlib import Path
 
-    from lm_interp_plugin.support import SUPPORTED_FAMILIES
+    import transformers
+
+    from lm_interp_plugin.support import MEASURED_DECODER_FAMILIES, MEASURED_TRANSFORMERS, SUPPORTED_FAMILIES
     from lm_interp_plugin.testing.families import decoder_families
 
     from sweep_check import README_END, README_START, render_families_section
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index(README_START) : readme.index(README_END) + len(README_END)]
-    assert section == render_families_section(SUPPORTED_FAMILIES, len(decoder_families()))
+    expected = render_families_section(SUPPORTED_FAMILIES, MEASURED_DECODER_FAMILIES, MEASURED_TRANSFORMERS)
+    assert section == expected
+    if transformers.__version__ == MEASURED_TRANSFORMERS:
+        assert MEASURED_DECODER_FAMILIES == len(decoder_families())
 
 
 def test_a_family_that_cannot_be_attributed_is_refused_naming_why():
